@@ -1,0 +1,1 @@
+//! One retrying HTTP client (being written).

@@ -1,0 +1,5 @@
+//! Userdata: formats, the settings model, validation and the JSON schema.
+
+pub mod settings;
+
+pub use settings::*;
