@@ -12,6 +12,7 @@ pub mod http;
 pub mod plan;
 pub mod rancher;
 pub mod secret;
+pub mod signature;
 pub mod state;
 pub mod system;
 pub mod userdata;

@@ -1,1 +1,9 @@
-//! (module being written)
+//! bootstrapd's own state: the stage journal under /var/lib/bootstrapd.
+//!
+//! The journal is the only record of what a run did. It is rewritten atomically after every
+//! change (temp file, fsync, rename, fsync of the directory), so power loss at any instant
+//! leaves the previous or the next journal, never a torn one.
+
+pub mod journal;
+
+pub use journal::*;

@@ -1,0 +1,522 @@
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{HostRoot, write_atomic};
+use crate::plan::{Finding, Outcome};
+
+pub const STATE_DIR: &str = "/var/lib/bootstrapd";
+pub const JOURNAL_FILE: &str = "state.json";
+const FORMAT_VERSION: u32 = 1;
+
+/// The stages of a run, in order. `status` shows "stage k of n".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Fetch,
+    Validate,
+    Prepare,
+    Runtime,
+    Register,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Fetch,
+        Stage::Validate,
+        Stage::Prepare,
+        Stage::Runtime,
+        Stage::Register,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Fetch => "fetch",
+            Stage::Validate => "validate",
+            Stage::Prepare => "prepare",
+            Stage::Runtime => "runtime",
+            Stage::Register => "register",
+        }
+    }
+
+    /// 1-based position, for "stage k of n".
+    pub fn number(self) -> usize {
+        Stage::ALL.iter().position(|s| *s == self).unwrap_or(0) + 1
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageState {
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub stage: Stage,
+    pub state: StageState,
+    pub started: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<u64>,
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The overall verdict, as `status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Never ran on this instance (or reset).
+    #[serde(rename = "not-run")]
+    NotRun,
+    Running,
+    /// Finished; every stage done.
+    Done,
+    /// Finished, but some findings are warnings the operator should read.
+    Degraded,
+    Failed,
+    /// No datasource offered userdata: nothing to do.
+    Disabled,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::NotRun => "not-run",
+            Verdict::Running => "running",
+            Verdict::Done => "done",
+            Verdict::Degraded => "degraded",
+            Verdict::Failed => "failed",
+            Verdict::Disabled => "disabled",
+        }
+    }
+
+    /// cloud-init-style exit codes for `bootstrapd status`: 0 done (or nothing to do),
+    /// 1 failed, 2 still running, not yet run, or degraded.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Done | Verdict::Disabled => 0,
+            Verdict::Failed => 1,
+            Verdict::Running | Verdict::Degraded | Verdict::NotRun => 2,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Verdict::Running | Verdict::NotRun)
+    }
+}
+
+/// Where the run is right now, for `status --wait` and sd_notify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub stage: Stage,
+    pub step: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasource: Option<String>,
+    /// sha256 of the raw userdata: a change on the same instance means re-plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userdata_sha256: Option<String>,
+    /// How many times `run` started on this instance.
+    #[serde(default)]
+    pub runs: u32,
+    #[serde(default)]
+    pub stages: Vec<StageRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// What registration did (no secrets): the guard against registering twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<serde_json::Value>,
+    /// Lines the operator should read: resumed runs, changed userdata, ignored keys.
+    #[serde(default)]
+    pub notes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub updated: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a bootstrapd journal ({source}); move it away or run `bootstrapd reset`")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path} has journal format {found}, this bootstrapd reads {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            version: FORMAT_VERSION,
+            verdict: Verdict::NotRun,
+            instance_id: None,
+            datasource: None,
+            userdata_sha256: None,
+            runs: 0,
+            stages: Vec::new(),
+            progress: None,
+            registration: None,
+            notes: Vec::new(),
+            error: None,
+            updated: now(),
+        }
+    }
+}
+
+/// The journal file and the in-memory copy that every change is saved from.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    pub journal: Journal,
+}
+
+pub fn journal_path(root: &HostRoot) -> PathBuf {
+    root.path(STATE_DIR).join(JOURNAL_FILE)
+}
+
+/// Reads the journal; a missing file is a fresh journal.
+pub fn load(root: &HostRoot) -> Result<Journal, JournalError> {
+    let path = journal_path(root);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
+        Err(source) => return Err(JournalError::Read { path, source }),
+    };
+    let journal: Journal = serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    if journal.version != FORMAT_VERSION {
+        return Err(JournalError::Version {
+            path,
+            found: journal.version,
+        });
+    }
+    Ok(journal)
+}
+
+impl Store {
+    pub fn open(root: &HostRoot) -> Result<Store, JournalError> {
+        Ok(Store {
+            path: journal_path(root),
+            journal: load(root)?,
+        })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn save(&mut self) -> Result<(), JournalError> {
+        self.journal.updated = now();
+        let mut data = serde_json::to_vec_pretty(&self.journal).map_err(|e| JournalError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        data.push(b'\n');
+        write_atomic(&self.path, &data, 0o600).map_err(|source| JournalError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Starts a run for `instance_id` with userdata hashed to `userdata_sha256`.
+    ///
+    /// A different instance id starts over (cloud-init's per-instance semantics); the same
+    /// instance with other userdata keeps the registration guard but re-plans every stage.
+    /// Returns the notes this decision produced.
+    pub fn begin(
+        &mut self,
+        instance_id: &str,
+        datasource: &str,
+        userdata_sha256: &str,
+    ) -> Result<Vec<String>, JournalError> {
+        let mut notes = Vec::new();
+        let j = &mut self.journal;
+        match j.instance_id.as_deref() {
+            Some(old) if old != instance_id => {
+                notes.push(format!(
+                    "instance id changed from {old} to {instance_id}: starting over"
+                ));
+                *j = Journal::default();
+            }
+            Some(_) if j.userdata_sha256.as_deref() != Some(userdata_sha256) => {
+                notes.push(
+                    "userdata changed on this instance: re-planning every stage and applying the difference"
+                        .to_string(),
+                );
+                j.stages.clear();
+            }
+            Some(_) => {
+                if let Some(last) = self.last_done() {
+                    notes.push(format!("resuming after stage {}", last.as_str()));
+                }
+            }
+            None => {}
+        }
+        let j = &mut self.journal;
+        j.instance_id = Some(instance_id.to_string());
+        j.datasource = Some(datasource.to_string());
+        j.userdata_sha256 = Some(userdata_sha256.to_string());
+        j.runs += 1;
+        j.verdict = Verdict::Running;
+        j.error = None;
+        j.notes = notes.clone();
+        self.save()?;
+        Ok(notes)
+    }
+
+    /// The last stage that finished, in stage order, with every stage before it done.
+    pub fn last_done(&self) -> Option<Stage> {
+        let mut last = None;
+        for stage in Stage::ALL {
+            if self.is_done(stage) {
+                last = Some(stage);
+            } else {
+                break;
+            }
+        }
+        last
+    }
+
+    pub fn is_done(&self, stage: Stage) -> bool {
+        self.journal
+            .stages
+            .iter()
+            .any(|r| r.stage == stage && r.state == StageState::Done)
+    }
+
+    pub fn stage_record(&self, stage: Stage) -> Option<&StageRecord> {
+        self.journal.stages.iter().find(|r| r.stage == stage)
+    }
+
+    pub fn start_stage(&mut self, stage: Stage) -> Result<(), JournalError> {
+        self.journal.stages.retain(|r| r.stage != stage);
+        self.journal.stages.push(StageRecord {
+            stage,
+            state: StageState::Running,
+            started: now(),
+            finished: None,
+            findings: Vec::new(),
+            error: None,
+        });
+        self.journal.progress = Some(Progress {
+            stage,
+            step: String::new(),
+        });
+        self.save()
+    }
+
+    pub fn set_step(&mut self, stage: Stage, step: &str) -> Result<(), JournalError> {
+        self.journal.progress = Some(Progress {
+            stage,
+            step: step.to_string(),
+        });
+        self.save()
+    }
+
+    /// Finishes a stage: failed if `error` is set or any finding failed.
+    pub fn finish_stage(
+        &mut self,
+        stage: Stage,
+        findings: Vec<Finding>,
+        error: Option<String>,
+    ) -> Result<StageState, JournalError> {
+        let failed = error.is_some() || findings.iter().any(|f| f.outcome == Outcome::Failed);
+        let state = if failed {
+            StageState::Failed
+        } else {
+            StageState::Done
+        };
+        if let Some(rec) = self.journal.stages.iter_mut().find(|r| r.stage == stage) {
+            rec.state = state;
+            rec.finished = Some(now());
+            rec.findings = findings;
+            rec.error = error.clone();
+        }
+        if failed {
+            self.journal.verdict = Verdict::Failed;
+            self.journal.error = Some(match error {
+                Some(e) => format!("stage {} failed: {e}", stage.as_str()),
+                None => format!("stage {} failed: see its findings", stage.as_str()),
+            });
+        }
+        self.save()?;
+        Ok(state)
+    }
+
+    /// Ends the run: done, or degraded when any finding is a warning.
+    pub fn finish_run(&mut self) -> Result<Verdict, JournalError> {
+        let warned = self
+            .journal
+            .stages
+            .iter()
+            .flat_map(|s| &s.findings)
+            .any(|f| f.outcome == Outcome::Warning);
+        self.journal.verdict = if warned {
+            Verdict::Degraded
+        } else {
+            Verdict::Done
+        };
+        self.journal.progress = None;
+        self.save()?;
+        Ok(self.journal.verdict)
+    }
+
+    pub fn fail_run(&mut self, error: String) -> Result<(), JournalError> {
+        self.journal.verdict = Verdict::Failed;
+        self.journal.error = Some(error);
+        self.save()
+    }
+
+    pub fn disabled(&mut self, reason: String) -> Result<(), JournalError> {
+        self.journal.verdict = Verdict::Disabled;
+        self.journal.error = None;
+        self.journal.notes = vec![reason];
+        self.journal.progress = None;
+        self.save()
+    }
+}
+
+/// Forgets the journal so the next boot runs again. The registration guard of the agents
+/// themselves (agent container label, CATTLE_ID) still prevents a second registration.
+pub fn reset(root: &HostRoot) -> Result<bool, JournalError> {
+    let path = journal_path(root);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(JournalError::Write { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn store() -> (tempfile::TempDir, HostRoot, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let s = Store::open(&root).unwrap();
+        (d, root, s)
+    }
+
+    #[test]
+    fn fresh_journal_is_not_run() {
+        let (_d, root, s) = store();
+        assert_eq!(s.journal.verdict, Verdict::NotRun);
+        assert!(!journal_path(&root).exists());
+    }
+
+    #[test]
+    fn resume_after_last_done_stage() {
+        let (_d, root, mut s) = store();
+        s.begin("i-1", "nocloud", "aaa").unwrap();
+        for st in [Stage::Fetch, Stage::Validate] {
+            s.start_stage(st).unwrap();
+            s.finish_stage(st, vec![], None).unwrap();
+        }
+        s.start_stage(Stage::Prepare).unwrap();
+        // crash here: reopen from disk
+        let mut s2 = Store::open(&root).unwrap();
+        assert_eq!(s2.last_done(), Some(Stage::Validate));
+        let notes = s2.begin("i-1", "nocloud", "aaa").unwrap();
+        assert_eq!(notes, vec!["resuming after stage validate".to_string()]);
+        assert!(s2.is_done(Stage::Validate));
+        assert!(!s2.is_done(Stage::Prepare));
+        assert_eq!(s2.journal.runs, 2);
+        let mode = std::fs::metadata(journal_path(&root)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn new_instance_starts_over_and_changed_userdata_replans() {
+        let (_d, _root, mut s) = store();
+        s.begin("i-1", "nocloud", "aaa").unwrap();
+        s.start_stage(Stage::Fetch).unwrap();
+        s.finish_stage(Stage::Fetch, vec![], None).unwrap();
+        s.journal.registration = Some(serde_json::json!({"container": "x"}));
+
+        let notes = s.begin("i-1", "nocloud", "bbb").unwrap();
+        assert!(notes[0].contains("userdata changed"));
+        assert!(s.journal.stages.is_empty());
+        assert!(s.journal.registration.is_some(), "registration guard kept");
+
+        let notes = s.begin("i-2", "nocloud", "bbb").unwrap();
+        assert!(notes[0].contains("instance id changed from i-1 to i-2"));
+        assert!(s.journal.registration.is_none());
+        assert_eq!(s.journal.runs, 1);
+    }
+
+    #[test]
+    fn failed_finding_fails_stage_and_warnings_degrade() {
+        let (_d, _root, mut s) = store();
+        s.begin("i", "local", "h").unwrap();
+        s.start_stage(Stage::Prepare).unwrap();
+        let st = s
+            .finish_stage(
+                Stage::Prepare,
+                vec![Finding::new("swap", Outcome::Warning, "swap is on")],
+                None,
+            )
+            .unwrap();
+        assert_eq!(st, StageState::Done);
+        assert_eq!(s.finish_run().unwrap(), Verdict::Degraded);
+        assert_eq!(Verdict::Degraded.exit_code(), 2);
+
+        s.start_stage(Stage::Runtime).unwrap();
+        let st = s
+            .finish_stage(
+                Stage::Runtime,
+                vec![Finding::new("docker", Outcome::Failed, "no")],
+                None,
+            )
+            .unwrap();
+        assert_eq!(st, StageState::Failed);
+        assert_eq!(s.journal.verdict, Verdict::Failed);
+        assert!(s.journal.error.as_deref().unwrap().contains("runtime"));
+    }
+
+    #[test]
+    fn corrupt_journal_is_an_error_naming_the_file() {
+        let (_d, root, _s) = store();
+        let p = journal_path(&root);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"{not json").unwrap();
+        let e = load(&root).unwrap_err().to_string();
+        assert!(e.contains("state.json"), "{e}");
+        assert!(reset(&root).unwrap());
+        assert!(!reset(&root).unwrap());
+    }
+}
