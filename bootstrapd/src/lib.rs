@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod cli;
+pub mod config;
 pub mod datasource;
 pub mod facts;
 pub mod fsutil;

@@ -67,6 +67,31 @@ pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
     out
 }
 
+/// Key names whose values are treated as secrets in metadata and other free-form JSON.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["token", "password", "passwd", "secret", "credential", "private", "apikey", "api_key"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+/// Replaces the values of secret-looking keys anywhere in `value` with `<redacted>`.
+pub fn redact_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_secret_key(k) && !v.is_null() {
+                    *v = serde_json::Value::String(REDACTED.to_string());
+                } else {
+                    redact_json(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +103,20 @@ mod tests {
         assert_eq!(format!("{s:?}"), REDACTED);
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
         assert_eq!(s.expose(), "token-abc");
+    }
+
+    #[test]
+    fn redact_json_hides_secret_keys_at_any_depth() {
+        let mut v = serde_json::json!({
+            "instance-id": "i-1",
+            "nested": [{"admin_password": "p", "name": "n"}],
+            "Token": "t",
+        });
+        redact_json(&mut v);
+        assert_eq!(v["instance-id"], "i-1");
+        assert_eq!(v["nested"][0]["admin_password"], REDACTED);
+        assert_eq!(v["nested"][0]["name"], "n");
+        assert_eq!(v["Token"], REDACTED);
     }
 
     #[test]

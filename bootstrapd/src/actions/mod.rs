@@ -1,1 +1,4 @@
 //! (module being written)
+pub mod host;
+pub mod register;
+pub mod runtime;

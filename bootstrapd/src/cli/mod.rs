@@ -8,9 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::fsutil::HostRoot;
 
 pub mod notify;
+pub mod query;
 pub mod reset;
 pub mod sign;
 pub mod status;
+pub mod validate;
 
 #[derive(Debug, Parser)]
 #[command(name = "bootstrapd", version, about = "First-boot node bootstrap agent")]
@@ -67,6 +69,9 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Status(args) => status::run(&root, &args).await,
         Command::Reset => reset::run(&root),
         Command::Sign(args) => sign::run(&args),
+        Command::Validate { files } => validate::run(&files),
+        Command::Schema => validate::schema(),
+        Command::Query { userdata } => query::run(&root, userdata.as_ref()).await,
         _ => Err(anyhow_free("not wired yet")),
     };
     match result {

@@ -1,5 +1,8 @@
 //! Settings + facts -> ordered steps. Pure: nothing here touches the host.
 
+pub mod host;
+pub mod runtime;
+
 use serde::{Deserialize, Serialize};
 
 /// What a step found or did.

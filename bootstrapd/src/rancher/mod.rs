@@ -1,1 +1,124 @@
-//! (module being written)
+//! Registration with a Rancher server: the CA checksum and pinning both agent generations
+//! use, the RKE1 agent container (Rancher 2.0-2.6) and the system agent (Rancher >= 2.6).
+
+pub mod cacerts;
+pub mod rke1;
+pub mod system_agent;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::{HttpClient, HttpClientBuilder, RetryPolicy, TlsTrust};
+use crate::secret::Secret;
+use crate::userdata::{Role, Settings, Taint};
+
+/// How the node presents itself to Rancher (node command's `--node-name`, `--address`,
+/// `--internal-address`). Addresses left out are worked out by the agent itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub node_name: String,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub internal_address: Option<String>,
+}
+
+/// Everything a registration sends, borrowed from the settings and the node identity.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    pub server: &'a str,
+    pub token: &'a Secret,
+    pub ca_checksum: Option<&'a str>,
+    pub roles: &'a [Role],
+    pub node: &'a NodeIdentity,
+    pub labels: &'a BTreeMap<String, String>,
+    pub taints: &'a [Taint],
+}
+
+impl<'a> Registration<'a> {
+    pub fn new(settings: &'a Settings, node: &'a NodeIdentity) -> Self {
+        let r = &settings.rancher;
+        Registration {
+            server: r.server.trim_end_matches('/'),
+            token: &r.token,
+            ca_checksum: r.ca_checksum.as_deref().filter(|c| !c.trim().is_empty()),
+            roles: &settings.roles,
+            node,
+            labels: &r.labels,
+            taints: &r.taints,
+        }
+    }
+}
+
+/// The overall time budget of a registration (`rancher.deadline_seconds`): every request
+/// retries within what is left of it, never beyond.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    end: Instant,
+}
+
+impl Deadline {
+    pub fn after(budget: Duration) -> Self {
+        Deadline {
+            end: Instant::now() + budget,
+        }
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.end.saturating_duration_since(Instant::now())
+    }
+
+    /// Exponential backoff with full jitter (http.rs), bounded by what is left.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(500),
+            max_delay: Duration::from_secs(15),
+            // Never zero: one attempt is always made, even when the budget is spent.
+            deadline: self.remaining().max(Duration::from_secs(1)),
+            attempts: u32::MAX,
+        }
+    }
+}
+
+/// A verified-TLS client under `trust`, retrying within `deadline`.
+pub(crate) fn client(
+    trust: &TlsTrust,
+    deadline: &Deadline,
+    attempt_timeout: Duration,
+    max_body: usize,
+) -> Result<HttpClient, crate::http::HttpError> {
+    HttpClientBuilder::new(trust.clone())
+        .retry(deadline.retry_policy())
+        .attempt_timeout(attempt_timeout)
+        .max_body(max_body)
+        .build()
+}
+
+/// `server` joined with an absolute API path, keeping any path prefix the server URL has
+/// (Rancher behind a path-routing proxy).
+pub fn endpoint(server: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        server.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            endpoint("https://r.lab/", "/cacerts"),
+            "https://r.lab/cacerts"
+        );
+        assert_eq!(
+            endpoint("https://r.lab:8443/rancher", "v3/connect/agent"),
+            "https://r.lab:8443/rancher/v3/connect/agent"
+        );
+    }
+}

@@ -9,11 +9,13 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::secret::Secret;
+use crate::userdata::schema;
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Roles this node takes in the cluster: one or more of etcd, controlplane, worker.
+    #[schemars(length(min = 1), extend("uniqueItems" = true))]
     pub roles: Vec<Role>,
     pub rancher: RancherSettings,
     #[serde(default)]
@@ -59,30 +61,38 @@ pub const DEFAULT_DEADLINE_SECONDS: u64 = 900;
 #[serde(deny_unknown_fields)]
 pub struct RancherSettings {
     /// https URL of the Rancher server.
+    #[schemars(pattern(schema::SERVER))]
     pub server: String,
     /// Cluster registration token. Never logged.
     pub token: Secret,
     /// sha256 of the server's CA (64 lowercase hex), as in the node command's --ca-checksum.
     #[serde(default)]
+    #[schemars(pattern(schema::CHECKSUM))]
     pub ca_checksum: Option<String>,
     #[serde(default)]
     pub mode: RegistrationMode,
     /// Agent image for mode rke1.
     #[serde(default = "default_agent_image")]
+    #[schemars(pattern(schema::IMAGE))]
     pub agent_image: String,
     #[serde(default)]
+    #[schemars(pattern(schema::NODE_NAME), length(max = 253))]
     pub node_name: Option<String>,
     #[serde(default)]
+    #[schemars(pattern(schema::ADDRESS), length(max = 64))]
     pub address: Option<String>,
     #[serde(default)]
+    #[schemars(pattern(schema::ADDRESS), length(max = 64))]
     pub internal_address: Option<String>,
     #[serde(default)]
+    #[schemars(schema_with = "schema::labels")]
     pub labels: BTreeMap<String, String>,
     /// Taints in key=value:Effect form.
     #[serde(default)]
     pub taints: Vec<Taint>,
     /// Overall time allowed for reaching and registering with the server, in seconds.
     #[serde(default = "default_deadline")]
+    #[schemars(range(min = 1, max = 604800))]
     pub deadline_seconds: u64,
 }
 
@@ -94,11 +104,25 @@ fn default_deadline() -> u64 {
     DEFAULT_DEADLINE_SECONDS
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+/// In userdata a taint is one string, `key=value:Effect` (see the `JsonSchema` impl below).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Taint {
     pub key: String,
     pub value: String,
     pub effect: TaintEffect,
+}
+
+impl JsonSchema for Taint {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Taint".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "key=value:Effect (or key:Effect); Effect is NoSchedule, PreferNoSchedule or NoExecute.",
+            "type": "string",
+            "pattern": schema::taint_pattern(),
+        })
+    }
 }
 
 impl std::fmt::Display for Taint {
@@ -131,11 +155,13 @@ pub struct RuntimeSettings {
     pub engine: Engine,
     /// Version constraint, e.g. "20.10", ">=20.10", "=24.0.7".
     #[serde(default)]
+    #[schemars(schema_with = "schema::version")]
     pub version: Option<String>,
     #[serde(default)]
     pub source: RuntimeSource,
     /// Registry mirrors written to /etc/docker/daemon.json before the first start.
     #[serde(default)]
+    #[schemars(inner(pattern(schema::HTTP_URL)), extend("uniqueItems" = true))]
     pub registry_mirrors: Vec<String>,
 }
 
@@ -161,16 +187,24 @@ pub enum RuntimeSource {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [
+    { "required": ["key"] },
+    { "required": ["trusted"], "properties": { "trusted": { "const": true } } },
+]))]
 pub struct RepoSource {
+    #[schemars(pattern(schema::REPO_URL))]
     pub url: String,
     /// Signing key (URL or path). Without one the repository must be explicitly trusted.
     #[serde(default)]
+    #[schemars(pattern(schema::KEY_LOCATION))]
     pub key: Option<String>,
     /// apt: suite (default "stable"); ignored for yum.
     #[serde(default)]
+    #[schemars(pattern(schema::APT_WORD))]
     pub suite: Option<String>,
     /// apt: components (default ["stable"]); ignored for yum.
     #[serde(default)]
+    #[schemars(inner(pattern(schema::APT_WORD)), extend("uniqueItems" = true))]
     pub components: Vec<String>,
     /// Trust the repository without a signing key (local/lab repositories only).
     #[serde(default)]
@@ -180,6 +214,7 @@ pub struct RepoSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineSource {
+    #[schemars(pattern(schema::ABS_PATH))]
     pub path: String,
 }
 
@@ -194,9 +229,11 @@ pub struct HostSettings {
     pub iptables_backend: IptablesBackend,
     /// Kernel modules to load in addition to the ones Kubernetes needs.
     #[serde(default)]
+    #[schemars(inner(pattern(schema::MODULE)), extend("uniqueItems" = true))]
     pub modules: Vec<String>,
     /// sysctls to set in addition to the ones Kubernetes needs.
     #[serde(default)]
+    #[schemars(schema_with = "schema::sysctls")]
     pub sysctls: BTreeMap<String, String>,
     #[serde(default)]
     pub swap: SwapPolicy,

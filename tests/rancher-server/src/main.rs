@@ -1,1 +1,160 @@
-fn main() {}
+//! `rancher-test-server`: run the Rancher server double, or print a record file as a table.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rancher_test_server::{Config, record};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Rancher server double for bootstrapd tests (rke1 + system-agent)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Print a node record file as a table.
+    Table {
+        #[arg(long)]
+        record: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on (VMs under qemu user networking reach the host as 10.0.2.2).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// A known cluster registration token (repeatable).
+    #[arg(long = "token")]
+    tokens: Vec<String>,
+    /// File with one known token per line (keeps tokens out of argv).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Keeps ca.pem/ca-key.pem (so the checksum survives restarts) and nodes.json.
+    #[arg(long, default_value = ".rancher-test-server")]
+    state_dir: PathBuf,
+    /// Node record file (default: STATE_DIR/nodes.json).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Extra subject alternative name for the server certificate (repeatable).
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// Answer 503 to every API call during the first SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    fail_503_for: u64,
+    /// Delay every reply by N milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    slow_ms: u64,
+    /// Serve a CA on /cacerts that does not match the TLS chain.
+    #[arg(long)]
+    wrong_ca: bool,
+    /// Reset the first N TCP connections.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    reset_first: u32,
+    /// Behave like Rancher 2.0-2.5: no /cacerts, no system-agent endpoints.
+    #[arg(long)]
+    legacy: bool,
+    /// /v3/connect/config answers 200 with an empty plan instead of 503.
+    #[arg(long)]
+    plan_ready: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Table { record: path }) => {
+            return match record::read_records(&path) {
+                Ok(nodes) => {
+                    print!("{}", record::format_table(&nodes));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("rancher-test-server: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rancher-test-server: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rancher-test-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut tokens = args.tokens.clone();
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    if tokens.is_empty() {
+        return Err("no known token: pass --token or --token-file".to_string());
+    }
+    let config = Config {
+        listen: args.listen,
+        tokens,
+        state_dir: Some(args.state_dir.clone()),
+        record_file: args.record.clone(),
+        extra_sans: args.sans.clone(),
+        fail_503_for: Duration::from_secs(args.fail_503_for),
+        slow: Duration::from_millis(args.slow_ms),
+        wrong_ca: args.wrong_ca,
+        reset_first: args.reset_first,
+        legacy: args.legacy,
+        plan_ready: args.plan_ready,
+    };
+    let server = rancher_test_server::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("url: {}", server.url);
+    println!("ca: {}", args.state_dir.join("ca.pem").display());
+    println!("ca-checksum: {}", server.ca_checksum);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    server.shutdown();
+    Ok(())
+}

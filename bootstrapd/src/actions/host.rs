@@ -1,0 +1,442 @@
+//! Carries out host preparation steps: the only code here that changes the host.
+//!
+//! Each action re-reads what it changes and reports `changed` only once it has confirmed
+//! the new state; anything else is `failed` with a one-line remedy.
+
+use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::facts::host::{FIREWALLD_UNIT, FSTAB};
+use crate::facts::iptables::Backend;
+use crate::facts::kernel::{self, fstab_swap_lines, sysctl_eq, sysctl_path};
+use crate::fsutil::{HostRoot, write_atomic};
+use crate::plan::host::{HostAction, HostStep};
+use crate::plan::{Finding, Outcome};
+use crate::system::packages::{self, PackageManager};
+use crate::system::systemd::{Systemd, path_unit_name};
+
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Marker put in front of the fstab swap lines we disable, so a human sees who did it.
+pub const FSTAB_MARK: &str = "# disabled by bootstrapd (host.swap: off): ";
+
+/// Applies the steps in order; one finding per step.
+pub async fn apply(root: &HostRoot, systemd: Option<&Systemd>, steps: &[HostStep]) -> Vec<Finding> {
+    let mut out = Vec::with_capacity(steps.len());
+    for step in steps {
+        let f = apply_one(root, systemd, step).await;
+        match f.outcome {
+            Outcome::Failed => {
+                tracing::error!(step = %f.step, detail = %f.detail, "host step failed")
+            }
+            Outcome::Changed => tracing::info!(step = %f.step, detail = %f.detail, "host changed"),
+            _ => tracing::debug!(step = %f.step, outcome = f.outcome.as_str(), detail = %f.detail),
+        }
+        out.push(f);
+    }
+    out
+}
+
+async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &HostStep) -> Finding {
+    let s = step.step;
+    let result = match &step.action {
+        HostAction::Report { .. } => return step.preview(),
+        HostAction::DisableFirewalld => disable_firewalld(systemd).await,
+        HostAction::InstallPackages { manager, packages } => {
+            install_packages(root, *manager, packages).await
+        }
+        HostAction::SetIptablesBackend { backend, tool } => {
+            set_iptables_backend(root, *backend, tool).await
+        }
+        HostAction::LoadModules { modules } => load_modules(root, modules).await,
+        HostAction::WriteFile { path, content } => {
+            let p = root.path(path);
+            write_atomic(&p, content.as_bytes(), 0o644)
+                .map(|()| format!("wrote {path}"))
+                .map_err(|e| {
+                    (
+                        format!("cannot write {}: {e}", p.display()),
+                        "check that the file system is writable".to_string(),
+                    )
+                })
+        }
+        HostAction::SetSysctls { values } => set_sysctls(root, values),
+        HostAction::SwapOff { devices, .. } => swap_off(root, systemd, devices).await,
+    };
+    match result {
+        Ok(detail) => Finding::new(s, Outcome::Changed, detail),
+        Err((detail, remedy)) => Finding::new(s, Outcome::Failed, detail).with_remedy(remedy),
+    }
+}
+
+type StepResult = Result<String, (String, String)>;
+
+async fn disable_firewalld(systemd: Option<&Systemd>) -> StepResult {
+    let Some(sd) = systemd else {
+        return Err((
+            "systemd is not reachable over D-Bus".into(),
+            "run bootstrapd under systemd with the system bus up".into(),
+        ));
+    };
+    let fail = |what: &str, e: crate::system::systemd::SystemdError| {
+        (
+            format!("{what} firewalld.service: {e}"),
+            "check `journalctl -u firewalld` and the D-Bus policy for root".to_string(),
+        )
+    };
+    sd.stop_and_wait(FIREWALLD_UNIT)
+        .await
+        .map_err(|e| fail("stopping", e))?;
+    sd.disable(&[FIREWALLD_UNIT])
+        .await
+        .map_err(|e| fail("disabling", e))?;
+    sd.mask(&[FIREWALLD_UNIT])
+        .await
+        .map_err(|e| fail("masking", e))?;
+    sd.reload()
+        .await
+        .map_err(|e| fail("reloading systemd after masking", e))?;
+    let st = sd
+        .unit_state(FIREWALLD_UNIT)
+        .await
+        .map_err(|e| fail("reading", e))?;
+    if st.is_active() || !st.is_masked() {
+        return Err((
+            format!("firewalld.service is still not stopped and masked after the change [{st}]"),
+            "look for another unit pulling firewalld in (systemctl list-dependencies --reverse firewalld)".into(),
+        ));
+    }
+    Ok(format!("firewalld stopped, disabled and masked [{st}]"))
+}
+
+async fn install_packages(
+    root: &HostRoot,
+    manager: PackageManager,
+    names: &[String],
+) -> StepResult {
+    let mut spec = packages::install_command(manager, names);
+    // Output is logged and parsed for errors: keep it untranslated.
+    spec.env.push(("LANG".into(), "C".into()));
+    spec.env.push(("LC_ALL".into(), "C".into()));
+    packages::run(&spec)
+        .await
+        .map_err(|e| (format!("{e}"), format!("run `{spec}` by hand to see why")))?;
+    let db = if manager == PackageManager::Apt {
+        PackageManager::Apt
+    } else {
+        PackageManager::Dnf
+    };
+    let mut got = Vec::new();
+    for n in names {
+        match packages::installed_version(root, db, n).await {
+            Ok(Some(v)) => got.push(format!("{n} {v}")),
+            Ok(None) => {
+                return Err((
+                    format!("{n} is still not installed after `{spec}`"),
+                    format!("check that a configured repository provides {n}"),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    format!("cannot verify {n}: {e}"),
+                    "check the package database".into(),
+                ));
+            }
+        }
+    }
+    Ok(format!("installed {}", got.join(", ")))
+}
+
+async fn set_iptables_backend(root: &HostRoot, backend: Backend, tool: &str) -> StepResult {
+    let mut done = Vec::new();
+    for name in ["iptables", "ip6tables"] {
+        let link = root.path(format!("/etc/alternatives/{name}"));
+        if name == "ip6tables" && std::fs::symlink_metadata(&link).is_err() {
+            continue; // no ip6tables alternative registered: nothing to switch
+        }
+        let target = format!("/usr/sbin/{name}-{}", backend.as_str());
+        let root_arg = root.path("/").to_string_lossy().into_owned();
+        let mut args: Vec<&str> = Vec::new();
+        if !root.is_live() {
+            // update-alternatives (dpkg >= 1.20) resolves the admin and link dirs below --root.
+            args.extend(["--root", root_arg.as_str()]);
+        }
+        args.extend(["--set", name, target.as_str()]);
+        let out = crate::facts::run_tool(tool, &args, TOOL_TIMEOUT)
+            .await
+            .map_err(|e| {
+                (
+                    e.to_string(),
+                    format!("run `{tool} --set {name} {target}` by hand"),
+                )
+            })?;
+        if !out.status.success() {
+            return Err((
+                format!(
+                    "{tool} --set {name} {target} failed: {}",
+                    crate::facts::last_line(&out.stderr)
+                ),
+                format!("check `{tool} --display {name}`"),
+            ));
+        }
+        let now = std::fs::read_link(&link)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if now != target {
+            return Err((
+                format!("{name} points at {now:?} after switching, not {target}"),
+                format!("check `{tool} --display {name}`"),
+            ));
+        }
+        done.push(format!("{name} -> {target}"));
+    }
+    Ok(format!("switched {}", done.join(", ")))
+}
+
+async fn load_modules(root: &HostRoot, modules: &[String]) -> StepResult {
+    if !root.is_live() {
+        return Err((
+            "cannot load kernel modules into a --root tree".into(),
+            "run without --root on the node itself".into(),
+        ));
+    }
+    let mut errors = Vec::new();
+    for m in modules {
+        // modprobe, not finit_module(2): it resolves aliases and dependencies (br_netfilter
+        // needs bridge) from modules.dep, which a raw syscall would have to reimplement.
+        match crate::facts::run_tool("modprobe", &["--", m], TOOL_TIMEOUT).await {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => errors.push(format!("{m}: {}", crate::facts::last_line(&o.stderr))),
+            Err(e) => errors.push(format!("{m}: {e}")),
+        }
+    }
+    let loaded =
+        kernel::loaded_modules(root).map_err(|e| (e.to_string(), "check /proc/modules".into()))?;
+    let missing: Vec<&String> = modules
+        .iter()
+        .filter(|m| !loaded.contains(&kernel::normalize_module(m)))
+        .collect();
+    if !missing.is_empty() {
+        return Err((
+            format!("not loaded: {missing:?} ({})", errors.join("; ")),
+            "install the kernel's extra modules package (e.g. linux-modules-extra) or remove the module from host.modules".into(),
+        ));
+    }
+    Ok(format!("loaded {}", modules.join(" ")))
+}
+
+fn set_sysctls(root: &HostRoot, values: &[(String, String)]) -> StepResult {
+    let mut set = Vec::new();
+    for (k, v) in values {
+        let Some(p) = sysctl_path(k) else {
+            return Err((
+                format!("invalid sysctl name {k:?}"),
+                "fix host.sysctls".into(),
+            ));
+        };
+        let p = root.path(p);
+        match std::fs::read_to_string(&p) {
+            Ok(cur) if sysctl_eq(&cur, v) => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err((
+                    format!("no such sysctl {k} ({} missing)", p.display()),
+                    "load the module that provides it (br_netfilter for net.bridge.*)".into(),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    format!("cannot read {}: {e}", p.display()),
+                    "check /proc/sys".into(),
+                ));
+            }
+        }
+        // /proc/sys files take a plain write; a rename-based atomic write is impossible there.
+        std::fs::write(&p, format!("{v}\n")).map_err(|e| {
+            (
+                format!("cannot set {k}={v}: {e}"),
+                "check that /proc/sys is writable (not a read-only container)".into(),
+            )
+        })?;
+        let now = std::fs::read_to_string(&p).unwrap_or_default();
+        if !sysctl_eq(&now, v) {
+            return Err((
+                format!("{k} reads {:?} after writing {v:?}", now.trim()),
+                "the kernel rejected the value".into(),
+            ));
+        }
+        set.push(format!("{k}={v}"));
+    }
+    Ok(if set.is_empty() {
+        "already set".into()
+    } else {
+        format!("set {}", set.join(" "))
+    })
+}
+
+/// /etc/fstab with every active swap line commented out (with our marker); None when there
+/// is nothing to change.
+pub fn disable_fstab_swap(text: &str) -> Option<String> {
+    let lines: Vec<usize> = fstab_swap_lines(text).into_iter().map(|(n, _)| n).collect();
+    if lines.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + lines.len() * FSTAB_MARK.len());
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if lines.contains(&(i + 1)) {
+            out.push_str(FSTAB_MARK);
+        }
+        out.push_str(l);
+    }
+    Some(out)
+}
+
+/// Unit names systemd gives the swap entries: fstab's UUID=/LABEL= forms map to their
+/// /dev/disk/by-* paths, as systemd-fstab-generator names them.
+fn swap_unit_names(devices: &[String], fstab: Option<&str>) -> Vec<String> {
+    let mut paths: Vec<String> = devices.to_vec();
+    for (_, dev) in fstab.map(fstab_swap_lines).unwrap_or_default() {
+        let p = if let Some(u) = dev.strip_prefix("UUID=") {
+            format!("/dev/disk/by-uuid/{u}")
+        } else if let Some(l) = dev.strip_prefix("LABEL=") {
+            format!("/dev/disk/by-label/{l}")
+        } else if let Some(u) = dev.strip_prefix("PARTUUID=") {
+            format!("/dev/disk/by-partuuid/{u}")
+        } else {
+            dev
+        };
+        paths.push(p);
+    }
+    let mut names: Vec<String> = paths.iter().map(|p| path_unit_name(p, "swap")).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn swap_off(root: &HostRoot, systemd: Option<&Systemd>, devices: &[String]) -> StepResult {
+    let mut did = Vec::new();
+    let mut notes = Vec::new();
+    if root.is_live() {
+        for d in devices {
+            let c = CString::new(d.as_str()).map_err(|_| {
+                (
+                    format!("swap path {d:?} contains NUL"),
+                    "check /proc/swaps".into(),
+                )
+            })?;
+            // SAFETY: c is a valid NUL-terminated path that outlives the call.
+            let rc = unsafe { libc::swapoff(c.as_ptr()) };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err((
+                    format!("swapoff {d}: {e}"),
+                    "free memory so the swapped pages fit in RAM, then retry".into(),
+                ));
+            }
+            did.push(format!("swapoff {d}"));
+        }
+    } else if !devices.is_empty() {
+        notes.push("swapoff not called for a --root tree".to_string());
+    }
+
+    let fstab_path = root.path(FSTAB);
+    let fstab = match std::fs::read_to_string(&fstab_path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err((
+                format!("cannot read {}: {e}", fstab_path.display()),
+                "check /etc/fstab".into(),
+            ));
+        }
+    };
+
+    // Masking covers swap that systemd activates on its own (gpt-auto partitions, .swap
+    // units); fstab is edited too, since a masked name for /dev/sda2 does not match the
+    // unit generated for UUID=... and other init setups read fstab directly.
+    let units = swap_unit_names(devices, fstab.as_deref());
+    match systemd {
+        Some(sd) if !units.is_empty() => {
+            let names: Vec<&str> = units.iter().map(String::as_str).collect();
+            sd.mask(&names).await.map_err(|e| {
+                (
+                    format!("masking {}: {e}", units.join(" ")),
+                    "check the D-Bus connection to systemd".into(),
+                )
+            })?;
+            sd.reload().await.map_err(|e| {
+                (
+                    format!("reloading systemd: {e}"),
+                    "check the D-Bus connection to systemd".into(),
+                )
+            })?;
+            did.push(format!("masked {}", units.join(" ")));
+        }
+        None if !units.is_empty() => notes.push(format!(
+            "systemd not reachable: {} not masked",
+            units.join(" ")
+        )),
+        _ => {}
+    }
+
+    if let Some(new) = fstab.as_deref().and_then(disable_fstab_swap) {
+        let mode = std::fs::metadata(&fstab_path)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o644);
+        write_atomic(&fstab_path, new.as_bytes(), mode).map_err(|e| {
+            (
+                format!("cannot write {}: {e}", fstab_path.display()),
+                "check that /etc is writable".into(),
+            )
+        })?;
+        did.push("commented out the swap entries in /etc/fstab".into());
+    }
+
+    let still =
+        kernel::active_swaps(root).map_err(|e| (e.to_string(), "check /proc/swaps".into()))?;
+    if root.is_live() && !still.is_empty() {
+        return Err((
+            format!(
+                "swap still active: {}",
+                still
+                    .iter()
+                    .map(|s| s.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            "run swapoff -a and check what re-enables swap (zram generators, swap units)".into(),
+        ));
+    }
+    did.extend(notes);
+    Ok(did.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fstab_swap_lines_get_commented_once() {
+        let t = "UUID=aa / ext4 defaults 0 1\nUUID=cc-dd none swap sw 0 0\n/swapfile none swap sw 0 0\n";
+        let new = disable_fstab_swap(t).unwrap();
+        assert_eq!(
+            new,
+            format!(
+                "UUID=aa / ext4 defaults 0 1\n{FSTAB_MARK}UUID=cc-dd none swap sw 0 0\n{FSTAB_MARK}/swapfile none swap sw 0 0\n"
+            )
+        );
+        assert_eq!(disable_fstab_swap(&new), None, "second run changes nothing");
+    }
+
+    #[test]
+    fn swap_units_from_proc_and_fstab() {
+        let names = swap_unit_names(
+            &["/dev/vda2".to_string()],
+            Some("UUID=1b2c-3d none swap sw 0 0\n/dev/vda2 none swap sw 0 0\n"),
+        );
+        assert_eq!(
+            names,
+            vec!["dev-disk-by\\x2duuid-1b2c\\x2d3d.swap", "dev-vda2.swap"]
+        );
+    }
+}

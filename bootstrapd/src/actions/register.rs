@@ -1,0 +1,210 @@
+//! Registers the node with Rancher under its roles: the rancher-agent container (mode rke1)
+//! or the system agent (mode system-agent). Returns a record without any secret so the state
+//! journal can refuse to register twice.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::HostRoot;
+use crate::plan::{Finding, Outcome};
+use crate::rancher::cacerts::{self, CaError};
+use crate::rancher::rke1::{self, Rke1Error, Rke1Record};
+use crate::rancher::system_agent::{self, SystemAgentError, SystemAgentRecord};
+use crate::rancher::{Deadline, Registration};
+use crate::system::docker::{self, DockerError};
+use crate::system::systemd::{Systemd, SystemdError};
+use crate::userdata::{RegistrationMode, RuntimeSource, Settings};
+
+pub use crate::rancher::NodeIdentity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Rke1(#[from] Rke1Error),
+    #[error(transparent)]
+    SystemAgent(#[from] SystemAgentError),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("{unit}: {source}")]
+    Systemd {
+        unit: String,
+        #[source]
+        source: SystemdError,
+    },
+}
+
+impl RegisterError {
+    /// True when the server refused the token: retrying the run cannot help.
+    pub fn is_token_refused(&self) -> bool {
+        matches!(
+            self,
+            RegisterError::SystemAgent(SystemAgentError::TokenRefused { .. })
+        )
+    }
+}
+
+/// What registration did. Serialisable for the state journal; never holds the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationRecord {
+    pub server: String,
+    /// "rke1" or "system-agent".
+    pub mode: String,
+    pub roles: Vec<String>,
+    pub node_name: String,
+    /// The CA checksum that was verified and pinned, if any.
+    pub ca_checksum: Option<String>,
+    /// How the server was verified ("pinned CA sha256 ..." or "system trust store (...)").
+    pub trust: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rke1: Option<Rke1Record>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_agent: Option<SystemAgentRecord>,
+    pub findings: Vec<Finding>,
+}
+
+fn systemd_err(unit: &str) -> impl FnOnce(SystemdError) -> RegisterError + '_ {
+    move |source| RegisterError::Systemd {
+        unit: unit.to_string(),
+        source,
+    }
+}
+
+/// Registers the node. Under a test root (`--root`) nothing is asked of the host's systemd;
+/// the record's findings say so.
+pub async fn register(
+    root: &HostRoot,
+    settings: &Settings,
+    node: &NodeIdentity,
+) -> Result<RegistrationRecord, RegisterError> {
+    let reg = Registration::new(settings, node);
+    let deadline = Deadline::after(Duration::from_secs(settings.rancher.deadline_seconds));
+    let mode = settings.rancher.mode;
+    let mut record = RegistrationRecord {
+        server: reg.server.to_string(),
+        mode: match mode {
+            RegistrationMode::Rke1 => "rke1",
+            RegistrationMode::SystemAgent => "system-agent",
+        }
+        .to_string(),
+        roles: reg.roles.iter().map(|r| r.as_str().to_string()).collect(),
+        node_name: node.node_name.clone(),
+        ca_checksum: None,
+        trust: String::new(),
+        rke1: None,
+        system_agent: None,
+        findings: Vec::new(),
+    };
+    tracing::info!(server = %reg.server, ?mode, roles = ?record.roles, node = %node.node_name, "registering with Rancher");
+
+    match mode {
+        RegistrationMode::Rke1 => {
+            // The agent repeats this check itself, but only after it holds the token: check
+            // first so a wrong server never gets a container carrying it.
+            let trust = cacerts::establish(reg.server, reg.ca_checksum, &deadline).await?;
+            record.trust = trust.describe();
+            record.ca_checksum = trust.checksum().map(str::to_string);
+            record.findings.push(Finding::new(
+                "register.ca",
+                Outcome::Ok,
+                format!("{}: {}", reg.server, trust.describe()),
+            ));
+            let engine = docker::connect(root)?;
+            let args = rke1::agent_args(&reg);
+            let bundle = match &settings.runtime.source {
+                RuntimeSource::Offline(o) => Some(root.path(&o.path)),
+                _ => None,
+            };
+            let r = rke1::ensure_agent(
+                &engine,
+                &settings.rancher.agent_image,
+                reg.server,
+                reg.token,
+                args,
+                bundle.as_deref(),
+            )
+            .await?;
+            let (outcome, what) = match (r.created, r.started) {
+                (true, _) => (Outcome::Changed, "created and started"),
+                (false, true) => (Outcome::Changed, "existed stopped; started"),
+                (false, false) => (Outcome::Ok, "already running"),
+            };
+            record.findings.push(Finding::new(
+                "register.agent-container",
+                outcome,
+                format!(
+                    "rancher-agent container {} ({}) {what}; image {}",
+                    short_id(&r.container_id),
+                    r.image,
+                    r.image_source
+                ),
+            ));
+            record.rke1 = Some(r);
+        }
+        RegistrationMode::SystemAgent => {
+            let (r, trust) = system_agent::install(root, &reg, &deadline).await?;
+            record.trust = trust.describe();
+            record.ca_checksum = trust.checksum().map(str::to_string);
+            record.findings.push(Finding::new(
+                "register.connect",
+                Outcome::Changed,
+                format!(
+                    "connection info saved; machine {} (cattle id {}, {})",
+                    r.machine_name,
+                    r.cattle_id,
+                    if r.cattle_id_created { "new" } else { "reused" }
+                ),
+            ));
+            if root.is_live() {
+                let sd = Systemd::connect()
+                    .await
+                    .map_err(systemd_err(system_agent::UNIT))?;
+                sd.reload().await.map_err(systemd_err(system_agent::UNIT))?;
+                sd.enable(&[system_agent::UNIT])
+                    .await
+                    .map_err(systemd_err(system_agent::UNIT))?;
+                // As the installer's `systemctl restart`: a running agent must re-read the
+                // connection info just written.
+                let was_active = sd
+                    .unit_state(system_agent::UNIT)
+                    .await
+                    .map_err(systemd_err(system_agent::UNIT))?
+                    .is_active();
+                if was_active {
+                    sd.stop_and_wait(system_agent::UNIT)
+                        .await
+                        .map_err(systemd_err(system_agent::UNIT))?;
+                }
+                sd.start_and_wait(system_agent::UNIT)
+                    .await
+                    .map_err(systemd_err(system_agent::UNIT))?;
+                record.findings.push(Finding::new(
+                    "register.service",
+                    Outcome::Changed,
+                    format!(
+                        "{} enabled and {}",
+                        system_agent::UNIT,
+                        if was_active { "restarted" } else { "started" }
+                    ),
+                ));
+            } else {
+                record.findings.push(Finding::new(
+                    "register.service",
+                    Outcome::Skipped,
+                    format!(
+                        "{} written but not started: acting below a test root, not on the live host",
+                        system_agent::UNIT
+                    ),
+                ));
+            }
+            record.system_agent = Some(r);
+        }
+    }
+    Ok(record)
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}

@@ -1,0 +1,484 @@
+//! Carries out the container runtime steps. Steps depend on each other (no start without
+//! packages, no readiness without a start), so the first failure ends the sequence and the
+//! rest are reported as not attempted.
+//!
+//! Below a test root (`--root`) files are written there, but package managers, systemd and
+//! the Engine API of the real host are never touched: those steps report `skipped`.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::facts::runtime::DOCKER_PACKAGES;
+use crate::fsutil::{HostRoot, write_atomic};
+use crate::http::{HttpClient, Request, RetryPolicy, TlsTrust};
+use crate::plan::runtime::{RuntimeAction, RuntimeStep, rke_version_step};
+use crate::plan::{Finding, Outcome};
+use crate::system::docker;
+use crate::system::packages::{self, PackageManager, VersionConstraint};
+use crate::system::systemd::Systemd;
+
+type StepResult = Result<(Outcome, String), (String, String)>;
+
+/// Applies the steps in order; one finding per step.
+pub async fn apply(
+    root: &HostRoot,
+    systemd: Option<&Systemd>,
+    steps: &[RuntimeStep],
+) -> Vec<Finding> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut failed: Option<&'static str> = None;
+    for step in steps {
+        let f = match failed {
+            Some(prev) => Finding::new(
+                step.step,
+                Outcome::Skipped,
+                format!("not attempted: {prev} failed"),
+            ),
+            None => apply_one(root, systemd, step).await,
+        };
+        match f.outcome {
+            Outcome::Failed => {
+                tracing::error!(step = %f.step, detail = %f.detail, "runtime step failed");
+                failed = Some(step.step);
+            }
+            Outcome::Changed => {
+                tracing::info!(step = %f.step, detail = %f.detail, "runtime changed")
+            }
+            _ => tracing::debug!(step = %f.step, outcome = f.outcome.as_str(), detail = %f.detail),
+        }
+        out.push(f);
+    }
+    out
+}
+
+fn needs_live(action: &RuntimeAction) -> bool {
+    !matches!(
+        action,
+        RuntimeAction::Report { .. }
+            | RuntimeAction::WriteFile { .. }
+            | RuntimeAction::InstallAptKey { .. }
+    )
+}
+
+async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &RuntimeStep) -> Finding {
+    if !root.is_live() && needs_live(&step.action) {
+        return Finding::new(
+            step.step,
+            Outcome::Skipped,
+            format!(
+                "below a test root, not on the live host; would: {}",
+                step.detail
+            ),
+        );
+    }
+    let result = match &step.action {
+        RuntimeAction::Report { .. } => return step.preview(),
+        RuntimeAction::WriteFile {
+            path,
+            content,
+            mode,
+        } => write_file(root, path, content.as_bytes(), *mode),
+        RuntimeAction::InstallAptKey { source, dest } => install_apt_key(root, source, dest).await,
+        RuntimeAction::Refresh { manager } => {
+            let spec = packages::refresh_command(*manager);
+            packages::run(&spec)
+                .await
+                .map(|_| (Outcome::Changed, format!("ran `{spec}`")))
+                .map_err(|e| {
+                    (
+                        e.to_string(),
+                        "check the repository URL and the network".into(),
+                    )
+                })
+        }
+        RuntimeAction::Install {
+            manager,
+            packages,
+            constrained,
+            constraint,
+        } => install(root, *manager, packages, constrained, constraint.as_deref()).await,
+        RuntimeAction::InstallFiles { manager, files } => {
+            install_files(root, *manager, files).await
+        }
+        RuntimeAction::EnableStart { unit } => enable_start(systemd, unit).await,
+        RuntimeAction::WaitDocker { timeout_secs } => {
+            docker::wait_ready(root, Duration::from_secs(*timeout_secs))
+                .await
+                .map(|i| {
+                    (
+                        Outcome::Ok,
+                        format!(
+                            "Docker Engine API answers (Docker {}, API {})",
+                            i.version, i.api_version
+                        ),
+                    )
+                })
+                .map_err(|e| {
+                    (
+                        e.to_string(),
+                        "check `journalctl -u docker` for why the daemon does not come up".into(),
+                    )
+                })
+        }
+        RuntimeAction::CheckRkeDockerVersion { host } => match docker::engine_info(root).await {
+            Ok(i) => return rke_version_step(&i.version, host).preview(),
+            Err(e) => Err((e.to_string(), "check that docker.service runs".into())),
+        },
+    };
+    match result {
+        Ok((outcome, detail)) => Finding::new(step.step, outcome, detail),
+        Err((detail, remedy)) => {
+            Finding::new(step.step, Outcome::Failed, detail).with_remedy(remedy)
+        }
+    }
+}
+
+fn write_file(root: &HostRoot, path: &str, data: &[u8], mode: u32) -> StepResult {
+    let p = root.path(path);
+    if std::fs::read(&p).is_ok_and(|cur| cur == data) {
+        return Ok((Outcome::Ok, format!("{path} already as required")));
+    }
+    write_atomic(&p, data, mode)
+        .map(|()| (Outcome::Changed, format!("wrote {path}")))
+        .map_err(|e| {
+            (
+                format!("cannot write {}: {e}", p.display()),
+                "check that the file system is writable".into(),
+            )
+        })
+}
+
+/// The binary form of an OpenPGP key: apt's `signed-by` reads binary keyrings on every apt
+/// version, armored ones only on newer releases and only with an `.asc` name.
+pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Ok(data.to_vec());
+    };
+    let Some(begin) = text.find("-----BEGIN PGP PUBLIC KEY BLOCK-----") else {
+        return Ok(data.to_vec());
+    };
+    let body = &text[begin..];
+    let mut lines = body.lines().skip(1);
+    // Armor headers ("Comment: ...") end at the first empty line; some keys have none.
+    let mut b64 = String::new();
+    let mut in_headers = true;
+    for line in lines.by_ref() {
+        let l = line.trim();
+        if l.starts_with("-----END PGP PUBLIC KEY BLOCK-----") {
+            break;
+        }
+        if in_headers {
+            if l.is_empty() {
+                in_headers = false;
+                continue;
+            }
+            if l.contains(": ") {
+                continue;
+            }
+            in_headers = false;
+        }
+        // The CRC24 line ("=abcd") is not part of the key.
+        if l.starts_with('=') && l.len() == 5 {
+            continue;
+        }
+        b64.push_str(l);
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|e| format!("the armored key is not valid base64: {e}"))
+}
+
+async fn install_apt_key(root: &HostRoot, source: &str, dest: &str) -> StepResult {
+    let data = if source.starts_with("https://") || source.starts_with("http://") {
+        let client = HttpClient::builder(TlsTrust::SystemRoots)
+            .retry(RetryPolicy {
+                deadline: Duration::from_secs(120),
+                ..RetryPolicy::default()
+            })
+            .max_body(1 << 20)
+            .build()
+            .map_err(|e| (e.to_string(), "check the key URL".to_string()))?;
+        let req =
+            Request::get(source).map_err(|e| (e.to_string(), "check the key URL".to_string()))?;
+        let resp = client
+            .send(&req)
+            .await
+            .and_then(|r| r.error_for_status(&crate::http::Method::GET))
+            .map_err(|e| {
+                (
+                    e.to_string(),
+                    "check the key URL and the network".to_string(),
+                )
+            })?;
+        resp.body
+    } else {
+        let p = root.path(source);
+        std::fs::read(&p).map_err(|e| {
+            (
+                format!("cannot read the repository key {}: {e}", p.display()),
+                "put the key file into the image or give a URL".to_string(),
+            )
+        })?
+    };
+    let key = dearmor(&data).map_err(|e| {
+        (
+            format!("{source}: {e}"),
+            "give the repository's OpenPGP public key".to_string(),
+        )
+    })?;
+    if key.is_empty() {
+        return Err((
+            format!("{source}: the key is empty"),
+            "give the repository's OpenPGP public key".into(),
+        ));
+    }
+    write_file(root, dest, &key, 0o644)
+}
+
+async fn install(
+    root: &HostRoot,
+    pm: PackageManager,
+    names: &[String],
+    constrained: &[String],
+    constraint: Option<&str>,
+) -> StepResult {
+    if pm == PackageManager::Apt {
+        // Cloud images often ship without package lists; madison and install need them.
+        let spec = packages::refresh_command(pm);
+        packages::run(&spec).await.map_err(|e| {
+            (
+                e.to_string(),
+                "check the configured apt sources and the network".to_string(),
+            )
+        })?;
+    }
+    let constraint = constraint
+        .map(VersionConstraint::parse)
+        .transpose()
+        .map_err(|e| (e.to_string(), "fix runtime.version".to_string()))?;
+    let mut specs = Vec::new();
+    for name in names {
+        match (&constraint, constrained.contains(name)) {
+            (Some(c), true) => {
+                let cands = packages::candidates(pm, name)
+                    .await
+                    .map_err(|e| (e.to_string(), "check the repositories".to_string()))?;
+                let Some(v) = packages::pick_candidate(&cands, c) else {
+                    let shown: Vec<&str> = cands.iter().take(8).map(String::as_str).collect();
+                    return Err((
+                        format!(
+                            "no version of {name} satisfies runtime.version {:?} (available: {})",
+                            c.as_str(),
+                            if shown.is_empty() {
+                                "none".to_string()
+                            } else {
+                                shown.join(", ")
+                            }
+                        ),
+                        "relax runtime.version or point runtime.source at a repository that has it"
+                            .into(),
+                    ));
+                };
+                specs.push(packages::versioned_spec(pm, name, v));
+            }
+            _ => specs.push(name.clone()),
+        }
+    }
+    let spec = packages::install_command(pm, &specs);
+    packages::run(&spec)
+        .await
+        .map_err(|e| (e.to_string(), format!("run `{spec}` by hand to see why")))?;
+    let mut got = Vec::new();
+    for n in names {
+        match packages::installed_version(root, pm, n).await {
+            Ok(Some(v)) => got.push(format!("{n} {v}")),
+            Ok(None) => {
+                return Err((
+                    format!("{n} is still not installed after `{spec}`"),
+                    format!("check that a configured repository provides {n}"),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    format!("cannot verify {n}: {e}"),
+                    "check the package database".into(),
+                ));
+            }
+        }
+    }
+    Ok((Outcome::Changed, format!("installed {}", got.join(", "))))
+}
+
+async fn install_files(root: &HostRoot, pm: PackageManager, files: &[String]) -> StepResult {
+    // apt-get treats an argument as a file only when it looks like a path.
+    let args: Vec<String> = files
+        .iter()
+        .map(|f| {
+            if f.starts_with('/') {
+                f.clone()
+            } else {
+                format!("./{f}")
+            }
+        })
+        .collect();
+    let spec = packages::install_command(pm, &args);
+    packages::run(&spec).await.map_err(|e| {
+        (
+            e.to_string(),
+            "check that the bundle's packages fit this distribution".to_string(),
+        )
+    })?;
+    for n in DOCKER_PACKAGES {
+        if let Ok(Some(v)) = packages::installed_version(root, pm, n).await {
+            return Ok((
+                Outcome::Changed,
+                format!("installed {} bundle package(s); {n} {v}", files.len()),
+            ));
+        }
+    }
+    Err((
+        format!("no Docker package is installed after `{spec}`"),
+        format!(
+            "the bundle must hold one of: {}",
+            DOCKER_PACKAGES.join(", ")
+        ),
+    ))
+}
+
+async fn enable_start(systemd: Option<&Systemd>, unit: &str) -> StepResult {
+    let Some(sd) = systemd else {
+        return Err((
+            "systemd is not reachable over D-Bus".into(),
+            "run bootstrapd under systemd with the system bus up".into(),
+        ));
+    };
+    let fail = |what: &str, e: crate::system::systemd::SystemdError| {
+        (
+            format!("{what} {unit}: {e}"),
+            format!("check `journalctl -u {unit}`"),
+        )
+    };
+    // The package just dropped the unit file: systemd must see it before enabling.
+    sd.reload()
+        .await
+        .map_err(|e| fail("reloading systemd for", e))?;
+    sd.enable(&[unit]).await.map_err(|e| fail("enabling", e))?;
+    sd.start_and_wait(unit)
+        .await
+        .map_err(|e| fail("starting", e))?;
+    let st = sd.unit_state(unit).await.map_err(|e| fail("reading", e))?;
+    if !st.is_active() {
+        return Err((
+            format!("{unit} is not active after starting it [{st}]"),
+            format!("check `journalctl -u {unit}`"),
+        ));
+    }
+    Ok((
+        Outcome::Changed,
+        format!("{unit} enabled and started [{st}]"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dearmors_keys() {
+        let raw = b"\x99\x01\x0d\x04binarykey";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        let armored = format!(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: test\n\n{}\n{}\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n",
+            &b64[..8],
+            &b64[8..]
+        );
+        assert_eq!(dearmor(armored.as_bytes()).unwrap(), raw);
+        let no_headers = format!(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n{b64}\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n"
+        );
+        assert_eq!(dearmor(no_headers.as_bytes()).unwrap(), raw);
+        // Already binary: kept as is.
+        assert_eq!(dearmor(raw).unwrap(), raw);
+        assert!(
+            dearmor(
+                b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!\n-----END PGP PUBLIC KEY BLOCK-----"
+            )
+            .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn below_a_root_writes_files_and_skips_the_host() {
+        use crate::facts::runtime::gather;
+        use crate::plan::runtime::plan;
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        std::fs::create_dir_all(root.path("/usr/bin")).unwrap();
+        std::fs::write(root.path("/usr/bin/apt-get"), "").unwrap();
+        std::fs::create_dir_all(root.path("/etc/keys")).unwrap();
+        let raw = b"\x99binary-key";
+        std::fs::write(
+            root.path("/etc/keys/docker.asc"),
+            format!(
+                "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n{}\n-----END PGP PUBLIC KEY BLOCK-----\n",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            ),
+        )
+        .unwrap();
+        let settings = crate::userdata::Settings {
+            roles: vec![crate::userdata::Role::Worker],
+            rancher: crate::userdata::RancherSettings {
+                server: "https://r".into(),
+                token: crate::secret::Secret::new("t"),
+                ca_checksum: None,
+                mode: crate::userdata::RegistrationMode::Rke1,
+                agent_image: "rancher/rancher-agent:v2.6.14".into(),
+                node_name: None,
+                address: None,
+                internal_address: None,
+                labels: Default::default(),
+                taints: vec![],
+                deadline_seconds: 10,
+            },
+            runtime: crate::userdata::RuntimeSettings {
+                registry_mirrors: vec!["https://mirror.lab".into()],
+                source: crate::userdata::RuntimeSource::Repo(crate::userdata::RepoSource {
+                    url: "http://repo.lab/docker".into(),
+                    key: Some("/etc/keys/docker.asc".into()),
+                    suite: Some("bookworm".into()),
+                    components: vec![],
+                    trusted: false,
+                }),
+                ..Default::default()
+            },
+            host: Default::default(),
+        };
+        let facts = gather(&root, &settings, None).await;
+        let steps = plan(&settings, &facts);
+        let findings = apply(&root, None, &steps).await;
+        let by = |s: &str| findings.iter().find(|f| f.step == s).unwrap().outcome;
+        assert_eq!(by("runtime.daemon-json"), Outcome::Changed);
+        assert_eq!(by("runtime.repository-key"), Outcome::Changed);
+        assert_eq!(by("runtime.repository"), Outcome::Changed);
+        assert_eq!(by("runtime.install"), Outcome::Skipped);
+        assert_eq!(by("runtime.service"), Outcome::Skipped);
+        assert_eq!(
+            std::fs::read(root.path(crate::facts::runtime::APT_KEYRING)).unwrap(),
+            raw
+        );
+        let dj = std::fs::read_to_string(root.path(docker::DAEMON_JSON)).unwrap();
+        assert!(dj.contains("https://mirror.lab"));
+        let list = std::fs::read_to_string(root.path(crate::facts::runtime::APT_LIST)).unwrap();
+        assert!(list.contains("deb [signed-by=/etc/apt/keyrings/bootstrapd-runtime.gpg] http://repo.lab/docker bookworm stable"));
+
+        // Second pass: the files are in place, nothing left to write.
+        let facts = gather(&root, &settings, None).await;
+        let steps = plan(&settings, &facts);
+        let again = apply(&root, None, &steps).await;
+        let by = |s: &str| again.iter().find(|f| f.step == s).unwrap().outcome;
+        assert_eq!(by("runtime.daemon-json"), Outcome::Ok);
+        assert_eq!(by("runtime.repository-key"), Outcome::Ok);
+        assert_eq!(by("runtime.repository"), Outcome::Ok);
+    }
+}

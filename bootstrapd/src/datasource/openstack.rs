@@ -1,0 +1,144 @@
+//! OpenStack: the config drive (filesystem labelled `config-2`) or, with DMI evidence and
+//! no drive, the metadata service. Both use the same layout below `openstack/latest/`.
+
+use std::path::PathBuf;
+
+use super::tree::Tree;
+use super::{DatasourceError, DatasourceKind, Fetched, Location, blockdev, http_client};
+use crate::config::AgentConfig;
+use crate::fsutil::HostRoot;
+use crate::secret::REDACTED;
+
+const META: &str = "openstack/latest/meta_data.json";
+const USER: &str = "openstack/latest/user_data";
+const MAX_META: usize = 1 << 20;
+/// Keys of meta_data.json that are secrets: the instance's admin password and the seed
+/// for the guest's random number generator.
+const SECRET_KEYS: [&str; 2] = ["admin_pass", "random_seed"];
+
+pub(super) async fn fetch(
+    loc: &Location,
+    root: &HostRoot,
+    cfg: &AgentConfig,
+) -> Result<Option<Fetched>, DatasourceError> {
+    match loc {
+        Location::Device(dev) => {
+            let mounted = blockdev::Mounted::mount(dev, root)?;
+            let r = read(&Tree::Dir(PathBuf::from(mounted.path())), cfg).await;
+            drop(mounted);
+            r.map(Some)
+        }
+        Location::MetadataService { base } => {
+            let client = http_client(cfg, true)?;
+            read(
+                &Tree::Http {
+                    client: &client,
+                    base: base.clone(),
+                },
+                cfg,
+            )
+            .await
+            .map(Some)
+        }
+        other => Err(super::unexpected(DatasourceKind::Openstack, other)),
+    }
+}
+
+async fn read(tree: &Tree<'_>, cfg: &AgentConfig) -> Result<Fetched, DatasourceError> {
+    let place = tree.place(META);
+    let meta = tree
+        .read(META, MAX_META)
+        .await?
+        .ok_or_else(|| DatasourceError::Invalid {
+            place: place.clone(),
+            message: "missing (not an OpenStack config drive or metadata service?)".into(),
+        })?;
+    let mut metadata: serde_json::Value =
+        serde_json::from_slice(&meta.data).map_err(|e| DatasourceError::Parse {
+            place: place.clone(),
+            message: format!("{}:{}: {e}", e.line(), e.column()),
+        })?;
+    let Some(obj) = metadata.as_object_mut() else {
+        return Err(DatasourceError::Parse {
+            place,
+            message: "not a JSON object".into(),
+        });
+    };
+    for k in SECRET_KEYS {
+        if let Some(v) = obj.get_mut(k) {
+            *v = serde_json::Value::String(REDACTED.into());
+        }
+    }
+    let field = |k: &str| {
+        metadata
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let instance_id = field("uuid").ok_or_else(|| DatasourceError::Invalid {
+        place: place.clone(),
+        message: "no \"uuid\"".into(),
+    })?;
+    let hostname = field("hostname").or_else(|| field("name"));
+    let (userdata, signature) = tree
+        .read_signed(USER, cfg.max_userdata_bytes)
+        .await?
+        .unwrap_or_default();
+    Ok(Fetched {
+        source: DatasourceKind::Openstack.to_string(),
+        userdata,
+        signature,
+        metadata,
+        instance_id,
+        hostname,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn config_drive_tree_redacts_secrets() {
+        let d = tempfile::tempdir().unwrap();
+        let latest = d.path().join("openstack/latest");
+        std::fs::create_dir_all(&latest).unwrap();
+        std::fs::write(
+            latest.join("meta_data.json"),
+            r#"{"uuid":"8e1a-uuid","hostname":"node-1.novalocal","admin_pass":"hunter2","random_seed":"c2VlZA=="}"#,
+        )
+        .unwrap();
+        std::fs::write(latest.join("user_data"), "#cloud-config\n").unwrap();
+        std::fs::write(latest.join("user_data.sig"), "sig").unwrap();
+        let f = read(&Tree::Dir(d.path().into()), &AgentConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(f.instance_id, "8e1a-uuid");
+        assert_eq!(f.hostname.as_deref(), Some("node-1.novalocal"));
+        assert_eq!(f.signature.as_deref(), Some(&b"sig"[..]));
+        let text = f.metadata.to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("c2VlZA=="),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn config_drive_without_user_data_or_uuid() {
+        let d = tempfile::tempdir().unwrap();
+        let latest = d.path().join("openstack/latest");
+        std::fs::create_dir_all(&latest).unwrap();
+        std::fs::write(latest.join("meta_data.json"), r#"{"uuid":"u1"}"#).unwrap();
+        let f = read(&Tree::Dir(d.path().into()), &AgentConfig::default())
+            .await
+            .unwrap();
+        assert!(f.userdata.is_empty() && f.signature.is_none());
+        std::fs::write(latest.join("meta_data.json"), r#"{"name":"x"}"#).unwrap();
+        let e = read(&Tree::Dir(d.path().into()), &AgentConfig::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("meta_data.json") && e.contains("uuid"), "{e}");
+    }
+}

@@ -1,0 +1,233 @@
+//! What the host has of a container runtime: packages, the Engine API, the units, the files
+//! bootstrapd manages (daemon.json, its repository file) and the offline bundle's contents.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::fsutil::HostRoot;
+use crate::system::docker::{self, EngineInfo};
+use crate::system::packages::{self, PackageManager};
+use crate::system::systemd::{Systemd, UnitState};
+use crate::userdata::{RuntimeSource, Settings};
+
+pub const APT_LIST: &str = "/etc/apt/sources.list.d/bootstrapd-runtime.list";
+pub const APT_KEYRING: &str = "/etc/apt/keyrings/bootstrapd-runtime.gpg";
+pub const YUM_REPO: &str = "/etc/yum.repos.d/bootstrapd-runtime.repo";
+pub const ZYPP_REPO: &str = "/etc/zypp/repos.d/bootstrapd-runtime.repo";
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+pub const DOCKER_UNIT: &str = "docker.service";
+pub const CONTAINERD_UNIT: &str = "containerd.service";
+
+/// Every package name under which distributions and Docker's repositories ship the engines.
+pub const DOCKER_PACKAGES: [&str; 4] = ["docker-ce", "docker.io", "moby-engine", "docker"];
+pub const CONTAINERD_PACKAGES: [&str; 2] = ["containerd.io", "containerd"];
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuntimeFacts {
+    /// Acting on the running host (not a --root tree).
+    pub live: bool,
+    pub hostname: Option<String>,
+    pub package_manager: Option<PackageManager>,
+    /// Installed engine packages and their versions (only installed ones are listed).
+    pub installed: BTreeMap<String, String>,
+    /// The Docker Engine API answered ping; its version.
+    pub engine: Option<EngineInfo>,
+    pub containerd_socket: bool,
+    pub docker_unit: Option<UnitState>,
+    pub containerd_unit: Option<UnitState>,
+    pub daemon_json: Option<String>,
+    /// Current content of bootstrapd's repository file for this manager.
+    pub repo_file: Option<String>,
+    /// Package files of the offline bundle for this host's manager (absolute host paths).
+    pub bundle_packages: Vec<String>,
+    /// Probes that failed: (area, error).
+    pub errors: Vec<(String, String)>,
+}
+
+impl RuntimeFacts {
+    fn error(&mut self, area: &str, e: impl std::fmt::Display) {
+        tracing::warn!(area, error = %e, "runtime probe failed");
+        self.errors.push((area.to_string(), e.to_string()));
+    }
+
+    /// The first installed package among `names`, with its version.
+    pub fn installed_any(&self, names: &[&str]) -> Option<(&str, &str)> {
+        names.iter().find_map(|n| {
+            self.installed
+                .get_key_value(*n)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+        })
+    }
+}
+
+/// The repository file bootstrapd writes for a manager.
+pub fn repo_file_path(pm: PackageManager) -> &'static str {
+    match pm {
+        PackageManager::Apt => APT_LIST,
+        PackageManager::Dnf | PackageManager::Yum => YUM_REPO,
+        PackageManager::Zypper => ZYPP_REPO,
+    }
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, std::io::Error> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Package files (by extension) directly in `dir`, sorted, as host paths.
+pub fn bundle_package_files(root: &HostRoot, dir: &str, ext: &str) -> std::io::Result<Vec<String>> {
+    let real = root.path(dir);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&real)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(&format!(".{ext}")) && entry.file_type()?.is_file() {
+            out.push(format!("{}/{name}", dir.trim_end_matches('/')));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub async fn gather(
+    root: &HostRoot,
+    settings: &Settings,
+    systemd: Option<&Systemd>,
+) -> RuntimeFacts {
+    let mut f = RuntimeFacts {
+        live: root.is_live(),
+        ..RuntimeFacts::default()
+    };
+    f.hostname = match read_optional(&root.path("/etc/hostname")) {
+        Ok(h) => h.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()),
+        Err(e) => {
+            f.error("hostname", e);
+            None
+        }
+    };
+    if f.live && f.hostname.is_none() {
+        f.hostname = nix::unistd::gethostname()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned());
+    }
+    f.package_manager = packages::detect(root);
+
+    if let Some(pm) = f.package_manager {
+        for name in DOCKER_PACKAGES.iter().chain(CONTAINERD_PACKAGES.iter()) {
+            match packages::installed_version(root, pm, name).await {
+                Ok(Some(v)) => {
+                    f.installed.insert(name.to_string(), v);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    f.error("packages", e);
+                    break;
+                }
+            }
+        }
+        let repo = root.path(repo_file_path(pm));
+        match read_optional(&repo) {
+            Ok(c) => f.repo_file = c,
+            Err(e) => f.error("repository", format!("{}: {e}", repo.display())),
+        }
+        if let RuntimeSource::Offline(o) = &settings.runtime.source {
+            match bundle_package_files(root, &o.path, pm.package_extension()) {
+                Ok(files) => f.bundle_packages = files,
+                Err(e) => f.error("bundle", format!("{}: {e}", o.path)),
+            }
+        }
+    }
+
+    if docker::socket_path(root).exists() {
+        match docker::engine_info(root).await {
+            Ok(i) => f.engine = Some(i),
+            Err(e) => f.error("docker", e),
+        }
+    }
+    f.containerd_socket = root.path(CONTAINERD_SOCKET).exists();
+
+    let dj = root.path(docker::DAEMON_JSON);
+    match read_optional(&dj) {
+        Ok(c) => f.daemon_json = c,
+        Err(e) => f.error("daemon-json", format!("{}: {e}", dj.display())),
+    }
+
+    if let Some(sd) = systemd {
+        for (unit, slot) in [
+            (DOCKER_UNIT, &mut f.docker_unit),
+            (CONTAINERD_UNIT, &mut f.containerd_unit),
+        ] {
+            if let Ok(s) = sd.unit_state(unit).await {
+                *slot = Some(s);
+            }
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gathers_from_a_root_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let w = |p: &str, c: &str| {
+            let path = root.path(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, c).unwrap();
+        };
+        w("/usr/bin/apt-get", "");
+        w(
+            "/var/lib/dpkg/status",
+            "Package: docker.io\nStatus: install ok installed\nVersion: 20.10.24+dfsg1-1+b3\n",
+        );
+        w("/etc/hostname", "node1\n");
+        w("/etc/docker/daemon.json", "{}\n");
+        w("/opt/bundle/docker.deb", "");
+        w("/opt/bundle/containerd.deb", "");
+        w("/opt/bundle/agent.tar", "");
+        let mut s = crate::userdata::Settings {
+            roles: vec![],
+            rancher: crate::userdata::RancherSettings {
+                server: "https://r".into(),
+                token: crate::secret::Secret::new("t"),
+                ca_checksum: None,
+                mode: Default::default(),
+                agent_image: String::new(),
+                node_name: None,
+                address: None,
+                internal_address: None,
+                labels: Default::default(),
+                taints: vec![],
+                deadline_seconds: 1,
+            },
+            runtime: Default::default(),
+            host: Default::default(),
+        };
+        s.runtime.source = RuntimeSource::Offline(crate::userdata::OfflineSource {
+            path: "/opt/bundle".into(),
+        });
+        let f = gather(&root, &s, None).await;
+        assert!(!f.live);
+        assert_eq!(f.hostname.as_deref(), Some("node1"));
+        assert_eq!(f.package_manager, Some(PackageManager::Apt));
+        assert_eq!(
+            f.installed_any(&DOCKER_PACKAGES),
+            Some(("docker.io", "20.10.24+dfsg1-1+b3"))
+        );
+        assert_eq!(f.daemon_json.as_deref(), Some("{}\n"));
+        assert_eq!(
+            f.bundle_packages,
+            vec!["/opt/bundle/containerd.deb", "/opt/bundle/docker.deb"]
+        );
+        assert!(f.engine.is_none());
+        assert!(f.errors.is_empty(), "{:?}", f.errors);
+    }
+}

@@ -1,0 +1,779 @@
+//! Container runtime: settings + facts -> ordered steps, each with its reason. Pure.
+//!
+//! Order: daemon.json first (Debian's docker.io postinst starts the daemon at once, and a
+//! daemon started without the mirrors would pull through the wrong registry), then the
+//! repository, the packages, enable + start through systemd, and readiness (the Engine API
+//! answers ping). An engine already installed is never reinstalled or replaced.
+//!
+//! Mode system-agent skips all of it: RKE2 and K3s ship and run their own containerd.
+
+use serde::Serialize;
+
+use super::{Finding, Outcome};
+use crate::facts::runtime::{
+    APT_KEYRING, CONTAINERD_PACKAGES, DOCKER_PACKAGES, DOCKER_UNIT, RuntimeFacts, repo_file_path,
+};
+use crate::rancher::rke1::docker_version_problem;
+use crate::system::docker::{DAEMON_JSON, render_daemon_json};
+use crate::system::packages::{PackageManager, VersionConstraint};
+use crate::userdata::{Engine, RegistrationMode, RepoSource, RuntimeSource, Settings};
+
+/// Readiness bound for a just-started engine.
+pub const READY_TIMEOUT_SECS: u64 = 120;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RuntimeAction {
+    /// Nothing to change: the finding stands as planned.
+    Report {
+        outcome: Outcome,
+        remedy: Option<String>,
+    },
+    WriteFile {
+        path: String,
+        content: String,
+        mode: u32,
+    },
+    /// The apt repository's signing key from a URL or a local path, stored dearmored.
+    InstallAptKey {
+        source: String,
+        dest: String,
+    },
+    Refresh {
+        manager: PackageManager,
+    },
+    /// Install `packages`; those in `constrained` get the highest candidate version that
+    /// satisfies `constraint`.
+    Install {
+        manager: PackageManager,
+        packages: Vec<String>,
+        constrained: Vec<String>,
+        constraint: Option<String>,
+    },
+    /// Install package files of the offline bundle.
+    InstallFiles {
+        manager: PackageManager,
+        files: Vec<String>,
+    },
+    EnableStart {
+        unit: String,
+    },
+    WaitDocker {
+        timeout_secs: u64,
+    },
+    /// RKE's Docker version check, once the engine answers.
+    CheckRkeDockerVersion {
+        host: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuntimeStep {
+    /// Stable name: runtime.daemon-json, runtime.repository, runtime.install, ...
+    pub step: &'static str,
+    pub reason: &'static str,
+    pub detail: String,
+    pub action: RuntimeAction,
+}
+
+impl RuntimeStep {
+    fn report(
+        step: &'static str,
+        reason: &'static str,
+        outcome: Outcome,
+        detail: impl Into<String>,
+    ) -> Self {
+        RuntimeStep {
+            step,
+            reason,
+            detail: detail.into(),
+            action: RuntimeAction::Report {
+                outcome,
+                remedy: None,
+            },
+        }
+    }
+
+    fn with_remedy(
+        step: &'static str,
+        reason: &'static str,
+        outcome: Outcome,
+        detail: impl Into<String>,
+        remedy: impl Into<String>,
+    ) -> Self {
+        RuntimeStep {
+            step,
+            reason,
+            detail: detail.into(),
+            action: RuntimeAction::Report {
+                outcome,
+                remedy: Some(remedy.into()),
+            },
+        }
+    }
+
+    fn change(
+        step: &'static str,
+        reason: &'static str,
+        detail: impl Into<String>,
+        action: RuntimeAction,
+    ) -> Self {
+        RuntimeStep {
+            step,
+            reason,
+            detail: detail.into(),
+            action,
+        }
+    }
+
+    pub fn changes(&self) -> bool {
+        !matches!(self.action, RuntimeAction::Report { .. })
+    }
+
+    /// The finding `plan` prints, without touching anything.
+    pub fn preview(&self) -> Finding {
+        match &self.action {
+            RuntimeAction::Report { outcome, remedy } => {
+                let f = Finding::new(self.step, *outcome, self.detail.clone());
+                match remedy {
+                    Some(r) => f.with_remedy(r.clone()),
+                    None => f,
+                }
+            }
+            _ => Finding::new(self.step, Outcome::WouldChange, self.detail.clone()),
+        }
+    }
+}
+
+const WHY_RUNTIME: &str = "Rancher's agents and Kubernetes need a container runtime";
+const WHY_DAEMON_JSON: &str =
+    "registry mirrors must be configured before the engine first starts and pulls";
+const WHY_REPO: &str = "the runtime comes from the repository named in the userdata";
+const WHY_SERVICE: &str = "the runtime must run now and start on every boot";
+const WHY_READY: &str = "the agent is created through the Engine API, which must answer first";
+const WHY_RKE_VERSION: &str = "RKE checks the Docker version against its supported list";
+
+/// Package names for an engine by source and manager.
+pub fn packages_for(
+    engine: Engine,
+    source: &RuntimeSource,
+    pm: PackageManager,
+) -> Vec<&'static str> {
+    let repo = matches!(source, RuntimeSource::Repo(_));
+    match (engine, repo) {
+        // Docker's own repositories (download.docker.com layout and mirrors of it).
+        (Engine::Docker, true) => vec!["docker-ce", "docker-ce-cli", "containerd.io"],
+        (Engine::Containerd, true) => vec!["containerd.io"],
+        (Engine::Docker, false) => match pm {
+            PackageManager::Apt => vec!["docker.io"],
+            PackageManager::Dnf | PackageManager::Yum => vec!["moby-engine"],
+            PackageManager::Zypper => vec!["docker"],
+        },
+        (Engine::Containerd, false) => vec!["containerd"],
+    }
+}
+
+/// The apt source line bootstrapd writes for a repository.
+pub fn apt_source_line(repo: &RepoSource) -> String {
+    let suite = repo.suite.as_deref().unwrap_or("stable");
+    let components = if repo.components.is_empty() {
+        "stable".to_string()
+    } else {
+        repo.components.join(" ")
+    };
+    let opts = if repo.key.is_some() {
+        format!("signed-by={APT_KEYRING}")
+    } else {
+        "trusted=yes".to_string()
+    };
+    format!(
+        "# Written by bootstrapd (runtime.source.repo)\ndeb [{opts}] {} {suite} {components}\n",
+        repo.url
+    )
+}
+
+/// The yum/dnf (and zypper, same ini format) repository file.
+pub fn yum_repo_file(repo: &RepoSource) -> String {
+    let mut s = format!(
+        "# Written by bootstrapd (runtime.source.repo)\n[bootstrapd-runtime]\nname=bootstrapd container runtime\nbaseurl={}\nenabled=1\n",
+        repo.url
+    );
+    match &repo.key {
+        Some(k) => {
+            let k = if k.starts_with('/') {
+                format!("file://{k}")
+            } else {
+                k.clone()
+            };
+            s.push_str(&format!("gpgcheck=1\ngpgkey={k}\n"));
+        }
+        None => s.push_str("gpgcheck=0\nrepo_gpgcheck=0\n"),
+    }
+    s
+}
+
+pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
+    let rt = &settings.runtime;
+    if settings.rancher.mode == RegistrationMode::SystemAgent {
+        return vec![RuntimeStep::report(
+            "runtime",
+            WHY_RUNTIME,
+            Outcome::Skipped,
+            "mode system-agent: RKE2/K3s install and run their own containerd",
+        )];
+    }
+    if rt.engine == Engine::Containerd {
+        return vec![RuntimeStep::with_remedy(
+            "runtime",
+            WHY_RUNTIME,
+            Outcome::Failed,
+            "mode rke1 runs the rancher-agent container on Docker; containerd alone cannot host it",
+            "set runtime.engine: docker, or rancher.mode: system-agent for RKE2/K3s clusters",
+        )];
+    }
+    for (area, e) in &facts.errors {
+        if area != "docker" {
+            return vec![RuntimeStep::with_remedy(
+                "runtime",
+                WHY_RUNTIME,
+                Outcome::Failed,
+                format!("could not inspect the host ({area}): {e}"),
+                "fix the probe error above and run again",
+            )];
+        }
+    }
+    let constraint = match rt
+        .version
+        .as_deref()
+        .map(VersionConstraint::parse)
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![RuntimeStep::with_remedy(
+                "runtime.version",
+                WHY_RUNTIME,
+                Outcome::Failed,
+                e.to_string(),
+                "write runtime.version like 24.0, =24.0.7 or >=20.10",
+            )];
+        }
+    };
+    let host = facts.hostname.clone().unwrap_or_else(|| "unknown".into());
+    let mut steps = Vec::new();
+
+    // 1. daemon.json before anything can start the daemon.
+    match render_daemon_json(
+        std::path::Path::new(DAEMON_JSON),
+        facts.daemon_json.as_deref(),
+        &rt.registry_mirrors,
+    ) {
+        Ok(Some(content)) => steps.push(RuntimeStep::change(
+            "runtime.daemon-json",
+            WHY_DAEMON_JSON,
+            format!(
+                "write {DAEMON_JSON} with registry-mirrors {:?}",
+                rt.registry_mirrors
+            ),
+            RuntimeAction::WriteFile {
+                path: DAEMON_JSON.into(),
+                content,
+                mode: 0o644,
+            },
+        )),
+        Ok(None) => steps.push(RuntimeStep::report(
+            "runtime.daemon-json",
+            WHY_DAEMON_JSON,
+            Outcome::Ok,
+            if rt.registry_mirrors.is_empty() {
+                "no registry mirrors requested".to_string()
+            } else {
+                format!("{DAEMON_JSON} already lists the registry mirrors")
+            },
+        )),
+        Err(e) => {
+            steps.push(RuntimeStep::with_remedy(
+                "runtime.daemon-json",
+                WHY_DAEMON_JSON,
+                Outcome::Failed,
+                e.to_string(),
+                format!("fix or remove {DAEMON_JSON}"),
+            ));
+            return steps;
+        }
+    }
+
+    // 2. Packages.
+    let current = facts
+        .engine
+        .as_ref()
+        .map(|e| ("Docker Engine".to_string(), e.version.clone()))
+        .or_else(|| {
+            facts
+                .installed_any(&DOCKER_PACKAGES)
+                .map(|(p, v)| (p.to_string(), v.to_string()))
+        });
+    if let Some((what, version)) = current {
+        match &constraint {
+            Some(c) if !c.matches(&version) => steps.push(RuntimeStep::with_remedy(
+                "runtime.install",
+                WHY_RUNTIME,
+                Outcome::Warning,
+                format!(
+                    "{what} {version} is installed and does not satisfy runtime.version {:?}; \
+                     an installed engine is never replaced",
+                    c.as_str()
+                ),
+                "install the wanted version in the image, or relax runtime.version",
+            )),
+            _ => steps.push(RuntimeStep::report(
+                "runtime.install",
+                WHY_RUNTIME,
+                Outcome::Ok,
+                format!("{what} {version} already installed"),
+            )),
+        }
+    } else {
+        let Some(pm) = facts.package_manager else {
+            steps.push(RuntimeStep::with_remedy(
+                "runtime.install",
+                WHY_RUNTIME,
+                Outcome::Failed,
+                "Docker is not installed and the host has no apt-get, dnf, yum or zypper",
+                "preinstall Docker in the image",
+            ));
+            return steps;
+        };
+        match &rt.source {
+            RuntimeSource::Offline(o) => {
+                if facts.bundle_packages.is_empty() {
+                    steps.push(RuntimeStep::with_remedy(
+                        "runtime.install",
+                        WHY_RUNTIME,
+                        Outcome::Failed,
+                        format!(
+                            "the offline bundle {} holds no .{} files",
+                            o.path,
+                            pm.package_extension()
+                        ),
+                        "put the runtime's packages into the bundle directory",
+                    ));
+                    return steps;
+                }
+                steps.push(RuntimeStep::change(
+                    "runtime.install",
+                    WHY_RUNTIME,
+                    format!(
+                        "install {} package file(s) from {} with {pm}",
+                        facts.bundle_packages.len(),
+                        o.path
+                    ),
+                    RuntimeAction::InstallFiles {
+                        manager: pm,
+                        files: facts.bundle_packages.clone(),
+                    },
+                ));
+            }
+            RuntimeSource::Repo(repo) => {
+                if repo.key.is_none() && !repo.trusted {
+                    steps.push(RuntimeStep::with_remedy(
+                        "runtime.repository",
+                        WHY_REPO,
+                        Outcome::Failed,
+                        format!(
+                            "repository {} has no signing key and is not marked trusted",
+                            repo.url
+                        ),
+                        "give runtime.source.repo.key, or set trusted: true for a local repository",
+                    ));
+                    return steps;
+                }
+                let path = repo_file_path(pm);
+                let content = match pm {
+                    PackageManager::Apt => apt_source_line(repo),
+                    _ => yum_repo_file(repo),
+                };
+                if let (PackageManager::Apt, Some(key)) = (pm, &repo.key) {
+                    steps.push(RuntimeStep::change(
+                        "runtime.repository-key",
+                        WHY_REPO,
+                        format!("install the signing key {key} as {APT_KEYRING}"),
+                        RuntimeAction::InstallAptKey {
+                            source: key.clone(),
+                            dest: APT_KEYRING.into(),
+                        },
+                    ));
+                }
+                if facts.repo_file.as_deref() == Some(content.as_str()) {
+                    steps.push(RuntimeStep::report(
+                        "runtime.repository",
+                        WHY_REPO,
+                        Outcome::Ok,
+                        format!("{path} already points at {}", repo.url),
+                    ));
+                } else {
+                    steps.push(RuntimeStep::change(
+                        "runtime.repository",
+                        WHY_REPO,
+                        format!("write {path} for {}", repo.url),
+                        RuntimeAction::WriteFile {
+                            path: path.into(),
+                            content,
+                            mode: 0o644,
+                        },
+                    ));
+                }
+                steps.push(install_step(settings, pm, constraint.as_ref(), true));
+            }
+            RuntimeSource::Distro => {
+                steps.push(install_step(
+                    settings,
+                    pm,
+                    constraint.as_ref(),
+                    pm == PackageManager::Apt,
+                ));
+            }
+        }
+    }
+
+    // 3. Service and readiness.
+    let unit_ok = facts
+        .docker_unit
+        .as_ref()
+        .is_some_and(|u| u.is_active() && u.is_enabled());
+    if facts.engine.is_some() && (unit_ok || facts.docker_unit.is_none()) {
+        steps.push(RuntimeStep::report(
+            "runtime.service",
+            WHY_SERVICE,
+            Outcome::Ok,
+            format!("{DOCKER_UNIT} running"),
+        ));
+    } else {
+        steps.push(RuntimeStep::change(
+            "runtime.service",
+            WHY_SERVICE,
+            format!("enable and start {DOCKER_UNIT}"),
+            RuntimeAction::EnableStart {
+                unit: DOCKER_UNIT.into(),
+            },
+        ));
+    }
+    match &facts.engine {
+        Some(e) => steps.push(RuntimeStep::report(
+            "runtime.ready",
+            WHY_READY,
+            Outcome::Ok,
+            format!(
+                "Docker Engine API answers (Docker {}, API {})",
+                e.version, e.api_version
+            ),
+        )),
+        None => steps.push(RuntimeStep::change(
+            "runtime.ready",
+            WHY_READY,
+            format!("wait up to {READY_TIMEOUT_SECS} s for the Docker Engine API"),
+            RuntimeAction::WaitDocker {
+                timeout_secs: READY_TIMEOUT_SECS,
+            },
+        )),
+    }
+
+    // 4. RKE's version check (mode rke1 only reaches here).
+    match &facts.engine {
+        Some(e) => steps.push(rke_version_step(&e.version, &host)),
+        None => steps.push(RuntimeStep::change(
+            "runtime.rke-docker-version",
+            WHY_RKE_VERSION,
+            "check the Docker version against RKE's supported list once the engine answers",
+            RuntimeAction::CheckRkeDockerVersion { host },
+        )),
+    }
+    steps
+}
+
+fn install_step(
+    settings: &Settings,
+    pm: PackageManager,
+    constraint: Option<&VersionConstraint>,
+    refresh: bool,
+) -> RuntimeStep {
+    let rt = &settings.runtime;
+    let packages: Vec<String> = packages_for(rt.engine, &rt.source, pm)
+        .into_iter()
+        .map(String::from)
+        .collect();
+    // The engine and its CLI carry the Docker version; containerd.io versions differently.
+    let constrained: Vec<String> = packages
+        .iter()
+        .filter(|p| !CONTAINERD_PACKAGES.contains(&p.as_str()))
+        .cloned()
+        .collect();
+    let version = constraint
+        .map(|c| format!(" (version {})", c.as_str()))
+        .unwrap_or_default();
+    let refresh_note = if refresh {
+        "refresh the index, then "
+    } else {
+        ""
+    };
+    RuntimeStep::change(
+        "runtime.install",
+        WHY_RUNTIME,
+        format!(
+            "{refresh_note}install {}{version} with {pm}",
+            packages.join(" ")
+        ),
+        RuntimeAction::Install {
+            manager: pm,
+            packages,
+            constrained,
+            constraint: constraint.map(|c| c.as_str().to_string()),
+        },
+    )
+}
+
+/// RKE's check as a step: a warning only, because Rancher-provisioned RKE1 clusters ignore
+/// the Docker version by default (only the `rke` CLI enforces it).
+pub fn rke_version_step(version: &str, host: &str) -> RuntimeStep {
+    match docker_version_problem(version, host) {
+        None => RuntimeStep::report(
+            "runtime.rke-docker-version",
+            WHY_RKE_VERSION,
+            Outcome::Ok,
+            format!("Docker {version} is on RKE's supported list"),
+        ),
+        Some(msg) => RuntimeStep::with_remedy(
+            "runtime.rke-docker-version",
+            WHY_RKE_VERSION,
+            Outcome::Warning,
+            format!("{msg} (Rancher-provisioned clusters ignore this check by default)"),
+            "pin runtime.version to a supported release if the cluster enforces the check",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::docker::EngineInfo;
+    use crate::userdata::{OfflineSource, RancherSettings, RuntimeSettings};
+
+    fn settings(runtime: RuntimeSettings) -> Settings {
+        Settings {
+            roles: vec![crate::userdata::Role::Worker],
+            rancher: RancherSettings {
+                server: "https://r".into(),
+                token: crate::secret::Secret::new("t"),
+                ca_checksum: None,
+                mode: RegistrationMode::Rke1,
+                agent_image: "rancher/rancher-agent:v2.6.14".into(),
+                node_name: None,
+                address: None,
+                internal_address: None,
+                labels: Default::default(),
+                taints: vec![],
+                deadline_seconds: 10,
+            },
+            runtime,
+            host: Default::default(),
+        }
+    }
+
+    fn apt_host() -> RuntimeFacts {
+        RuntimeFacts {
+            live: true,
+            hostname: Some("node1".into()),
+            package_manager: Some(PackageManager::Apt),
+            ..Default::default()
+        }
+    }
+
+    fn kinds(steps: &[RuntimeStep]) -> Vec<(&'static str, Outcome)> {
+        steps
+            .iter()
+            .map(|s| (s.step, s.preview().outcome))
+            .collect()
+    }
+
+    #[test]
+    fn fresh_debian_host_distro_docker() {
+        let s = settings(RuntimeSettings {
+            registry_mirrors: vec!["https://mirror.lab".into()],
+            version: Some("20.10".into()),
+            ..Default::default()
+        });
+        let steps = plan(&s, &apt_host());
+        assert_eq!(steps[0].step, "runtime.daemon-json");
+        assert!(
+            matches!(&steps[0].action, RuntimeAction::WriteFile { path, .. } if path == DAEMON_JSON)
+        );
+        match &steps[1].action {
+            RuntimeAction::Install {
+                manager,
+                packages,
+                constrained,
+                constraint,
+            } => {
+                assert_eq!(*manager, PackageManager::Apt);
+                assert_eq!(packages, &vec!["docker.io".to_string()]);
+                assert_eq!(constrained, packages);
+                assert_eq!(constraint.as_deref(), Some("20.10"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(&steps[2].action, RuntimeAction::EnableStart { unit } if unit == DOCKER_UNIT)
+        );
+        assert!(matches!(steps[3].action, RuntimeAction::WaitDocker { .. }));
+        assert!(matches!(
+            steps[4].action,
+            RuntimeAction::CheckRkeDockerVersion { .. }
+        ));
+    }
+
+    #[test]
+    fn installed_and_running_is_left_alone() {
+        let mut f = apt_host();
+        f.installed
+            .insert("docker.io".into(), "20.10.24+dfsg1-1+b3".into());
+        f.engine = Some(EngineInfo {
+            version: "20.10.24+dfsg1".into(),
+            api_version: "1.41".into(),
+        });
+        let steps = plan(&settings(RuntimeSettings::default()), &f);
+        assert!(steps.iter().all(|s| !s.changes()), "{steps:?}");
+        assert_eq!(
+            kinds(&steps),
+            vec![
+                ("runtime.daemon-json", Outcome::Ok),
+                ("runtime.install", Outcome::Ok),
+                ("runtime.service", Outcome::Ok),
+                ("runtime.ready", Outcome::Ok),
+                ("runtime.rke-docker-version", Outcome::Ok),
+            ]
+        );
+        // A constraint the installed engine misses is a warning, not a reinstall.
+        let s = settings(RuntimeSettings {
+            version: Some(">=24".into()),
+            ..Default::default()
+        });
+        let steps = plan(&s, &f);
+        assert_eq!(steps[1].preview().outcome, Outcome::Warning);
+        assert!(steps.iter().all(|s| !s.changes()));
+    }
+
+    #[test]
+    fn unsupported_docker_is_rke_warning_with_rke_wording() {
+        let step = rke_version_step("26.1.3", "node4");
+        let f = step.preview();
+        assert_eq!(f.outcome, Outcome::Warning);
+        assert!(f.detail.starts_with(
+            "Unsupported Docker version found [26.1.3] on host [node4], supported versions are ["
+        ));
+    }
+
+    #[test]
+    fn repo_source_writes_files_and_constrains_engine_only() {
+        let repo = RepoSource {
+            url: "https://download.docker.com/linux/debian".into(),
+            key: Some("https://download.docker.com/linux/debian/gpg".into()),
+            suite: Some("bookworm".into()),
+            components: vec!["stable".into()],
+            trusted: false,
+        };
+        let s = settings(RuntimeSettings {
+            source: RuntimeSource::Repo(repo.clone()),
+            version: Some("=24.0.7".into()),
+            ..Default::default()
+        });
+        let steps = plan(&s, &apt_host());
+        let names: Vec<_> = steps.iter().map(|s| s.step).collect();
+        assert_eq!(
+            &names[..4],
+            &[
+                "runtime.daemon-json",
+                "runtime.repository-key",
+                "runtime.repository",
+                "runtime.install"
+            ]
+        );
+        match &steps[2].action {
+            RuntimeAction::WriteFile { path, content, .. } => {
+                assert_eq!(path, "/etc/apt/sources.list.d/bootstrapd-runtime.list");
+                assert!(content.contains(
+                    "deb [signed-by=/etc/apt/keyrings/bootstrapd-runtime.gpg] https://download.docker.com/linux/debian bookworm stable\n"
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &steps[3].action {
+            RuntimeAction::Install {
+                packages,
+                constrained,
+                ..
+            } => {
+                assert_eq!(
+                    packages,
+                    &vec!["docker-ce", "docker-ce-cli", "containerd.io"]
+                );
+                assert_eq!(constrained, &vec!["docker-ce", "docker-ce-cli"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Unsigned and untrusted: refused.
+        let mut unsigned = repo.clone();
+        unsigned.key = None;
+        let s = settings(RuntimeSettings {
+            source: RuntimeSource::Repo(unsigned.clone()),
+            ..Default::default()
+        });
+        assert_eq!(
+            plan(&s, &apt_host()).last().unwrap().preview().outcome,
+            Outcome::Failed
+        );
+        unsigned.trusted = true;
+        assert!(apt_source_line(&unsigned).contains("deb [trusted=yes] "));
+        let y = yum_repo_file(&unsigned);
+        assert!(
+            y.contains("baseurl=https://download.docker.com/linux/debian\n")
+                && y.contains("gpgcheck=0")
+        );
+        let mut signed = unsigned;
+        signed.key = Some("/etc/pki/docker.gpg".into());
+        assert!(yum_repo_file(&signed).contains("gpgcheck=1\ngpgkey=file:///etc/pki/docker.gpg\n"));
+    }
+
+    #[test]
+    fn offline_bundle_and_other_modes() {
+        let s = settings(RuntimeSettings {
+            source: RuntimeSource::Offline(OfflineSource {
+                path: "/opt/bundle".into(),
+            }),
+            ..Default::default()
+        });
+        let mut f = apt_host();
+        assert_eq!(plan(&s, &f)[1].preview().outcome, Outcome::Failed);
+        f.bundle_packages = vec!["/opt/bundle/docker.deb".into()];
+        assert!(
+            matches!(&plan(&s, &f)[1].action, RuntimeAction::InstallFiles { files, .. } if files.len() == 1)
+        );
+
+        let mut sa = settings(RuntimeSettings::default());
+        sa.rancher.mode = RegistrationMode::SystemAgent;
+        assert_eq!(kinds(&plan(&sa, &f)), vec![("runtime", Outcome::Skipped)]);
+        let c = settings(RuntimeSettings {
+            engine: Engine::Containerd,
+            ..Default::default()
+        });
+        assert_eq!(plan(&c, &f)[0].preview().outcome, Outcome::Failed);
+        let bad = settings(RuntimeSettings {
+            version: Some("latest".into()),
+            ..Default::default()
+        });
+        assert_eq!(plan(&bad, &f)[0].step, "runtime.version");
+        assert_eq!(
+            packages_for(Engine::Docker, &RuntimeSource::Distro, PackageManager::Dnf),
+            vec!["moby-engine"]
+        );
+    }
+}

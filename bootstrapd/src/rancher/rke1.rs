@@ -1,0 +1,443 @@
+//! The RKE1 rancher-agent container (Rancher 2.0-2.6 "existing nodes"), created through the
+//! Engine API exactly as the node command's `docker run` would, except that the token goes
+//! in as `CATTLE_TOKEN` (which the image's run.sh reads; `--token` only sets it) so it never
+//! shows in any process's argv.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use serde::{Deserialize, Serialize};
+
+use super::Registration;
+use crate::secret::Secret;
+use crate::system::docker::{self as engine, DockerError};
+use crate::userdata::Role;
+
+/// Marks the agent container bootstrapd created, with the server it registers to, so a
+/// re-run finds it instead of creating a second one.
+pub const SERVER_LABEL: &str = "io.bootstrapd.server";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Rke1Error {
+    #[error(transparent)]
+    Engine(#[from] DockerError),
+    #[error("Docker Engine API {action}: {source}")]
+    Api {
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error(
+        "the rancher-agent container {id} does not stay up ({state}); its last log lines: {logs}"
+    )]
+    AgentNotRunning {
+        id: String,
+        state: String,
+        logs: String,
+    },
+    #[error(
+        "agent image {image} is not present, could not be loaded from the offline bundle \
+         ({bundle}) and pulling it failed: {pull}"
+    )]
+    NoImage {
+        image: String,
+        bundle: String,
+        pull: String,
+    },
+}
+
+/// The agent's arguments (run.sh long options) after the image name; never the token.
+pub fn agent_args(reg: &Registration<'_>) -> Vec<String> {
+    let (server, ca_checksum, roles, node, labels, taints) = (
+        reg.server,
+        reg.ca_checksum,
+        reg.roles,
+        reg.node,
+        reg.labels,
+        reg.taints,
+    );
+    let mut a = vec!["--server".to_string(), server.to_string()];
+    if let Some(c) = ca_checksum {
+        a.push("--ca-checksum".into());
+        a.push(c.to_string());
+    }
+    // The node command's role order.
+    for r in [Role::Etcd, Role::Controlplane, Role::Worker] {
+        if roles.contains(&r) {
+            a.push(format!("--{}", r.as_str()));
+        }
+    }
+    a.push("--node-name".into());
+    a.push(node.node_name.clone());
+    if let Some(addr) = &node.address {
+        a.push("--address".into());
+        a.push(addr.clone());
+    }
+    if let Some(addr) = &node.internal_address {
+        a.push("--internal-address".into());
+        a.push(addr.clone());
+    }
+    for (k, v) in labels {
+        a.push("--label".into());
+        a.push(format!("{k}={v}"));
+    }
+    for t in taints {
+        a.push("--taints".into());
+        a.push(t.to_string());
+    }
+    a
+}
+
+/// `docker run -d --privileged --restart=unless-stopped --net=host -v /etc/kubernetes:/etc/kubernetes
+/// -v /var/run:/var/run IMAGE ARGS` with `CATTLE_TOKEN` in the environment.
+///
+/// The body holds the token: never log it (bollard's `Debug` would print the env).
+pub fn container_body(
+    image: &str,
+    server: &str,
+    token: &Secret,
+    args: Vec<String>,
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(args),
+        env: Some(vec![format!("CATTLE_TOKEN={}", token.expose())]),
+        labels: Some(HashMap::from([(
+            SERVER_LABEL.to_string(),
+            server.to_string(),
+        )])),
+        host_config: Some(HostConfig {
+            privileged: Some(true),
+            network_mode: Some("host".into()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            binds: Some(vec![
+                "/etc/kubernetes:/etc/kubernetes".into(),
+                "/var/run:/var/run".into(),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Docker versions RKE accepts (its table keyed by Kubernetes version, k8s >= 1.25 row; the
+/// Kubernetes version is Rancher's choice and unknown here, so the widest row applies).
+pub const RKE_SUPPORTED_DOCKER: [&str; 11] = [
+    "1.13", "17.03", "17.06", "17.09", "18.06", "18.09", "19.03", "20.10", "23.0", "24.0", "25.0",
+];
+
+/// RKE's check: `None` when supported, else RKE's own message.
+pub fn docker_version_problem(version: &str, host: &str) -> Option<String> {
+    let comps = crate::system::packages::version_components(version);
+    let supported = RKE_SUPPORTED_DOCKER.iter().any(|s| {
+        let want = crate::system::packages::version_components(s);
+        comps.len() >= want.len() && comps[..want.len()] == want[..]
+    });
+    (!supported).then(|| {
+        format!(
+            "Unsupported Docker version found [{version}] on host [{host}], supported versions are [{}]",
+            RKE_SUPPORTED_DOCKER.join(" ")
+        )
+    })
+}
+
+/// What happened to the agent container; no secret in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rke1Record {
+    pub container_id: String,
+    pub image: String,
+    /// This run created the container (false: it was already there).
+    pub created: bool,
+    /// This run started it (false: it was already running).
+    pub started: bool,
+    /// How the image got there: "present", "loaded <archive>" or "pulled".
+    pub image_source: String,
+}
+
+/// Image archives in an offline bundle directory (`*.tar`, `*.tar.gz`, `*.tgz`, `*.tar.zst`,
+/// `*.tar.xz`), sorted for a stable order.
+pub fn bundle_archives(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            [".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst"]
+                .iter()
+                .any(|s| n.ends_with(s))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    bundle: Option<&Path>,
+) -> Result<String, Rke1Error> {
+    if engine::image_present(docker, image).await {
+        return Ok("present".into());
+    }
+    let mut bundle_note = "no offline bundle".to_string();
+    if let Some(dir) = bundle {
+        let archives = bundle_archives(dir);
+        bundle_note = format!("{} archive(s) in {}", archives.len(), dir.display());
+        for a in archives {
+            if let Err(e) = engine::load_archive(docker, &a).await {
+                tracing::warn!(error = %e, "could not load image archive");
+                continue;
+            }
+            if engine::image_present(docker, image).await {
+                return Ok(format!("loaded {}", a.display()));
+            }
+        }
+    }
+    match engine::pull(docker, image).await {
+        Ok(()) => Ok("pulled".into()),
+        Err(e) => Err(Rke1Error::NoImage {
+            image: image.to_string(),
+            bundle: bundle_note,
+            pull: e.to_string(),
+        }),
+    }
+}
+
+/// How long a just-started agent must stay up before it counts as running: run.sh exits
+/// within a second or two on a checksum mismatch or a missing option.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fails when the container is not running (or has restarted) after [`SETTLE`], with the
+/// end of its log, the token scrubbed out.
+async fn check_stays_up(docker: &Docker, id: &str, token: &Secret) -> Result<(), Rke1Error> {
+    use futures_util::StreamExt;
+    tokio::time::sleep(SETTLE).await;
+    let info = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|source| Rke1Error::Api {
+            action: format!("inspecting container {id}"),
+            source,
+        })?;
+    let st = info.state.unwrap_or_default();
+    let restarts = info.restart_count.unwrap_or(0);
+    if st.running == Some(true) && st.restarting != Some(true) && restarts == 0 {
+        return Ok(());
+    }
+    let mut logs = Vec::new();
+    let mut stream = docker.logs(
+        id,
+        Some(bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: "20".into(),
+            ..Default::default()
+        }),
+    );
+    while let Some(Ok(line)) = stream.next().await {
+        logs.push(line.to_string().trim_end().to_string());
+    }
+    Err(Rke1Error::AgentNotRunning {
+        id: id.to_string(),
+        state: format!(
+            "status {}, exit code {}, {restarts} restart(s)",
+            st.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            st.exit_code.unwrap_or_default()
+        ),
+        logs: crate::secret::scrub(&logs.join(" | "), &[token]),
+    })
+}
+
+/// Makes sure exactly one agent container for `server` exists and runs.
+pub async fn ensure_agent(
+    docker: &Docker,
+    image: &str,
+    server: &str,
+    token: &Secret,
+    args: Vec<String>,
+    bundle: Option<&Path>,
+) -> Result<Rke1Record, Rke1Error> {
+    let api = |action: &str| {
+        let action = action.to_string();
+        move |source| Rke1Error::Api { action, source }
+    };
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{SERVER_LABEL}={server}")],
+    )]);
+    let existing = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(api("listing containers"))?;
+    if let Some(c) = existing.into_iter().next() {
+        let id = c.id.unwrap_or_default();
+        let image = c.image.unwrap_or_else(|| image.to_string());
+        let running = matches!(
+            c.state,
+            Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)
+        );
+        if !running {
+            tracing::info!(container = %id, "agent container exists but is stopped; starting it");
+            docker
+                .start_container(&id, None)
+                .await
+                .map_err(api(&format!("starting container {id}")))?;
+            check_stays_up(docker, &id, token).await?;
+        }
+        return Ok(Rke1Record {
+            container_id: id,
+            image,
+            created: false,
+            started: !running,
+            image_source: "present".into(),
+        });
+    }
+
+    let image_source = ensure_image(docker, image, bundle).await?;
+    let body = container_body(image, server, token, args);
+    let created = docker
+        .create_container(None, body)
+        .await
+        .map_err(api("creating the agent container"))?;
+    docker
+        .start_container(&created.id, None)
+        .await
+        .map_err(api(&format!("starting container {}", created.id)))?;
+    check_stays_up(docker, &created.id, token).await?;
+    tracing::info!(container = %created.id, %image, "rancher-agent container started");
+    Ok(Rke1Record {
+        container_id: created.id,
+        image: image.to_string(),
+        created: true,
+        started: true,
+        image_source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rancher::NodeIdentity;
+    use crate::userdata::Taint;
+    use crate::userdata::TaintEffect;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn args_and_body() {
+        let node = NodeIdentity {
+            node_name: "node1".into(),
+            address: Some("10.0.0.11".into()),
+            internal_address: Some("eth1".into()),
+        };
+        let labels = BTreeMap::from([("zone".to_string(), "a".to_string())]);
+        let taints = vec![Taint {
+            key: "k".into(),
+            value: "v".into(),
+            effect: TaintEffect::NoExecute,
+        }];
+        let token = Secret::new("tok-123");
+        let args = agent_args(&Registration {
+            server: "https://r.lab",
+            token: &token,
+            ca_checksum: Some("ab12"),
+            roles: &[Role::Worker, Role::Etcd, Role::Controlplane],
+            node: &node,
+            labels: &labels,
+            taints: &taints,
+        });
+        assert_eq!(
+            args.join(" "),
+            "--server https://r.lab --ca-checksum ab12 --etcd --controlplane --worker \
+             --node-name node1 --address 10.0.0.11 --internal-address eth1 --label zone=a \
+             --taints k=v:NoExecute"
+        );
+        let body = container_body(
+            "rancher/rancher-agent:v2.6.14",
+            "https://r.lab",
+            &token,
+            args,
+        );
+        let cmd = body.cmd.clone().unwrap();
+        assert!(cmd.iter().all(|a| !a.contains("tok-123")));
+        assert_eq!(
+            body.env.clone().unwrap(),
+            vec!["CATTLE_TOKEN=tok-123".to_string()]
+        );
+        let hc = body.host_config.clone().unwrap();
+        assert_eq!(hc.privileged, Some(true));
+        assert_eq!(hc.network_mode.as_deref(), Some("host"));
+        assert_eq!(
+            hc.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
+        assert_eq!(
+            hc.binds.unwrap(),
+            vec!["/etc/kubernetes:/etc/kubernetes", "/var/run:/var/run"]
+        );
+        assert_eq!(body.labels.unwrap()[SERVER_LABEL], "https://r.lab");
+    }
+
+    #[test]
+    fn no_checksum_no_addresses() {
+        let node = NodeIdentity {
+            node_name: "n".into(),
+            address: None,
+            internal_address: None,
+        };
+        let token = Secret::new("t");
+        let args = agent_args(&Registration {
+            server: "https://r",
+            token: &token,
+            ca_checksum: None,
+            roles: &[Role::Worker],
+            node: &node,
+            labels: &BTreeMap::new(),
+            taints: &[],
+        });
+        assert_eq!(args.join(" "), "--server https://r --worker --node-name n");
+    }
+
+    #[test]
+    fn rke_docker_check() {
+        assert_eq!(docker_version_problem("20.10.24+dfsg1", "node1"), None);
+        assert_eq!(docker_version_problem("24.0.7", "node1"), None);
+        let msg = docker_version_problem("26.1.3", "node1").unwrap();
+        assert!(
+            msg.starts_with("Unsupported Docker version found [26.1.3] on host [node1], supported versions are [1.13 17.03"),
+            "{msg}"
+        );
+        assert!(docker_version_problem("20.1", "n").is_some());
+    }
+
+    #[test]
+    fn archives_in_bundle() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["b.tar.gz", "a.tar", "docker.deb", "notes.txt"] {
+            std::fs::write(d.path().join(n), "").unwrap();
+        }
+        let names: Vec<String> = bundle_archives(d.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["a.tar", "b.tar.gz"]);
+    }
+}

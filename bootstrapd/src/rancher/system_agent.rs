@@ -1,0 +1,484 @@
+//! Natively what Rancher's `system-agent-install.sh` does (Rancher >= 2.6 custom clusters):
+//! pinned `/healthz`, agent binary and uninstall script from `/assets`, a persistent
+//! `CATTLE_ID`, `GET /v3/connect/agent` for the connection info, config.yaml, the unit and
+//! its env file. Starting the unit is left to the caller (systemd over D-Bus).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::cacerts::{self, CaError, ServerTrust};
+use super::{Deadline, NodeIdentity, Registration, client, endpoint};
+use crate::fsutil::{HostRoot, write_atomic};
+use crate::http::{HttpError, Request, StatusCode, Verdict};
+use crate::secret::Secret;
+use crate::userdata::{Role, Taint};
+
+pub const CONFIG_DIR: &str = "/etc/rancher/agent";
+pub const VAR_DIR: &str = "/var/lib/rancher/agent";
+pub const CATTLE_ID_FILE: &str = "/etc/rancher/agent/cattle-id";
+pub const CONFIG_FILE: &str = "/etc/rancher/agent/config.yaml";
+pub const CONNECTION_INFO_FILE: &str = "/var/lib/rancher/agent/rancher2_connection_info.json";
+pub const BINARY: &str = "/usr/local/bin/rancher-system-agent";
+pub const UNINSTALL_SCRIPT: &str = "/usr/local/bin/rancher-system-agent-uninstall.sh";
+pub const UNIT: &str = "rancher-system-agent.service";
+pub const UNIT_FILE: &str = "/etc/systemd/system/rancher-system-agent.service";
+pub const ENV_FILE: &str = "/etc/systemd/system/rancher-system-agent.env";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemAgentError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("{step}: {source}")]
+    Http {
+        step: &'static str,
+        #[source]
+        source: HttpError,
+    },
+    #[error("{url}: status {status} ({step})")]
+    Status {
+        step: &'static str,
+        url: String,
+        status: StatusCode,
+    },
+    #[error(
+        "{url}: the server refused the registration token (401 Unauthorized); check \
+         rancher.token against the cluster's registration command"
+    )]
+    TokenRefused { url: String },
+    #[error("{url}: the reply is not the expected connection info JSON: {reason}")]
+    ConnectionInfo { url: String, reason: String },
+    #[error("no rancher-system-agent build for architecture {0:?} (Rancher ships amd64 and arm64)")]
+    Arch(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid cattle id {value:?} (expected 63 hexadecimal characters)")]
+    CattleId { path: PathBuf, value: String },
+}
+
+fn io_err(path: PathBuf) -> impl FnOnce(std::io::Error) -> SystemAgentError {
+    move |source| SystemAgentError::Io { path, source }
+}
+
+/// Rancher's asset suffix for a Rust target architecture.
+pub fn asset_arch(arch: &str) -> Result<&'static str, SystemAgentError> {
+    match arch {
+        "x86_64" | "amd64" => Ok("amd64"),
+        "aarch64" | "arm64" => Ok("arm64"),
+        other => Err(SystemAgentError::Arch(other.to_string())),
+    }
+}
+
+/// 63 hex characters of sha256 over random bytes, as the installer's
+/// `dd if=/dev/urandom count=1 bs=512 | sha256sum | head -c 63`.
+pub fn new_cattle_id() -> Result<String, SystemAgentError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 512];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io_err(PathBuf::from("/dev/urandom")))?;
+    let mut id = hex::encode(Sha256::digest(bytes));
+    id.truncate(63);
+    Ok(id)
+}
+
+fn valid_cattle_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The persisted CATTLE_ID, created on first use. Reusing it is what keeps a re-run from
+/// creating a second machine in Rancher (machine name: `custom-` + sha256(id)[..12]).
+pub fn load_or_create_cattle_id(root: &HostRoot) -> Result<(String, bool), SystemAgentError> {
+    let path = root.path(CATTLE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_string();
+            if valid_cattle_id(&id) {
+                Ok((id, false))
+            } else {
+                Err(SystemAgentError::CattleId { path, value: id })
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ensure_private_dir(root, CONFIG_DIR)?;
+            let id = new_cattle_id()?;
+            write_atomic(&path, format!("{id}\n").as_bytes(), 0o600).map_err(io_err(path))?;
+            Ok((id, true))
+        }
+        Err(e) => Err(SystemAgentError::Io { path, source: e }),
+    }
+}
+
+/// The machine name Rancher derives from a CATTLE_ID.
+pub fn machine_name(cattle_id: &str) -> String {
+    let h = hex::encode(Sha256::digest(cattle_id.as_bytes()));
+    format!("custom-{}", &h[..12])
+}
+
+fn ensure_private_dir(root: &HostRoot, dir: &str) -> Result<(), SystemAgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.path(dir);
+    std::fs::create_dir_all(&path).map_err(io_err(path.clone()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(io_err(path))
+}
+
+/// The headers of `GET /v3/connect/agent` other than `Authorization`, in the installer's
+/// order. Empty values are sent empty, as the installer does.
+pub fn connect_headers(
+    cattle_id: &str,
+    roles: &[Role],
+    node: &NodeIdentity,
+    labels: &BTreeMap<String, String>,
+    taints: &[Taint],
+) -> Vec<(&'static str, String)> {
+    let has = |r: Role| roles.contains(&r).to_string();
+    vec![
+        ("X-Cattle-Id", cattle_id.to_string()),
+        ("X-Cattle-Role-Etcd", has(Role::Etcd)),
+        ("X-Cattle-Role-Control-Plane", has(Role::Controlplane)),
+        ("X-Cattle-Role-Worker", has(Role::Worker)),
+        ("X-Cattle-Node-Name", node.node_name.clone()),
+        ("X-Cattle-Address", node.address.clone().unwrap_or_default()),
+        (
+            "X-Cattle-Internal-Address",
+            node.internal_address.clone().unwrap_or_default(),
+        ),
+        ("X-Cattle-Labels", label_header(labels)),
+        (
+            "X-Cattle-Taints",
+            taints
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]
+}
+
+/// `k=v,k2=v2`, always with `cattle.io/os=linux`: Rancher's generated node command for Linux
+/// nodes passes `--label 'cattle.io/os=linux'`, and the userdata need not repeat it.
+pub fn label_header(labels: &BTreeMap<String, String>) -> String {
+    let mut all = labels.clone();
+    all.entry(OS_LABEL.to_string())
+        .or_insert_with(|| "linux".to_string());
+    all.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub const OS_LABEL: &str = "cattle.io/os";
+
+/// /etc/rancher/agent/config.yaml with the installer's keys and default directories.
+pub fn config_yaml() -> String {
+    format!(
+        "workDirectory: {VAR_DIR}/work\n\
+         appliedPlanDirectory: {VAR_DIR}/applied\n\
+         remoteEnabled: true\n\
+         localEnabled: false\n\
+         localPlanDirectory: {VAR_DIR}/plans\n\
+         interlockDirectory: {VAR_DIR}/interlock\n\
+         preserveWorkDirectory: false\n\
+         connectionInfoFile: {CONNECTION_INFO_FILE}\n"
+    )
+}
+
+/// The installer's unit, with the binary where bootstrapd puts it.
+pub fn unit_file() -> String {
+    format!(
+        "[Unit]\n\
+         Description=Rancher System Agent\n\
+         Documentation=https://www.rancher.com\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         [Install]\n\
+         WantedBy=multi-user.target\n\
+         [Service]\n\
+         EnvironmentFile=-/etc/default/rancher-system-agent\n\
+         EnvironmentFile=-/etc/sysconfig/rancher-system-agent\n\
+         EnvironmentFile=-{ENV_FILE}\n\
+         Type=simple\n\
+         Restart=always\n\
+         RestartSec=5s\n\
+         Environment=CATTLE_LOGLEVEL=info\n\
+         Environment=CATTLE_AGENT_CONFIG={CONFIG_FILE}\n\
+         ExecStart={BINARY} sentinel\n"
+    )
+}
+
+/// The env file: the proxy variables of bootstrapd's own environment, as the installer
+/// copies them (upper- and lower-case forms).
+pub fn env_file(vars: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (k, v) in vars {
+        let upper = k.to_ascii_uppercase();
+        if ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].contains(&upper.as_str()) {
+            out.push_str(&format!("{k}={v}\n"));
+        }
+    }
+    out
+}
+
+/// What the installation did; no secret in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemAgentRecord {
+    pub cattle_id: String,
+    /// True when this run created the CATTLE_ID (first registration of this host).
+    pub cattle_id_created: bool,
+    /// The machine name Rancher gives this node.
+    pub machine_name: String,
+    pub connection_info_file: String,
+    pub binary: String,
+}
+
+/// Everything the installer does up to (not including) enabling and starting the unit.
+pub async fn install(
+    root: &HostRoot,
+    reg: &Registration<'_>,
+    deadline: &Deadline,
+) -> Result<(SystemAgentRecord, ServerTrust), SystemAgentError> {
+    let server = reg.server;
+    let arch = asset_arch(std::env::consts::ARCH)?;
+    let trust = cacerts::establish(server, reg.ca_checksum, deadline).await?;
+    let tls = trust.tls();
+    let http = |step| move |source| SystemAgentError::Http { step, source };
+
+    // 1. The server is reachable under the pinned CA.
+    let small =
+        client(&tls, deadline, Duration::from_secs(30), 1 << 20).map_err(http("healthz"))?;
+    let url = endpoint(server, "/healthz");
+    let resp = small
+        .send_with(&Request::get(&url).map_err(http("healthz"))?, |r| {
+            if r.status == StatusCode::OK {
+                Verdict::Accept
+            } else {
+                Verdict::Retry
+            }
+        })
+        .await
+        .map_err(http("healthz"))?;
+    if resp.status != StatusCode::OK {
+        return Err(SystemAgentError::Status {
+            step: "healthz",
+            url,
+            status: resp.status,
+        });
+    }
+
+    // 2. Binary and uninstall script.
+    ensure_private_dir(root, VAR_DIR)?;
+    ensure_private_dir(root, CONFIG_DIR)?;
+    let big =
+        client(&tls, deadline, Duration::from_secs(300), 512 << 20).map_err(http("download"))?;
+    for (asset, dest) in [
+        (format!("/assets/rancher-system-agent-{arch}"), BINARY),
+        (
+            "/assets/system-agent-uninstall.sh".to_string(),
+            UNINSTALL_SCRIPT,
+        ),
+    ] {
+        let url = endpoint(server, &asset);
+        let resp = big
+            .send(&Request::get(&url).map_err(http("download"))?)
+            .await
+            .map_err(http("download"))?;
+        if resp.status != StatusCode::OK {
+            return Err(SystemAgentError::Status {
+                step: "download",
+                url,
+                status: resp.status,
+            });
+        }
+        let path = root.path(dest);
+        write_atomic(&path, &resp.body, 0o755).map_err(io_err(path))?;
+        tracing::info!(%url, dest, bytes = resp.body.len(), "downloaded");
+    }
+
+    // 3. CATTLE_ID.
+    let (cattle_id, created) = load_or_create_cattle_id(root)?;
+
+    // 4. Connection info. The server may hold this request up to ~120 s while it creates
+    // the machine, so one attempt may last longer than usual.
+    let url = endpoint(server, "/v3/connect/agent");
+    let mut req = Request::get(&url).map_err(http("connect"))?.secret_header(
+        "Authorization",
+        &Secret::new(format!("Bearer {}", reg.token.expose())),
+    );
+    for (name, value) in connect_headers(&cattle_id, reg.roles, reg.node, reg.labels, reg.taints) {
+        req = req.header(name, value);
+    }
+    let connect =
+        client(&tls, deadline, Duration::from_secs(180), 4 << 20).map_err(http("connect"))?;
+    let resp = connect
+        .send_with(&req, |r| {
+            if r.status.is_server_error()
+                || r.status == StatusCode::TOO_MANY_REQUESTS
+                || r.status == StatusCode::REQUEST_TIMEOUT
+            {
+                Verdict::Retry
+            } else {
+                Verdict::Accept
+            }
+        })
+        .await
+        .map_err(http("connect"))?;
+    match resp.status {
+        StatusCode::OK => {}
+        StatusCode::UNAUTHORIZED => return Err(SystemAgentError::TokenRefused { url }),
+        status => {
+            return Err(SystemAgentError::Status {
+                step: "connect",
+                url,
+                status,
+            });
+        }
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ConnectionInfo {
+        kube_config: String,
+        namespace: String,
+        secret_name: String,
+    }
+    let info: ConnectionInfo =
+        serde_json::from_slice(&resp.body).map_err(|e| SystemAgentError::ConnectionInfo {
+            url: url.clone(),
+            reason: format!("line {} column {}: {e}", e.line(), e.column()),
+        })?;
+    if info.kube_config.is_empty() || info.namespace.is_empty() || info.secret_name.is_empty() {
+        return Err(SystemAgentError::ConnectionInfo {
+            url,
+            reason: "kubeConfig, namespace or secretName is empty".into(),
+        });
+    }
+    let path = root.path(CONNECTION_INFO_FILE);
+    write_atomic(&path, &resp.body, 0o600).map_err(io_err(path))?;
+
+    // 5. Config, unit, env file.
+    let path = root.path(CONFIG_FILE);
+    write_atomic(&path, config_yaml().as_bytes(), 0o600).map_err(io_err(path))?;
+    let path = root.path(UNIT_FILE);
+    write_atomic(&path, unit_file().as_bytes(), 0o644).map_err(io_err(path))?;
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let path = root.path(ENV_FILE);
+    write_atomic(&path, env_file(&vars).as_bytes(), 0o600).map_err(io_err(path))?;
+
+    Ok((
+        SystemAgentRecord {
+            machine_name: machine_name(&cattle_id),
+            cattle_id,
+            cattle_id_created: created,
+            connection_info_file: CONNECTION_INFO_FILE.to_string(),
+            binary: BINARY.to_string(),
+        },
+        trust,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::userdata::TaintEffect;
+
+    #[test]
+    fn arch_mapping() {
+        assert_eq!(asset_arch("x86_64").unwrap(), "amd64");
+        assert_eq!(asset_arch("aarch64").unwrap(), "arm64");
+        assert!(asset_arch("riscv64").is_err());
+        assert!(
+            asset_arch(std::env::consts::ARCH).is_ok()
+                || cfg!(not(any(target_arch = "x86_64", target_arch = "aarch64")))
+        );
+    }
+
+    #[test]
+    fn cattle_id_shape_and_persistence() {
+        let id = new_cattle_id().unwrap();
+        assert_eq!(id.len(), 63);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let (a, created_a) = load_or_create_cattle_id(&root).unwrap();
+        let (b, created_b) = load_or_create_cattle_id(&root).unwrap();
+        assert_eq!(a, b);
+        assert!(created_a && !created_b);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root.path(CATTLE_ID_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(root.path(CATTLE_ID_FILE), "not hex!\n").unwrap();
+        assert!(load_or_create_cattle_id(&root).is_err());
+    }
+
+    #[test]
+    fn headers() {
+        let node = NodeIdentity {
+            node_name: "node4".into(),
+            address: Some("10.0.0.14".into()),
+            internal_address: None,
+        };
+        let labels = BTreeMap::from([
+            ("cattle.io/os".to_string(), "linux".to_string()),
+            ("zone".to_string(), "a".to_string()),
+        ]);
+        let taints = vec![Taint {
+            key: "dedicated".into(),
+            value: "ci".into(),
+            effect: TaintEffect::NoSchedule,
+        }];
+        let h = connect_headers("abc", &[Role::Worker], &node, &labels, &taints);
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("X-Cattle-Id"), Some("abc"));
+        assert_eq!(get("X-Cattle-Role-Etcd"), Some("false"));
+        assert_eq!(get("X-Cattle-Role-Control-Plane"), Some("false"));
+        assert_eq!(get("X-Cattle-Role-Worker"), Some("true"));
+        assert_eq!(get("X-Cattle-Node-Name"), Some("node4"));
+        assert_eq!(get("X-Cattle-Address"), Some("10.0.0.14"));
+        assert_eq!(get("X-Cattle-Internal-Address"), Some(""));
+        assert_eq!(get("X-Cattle-Labels"), Some("cattle.io/os=linux,zone=a"));
+        let only_zone = BTreeMap::from([("zone".to_string(), "b".to_string())]);
+        assert_eq!(label_header(&only_zone), "cattle.io/os=linux,zone=b");
+        assert_eq!(get("X-Cattle-Taints"), Some("dedicated=ci:NoSchedule"));
+        assert!(
+            h.iter()
+                .all(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
+        );
+    }
+
+    #[test]
+    fn rendered_files() {
+        let c = config_yaml();
+        for key in [
+            "workDirectory:",
+            "appliedPlanDirectory:",
+            "remoteEnabled: true",
+            "localEnabled: false",
+            "localPlanDirectory:",
+            "interlockDirectory:",
+            "preserveWorkDirectory: false",
+            "connectionInfoFile: /var/lib/rancher/agent/rancher2_connection_info.json",
+        ] {
+            assert!(c.contains(key), "{key} missing from {c}");
+        }
+        assert!(unit_file().contains("ExecStart=/usr/local/bin/rancher-system-agent sentinel"));
+        let env = env_file(&[
+            ("HTTPS_PROXY".into(), "http://p:3128".into()),
+            ("no_proxy".into(), "10.0.0.0/8".into()),
+            ("PATH".into(), "/bin".into()),
+        ]);
+        assert_eq!(env, "HTTPS_PROXY=http://p:3128\nno_proxy=10.0.0.0/8\n");
+        assert_eq!(machine_name("x").len(), "custom-".len() + 12);
+    }
+}

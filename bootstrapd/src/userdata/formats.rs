@@ -1,0 +1,398 @@
+//! Format detection and decoding: gzip, MIME multipart, `#cloud-config`, plain YAML.
+
+use std::io::Read;
+
+use flate2::read::MultiGzDecoder;
+
+use super::tree::{self, Mark, Value};
+use super::validate::Validator;
+use super::{Format, MAX_USERDATA_BYTES, Parsed, Problem, UserdataError};
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const CLOUD_CONFIG: &str = "#cloud-config";
+
+/// cloud-init userdata types bootstrapd cannot take its settings from, with what they are.
+const OTHER_CLOUD_INIT: &[(&str, &str)] = &[
+    ("#!", "a script"),
+    ("#include", "a cloud-init #include list"),
+    ("#cloud-boothook", "a cloud-init boothook"),
+    ("#cloud-config-archive", "a cloud-config archive"),
+    ("#part-handler", "a cloud-init part handler"),
+    ("## template:", "a cloud-init template"),
+];
+
+pub fn parse(bytes: &[u8]) -> Result<Parsed, UserdataError> {
+    if bytes.len() > MAX_USERDATA_BYTES {
+        return Err(UserdataError::whole(format!(
+            "userdata is {} bytes; the limit is {MAX_USERDATA_BYTES} bytes",
+            bytes.len()
+        )));
+    }
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let inner = gunzip(bytes)?;
+        if inner.starts_with(&GZIP_MAGIC) {
+            return Err(UserdataError::whole(
+                "gzip inside gzip: compress the userdata only once",
+            ));
+        }
+        let mut parsed = parse_uncompressed(&inner)?;
+        parsed.format = Format::Gzip(Box::new(parsed.format));
+        return Ok(parsed);
+    }
+    parse_uncompressed(bytes)
+}
+
+/// Decompresses at most [`MAX_USERDATA_BYTES`]; more is refused (a gzip bomb expands a few
+/// kilobytes into gigabytes).
+fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, UserdataError> {
+    let mut out = Vec::new();
+    let limit = MAX_USERDATA_BYTES as u64 + 1;
+    MultiGzDecoder::new(bytes)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            UserdataError::whole(format!(
+                "userdata starts like gzip (1f 8b) but does not decompress: {e}"
+            ))
+        })?;
+    if out.len() > MAX_USERDATA_BYTES {
+        return Err(UserdataError::whole(format!(
+            "gunzipped userdata is larger than {MAX_USERDATA_BYTES} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+fn parse_uncompressed(bytes: &[u8]) -> Result<Parsed, UserdataError> {
+    let text = utf8(bytes)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if is_cloud_config(text) {
+        return from_text(text, Format::CloudConfig, 0);
+    }
+    if let Some((_, what)) = OTHER_CLOUD_INIT.iter().find(|(p, _)| text.starts_with(p)) {
+        return Err(at_start(format!(
+            "this userdata is {what}; bootstrapd reads a bootstrapd YAML document, a \
+             #cloud-config with a `bootstrapd:` key, or MIME multipart holding one"
+        )));
+    }
+    if is_mime(text) {
+        return multipart(bytes);
+    }
+    from_text(text, Format::Yaml, 0)
+}
+
+fn is_cloud_config(text: &str) -> bool {
+    text.strip_prefix(CLOUD_CONFIG)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+}
+
+/// cloud-init's own test: a MIME header near the start.
+fn is_mime(text: &str) -> bool {
+    let head: String = text
+        .chars()
+        .take(4096)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    head.starts_with("content-type:") || head.contains("mime-version:")
+}
+
+fn at_start(message: String) -> UserdataError {
+    UserdataError {
+        problems: vec![Problem {
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message,
+        }],
+        origin: None,
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, UserdataError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+        UserdataError {
+            problems: vec![Problem {
+                line,
+                column,
+                path: String::new(),
+                message: "not valid UTF-8 text".into(),
+            }],
+            origin: None,
+        }
+    })
+}
+
+/// Validates one YAML text. `line_offset` shifts positions when the text sits inside a larger
+/// input (a MIME part), so they point into what the user wrote.
+fn from_text(text: &str, format: Format, line_offset: usize) -> Result<Parsed, UserdataError> {
+    let built = tree::build(text);
+    let mut problems = built.problems;
+    let mut notes = Vec::new();
+    let fatal = built.root.is_none() && !problems.is_empty();
+    if !fatal {
+        let start = Mark { line: 1, column: 1 };
+        let settings = match format {
+            Format::CloudConfig => {
+                let root = built.root.as_ref();
+                let entry = root.and_then(|r| r.get("bootstrapd"));
+                if let Some(Value::Map(entries)) = root.map(|r| &r.value) {
+                    let others: Vec<&str> = entries
+                        .iter()
+                        .filter_map(|(k, _)| k.scalar_text())
+                        .filter(|k| *k != "bootstrapd")
+                        .collect();
+                    if !others.is_empty() {
+                        notes.push(format!(
+                            "cloud-config keys left to cloud-init (ignored by bootstrapd): {}",
+                            others.join(", ")
+                        ));
+                    }
+                }
+                match (root, entry) {
+                    (_, Some((k, v))) => {
+                        let mut validator = Validator::new("bootstrapd");
+                        let s = validator.settings((!v.is_null()).then_some(v), k.mark);
+                        problems.extend(validator.problems);
+                        s
+                    }
+                    (Some(r), None) if !matches!(r.value, Value::Map(_)) && !r.is_null() => {
+                        problems.push(Problem {
+                            line: r.mark.line,
+                            column: r.mark.column,
+                            path: String::new(),
+                            message: "a #cloud-config document must be a mapping".into(),
+                        });
+                        None
+                    }
+                    (_, None) => {
+                        problems.push(Problem {
+                            line: 1,
+                            column: 1,
+                            path: "bootstrapd".into(),
+                            message: "this #cloud-config has no `bootstrapd:` key holding \
+                                      bootstrapd's settings"
+                                .into(),
+                        });
+                        None
+                    }
+                }
+            }
+            _ => {
+                let mut validator = Validator::new("");
+                let s = validator.settings(built.root.as_ref(), start);
+                problems.extend(validator.problems);
+                s
+            }
+        };
+        if problems.is_empty()
+            && let Some(settings) = settings
+        {
+            return Ok(Parsed {
+                settings,
+                format,
+                notes,
+            });
+        }
+    }
+    problems.sort_by_key(|p| (p.line, p.column));
+    for p in &mut problems {
+        if p.line > 0 {
+            p.line += line_offset;
+        }
+    }
+    Err(UserdataError {
+        problems,
+        origin: None,
+    })
+}
+
+/// A leaf part of a MIME message, decoded.
+struct Part {
+    index: usize,
+    mimetype: String,
+    body: Vec<u8>,
+    /// Lines before the body in the whole message, when the body is the message's own text.
+    line_offset: Option<usize>,
+    /// How the body was decoded, when it was.
+    decoded: Option<&'static str>,
+}
+
+fn leaves<'a>(
+    mail: &'a mailparse::ParsedMail<'a>,
+    input: &[u8],
+    out: &mut Vec<Part>,
+) -> Result<(), String> {
+    if !mail.subparts.is_empty() {
+        for sub in &mail.subparts {
+            leaves(sub, input, out)?;
+        }
+        return Ok(());
+    }
+    let index = out.len() + 1;
+    let (body, line_offset, decoded) = match mail.get_body_encoded() {
+        mailparse::body::Body::Base64(b) => (
+            b.get_decoded()
+                .map_err(|e| format!("MIME part {index}: bad base64: {e}"))?,
+            None,
+            Some("base64-decoded"),
+        ),
+        mailparse::body::Body::QuotedPrintable(b) => (
+            b.get_decoded()
+                .map_err(|e| format!("MIME part {index}: bad quoted-printable: {e}"))?,
+            None,
+            Some("quoted-printable-decoded"),
+        ),
+        mailparse::body::Body::SevenBit(b) | mailparse::body::Body::EightBit(b) => {
+            let raw = b.get_raw();
+            (raw.to_vec(), lines_before(input, raw), None)
+        }
+        mailparse::body::Body::Binary(b) => {
+            let raw = b.get_raw();
+            (raw.to_vec(), lines_before(input, raw), None)
+        }
+    };
+    out.push(Part {
+        index,
+        mimetype: mail.ctype.mimetype.to_ascii_lowercase(),
+        body,
+        line_offset,
+        decoded,
+    });
+    Ok(())
+}
+
+/// How many lines of `input` precede `inner`, when `inner` is a slice of it.
+fn lines_before(input: &[u8], inner: &[u8]) -> Option<usize> {
+    let start = (inner.as_ptr() as usize).checked_sub(input.as_ptr() as usize)?;
+    let before = input.get(..start)?;
+    Some(before.iter().filter(|b| **b == b'\n').count())
+}
+
+fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
+    let mail = mailparse::parse_mail(bytes)
+        .map_err(|e| UserdataError::whole(format!("MIME userdata does not parse: {e}")))?;
+    // A single-part message (cloud-init accepts those too) is its own only leaf.
+    let mut parts = Vec::new();
+    leaves(&mail, bytes, &mut parts).map_err(UserdataError::whole)?;
+    let mut candidates = Vec::new();
+    let mut notes = Vec::new();
+    for mut part in parts {
+        let mut gzipped = false;
+        if part.body.starts_with(&GZIP_MAGIC) {
+            part.body = gunzip(&part.body).map_err(|mut e| {
+                for p in &mut e.problems {
+                    p.message = format!("MIME part {}: {}", part.index, p.message);
+                }
+                e
+            })?;
+            gzipped = true;
+        }
+        let text_start = part
+            .body
+            .strip_prefix("\u{feff}".as_bytes())
+            .unwrap_or(&part.body);
+        let looks_cloud_config = std::str::from_utf8(text_start).is_ok_and(is_cloud_config);
+        let cloud_config = part.mimetype == "text/cloud-config"
+            || (looks_cloud_config
+                && matches!(
+                    part.mimetype.as_str(),
+                    "text/plain" | "application/octet-stream" | "application/x-gzip"
+                ));
+        if cloud_config {
+            candidates.push((part, gzipped));
+        } else {
+            notes.push(format!(
+                "MIME part {} ({}) ignored: bootstrapd reads only the cloud-config part",
+                part.index, part.mimetype
+            ));
+        }
+    }
+    let holds_settings = |p: &Part| {
+        String::from_utf8_lossy(&p.body).lines().any(|l| {
+            l.strip_prefix("bootstrapd")
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        })
+    };
+    let chosen: Vec<usize> = (0..candidates.len())
+        .filter(|i| holds_settings(&candidates[*i].0))
+        .collect();
+    let pick = match (candidates.len(), chosen.as_slice()) {
+        (0, _) => {
+            return Err(UserdataError::whole(
+                "MIME userdata has no text/cloud-config part",
+            ));
+        }
+        (_, [one]) => *one,
+        (1, []) => 0,
+        (_, []) => {
+            return Err(UserdataError::whole(format!(
+                "none of the {} cloud-config parts has a `bootstrapd:` key",
+                candidates.len()
+            )));
+        }
+        (_, many) => {
+            let list = many
+                .iter()
+                .map(|i| candidates[*i].0.index.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(UserdataError::whole(format!(
+                "MIME parts {list} all have a `bootstrapd:` key; keep it in one part"
+            )));
+        }
+    };
+    for (i, (p, _)) in candidates.iter().enumerate() {
+        if i != pick {
+            notes.push(format!(
+                "MIME part {} (cloud-config without `bootstrapd:`) ignored",
+                p.index
+            ));
+        }
+    }
+    let (part, gzipped) = candidates.swap_remove(pick);
+    let origin = match (part.decoded, gzipped) {
+        (_, true) => Some(format!("MIME part {} (gunzipped)", part.index)),
+        (Some(how), false) => Some(format!("MIME part {} ({how})", part.index)),
+        (None, false) => None,
+    };
+    let line_offset = if origin.is_none() {
+        part.line_offset
+    } else {
+        Some(0)
+    };
+    let result = utf8(&part.body).map_err(|e| (e, None)).and_then(|text| {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // A text/cloud-config part is cloud-config with or without the header line.
+        from_text(text, Format::CloudConfig, line_offset.unwrap_or(0)).map_err(|e| (e, line_offset))
+    });
+    match result {
+        Ok(mut parsed) => {
+            let inner = std::mem::replace(&mut parsed.format, Format::Yaml);
+            let inner = if gzipped {
+                Format::Gzip(Box::new(inner))
+            } else {
+                inner
+            };
+            parsed.format = Format::Multipart {
+                part: part.index,
+                inner: Box::new(inner),
+            };
+            notes.append(&mut parsed.notes);
+            parsed.notes = notes;
+            Ok(parsed)
+        }
+        Err((mut e, offset)) => {
+            // Without a known place in the message, positions count from the part's start.
+            e.origin = match (&origin, offset) {
+                (Some(o), _) => Some(o.clone()),
+                (None, Some(_)) => None,
+                (None, None) => Some(format!("MIME part {}", part.index)),
+            };
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! A small spanned YAML node tree built from granit-parser events.
+//!
+//! serde-saphyr would lose positions and the scalar style the validator needs (a quoted "yes"
+//! is a string, a plain `yes` is not a boolean in YAML 1.2 and must not silently become one), so
+//! the tree keeps both. Userdata is untrusted: depth, node count and alias expansion are capped
+//! so an alias bomb or a deeply nested document is refused instead of eating memory.
+
+use std::collections::HashMap;
+
+use granit_parser::{Event, Parser, ScalarStyle, Span};
+
+use super::Problem;
+
+/// Deepest nesting of collections accepted.
+pub const MAX_DEPTH: usize = 64;
+/// Most nodes a document may have, counting every node an alias expands to.
+pub const MAX_NODES: usize = 10_000;
+
+/// A 1-based position in the (decoded) document text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    Quoted,
+    Block,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub mark: Mark,
+    /// The tag as written (`!!str`, `!custom`), if any.
+    pub tag: Option<String>,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone)]
+pub enum Value {
+    Scalar { text: String, style: Style },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// A plain `~`, `null` or empty scalar: YAML's null.
+    pub fn is_null(&self) -> bool {
+        match &self.value {
+            Value::Scalar { text, style } => {
+                *style == Style::Plain
+                    && self.tag.is_none()
+                    && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL")
+            }
+            _ => false,
+        }
+    }
+
+    /// Looks up a mapping entry by its scalar key.
+    pub fn get(&self, key: &str) -> Option<(&Node, &Node)> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.scalar_text() == Some(key))
+                .map(|(k, v)| (k, v)),
+            _ => None,
+        }
+    }
+
+    pub fn scalar_text(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match &self.value {
+            Value::Scalar { .. } => 1,
+            Value::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
+            Value::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(k, v)| k.size() + v.size())
+                    .sum::<usize>()
+            }
+        }
+    }
+}
+
+/// What came out of a document: its root (None when empty or when parsing stopped) and every
+/// problem found while building it.
+#[derive(Debug, Default)]
+pub struct Built {
+    pub root: Option<Node>,
+    pub problems: Vec<Problem>,
+}
+
+enum Frame {
+    Seq {
+        mark: Mark,
+        tag: Option<String>,
+        anchor: usize,
+        path: String,
+        items: Vec<Node>,
+    },
+    Map {
+        mark: Mark,
+        tag: Option<String>,
+        anchor: usize,
+        path: String,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+struct Builder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, (Node, usize)>,
+    nodes: usize,
+    root: Option<Node>,
+    problems: Vec<Problem>,
+}
+
+fn mark_of(span: &Span) -> Mark {
+    Mark {
+        line: span.start.line(),
+        column: span.start.col() + 1,
+    }
+}
+
+fn style_of(style: ScalarStyle) -> Style {
+    match style {
+        ScalarStyle::Plain => Style::Plain,
+        ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+        _ => Style::Block,
+    }
+}
+
+fn problem(mark: Mark, path: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        line: mark.line,
+        column: mark.column,
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Builder {
+    /// The path of the node about to be added to the innermost collection.
+    fn child_path(&self) -> String {
+        match self.stack.last() {
+            None => String::new(),
+            Some(Frame::Seq { path, items, .. }) => format!("{path}[{}]", items.len()),
+            Some(Frame::Map { path, key, .. }) => match key {
+                None => path.clone(),
+                Some(k) => join_key(path, k.scalar_text().unwrap_or("?")),
+            },
+        }
+    }
+
+    fn count(&mut self, n: usize, mark: Mark) -> Result<(), Problem> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(problem(
+                mark,
+                &self.child_path(),
+                format!(
+                    "document too large: more than {MAX_NODES} nodes (counting alias expansions)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, frame: Frame, mark: Mark) -> Result<(), Problem> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(problem(
+                mark,
+                &self.child_path(),
+                format!("nesting deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    /// Hands a finished node to its parent (or makes it the root).
+    fn add(&mut self, node: Node) {
+        let mut duplicate = None;
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries, key, path, ..
+            }) => match key.take() {
+                None => {
+                    if let Some(text) = node.scalar_text()
+                        && let Some((first, _)) =
+                            entries.iter().find(|(k, _)| k.scalar_text() == Some(text))
+                    {
+                        duplicate = Some(problem(
+                            node.mark,
+                            &join_key(path, text),
+                            format!(
+                                "duplicate key `{text}` (first at {}:{})",
+                                first.mark.line, first.mark.column
+                            ),
+                        ));
+                    }
+                    *key = Some(node);
+                }
+                Some(k) => {
+                    // The value of a duplicate key is dropped with it: the first one stands.
+                    if !entries.iter().any(|(e, _)| {
+                        e.scalar_text().is_some() && e.scalar_text() == k.scalar_text()
+                    }) {
+                        entries.push((k, node));
+                    }
+                }
+            },
+        }
+        if let Some(p) = duplicate {
+            self.problems.push(p);
+        }
+    }
+
+    fn finish(&mut self, anchor: usize, node: Node) {
+        if anchor != 0 {
+            let size = node.size();
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        self.add(node);
+    }
+
+    fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), Problem> {
+        let mark = mark_of(span);
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                self.count(1, mark)?;
+                let node = Node {
+                    mark,
+                    tag: tag.map(|t| t.original()),
+                    value: Value::Scalar {
+                        text: text.into_owned(),
+                        style: style_of(style),
+                    },
+                };
+                self.finish(anchor, node);
+            }
+            Event::SequenceStart(_, anchor, tag) => {
+                self.count(1, mark)?;
+                let path = self.child_path();
+                self.push(
+                    Frame::Seq {
+                        mark,
+                        tag: tag.map(|t| t.original()),
+                        anchor,
+                        path,
+                        items: Vec::new(),
+                    },
+                    mark,
+                )?;
+            }
+            Event::MappingStart(_, anchor, tag) => {
+                self.count(1, mark)?;
+                let path = self.child_path();
+                self.push(
+                    Frame::Map {
+                        mark,
+                        tag: tag.map(|t| t.original()),
+                        anchor,
+                        path,
+                        entries: Vec::new(),
+                        key: None,
+                    },
+                    mark,
+                )?;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq {
+                    mark,
+                    tag,
+                    anchor,
+                    items,
+                    ..
+                }) => self.finish(
+                    anchor,
+                    Node {
+                        mark,
+                        tag,
+                        value: Value::Seq(items),
+                    },
+                ),
+                Some(Frame::Map {
+                    mark,
+                    tag,
+                    anchor,
+                    entries,
+                    ..
+                }) => self.finish(
+                    anchor,
+                    Node {
+                        mark,
+                        tag,
+                        value: Value::Map(entries),
+                    },
+                ),
+                None => {}
+            },
+            Event::Alias(id) => {
+                let Some((target, size)) = self.anchors.get(&id) else {
+                    return Err(problem(
+                        mark,
+                        &self.child_path(),
+                        "alias to an unknown anchor",
+                    ));
+                };
+                let (mut node, size) = (target.clone(), *size);
+                self.count(size, mark)?;
+                node.mark = mark;
+                self.add(node);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `path.key`, or `key` at the root.
+pub fn join_key(path: &str, key: &str) -> String {
+    if key.is_empty() {
+        path.to_string()
+    } else if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Parses one YAML document into a tree. More than one document is a problem: userdata is a
+/// single document and a second one would be silently ignored otherwise.
+pub fn build(text: &str) -> Built {
+    let options = granit_parser::options! {
+        emit_comments: false,
+        // A little above ours so the tree's own, clearer message is the one users see.
+        flow_nesting_limit: MAX_DEPTH + 8,
+        block_nesting_limit: MAX_DEPTH + 8,
+    };
+    let mut b = Builder {
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+        root: None,
+        problems: Vec::new(),
+    };
+    let mut documents = 0usize;
+    for item in Parser::new_from_str_with_options(text, options) {
+        let (event, span) = match item {
+            Ok(pair) => pair,
+            Err(e) => {
+                let m = e.marker();
+                let mut message = e.info();
+                if message.is_empty() {
+                    message = "YAML syntax error".to_string();
+                }
+                b.problems.push(problem(
+                    Mark {
+                        line: m.line(),
+                        column: m.col() + 1,
+                    },
+                    &b.child_path(),
+                    format!("YAML syntax error: {message}"),
+                ));
+                return Built {
+                    root: None,
+                    problems: b.problems,
+                };
+            }
+        };
+        if let Event::DocumentStart(..) = event {
+            documents += 1;
+            if documents > 1 {
+                b.problems.push(problem(
+                    mark_of(&span),
+                    "",
+                    "more than one YAML document: userdata must be a single document",
+                ));
+                return Built {
+                    root: None,
+                    problems: b.problems,
+                };
+            }
+            continue;
+        }
+        if let Err(p) = b.event(event, &span) {
+            b.problems.push(p);
+            return Built {
+                root: None,
+                problems: b.problems,
+            };
+        }
+    }
+    Built {
+        root: b.root,
+        problems: b.problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Node {
+        let b = build(text);
+        assert!(b.problems.is_empty(), "{:?}", b.problems);
+        b.root.expect("a root")
+    }
+
+    #[test]
+    fn keeps_positions_and_styles() {
+        let root = ok("a: 1\nb:\n  - 'yes'\n  - no\n");
+        let (k, v) = root.get("b").unwrap();
+        assert_eq!(k.mark, Mark { line: 2, column: 1 });
+        let Value::Seq(items) = &v.value else {
+            panic!("not a sequence")
+        };
+        assert_eq!(items[0].mark, Mark { line: 3, column: 5 });
+        assert!(
+            matches!(&items[0].value, Value::Scalar { style: Style::Quoted, text } if text == "yes")
+        );
+        assert!(
+            matches!(&items[1].value, Value::Scalar { style: Style::Plain, text } if text == "no")
+        );
+    }
+
+    #[test]
+    fn empty_value_is_null() {
+        let root = ok("a:\nb: ~\n");
+        assert!(root.get("a").unwrap().1.is_null());
+        assert!(root.get("b").unwrap().1.is_null());
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_with_both_positions() {
+        let b = build("a:\n  x: 1\n  x: 2\n");
+        assert_eq!(b.problems.len(), 1);
+        let p = &b.problems[0];
+        assert_eq!((p.line, p.column), (3, 3));
+        assert_eq!(p.path, "a.x");
+        assert_eq!(p.message, "duplicate key `x` (first at 2:3)");
+        let root = b.root.unwrap();
+        let a = root.get("a").unwrap().1;
+        assert_eq!(a.get("x").unwrap().1.scalar_text(), Some("1"));
+    }
+
+    #[test]
+    fn aliases_expand_within_budget() {
+        let root = ok("a: &x [1, 2]\nb: *x\n");
+        let (_, b) = root.get("b").unwrap();
+        assert!(matches!(&b.value, Value::Seq(items) if items.len() == 2));
+        assert_eq!(b.mark, Mark { line: 2, column: 4 });
+    }
+
+    #[test]
+    fn alias_bomb_is_refused() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = i - 1;
+            doc.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let b = build(&doc);
+        assert!(b.root.is_none());
+        let p = b.problems.last().unwrap();
+        assert!(p.message.contains("more than 10000 nodes"), "{p:?}");
+        assert_eq!(p.line, 4, "{p:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        // Block nesting streams event by event, so the tree's own limit answers.
+        let mut doc = String::new();
+        for i in 0..100 {
+            doc.push_str(&format!("{}k:\n", "  ".repeat(i)));
+        }
+        let b = build(&doc);
+        assert!(b.root.is_none());
+        let p = &b.problems[0];
+        assert_eq!(p.message, "nesting deeper than 64 levels");
+        assert_eq!((p.line, p.column), (65, 129), "{p:?}");
+
+        // The scanner looks ahead through flow collections and stops at its own limit first.
+        let doc = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let b = build(&doc);
+        assert!(b.root.is_none());
+        let p = &b.problems[0];
+        assert_eq!(p.message, "YAML syntax error: recursion limit exceeded");
+        assert_eq!((p.line, p.column), (1, 73), "{p:?}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let b = build("a: [1, 2\nb: 3\n");
+        assert!(b.root.is_none());
+        let p = &b.problems[0];
+        assert!(p.message.starts_with("YAML syntax error: "), "{p:?}");
+        assert!(p.line >= 1 && p.column >= 1);
+    }
+
+    #[test]
+    fn second_document_is_refused() {
+        let b = build("a: 1\n---\nb: 2\n");
+        let p = &b.problems[0];
+        assert_eq!((p.line, p.column), (2, 1));
+        assert!(p.message.contains("more than one YAML document"));
+    }
+}

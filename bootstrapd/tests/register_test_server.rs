@@ -1,0 +1,142 @@
+//! System-agent registration against the project's Rancher test server
+//! (`rancher-test-server`), which records the nodes it accepted the way Rancher names them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bootstrapd::actions::register::{NodeIdentity, RegisterError, register};
+use bootstrapd::fsutil::HostRoot;
+use bootstrapd::rancher::cacerts::CaError;
+use bootstrapd::rancher::system_agent::SystemAgentError;
+use bootstrapd::secret::Secret;
+use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, Settings};
+use rancher_test_server::{Config, Generation, start};
+
+const TOKEN: &str = "tsq2w3e4r5t6y7u8i9o0pasdfghjklzxcvbnmqwertyuiopas";
+
+fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Settings {
+    Settings {
+        roles,
+        rancher: RancherSettings {
+            server: url.to_string(),
+            token: Secret::new(TOKEN),
+            ca_checksum: Some(checksum.to_string()),
+            mode: RegistrationMode::SystemAgent,
+            agent_image: String::new(),
+            node_name: None,
+            address: None,
+            internal_address: None,
+            labels: BTreeMap::from([("cattle.io/os".to_string(), "linux".to_string())]),
+            taints: vec![],
+            deadline_seconds: deadline,
+        },
+        runtime: Default::default(),
+        host: Default::default(),
+    }
+}
+
+fn node(name: &str) -> NodeIdentity {
+    NodeIdentity {
+        node_name: name.into(),
+        address: Some("10.0.2.15".into()),
+        internal_address: Some("192.168.56.14".into()),
+    }
+}
+
+#[tokio::test]
+async fn registers_once_per_identity_with_its_roles() {
+    let srv = start(Config {
+        tokens: vec![TOKEN.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
+
+    let first = register(&root, &s, &node("node4")).await.unwrap();
+    let second = register(&root, &s, &node("node4")).await.unwrap();
+    let sa = first.system_agent.unwrap();
+    assert_eq!(second.system_agent.unwrap().cattle_id, sa.cattle_id);
+
+    let nodes = srv.record();
+    assert_eq!(nodes.len(), 1, "one machine for two runs: {nodes:?}");
+    let n = &nodes[0];
+    assert_eq!(n.generation, Generation::SystemAgent);
+    assert_eq!(n.name, sa.machine_name);
+    assert_eq!(n.roles, vec!["worker"]);
+    assert_eq!(n.hostname, "node4");
+    assert_eq!(n.address, "10.0.2.15");
+    assert_eq!(n.internal_address, "192.168.56.14");
+    assert_eq!(
+        n.labels.get("cattle.io/os").map(String::as_str),
+        Some("linux")
+    );
+    srv.shutdown();
+}
+
+#[tokio::test]
+async fn a_starting_server_is_waited_for() {
+    let srv = start(Config {
+        tokens: vec![TOKEN.into()],
+        fail_503_for: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let s = settings(
+        &srv.url,
+        &srv.ca_checksum,
+        vec![Role::Etcd, Role::Controlplane],
+        60,
+    );
+    register(&root, &s, &node("node1")).await.unwrap();
+    let nodes = srv.record();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].roles, vec!["etcd", "controlplane"]);
+    srv.shutdown();
+}
+
+#[tokio::test]
+async fn a_wrong_ca_is_refused_before_anything_is_recorded() {
+    let srv = start(Config {
+        tokens: vec![TOKEN.into()],
+        wrong_ca: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 20);
+    let err = register(&root, &s, &node("node5")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegisterError::SystemAgent(SystemAgentError::Ca(CaError::Mismatch { .. }))
+        ),
+        "{err}"
+    );
+    assert!(srv.record().is_empty());
+    srv.shutdown();
+}
+
+#[tokio::test]
+async fn an_unknown_token_is_refused_once() {
+    let srv = start(Config {
+        tokens: vec!["another-token".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
+    let err = register(&root, &s, &node("node6")).await.unwrap_err();
+    assert!(err.is_token_refused(), "{err}");
+    assert!(srv.record().is_empty());
+    srv.shutdown();
+}

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Builds the bootable Debian 12 disk image (qcow2) with a real bootloader (run as root).
+#
+#   scripts/build-qcow2.sh [--deb FILE] [--out DIR] [--size SIZE] [--apt-url URL]
+#
+#   --deb FILE     the bootstrapd .deb (default: build/pkg/bootstrapd_*_amd64.deb, built by
+#                  scripts/build-packages.sh when missing)
+#   --out DIR      output directory (default build/qcow2)
+#   --size SIZE    virtual disk size (default 4G)
+#   --apt-url URL  the image's only apt source (trusted), e.g. a local mirror; default: the
+#                  Debian mirror (DEBIAN_MIRROR, default http://deb.debian.org/debian)
+#
+# The disk: an MBR partition table with one ext4 root partition (label bootstrapd-root),
+# GRUB 2 (grub-pc, BIOS) installed by grub-install on the disk through a loop device from
+# inside the image's own root, grub.cfg by the image's update-grub; serial console on ttyS0.
+# bootstrapd is installed with dpkg -i from the .deb; firewalld is enabled; cloud-init is not
+# there. Downloads are cached in ${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd} (see
+# images/qcow2/rootfs.sh). Output: DIR/bootstrapd-debian12-ARCH.qcow2 and DIR/qcow2.env.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+out=$repo_root/build/qcow2
+size=4G
+deb=
+apt_url=
+
+die() { echo "build-qcow2: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --deb) deb=${2:?}; shift 2 ;;
+    --out) out=${2:?}; shift 2 ;;
+    --size) size=${2:?}; shift 2 ;;
+    --apt-url) apt_url=${2:?}; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-qcow2: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || die "must run as root (chroot, loop devices, mounts)"
+# shellcheck source=images/qcow2/rootfs.sh
+. "$repo_root/images/qcow2/rootfs.sh"
+
+need=(debootstrap e2fsprogs fdisk qemu-utils util-linux dpkg-dev)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "build-qcow2: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+t0=$(date +%s)
+timings=()
+step() { timings+=("$(printf '%-28s %5ss' "$1" $(( $(date +%s) - $2 )))"); }
+
+if [ -z "$deb" ]; then
+  deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_amd64.deb 2>/dev/null | tail -n 1 || true)
+  if [ -z "$deb" ]; then
+    t=$(date +%s)
+    "$repo_root/scripts/build-packages.sh" --out "$repo_root/build/pkg"
+    step "packages" "$t"
+    deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_amd64.deb | tail -n 1)
+  fi
+fi
+[ -f "$deb" ] || die "$deb: no such .deb"
+deb_arch=$(dpkg-deb -f "$deb" Architecture)
+case $deb_arch in amd64) arch=x86_64 ;; arm64) arch=aarch64 ;; *) die "unexpected .deb architecture $deb_arch" ;; esac
+[ "$arch" = "$(uname -m)" ] || die "a $arch image needs a $arch build host or binfmt emulation (images/aarch64.md)"
+
+mkdir -p "$out" "$cache"
+out=$(cd "$out" && pwd)
+work=$out/work
+mkdir -p "$work"
+
+loopdev='' mnt=''
+cleanup() {
+  chroot_umount
+  [ -n "$mnt" ] && { umount -R "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; }
+  [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# The base needs a bootstrapd binary only because scripts/build-image.sh wants one; take it
+# from the .deb so that nothing else is built.
+t=$(date +%s)
+rm -rf "$work/debx"
+dpkg-deb -x "$deb" "$work/debx"
+base_rootfs "$work" "$work/debx/usr/bin/bootstrapd"
+step "base (cached or built)" "$t"
+
+t=$(date +%s)
+cached_layer qcow2
+step "grub layer (cached or built)" "$t"
+
+t=$(date +%s)
+stage=$work/stage
+rm -rf "$stage"
+cp -a "$LAYER_ROOTFS" "$stage"
+install_product "$stage" "$deb" "$apt_url"
+cat >"$stage/etc/default/grub" <<'EOF'
+# Written by scripts/build-qcow2.sh. The serial console first so that a headless VM (and the
+# e2e test) sees GRUB, the kernel and systemd; the VGA console too for a graphical one.
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1"
+GRUB_DISABLE_OS_PROBER=true
+EOF
+step "rootfs + dpkg -i bootstrapd" "$t"
+
+t=$(date +%s)
+raw=$work/disk.raw
+rm -f "$raw"
+truncate -s "$size" "$raw"
+# One bootable Linux partition from 1 MiB: the gap before it holds GRUB's core.img.
+echo 'label: dos
+start=2048, type=83, bootable' | sfdisk -q "$raw"
+loopdev=$(losetup -f --show -P "$raw")
+part=${loopdev}p1
+for _ in $(seq 50); do [ -b "$part" ] && break; sleep 0.1; done
+[ -b "$part" ] || die "$part did not appear (losetup -P)"
+mkfs.ext4 -q -L bootstrapd-root -d "$stage" "$part"
+uuid=$(blkid -s UUID -o value "$part")
+[ -n "$uuid" ] || die "no filesystem UUID on $part"
+mnt=$work/mnt
+mkdir -p "$mnt"
+mount "$part" "$mnt"
+printf '# <file system> <mount point> <type> <options> <dump> <pass>\nUUID=%s / ext4 defaults,errors=remount-ro 0 1\n' \
+  "$uuid" >"$mnt/etc/fstab"
+chroot_mount "$mnt"
+# From inside the image's own root, on the real (loop) disk: grub-install writes boot.img to
+# the MBR and core.img to the post-MBR gap; update-grub probes the root partition for its UUID.
+in_chroot "$mnt" grub-install --target=i386-pc --no-floppy "$loopdev" >"$work/grub-install.log" 2>&1 \
+  || { cat "$work/grub-install.log" >&2; die "grub-install failed"; }
+in_chroot "$mnt" update-grub >"$work/update-grub.log" 2>&1 \
+  || { cat "$work/update-grub.log" >&2; die "update-grub failed"; }
+grep -q "root=UUID=$uuid" "$mnt/boot/grub/grub.cfg" || die "grub.cfg does not boot root=UUID=$uuid"
+grep -q 'console=ttyS0' "$mnt/boot/grub/grub.cfg" || die "grub.cfg has no serial console"
+chroot_umount
+umount "$mnt"
+mnt=''
+losetup -d "$loopdev"
+loopdev=''
+# The MBR must now carry GRUB's boot code and the partition's boot flag.
+dd if="$raw" bs=512 count=1 2>/dev/null | grep -aq GRUB || die "no GRUB boot code in the MBR"
+step "disk + grub-install" "$t"
+
+t=$(date +%s)
+image=$out/bootstrapd-debian12-$arch.qcow2
+rm -f "$image"
+qemu-img convert -q -O qcow2 "$raw" "$image"
+rm -f "$raw"
+rm -rf "$stage" "$work/debx"
+step "qcow2 convert" "$t"
+
+cat >"$out/qcow2.env" <<EOF
+QCOW2=$image
+DEB=$deb
+ARCH=$arch
+ROOT_UUID=$uuid
+BASE_HASH=$BASE_HASH
+APT_URL=$apt_url
+EOF
+echo "build-qcow2: $image ($(du -h "$image" | cut -f1) allocated, $size virtual)"
+echo "build-qcow2: durations:"
+printf '  %s\n' "${timings[@]}"
+echo "  total                        $(( $(date +%s) - t0 ))s"

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Boots the node image once under qemu (software emulation) and waits until it powers off.
+#
+#   scripts/vm.sh --overlay DISK.qcow2 --serial LOG [options]
+#
+#   --image-env FILE   image.env written by scripts/build-image.sh (default build/image/image.env)
+#   --overlay FILE     copy-on-write disk on top of the image's disk.img; created when missing,
+#                      reused when present (a second boot of "the same disk")
+#   --fresh            recreate the overlay even if it exists
+#   --user-data FILE   NoCloud user-data; with it a seed ISO (volume "cidata") is attached
+#   --meta-data FILE   NoCloud meta-data (default: instance-id and local-hostname from --hostname)
+#   --hostname NAME    node hostname (systemd.hostname= on the kernel command line)
+#   --append ARGS      extra kernel command-line arguments (e.g. bootstrapd.e2e)
+#   --serial LOG       serial console log file (required)
+#   --timeout SECONDS  hard limit for the whole boot (default 1200); exit 124 when hit
+#   --memory MIB, --smp N  (default 1024, 2)
+#
+# Exit status: qemu's (0 after a guest power-off), 124 on timeout, 2 on bad usage.
+# /dev/kvm is deliberately not used: nested KVM hangs on the project's machines.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "$0")/.." && pwd)
+image_env=$repo_root/build/image/image.env
+overlay='' fresh=0 user_data='' meta_data='' hostname=node append='' serial='' timeout=1200 memory=1024 smp=2
+
+die() { echo "vm.sh: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --image-env) image_env=${2:?}; shift 2 ;;
+    --overlay) overlay=${2:?}; shift 2 ;;
+    --fresh) fresh=1; shift ;;
+    --user-data) user_data=${2:?}; shift 2 ;;
+    --meta-data) meta_data=${2:?}; shift 2 ;;
+    --hostname) hostname=${2:?}; shift 2 ;;
+    --append) append=${2:?}; shift 2 ;;
+    --serial) serial=${2:?}; shift 2 ;;
+    --timeout) timeout=${2:?}; shift 2 ;;
+    --memory) memory=${2:?}; shift 2 ;;
+    --smp) smp=${2:?}; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[ -n "$overlay" ] || die "--overlay is required"
+[ -n "$serial" ] || die "--serial is required"
+[ -f "$image_env" ] || die "$image_env not found: run scripts/build-image.sh first"
+# shellcheck source=/dev/null
+. "$image_env"
+for f in "$DISK" "$KERNEL" "$INITRD"; do [ -f "$f" ] || die "$f missing (rebuild the image)"; done
+
+for tool in qemu-system-x86_64 qemu-img genisoimage; do
+  command -v "$tool" >/dev/null || die "$tool not found (apt-get install qemu-system-x86 qemu-utils genisoimage)"
+done
+
+if [ "$fresh" = 1 ] || [ ! -f "$overlay" ]; then
+  rm -f "$overlay"
+  qemu-img create -q -f qcow2 -F raw -b "$DISK" "$overlay"
+fi
+
+drives=(-drive "file=$overlay,format=qcow2,if=virtio,cache=unsafe")
+seed_dir=
+if [ -n "$user_data" ]; then
+  seed_dir=$(mktemp -d)
+  trap 'rm -rf "$seed_dir"' EXIT
+  cp "$user_data" "$seed_dir/user-data"
+  if [ -n "$meta_data" ]; then
+    cp "$meta_data" "$seed_dir/meta-data"
+  else
+    printf 'instance-id: iid-%s\nlocal-hostname: %s\n' "$hostname" "$hostname" >"$seed_dir/meta-data"
+  fi
+  genisoimage -quiet -output "$seed_dir/seed.iso" -volid cidata -joliet -rock \
+    "$seed_dir/user-data" "$seed_dir/meta-data"
+  drives+=(-drive "file=$seed_dir/seed.iso,format=raw,if=virtio,readonly=on")
+fi
+
+cmdline="root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1 systemd.hostname=$hostname $append"
+: >"$serial"
+start=$(date +%s)
+# In the background so that a TERM to this script (scripts/lab down) reaches qemu: `timeout`
+# runs in its own process group and forwards the signal.
+timeout -k 10 "$timeout" qemu-system-x86_64 \
+  -accel tcg,tb-size=128 -m "$memory" -smp "$smp" \
+  -nodefaults -display none -monitor none -no-reboot \
+  -kernel "$KERNEL" -initrd "$INITRD" -append "$cmdline" \
+  "${drives[@]}" \
+  -netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
+  -device virtio-rng-pci \
+  -serial "file:$serial" &
+qpid=$!
+on_signal() {
+  kill -TERM "$qpid" 2>/dev/null
+  wait "$qpid"
+  exit 143
+}
+trap on_signal TERM INT HUP
+rc=0
+wait "$qpid" || rc=$?
+elapsed=$(( $(date +%s) - start ))
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+  echo "vm.sh: timed out after ${timeout}s (serial log: $serial)" >&2
+  exit 124
+elif [ "$rc" != 0 ]; then
+  echo "vm.sh: qemu failed with status $rc after ${elapsed}s (serial log: $serial)" >&2
+  exit "$rc"
+fi
+echo "vm.sh: powered off after ${elapsed}s"

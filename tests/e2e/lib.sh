@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Helpers for the VM end-to-end tests: reading the report that bootstrapd-e2e.service prints on
+# the serial console (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting
+# assertions. Sourced by tests/e2e/run.sh.
+
+E2E_PASSED=0
+E2E_FAILED=0
+E2E_FAILURES=()
+
+# e2e_section LOG NAME: the lines of one report section, without the "@@E2E NAME| " prefix.
+e2e_section() {
+  tr -d '\r' <"$1" | sed -n "s/^@@E2E $2| //p"
+}
+
+# e2e_prop LOG SECTION KEY: the value of KEY=VALUE in a section (systemctl show output).
+e2e_prop() {
+  e2e_section "$1" "$2" | sed -n "s/^$3=//p" | head -n 1
+}
+
+# e2e_rc LOG SECTION: the exit status of the section's command.
+e2e_rc() {
+  e2e_prop "$1" "$2" rc
+}
+
+pass() {
+  E2E_PASSED=$((E2E_PASSED + 1))
+  printf '  ok    %s\n' "$1"
+}
+
+fail() {
+  E2E_FAILED=$((E2E_FAILED + 1))
+  E2E_FAILURES+=("$1${2:+: $2}")
+  printf '  FAIL  %s%s\n' "$1" "${2:+: $2}"
+}
+
+# check NAME COMMAND...: passes when the command succeeds.
+check() {
+  local name=$1
+  shift
+  if "$@"; then pass "$name"; else fail "$name"; fi
+}
+
+# check_eq NAME EXPECTED ACTUAL
+check_eq() {
+  if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi
+}
+
+# check_section_has NAME LOG SECTION REGEX: some line of the section matches.
+check_section_has() {
+  if e2e_section "$2" "$3" | grep -Eq -- "$4"; then
+    pass "$1"
+  else
+    fail "$1" "no line matching /$4/ in section $3"
+  fi
+}
+
+e2e_summary() {
+  local f
+  echo
+  if [ "$E2E_FAILED" -gt 0 ]; then
+    echo "failures:"
+    for f in "${E2E_FAILURES[@]}"; do echo "  - $f"; done
+  fi
+  echo "e2e: $E2E_PASSED passed, $E2E_FAILED failed"
+}
+
+# ---- host side, shared by tests/e2e/run.sh and scripts/lab ----
+
+# host_install_deps: the host tools the VM tests need (CI starts from a fresh Debian 12).
+host_install_deps() {
+  local need=(qemu-system-x86 qemu-utils genisoimage python3 curl binutils) missing=() p
+  for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# host_qemu_problem: prints why qemu cannot run VMs here, or nothing.
+host_qemu_problem() {
+  if ! command -v qemu-system-x86_64 >/dev/null; then
+    echo "qemu-system-x86_64 is not installed"
+  elif ! qemu-system-x86_64 -accel help 2>/dev/null | grep -qx tcg; then
+    echo "qemu-system-x86_64 has no TCG accelerator ($(qemu-system-x86_64 --version 2>&1 | head -n 1))"
+  fi
+}
+
+# host_target_dir: cargo's target directory.
+host_target_dir() {
+  echo "${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}"
+}
+
+# host_build_bootstrapd OUT PROFILE: builds bootstrapd and writes it, stripped, to OUT.
+host_build_bootstrapd() {
+  local out=$1 profile=$2 dir
+  cargo build -q -p bootstrapd --profile "$profile"
+  case $profile in dev) dir=debug ;; *) dir=$profile ;; esac
+  cp "$(host_target_dir)/$dir/bootstrapd" "$out"
+  strip "$out"
+}
+
+# host_start_apt_server PORT REPO LOG: serves the image's apt repository on 127.0.0.1:PORT in
+# the background (its own session, so it outlives the caller if asked to); prints the pid.
+host_start_apt_server() {
+  local port=$1 repo=$2 log=$3 pid
+  setsid python3 -m http.server "$port" --bind 127.0.0.1 --directory "$repo" >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 50); do
+    curl -fs -o /dev/null "http://127.0.0.1:$port/dists/bookworm/Release" && break
+    sleep 0.2
+  done
+  curl -fs -o /dev/null "http://127.0.0.1:$port/dists/bookworm/Release" || {
+    kill "$pid" 2>/dev/null
+    return 1
+  }
+  echo "$pid"
+}
+
+# host_start_rancher PORT DIR LOG: starts the Rancher test server (tests/rancher-server) on
+# 127.0.0.1:PORT with state in DIR and a fresh token in DIR/tokens (0600; never on a command
+# line). Prints "PID TOKEN CA_CHECKSUM". The guest reaches it as https://10.0.2.2:PORT, a SAN of
+# the server's certificate.
+host_start_rancher() {
+  local port=$1 dir=$2 log=$3 pid token sum
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cargo build -q -p rancher-test-server || return 1
+  token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  (umask 077 && echo "$token" >"$dir/tokens")
+  setsid "$(host_target_dir)/debug/rancher-test-server" serve --listen "127.0.0.1:$port" \
+    --state-dir "$dir" --token-file "$dir/tokens" >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 150); do
+    [ -s "$dir/ca.pem" ] && curl -fs --cacert "$dir/ca.pem" "https://127.0.0.1:$port/ping" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  # The checksum as the node command carries it: sha256 of the /cacerts body.
+  if ! sum=$(curl -fsS --cacert "$dir/ca.pem" "https://127.0.0.1:$port/cacerts" | sha256sum | cut -d' ' -f1) \
+    || [ "$sum" = "$(printf '' | sha256sum | cut -d' ' -f1)" ]; then
+    kill "$pid" 2>/dev/null
+    return 1
+  fi
+  echo "$pid $token $sum"
+}
+
+# render_userdata TEMPLATE OUT SERVER TOKEN CA_CHECKSUM [ROLES [MODE]]: fills a
+# tests/e2e/userdata template; OUT is 0600 since it holds the token.
+render_userdata() {
+  rm -f "$2"
+  (umask 077 && sed -e "s|@SERVER@|$3|" -e "s|@TOKEN@|$4|" -e "s|@CA_CHECKSUM@|$5|" \
+    -e "s|@ROLES@|${6:-worker}|" -e "s|@MODE@|${7:-system-agent}|" "$1" >"$2")
+}

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Network-boot end-to-end test of the PXE bundle (scripts/build-pxe.sh), run as root.
+#
+# A diskless qemu VM (no drive at all) boots with `-boot n`: the virtio NIC's iPXE ROM (Debian's
+# ipxe-qemu) gets its address and the boot file name from qemu's built-in BOOTP/TFTP (user-mode
+# networking, `tftp=DIR,bootfile=boot.ipxe`), runs the iPXE script rendered from
+# images/pxe/boot.ipxe.in, which fetches the kernel and the initrd over HTTP from the host
+# (python3 -m http.server); live-boot in the initrd fetches filesystem.squashfs over HTTP and
+# runs it from RAM; bootstrapd.service then reads its userdata from bootstrapd.url=URL on the
+# kernel command line. Everything is observed from outside: the HTTP server's request log and
+# the serial console (systemd's status lines), plus the Rancher test server's record.
+#
+# Checked always: iPXE ran the TFTP script; the kernel, initrd and squashfs were fetched over
+# HTTP; the kernel runs with boot=live and bootstrapd.url=; live-boot mounted the squashfs;
+# bootstrapd.service started and fetched /user-data (HTTP 200 in the request log); it finished.
+# E2E_LEVEL=full (default) also: bootstrapd.service succeeded and the node registered.
+#
+# Environment: E2E_LEVEL, E2E_WORK (default build/e2e-pxe), E2E_BOOT_TIMEOUT (s, default 1500),
+# E2E_REUSE_IMAGE=1 (skip the builds when the bundle exists), E2E_MEMORY (MiB, default 2048).
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo_root"
+# shellcheck source=tests/e2e/lib.sh
+. tests/e2e/lib.sh
+
+level=${E2E_LEVEL:-full}
+work=${E2E_WORK:-$repo_root/build/e2e-pxe}
+boot_timeout=${E2E_BOOT_TIMEOUT:-1500}
+memory=${E2E_MEMORY:-2048}
+apt_port=18091
+http_port=18092
+rancher_port=8454
+t_total=$(date +%s)
+timings=()
+timed() { timings+=("$(printf '%-40s %5ss' "$1" "$2")"); }
+die() { echo "pxe-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
+case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
+[ "$(id -u)" = 0 ] || die "must run as root (image build)"
+
+need=(qemu-system-x86 qemu-utils ipxe-qemu python3 curl)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+rom=/usr/lib/ipxe/qemu/pxe-virtio.rom
+[ -f "$rom" ] || die "no iPXE ROM at $rom (ipxe-qemu)"
+
+mkdir -p "$work/logs"
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+bundle_env=$work/pxe/pxe.env
+if [ "${E2E_REUSE_IMAGE:-0}" = 1 ] && [ -f "$bundle_env" ]; then
+  echo "==> reusing $bundle_env"
+else
+  echo "==> packages"
+  t=$(date +%s)
+  scripts/build-packages.sh --out "$work/pkg" | tee "$work/logs/build-packages.log"
+  timed "build-packages.sh" $(( $(date +%s) - t ))
+  echo "==> PXE bundle"
+  t=$(date +%s)
+  deb=$(. "$work/pkg/packages.env" && echo "$DEB")
+  scripts/build-pxe.sh --deb "$deb" --out "$work/pxe" --apt-url "http://10.0.2.2:$apt_port/" \
+    | tee "$work/logs/build-pxe.log"
+  timed "build-pxe.sh" $(( $(date +%s) - t ))
+fi
+# shellcheck source=/dev/null
+. "$bundle_env"
+apt_repo=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
+[ -d "$apt_repo" ] || die "no local apt repository at $apt_repo"
+
+echo "==> host side: Rancher test server, apt repository, boot files over HTTP"
+rancher_dir=$work/rancher
+rm -rf "$rancher_dir"
+mkdir -p "$rancher_dir"
+cargo build -q -p rancher-test-server
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+(umask 077 && echo "$token" >"$rancher_dir/tokens")
+"$target_dir/debug/rancher-test-server" serve --listen "127.0.0.1:$rancher_port" \
+  --state-dir "$rancher_dir" --token-file "$rancher_dir/tokens" >"$work/logs/rancher.log" 2>&1 &
+pids+=($!)
+python3 -m http.server "$apt_port" --bind 127.0.0.1 --directory "$apt_repo" >"$work/logs/apt-http.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -s "$rancher_dir/ca.pem" ] && curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null || die "Rancher test server down"
+ca_checksum=$(curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/cacerts" | sha256sum | cut -d' ' -f1)
+
+www=$work/www
+tftp=$work/tftp
+rm -rf "$www" "$tftp"
+mkdir -p "$www" "$tftp"
+ln -s "$KERNEL" "$www/vmlinuz"
+ln -s "$INITRD" "$www/initrd.img"
+ln -s "$SQUASHFS" "$www/filesystem.squashfs"
+sed -e "s|@SERVER@|https://10.0.2.2:$rancher_port|" -e "s|@TOKEN@|$token|" -e "s|@CA_CHECKSUM@|$ca_checksum|" \
+  tests/e2e/userdata/worker-system-agent.yaml >"$www/user-data"
+chmod 0644 "$www/user-data"
+base_url=http://10.0.2.2:$http_port
+sed -e "s|@BASE_URL@|$base_url|g" -e "s|@USERDATA_URL@|$base_url/user-data|g" \
+  -e "s|@EXTRA_ARGS@|systemd.hostname=pxe-node|g" "$IPXE_TEMPLATE" >"$tftp/boot.ipxe"
+http_log=$work/logs/boot-http.log
+python3 -m http.server "$http_port" --bind 127.0.0.1 --directory "$www" >"$http_log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$http_port/vmlinuz" -r 0-0 && break; sleep 0.2; done
+curl -fsS -o /dev/null -r 0-0 "http://127.0.0.1:$http_port/vmlinuz" || die "boot file server down"
+curl -fsS -o /dev/null "http://127.0.0.1:$apt_port/dists/bookworm/Release" || die "apt repository server down"
+# Only the guest's requests count from here on.
+: >"$http_log"
+
+serial=$work/logs/serial.log
+: >"$serial"
+echo "==> network boot (-boot n, no disk), ${memory} MiB"
+t_boot=$(date +%s)
+qemu-system-x86_64 -accel tcg,tb-size=128 -m "$memory" -smp 2 \
+  -nodefaults -display none -no-reboot -boot n \
+  -netdev "user,id=net0,tftp=$tftp,bootfile=boot.ipxe" \
+  -device "virtio-net-pci,netdev=net0,romfile=$rom" -device virtio-rng-pci \
+  -serial "file:$serial" &
+qemu_pid=$!
+pids+=("$qemu_pid")
+
+log() { tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g'; }
+done_re='(Started|Failed to start|Finished) (bootstrapd\.service|bootstrapd node bootstrap agent)'
+outcome=''
+while kill -0 "$qemu_pid" 2>/dev/null; do
+  if outcome=$(log | grep -Em1 "$done_re"); then break; fi
+  if [ $(( $(date +%s) - t_boot )) -ge "$boot_timeout" ]; then outcome=''; break; fi
+  sleep 5
+done
+timed "qemu start to bootstrapd.service done" $(( $(date +%s) - t_boot ))
+echo "    serial: ${outcome:-bootstrapd.service did not finish within ${boot_timeout}s}"
+# Give the console a moment for the login prompt, then stop: a diskless node keeps nothing.
+for _ in $(seq 12); do log | grep -q 'login:' && break; sleep 5; done
+kill "$qemu_pid" 2>/dev/null || true
+wait "$qemu_pid" 2>/dev/null || true
+
+got() { grep -Eq "\"GET /$1 HTTP/1\.[01]\" 200" "$http_log"; }
+echo "==> what the network boot showed"
+# iPXE prints to the BIOS console, which -nodefaults has no VGA for; its requests show it ran.
+check "iPXE fetched the kernel over HTTP" got vmlinuz
+check "iPXE fetched the initrd over HTTP" got 'initrd\.img'
+check "the kernel runs with boot=live and bootstrapd.url=" sh -c \
+  "tr -d '\r' <'$serial' | grep -aE 'Command line: .*boot=live .*bootstrapd\.url=$base_url/user-data' >/dev/null"
+check "live-boot fetched filesystem.squashfs over HTTP" got 'filesystem\.squashfs'
+check "systemd booted from the live root (login prompt on ttyS0)" sh -c "tr -d '\r' <'$serial' | grep -aq 'login:'"
+check "bootstrapd.service finished (systemd status line)" test -n "$outcome"
+check "bootstrapd fetched its userdata from bootstrapd.url (HTTP 200 for /user-data)" got user-data
+echo "    guest requests:"
+sed -n 's/.*"\(GET [^"]*\)" \([0-9]*\).*/      \1 -> \2/p' "$http_log" | sort | uniq -c | sed 's/^/    /'
+
+if [ "$level" = full ]; then
+  check_eq "bootstrapd.service succeeded" yes "$(echo "$outcome" | grep -q 'Failed' && echo no || echo yes)"
+  record=$(python3 tests/e2e/server_record.py "$rancher_dir/nodes.json" 2>&1 || true)
+  echo "    server record: $record"
+  check "the Rancher test server recorded one system-agent worker, registered once" \
+    sh -c "echo '$record' | grep -Eqx '1 system-agent worker [^ ]+ 1'"
+else
+  echo
+  echo "E2E_LEVEL=boot: NOT checked: bootstrapd's success, the node's registration"
+fi
+echo
+echo "durations:"
+printf '  %s\n' "${timings[@]}"
+echo "  total                                    $(( $(date +%s) - t_total ))s"
+e2e_summary
+[ "$E2E_FAILED" = 0 ]
