@@ -1,16 +1,19 @@
 #!/bin/bash
 # Builds a `docker load`-able archive of a stand-in rancher/rancher-agent:v2.6.14 image without a
-# Docker engine: Rancher's real entrypoint (tests/rancher-server/agent/run.sh) at /usr/bin/run.sh,
-# the rancher-agent-double as /usr/bin/agent, and what run.sh calls (bash, busybox applets,
-# tini, curl, jq, openssl, getent).
+# Docker engine: our entrypoint (tests/rancher-server/agent/entrypoint.sh) at
+# /usr/bin/entrypoint.sh, the rancher-agent-double as /usr/bin/agent, and what the entrypoint
+# calls (bash, busybox applets, tini, curl, jq), plus openssl, getent and printenv, which
+# Rancher's own package/run.sh needs when an operator drops one in with --with-run-sh.
 #
 # Usage:
 #   scripts/build-agent-image.sh                      # -> build/agent-image.tar
 #   scripts/build-agent-image.sh --out FILE
-#   scripts/build-agent-image.sh --rootfs-only DIR [--agent BIN]
+#   scripts/build-agent-image.sh --rootfs-only DIR [--agent BIN] [--with-run-sh FILE]
 #       only lay out the image's root filesystem in DIR (used by the tests, which chroot into it)
 #
-# --agent BIN uses that agent binary instead of building the static one. Needs: cargo, apt-get
+# --agent BIN uses that agent binary instead of building the static one. --with-run-sh FILE
+# also installs FILE (a copy of Rancher's package/run.sh the operator has) as /usr/bin/run.sh;
+# the image's entrypoint stays ours. Needs: cargo, apt-get
 # (bash-static, busybox-static and tini are fetched with `apt-get download`), curl, jq, openssl
 # on the build host (their binaries and shared libraries are copied into the image), tar,
 # sha256sum, file.
@@ -21,14 +24,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/build/agent-image.tar"
 ROOTFS_ONLY=""
 AGENT=""
+RUN_SH=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT="$2"; shift 2 ;;
         --rootfs-only) ROOTFS_ONLY="$2"; shift 2 ;;
         --agent) AGENT="$2"; shift 2 ;;
+        --with-run-sh) RUN_SH="$2"; shift 2 ;;
         --tag) TAG="$2"; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "build-agent-image: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -110,13 +115,17 @@ copy_with_libs "$(command -v curl)" /usr/bin/curl
 copy_with_libs "$(command -v jq)" /usr/bin/jq
 copy_with_libs "$(command -v openssl)" /usr/bin/openssl
 copy_with_libs "$(command -v getent)" /usr/bin/getent
-# Debian's busybox-static has no printenv applet; run.sh logs the environment with it.
+# Debian's busybox-static has no printenv applet; Rancher's run.sh logs its environment with it.
 copy_with_libs "$(command -v printenv)" /usr/bin/printenv
 if [ -f /usr/lib/ssl/openssl.cnf ]; then
     install -D -m 0644 "$(readlink -f /usr/lib/ssl/openssl.cnf)" "$RFS/usr/lib/ssl/openssl.cnf"
 fi
 
-install -m 0755 "$ROOT/tests/rancher-server/agent/run.sh" "$RFS/usr/bin/run.sh"
+install -m 0755 "$ROOT/tests/rancher-server/agent/entrypoint.sh" "$RFS/usr/bin/entrypoint.sh"
+if [ -n "$RUN_SH" ]; then
+    [ -f "$RUN_SH" ] || die "--with-run-sh $RUN_SH: no such file"
+    install -m 0755 "$RUN_SH" "$RFS/usr/bin/run.sh"
+fi
 if ldd "$AGENT" 2>&1 | grep -q '=>'; then
     copy_with_libs "$AGENT" /usr/bin/agent   # a test build; the image build is static
 else
@@ -157,7 +166,7 @@ jq -n -c --arg created "$CREATED" --arg diff "sha256:$DIFF_ID" --arg tag "$TAG" 
       ("AGENT_IMAGE=" + $tag),
       "SSL_CERT_DIR=/etc/kubernetes/ssl/certs"
     ],
-    Entrypoint: ["run.sh"],
+    Entrypoint: ["entrypoint.sh"],
     WorkingDir: "/var/lib/rancher",
     Labels: {"io.cattle.agent": "true"}
   },
@@ -170,7 +179,7 @@ mv "$WORK/config.json" "$WORK/$CONFIG_ID.json"
 # The legacy per-layer json that older `docker load` versions read.
 jq -n -c --arg id "$LAYER_DIR" --arg created "$CREATED" \
     '{id: $id, created: $created, os: "linux", architecture: "amd64",
-      config: {Entrypoint: ["run.sh"], WorkingDir: "/var/lib/rancher"}}' > "$WORK/$LAYER_DIR/json"
+      config: {Entrypoint: ["entrypoint.sh"], WorkingDir: "/var/lib/rancher"}}' > "$WORK/$LAYER_DIR/json"
 
 REPO="${TAG%:*}"
 VERSION="${TAG##*:}"
@@ -191,7 +200,7 @@ tar -xOf "$OUT" manifest.json | jq -e --arg tag "$TAG" '.[0].RepoTags[0] == $tag
 [ "$(tar -xOf "$OUT" "$LAYER_DIR/layer.tar" | sha256sum | cut -d' ' -f1)" = "$DIFF_ID" ] \
     || die "layer diff_id check failed"
 LISTING=$(tar -xOf "$OUT" "$LAYER_DIR/layer.tar" | tar -t)
-for f in usr/bin/run.sh usr/bin/agent usr/bin/tini bin/bash; do
+for f in usr/bin/entrypoint.sh usr/bin/agent usr/bin/tini bin/bash; do
     grep -qx "$f" <<<"$LISTING" || die "$f missing from the layer"
 done
 echo "wrote $OUT ($TAG, config sha256:$CONFIG_ID, layer sha256:$DIFF_ID)"

@@ -25,7 +25,7 @@ apt_url=http://10.0.2.2:18080/
 size=4G
 binary=
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "build-image: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do

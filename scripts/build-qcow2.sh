@@ -11,8 +11,9 @@
 #                  Debian mirror (DEBIAN_MIRROR, default http://deb.debian.org/debian)
 #
 # The disk: an MBR partition table with one ext4 root partition (label bootstrapd-root),
-# GRUB 2 (grub-pc, BIOS) installed by grub-install on the disk through a loop device from
-# inside the image's own root, grub.cfg by the image's update-grub; serial console on ttyS0.
+# GRUB 2 (grub-pc, BIOS) installed by the image's own grub-install on the disk and grub.cfg by
+# its update-grub, run once inside the image under qemu (images/qcow2/grub-setup as init):
+# loop devices here cannot show partitions, and there is no nbd. Serial console on ttyS0.
 # bootstrapd is installed with dpkg -i from the .deb; firewalld is enabled; cloud-init is not
 # there. Downloads are cached in ${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd} (see
 # images/qcow2/rootfs.sh). Output: DIR/bootstrapd-debian12-ARCH.qcow2 and DIR/qcow2.env.
@@ -37,11 +38,11 @@ while [ $# -gt 0 ]; do
     *) echo "build-qcow2: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ "$(id -u)" = 0 ] || die "must run as root (chroot, loop devices, mounts)"
+[ "$(id -u)" = 0 ] || die "must run as root (chroot, mounts)"
 # shellcheck source=images/qcow2/rootfs.sh
 . "$repo_root/images/qcow2/rootfs.sh"
 
-need=(debootstrap e2fsprogs fdisk qemu-utils util-linux dpkg-dev)
+need=(debootstrap e2fsprogs fdisk qemu-utils qemu-system-x86 util-linux dpkg-dev)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -76,13 +77,7 @@ out=$(cd "$out" && pwd)
 work=$out/work
 mkdir -p "$work"
 
-loopdev='' mnt=''
-cleanup() {
-  chroot_umount
-  [ -n "$mnt" ] && { umount -R "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; }
-  [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null || true
-}
-trap cleanup EXIT
+trap chroot_umount EXIT
 
 # The base needs a bootstrapd binary only because scripts/build-image.sh wants one; take it
 # from the .deb so that nothing else is built.
@@ -119,38 +114,39 @@ t=$(date +%s)
 raw=$work/disk.raw
 rm -f "$raw"
 truncate -s "$size" "$raw"
-# One bootable Linux partition from 1 MiB: the gap before it holds GRUB's core.img.
+# One bootable Linux partition from 1 MiB to the end: the gap before it holds GRUB's core.img.
 echo 'label: dos
 start=2048, type=83, bootable' | sfdisk -q "$raw"
-loopdev=$(losetup -f --show -P "$raw")
-part=${loopdev}p1
-for _ in $(seq 50); do [ -b "$part" ] && break; sleep 0.1; done
-[ -b "$part" ] || die "$part did not appear (losetup -P)"
-mkfs.ext4 -q -L bootstrapd-root -d "$stage" "$part"
-uuid=$(blkid -s UUID -o value "$part")
-[ -n "$uuid" ] || die "no filesystem UUID on $part"
-mnt=$work/mnt
-mkdir -p "$mnt"
-mount "$part" "$mnt"
+part_bytes=$(( $(stat -c %s "$raw") - 1048576 ))
+uuid=$(cat /proc/sys/kernel/random/uuid)
 printf '# <file system> <mount point> <type> <options> <dump> <pass>\nUUID=%s / ext4 defaults,errors=remount-ro 0 1\n' \
-  "$uuid" >"$mnt/etc/fstab"
-chroot_mount "$mnt"
-# From inside the image's own root, on the real (loop) disk: grub-install writes boot.img to
-# the MBR and core.img to the post-MBR gap; update-grub probes the root partition for its UUID.
-in_chroot "$mnt" grub-install --target=i386-pc --no-floppy "$loopdev" >"$work/grub-install.log" 2>&1 \
-  || { cat "$work/grub-install.log" >&2; die "grub-install failed"; }
-in_chroot "$mnt" update-grub >"$work/update-grub.log" 2>&1 \
-  || { cat "$work/update-grub.log" >&2; die "update-grub failed"; }
-grep -q "root=UUID=$uuid" "$mnt/boot/grub/grub.cfg" || die "grub.cfg does not boot root=UUID=$uuid"
-grep -q 'console=ttyS0' "$mnt/boot/grub/grub.cfg" || die "grub.cfg has no serial console"
-chroot_umount
-umount "$mnt"
-mnt=''
-losetup -d "$loopdev"
-loopdev=''
-# The MBR must now carry GRUB's boot code and the partition's boot flag.
-dd if="$raw" bs=512 count=1 2>/dev/null | grep -aq GRUB || die "no GRUB boot code in the MBR"
-step "disk + grub-install" "$t"
+  "$uuid" >"$stage/etc/fstab"
+# GRUB is installed the way Debian does it, by grub-install and update-grub on the real disk,
+# once, inside the image (below), by this script, which then removes itself.
+install -D -m 0755 "$repo_root/images/qcow2/grub-setup" "$stage/usr/local/sbin/bootstrapd-image-grub-setup"
+# The ext4 filesystem straight from the directory into the partition (mke2fs -E offset):
+# no loop device, whose partition scanning a build host (a container) may not offer.
+mkfs.ext4 -q -F -b 4096 -L bootstrapd-root -U "$uuid" -E offset=1048576 -d "$stage" \
+  "$raw" $(( part_bytes / 4096 ))
+step "disk (partition + ext4)" "$t"
+
+t=$(date +%s)
+kernel=$(ls -v "$stage"/boot/vmlinuz-* | tail -n 1)
+initrd=$stage/boot/initrd.img-${kernel##*/vmlinuz-}
+serial=$work/grub-setup.log
+: >"$serial"
+# The image's own kernel and initramfs, once, with the setup script as init.
+timeout -k 10 600 qemu-system-x86_64 -accel tcg,tb-size=128 -m 1024 -smp 2 \
+  -nodefaults -display none -no-reboot \
+  -kernel "$kernel" -initrd "$initrd" \
+  -append "root=UUID=$uuid rw console=ttyS0 panic=-1 init=/usr/local/sbin/bootstrapd-image-grub-setup" \
+  -drive "file=$raw,format=raw,if=virtio,cache=unsafe" -serial "file:$serial" \
+  || die "the GRUB setup VM failed (serial log: $serial)"
+grep -aq '@@GRUB-SETUP OK' "$serial" || { tail -n 30 "$serial" >&2; die "grub-install/update-grub failed in the image (see $serial)"; }
+# What must now be on the disk: GRUB's boot code in the MBR, core.img in the gap after it.
+dd if="$raw" bs=440 count=1 2>/dev/null | grep -aq GRUB || die "no GRUB boot code in the MBR"
+[ -n "$(dd if="$raw" bs=512 skip=1 count=1 2>/dev/null | tr -d '\0')" ] || die "no core.img after the MBR"
+step "grub-install (in a VM)" "$t"
 
 t=$(date +%s)
 image=$out/bootstrapd-debian12-$arch.qcow2

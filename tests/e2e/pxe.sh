@@ -135,7 +135,8 @@ qemu_pid=$!
 pids+=("$qemu_pid")
 
 log() { tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g'; }
-done_re='(Started|Failed to start|Finished) (bootstrapd\.service|bootstrapd node bootstrap agent)'
+# systemd shortens "bootstrapd.service - DESCRIPTION" to the console width: match both ends.
+done_re='(Started|Failed to start|Finished) bootstrapd.*bootstrapd node bootstrap agent'
 outcome=''
 while kill -0 "$qemu_pid" 2>/dev/null; do
   if outcome=$(log | grep -Em1 "$done_re"); then break; fi

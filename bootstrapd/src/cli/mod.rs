@@ -10,6 +10,7 @@ use crate::fsutil::HostRoot;
 pub mod notify;
 pub mod query;
 pub mod reset;
+pub mod run;
 pub mod sign;
 pub mod status;
 pub mod validate;
@@ -72,7 +73,8 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Validate { files } => validate::run(&files),
         Command::Schema => validate::schema(),
         Command::Query { userdata } => query::run(&root, userdata.as_ref()).await,
-        _ => Err(anyhow_free("not wired yet")),
+        Command::Run => run::run(&root).await,
+        Command::Plan { userdata, json } => run::plan(&root, userdata.as_ref(), json).await,
     };
     match result {
         Ok(code) => code,
@@ -81,10 +83,6 @@ pub async fn main(cli: Cli) -> i32 {
             1
         }
     }
-}
-
-fn anyhow_free(msg: &str) -> CliError {
-    CliError(msg.to_string())
 }
 
 /// An error at the edge: the message already carries its context.
@@ -120,7 +118,15 @@ pub type CliResult = Result<i32, CliError>;
 /// stderr otherwise. journald may be absent (containers, tests): then stderr.
 fn init_logging(filter: &str) {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    // Client libraries log whole requests at debug, headers and bodies included: the Engine
+    // API create-container request carries CATTLE_TOKEN. They stay at info whatever the
+    // operator asks for, so `--log debug` can never print a token.
+    const QUIET: [&str; 6] = ["bollard", "hyper", "hyper_util", "reqwest", "h2", "zbus"];
+    let mut spec = filter.to_string();
+    for c in QUIET {
+        spec.push_str(&format!(",{c}=info"));
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
     let journald = if under_systemd {

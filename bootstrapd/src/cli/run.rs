@@ -3,9 +3,13 @@
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
+use crate::actions;
+use crate::actions::register::NodeIdentity;
 use crate::config::AgentConfig;
 use crate::datasource;
+use crate::facts;
 use crate::fsutil::HostRoot;
+use crate::plan;
 use crate::plan::{Finding, Outcome};
 use crate::signature;
 use crate::state::{Stage, StageState, Store};
@@ -104,19 +108,20 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::Cl
     };
 
     if !store.is_done(Stage::Prepare) {
-        let findings = stage_prepare(root, store, &settings, systemd.as_ref()).await;
+        let findings = stage_prepare(root, store, &settings, systemd.as_ref()).await?;
         if store.finish_stage(Stage::Prepare, findings, None)? == StageState::Failed {
             return stage_failed(store, Stage::Prepare);
         }
     }
     if !store.is_done(Stage::Runtime) {
-        let findings = stage_runtime(root, store, &settings, systemd.as_ref()).await;
+        let findings = stage_runtime(root, store, &settings, systemd.as_ref()).await?;
         if store.finish_stage(Stage::Runtime, findings, None)? == StageState::Failed {
             return stage_failed(store, Stage::Runtime);
         }
     }
     if !store.is_done(Stage::Register) {
-        let (findings, error) = stage_register(root, store, &settings, systemd.as_ref()).await;
+        let (findings, error) =
+            stage_register(root, store, &settings, fetched.hostname.as_deref()).await?;
         if store.finish_stage(Stage::Register, findings, error)? == StageState::Failed {
             return stage_failed(store, Stage::Register);
         }
@@ -181,4 +186,282 @@ fn validate(
         ),
     ));
     Ok((parsed.settings, findings, parsed.notes))
+}
+
+/// Host preparation: facts, plan, then each step applied with its progress published.
+async fn stage_prepare(
+    root: &HostRoot,
+    store: &mut Store,
+    settings: &Settings,
+    systemd: Option<&Systemd>,
+) -> Result<Vec<Finding>, super::CliError> {
+    store.start_stage(Stage::Prepare)?;
+    notify::status(Stage::Prepare, "reading the host");
+    let facts = facts::host::gather(root, settings, systemd).await;
+    let steps = plan::host::plan(settings, &facts);
+    let mut findings = Vec::new();
+    for step in &steps {
+        store.set_step(Stage::Prepare, step.step)?;
+        notify::status(Stage::Prepare, step.step);
+        let mut out = actions::host::apply(root, systemd, std::slice::from_ref(step)).await;
+        let failed = out.iter().any(|f| f.outcome == Outcome::Failed);
+        findings.append(&mut out);
+        if failed {
+            break;
+        }
+    }
+    Ok(findings)
+}
+
+async fn stage_runtime(
+    root: &HostRoot,
+    store: &mut Store,
+    settings: &Settings,
+    systemd: Option<&Systemd>,
+) -> Result<Vec<Finding>, super::CliError> {
+    store.start_stage(Stage::Runtime)?;
+    notify::status(Stage::Runtime, "reading the installed runtime");
+    let facts = facts::runtime::gather(root, settings, systemd).await;
+    let steps = plan::runtime::plan(settings, &facts);
+    let mut findings = Vec::new();
+    for step in &steps {
+        store.set_step(Stage::Runtime, step.step)?;
+        notify::status(Stage::Runtime, step.step);
+        let mut out = actions::runtime::apply(root, systemd, std::slice::from_ref(step)).await;
+        let failed = out.iter().any(|f| f.outcome == Outcome::Failed);
+        findings.append(&mut out);
+        if failed {
+            break;
+        }
+    }
+    Ok(findings)
+}
+
+/// Registration, guarded by the journal: a node registered on this instance is never
+/// registered again (the agents' own guards, the container label and CATTLE_ID, back it up).
+async fn stage_register(
+    root: &HostRoot,
+    store: &mut Store,
+    settings: &Settings,
+    hostname: Option<&str>,
+) -> Result<(Vec<Finding>, Option<String>), super::CliError> {
+    store.start_stage(Stage::Register)?;
+    if let Some(previous) = store.journal.registration.clone() {
+        let same_server = previous.get("server").and_then(|s| s.as_str())
+            == Some(settings.rancher.server.as_str());
+        if same_server {
+            let f = Finding::new(
+                "register",
+                Outcome::Ok,
+                format!(
+                    "already registered with {} on this instance: not registering again",
+                    settings.rancher.server
+                ),
+            );
+            return Ok((vec![f], None));
+        }
+        let f = Finding::new(
+            "register",
+            Outcome::Failed,
+            format!(
+                "registered with {} on this instance, and the userdata now names {}",
+                previous.get("server").and_then(|s| s.as_str()).unwrap_or("?"),
+                settings.rancher.server
+            ),
+        )
+        .with_remedy("remove the old agent, then `bootstrapd reset` to register with the new server");
+        return Ok((vec![f], None));
+    }
+
+    store.set_step(Stage::Register, "node identity")?;
+    notify::status(Stage::Register, "node identity");
+    let mut findings = Vec::new();
+    let node = node_identity(root, settings, hostname, &mut findings).await;
+
+    store.set_step(Stage::Register, "registering")?;
+    notify::status(Stage::Register, &format!("registering with {}", settings.rancher.server));
+    match actions::register::register(root, settings, &node).await {
+        Ok(record) => {
+            findings.extend(record.findings.iter().cloned());
+            store.journal.registration = Some(
+                serde_json::to_value(&record).map_err(|e| super::CliError(e.to_string()))?,
+            );
+            Ok((findings, None))
+        }
+        Err(e) => {
+            let remedy = if e.is_token_refused() {
+                "the server refused the token: check rancher.token (the cluster's registration token)"
+            } else {
+                "check that the server is reachable and rancher.ca_checksum matches, then rerun `bootstrapd run`"
+            };
+            findings.push(
+                Finding::new("register", Outcome::Failed, super::CliError::from(e).0.clone())
+                    .with_remedy(remedy),
+            );
+            Ok((findings, None))
+        }
+    }
+}
+
+/// Node name, address and internal address: the userdata's, else derived from the host.
+async fn node_identity(
+    root: &HostRoot,
+    settings: &Settings,
+    hostname: Option<&str>,
+    findings: &mut Vec<Finding>,
+) -> NodeIdentity {
+    let r = &settings.rancher;
+    let node_name = r
+        .node_name
+        .clone()
+        .or_else(|| hostname.map(|h| h.split('.').next().unwrap_or(h).to_string()))
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .map(|h| h.to_string_lossy().split('.').next().unwrap_or("").to_string())
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    let address = match &r.address {
+        Some(a) => Some(a.clone()),
+        None if root.is_live() => {
+            match facts::network::node_address(std::time::Duration::from_secs(60)).await {
+                Ok(a) => {
+                    findings.push(Finding::new(
+                        "register.address",
+                        Outcome::Ok,
+                        format!("node address {a} (source address of the default route)"),
+                    ));
+                    Some(a.to_string())
+                }
+                Err(e) => {
+                    findings.push(
+                        Finding::new(
+                            "register.address",
+                            Outcome::Warning,
+                            format!("no node address from the default route: {e}; the agent picks one"),
+                        )
+                        .with_remedy("set rancher.address in the userdata"),
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    NodeIdentity {
+        node_name,
+        address,
+        internal_address: r.internal_address.clone(),
+    }
+}
+
+/// `bootstrapd plan`: what `run` would do on this host, changing nothing.
+pub async fn plan(root: &HostRoot, file: Option<&std::path::PathBuf>, json: bool) -> CliResult {
+    let (source, bytes, signature) = match file {
+        Some(f) => {
+            let bytes = std::fs::read(f)
+                .map_err(|e| super::CliError(format!("reading {}: {e}", f.display())))?;
+            let sig = std::fs::read(format!("{}.sig", f.display())).ok();
+            (f.display().to_string(), bytes, sig)
+        }
+        None => {
+            let cfg = AgentConfig::load(root)?;
+            match datasource::fetch(root, &cfg).await? {
+                Some(f) => (f.source, f.userdata, f.signature),
+                None => {
+                    println!("no datasource offered userdata: `run` would do nothing");
+                    return Ok(0);
+                }
+            }
+        }
+    };
+    let fetched = datasource::Fetched {
+        source,
+        userdata: bytes,
+        signature,
+        metadata: serde_json::Value::Null,
+        instance_id: String::new(),
+        hostname: None,
+    };
+    let (settings, mut rows) = match validate(root, &fetched) {
+        Ok((settings, findings, notes)) => {
+            for n in notes {
+                println!("note: {n}");
+            }
+            let rows: Vec<(Stage, Finding)> =
+                findings.into_iter().map(|f| (Stage::Validate, f)).collect();
+            (settings, rows)
+        }
+        Err(e) => {
+            println!("{e}");
+            return Ok(1);
+        }
+    };
+    let systemd = Systemd::connect().await.ok();
+    let host_facts = facts::host::gather(root, &settings, systemd.as_ref()).await;
+    for step in plan::host::plan(&settings, &host_facts) {
+        rows.push((Stage::Prepare, step.preview()));
+    }
+    let rt_facts = facts::runtime::gather(root, &settings, systemd.as_ref()).await;
+    for step in plan::runtime::plan(&settings, &rt_facts) {
+        rows.push((Stage::Runtime, step.preview()));
+    }
+    let journal = crate::state::load(root)?;
+    let register = match &journal.registration {
+        Some(r) => Finding::new(
+            "register",
+            Outcome::Ok,
+            format!(
+                "already registered with {}",
+                r.get("server").and_then(|s| s.as_str()).unwrap_or("?")
+            ),
+        ),
+        None => Finding::new(
+            "register",
+            Outcome::WouldChange,
+            format!(
+                "would register with {} ({}) as {}",
+                settings.rancher.server,
+                match settings.rancher.mode {
+                    crate::userdata::RegistrationMode::Rke1 => "rke1 agent container",
+                    crate::userdata::RegistrationMode::SystemAgent => "rancher-system-agent",
+                },
+                settings
+                    .roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            ),
+        ),
+    };
+    rows.push((Stage::Register, register));
+
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(stage, f)| serde_json::json!({"stage": stage.as_str(), "finding": f}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| super::CliError(e.to_string()))?
+        );
+    } else {
+        println!("{:<9} {:<24} {:<13} detail", "stage", "step", "outcome");
+        for (stage, f) in &rows {
+            println!(
+                "{:<9} {:<24} {:<13} {}",
+                stage.as_str(),
+                f.step,
+                f.outcome.as_str(),
+                f.detail
+            );
+            if let Some(r) = &f.remedy {
+                println!("{:<9} {:<24} {:<13} remedy: {r}", "", "", "");
+            }
+        }
+    }
+    let failed = rows.iter().any(|(_, f)| f.outcome == Outcome::Failed);
+    Ok(if failed { 1 } else { 0 })
 }

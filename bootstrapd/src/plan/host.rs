@@ -13,8 +13,9 @@
 //!   release whose RKE1 deploys Kubernetes 1.22, where RKE's probe container runs as
 //!   rke_container_t) or its version cannot be read from the tag (then we cannot rule it out).
 //!   The cluster's Kubernetes version is not known on the node; the agent version bounds it.
-//! - system-agent (RKE2/K3s): rke2-selinux/k3s-selinux come with the RKE2/K3s installers
-//!   the system agent runs, so only the runtime policy is checked here.
+//!   (RKE's check: rancher/rke PR 2750; the failure it causes: rancher/rancher issue 36509.)
+//! - system-agent (RKE2/K3s): the RKE2 installer installs rke2-selinux itself on RPM distros
+//!   (Rancher docs, "About rke2-selinux"), so only the runtime policy is checked here.
 
 use serde::Serialize;
 

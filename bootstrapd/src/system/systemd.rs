@@ -4,6 +4,8 @@
 //! only then enqueue the job, and wait for that job path's `JobRemoved`. Opening the stream
 //! first matters: a stop of an already-inactive unit finishes before the method reply arrives.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -151,6 +153,8 @@ impl std::fmt::Display for UnitState {
 pub struct Systemd {
     conn: Connection,
     manager: ManagerProxy<'static>,
+    /// systemd answers a second Subscribe() on the same connection with AlreadySubscribed.
+    subscribed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Systemd {
@@ -177,7 +181,11 @@ impl Systemd {
         let manager = ManagerProxy::new(&conn)
             .await
             .map_err(SystemdError::Connect)?;
-        Ok(Systemd { conn, manager })
+        Ok(Systemd {
+            conn,
+            manager,
+            subscribed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// State of `name`. `LoadUnit` (not `GetUnit`) so that units systemd has not loaded yet
@@ -229,11 +237,7 @@ impl Systemd {
         timeout: Duration,
     ) -> Result<(), SystemdError> {
         let method = if start { "StartUnit" } else { "StopUnit" };
-        // Without Subscribe() systemd does not emit JobRemoved to this client at all.
-        self.manager
-            .subscribe()
-            .await
-            .map_err(call_err("Subscribe", name))?;
+        self.ensure_subscribed(name).await?;
         let mut removed = self
             .manager
             .receive_job_removed()
@@ -277,6 +281,27 @@ impl Systemd {
                 secs: timeout.as_secs(),
             }),
         }
+    }
+
+    /// Without Subscribe() systemd does not emit JobRemoved to this client at all.
+    async fn ensure_subscribed(&self, name: &str) -> Result<(), SystemdError> {
+        if self.subscribed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self.manager.subscribe().await {
+            Ok(()) => {}
+            Err(zbus::Error::MethodError(err, _, _))
+                if err.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+            Err(source) => {
+                return Err(SystemdError::Call {
+                    method: "Subscribe",
+                    what: name.to_string(),
+                    source,
+                });
+            }
+        }
+        self.subscribed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Removes the units' enablement symlinks; returns the changes systemd made

@@ -24,6 +24,7 @@
 pub mod ca;
 pub mod protocol;
 pub mod record;
+pub mod requests;
 mod server;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use record::{Generation, NodeRecord};
+pub use requests::RequestEntry;
 pub use server::{Server, start};
 
 /// The handle `start` returns (the same type under the name the brief uses).

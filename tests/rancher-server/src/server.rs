@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::protocol::{self, TUNNEL_PARAMS, TUNNEL_TOKEN};
 use crate::record::{Generation, NodeRecord, RecordStore, Sighting, Update};
+use crate::requests::{RequestEntry, RequestLog};
 use crate::{Config, Error, ca};
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -62,6 +63,18 @@ impl Server {
         self.kick_tx.send_modify(|n| *n += 1);
     }
 
+    /// Every request answered so far, in arrival order, and how many more were answered
+    /// after the log filled up.
+    pub fn requests(&self) -> (Vec<RequestEntry>, u64) {
+        self.state.requests.snapshot()
+    }
+
+    /// False with `wrong_ca`: `/cacerts` then serves a CA other than the one that signed the
+    /// TLS certificate, and nothing carrying a token may ever reach this server.
+    pub fn serves_its_tls_ca(&self) -> bool {
+        !self.state.wrong_ca
+    }
+
     /// Stops accepting, closes tunnels and open connections.
     pub fn shutdown(&self) {
         let _ = self.shutdown_tx.send(true);
@@ -85,6 +98,8 @@ struct AppState {
     kick_rx: watch::Receiver<u64>,
     /// Mixed into service-account tokens handed to system agents.
     nonce: String,
+    requests: RequestLog,
+    wrong_ca: bool,
 }
 
 impl AppState {
@@ -165,6 +180,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         shutdown_rx,
         kick_rx,
         nonce: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        requests: RequestLog::default(),
+        wrong_ca: config.wrong_ca,
     });
 
     let tls = rustls_config(&authority)?;
@@ -262,6 +279,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/_test/record", get(test_record))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
         .layer(middleware::from_fn_with_state(state.clone(), faults))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -272,6 +293,30 @@ async fn log_request(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
     tracing::info!(%method, %path, status = response.status().as_u16(), "request");
+    response
+}
+
+/// Outside the fault injection, so injected 503s and delays are recorded too.
+async fn record_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let at = state.started.elapsed();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let carried_token = [header::AUTHORIZATION.as_str(), TUNNEL_TOKEN]
+        .iter()
+        .any(|name| {
+            req.headers()
+                .get_all(*name)
+                .iter()
+                .any(|v| !v.as_bytes().trim_ascii().is_empty())
+        });
+    let response = next.run(req).await;
+    state.requests.push(RequestEntry {
+        at,
+        method,
+        path,
+        status: response.status().as_u16(),
+        carried_token,
+    });
     response
 }
 
