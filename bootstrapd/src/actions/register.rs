@@ -18,6 +18,10 @@ use crate::userdata::{RegistrationMode, RuntimeSource, Settings};
 
 pub use crate::rancher::NodeIdentity;
 
+/// Image archives baked into a node image for air-gapped registration (`docker load`ed
+/// through the Engine API when the agent image is not present).
+pub const IMAGE_ARCHIVE_DIR: &str = "/var/lib/bootstrapd/images";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
     #[error(transparent)]
@@ -113,9 +117,11 @@ pub async fn register(
             ));
             let engine = docker::connect(root)?;
             let args = rke1::agent_args(&reg);
+            // Air-gapped images carry the agent image as an archive: in the offline bundle, or
+            // baked into the image at IMAGE_ARCHIVE_DIR whatever the runtime's source.
             let bundle = match &settings.runtime.source {
                 RuntimeSource::Offline(o) => Some(root.path(&o.path)),
-                _ => None,
+                _ => Some(root.path(IMAGE_ARCHIVE_DIR)).filter(|d| d.is_dir()),
             };
             let r = rke1::ensure_agent(
                 &engine,
