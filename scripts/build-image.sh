@@ -2,6 +2,7 @@
 # Builds the Debian 12 node image used by the VM end-to-end tests (run as root).
 #
 #   scripts/build-image.sh --binary PATH [--out DIR] [--apt-url URL] [--size SIZE]
+#                          [--image-archive FILE]...
 #
 # The slow part (debootstrap, upgrades, the local apt repository with docker.io's dependency
 # closure) is cached in ${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}, keyed by the hash of the
@@ -12,7 +13,11 @@
 #   disk.img     raw ext4 filesystem (sparse), root=/dev/vda; boot it through a qcow2 overlay
 #   vmlinuz, initrd.img
 #   aptrepo      symlink to the cached local apt repository (serve it at --apt-url)
-#   image.env    DISK= KERNEL= INITRD= APT_REPO= APT_URL= BASE_HASH= (sourced by scripts/vm.sh users)
+#   image.env    DISK= KERNEL= INITRD= APT_REPO= APT_URL= BASE_HASH= (sourced by scripts/vm.sh
+#                and images/qcow2/rootfs.sh, which also reuses the cached base: keep the layout)
+# --image-archive puts a `docker load`-able archive (e.g. build/agent-image.tar) in
+# /var/lib/bootstrapd/images, where bootstrapd loads the rke1 agent image from when no registry
+# is reachable.
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
 
@@ -24,6 +29,7 @@ out=$repo_root/build/image
 apt_url=http://10.0.2.2:18080/
 size=4G
 binary=
+archives=()
 
 usage() { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "build-image: $*" >&2; exit 1; }
@@ -34,6 +40,7 @@ while [ $# -gt 0 ]; do
     --out) out=${2:?}; shift 2 ;;
     --apt-url) apt_url=${2:?}; shift 2 ;;
     --size) size=${2:?}; shift 2 ;;
+    --image-archive) archives+=("${2:?}"); shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "build-image: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -95,6 +102,10 @@ sed "s|@APT_URL@|$apt_url|" "$recipe/overlay/etc/apt/sources.list.in" >"$stage/e
 rm -f "$stage/etc/apt/sources.list.in"
 install -m 0755 "$binary" "$stage/usr/bin/bootstrapd"
 install -m 0644 "$repo_root/configs/bootstrapd.service" "$stage/usr/lib/systemd/system/bootstrapd.service"
+for a in "${archives[@]}"; do
+  [ -f "$a" ] || die "image archive $a not found"
+  install -D -m 0644 "$a" "$stage/var/lib/bootstrapd/images/$(basename "$a")"
+done
 systemctl --root="$stage" enable bootstrapd.service bootstrapd-e2e.service >/dev/null 2>&1
 for u in bootstrapd.service bootstrapd-e2e.service firewalld.service systemd-networkd.service; do
   [ "$(systemctl --root="$stage" is-enabled "$u" 2>/dev/null)" = enabled ] || die "$u is not enabled in the image"

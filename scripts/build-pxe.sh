@@ -102,9 +102,9 @@ printf '%s\n' virtio_net virtio_pci >>"$stage/etc/initramfs-tools/modules"
 chroot_mount "$stage"
 in_chroot "$stage" update-initramfs -u -k "$kver" >"$work/initramfs.log" 2>&1 \
   || { cat "$work/initramfs.log" >&2; die "update-initramfs failed"; }
+in_chroot "$stage" lsinitramfs "/boot/initrd.img-$kver" >"$work/initrd.list"
 chroot_umount
 initrd=$stage/boot/initrd.img-$kver
-lsinitramfs "$initrd" >"$work/initrd.list"
 grep -q 'bin/live-boot$' "$work/initrd.list" || die "the initramfs has no live-boot"
 grep -q 'virtio_net.ko' "$work/initrd.list" || die "the initramfs has no virtio_net"
 grep -Eq 'bin/(wget|busybox)$' "$work/initrd.list" || die "the initramfs has no wget (busybox)"

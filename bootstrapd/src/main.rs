@@ -2,7 +2,10 @@ use clap::Parser;
 
 fn main() {
     let cli = bootstrapd::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bootstrapd: cannot start the async runtime: {e}");

@@ -70,9 +70,18 @@ pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
 /// Key names whose values are treated as secrets in metadata and other free-form JSON.
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["token", "password", "passwd", "secret", "credential", "private", "apikey", "api_key"]
-        .iter()
-        .any(|w| k.contains(w))
+    [
+        "token",
+        "password",
+        "passwd",
+        "secret",
+        "credential",
+        "private",
+        "apikey",
+        "api_key",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
 }
 
 /// Replaces the values of secret-looking keys anywhere in `value` with `<redacted>`.

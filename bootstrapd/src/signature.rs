@@ -114,12 +114,12 @@ pub fn generate(path: &Path) -> Result<PathBuf, SignatureError> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
         .map_err(io)?;
     let key = SigningKey::from_bytes(&seed);
-    let private = key
-        .to_pkcs8_pem(Default::default())
-        .map_err(|e| SignatureError::BadPrivateKey {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let private =
+        key.to_pkcs8_pem(Default::default())
+            .map_err(|e| SignatureError::BadPrivateKey {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
     let public = key
         .verifying_key()
         .to_public_key_pem(Default::default())
@@ -158,7 +158,10 @@ mod tests {
         assert!(matches!(e, SignatureError::Unsigned { .. }));
         let e = verify(Some(&key), "t", data, Some(b"AAAA")).unwrap_err();
         assert!(e.to_string().contains("3 bytes"), "{e}");
-        assert!(!verify(None, "t", data, None).unwrap(), "no key: nothing to check");
+        assert!(
+            !verify(None, "t", data, None).unwrap(),
+            "no key: nothing to check"
+        );
     }
 
     #[test]

@@ -180,11 +180,12 @@ echo "==> the disk after power-off"
 raw=$work/node.raw
 rm -f "$raw"
 qemu-img convert -O raw "$overlay" "$raw"
-loopdev=$(losetup -f --show -P -r "$raw")
-for _ in $(seq 50); do [ -b "${loopdev}p1" ] && break; sleep 0.1; done
+# The root partition starts at 1 MiB (scripts/build-qcow2.sh): a loop device at that offset,
+# since partition scanning of loop devices may be unavailable (containers).
+loopdev=$(losetup -f --show -r -o 1048576 "$raw")
 mnt=$work/mnt
 mkdir -p "$mnt"
-mount -o ro,noload "${loopdev}p1" "$mnt"
+mount -o ro,noload "$loopdev" "$mnt"
 debx=$work/debx
 rm -rf "$debx"
 dpkg-deb -x "$DEB" "$debx"

@@ -55,11 +55,13 @@ host_build_bootstrapd "$work/bootstrapd" "$profile"
 timed "cargo build + strip" $(( $(date +%s) - t ))
 echo "    $(du -h "$work/bootstrapd" | cut -f1) stripped"
 
-echo "==> node image"
+echo "==> rke1 agent image archive, node image"
 t=$(date +%s)
+scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
+  || die "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)"
 scripts/build-image.sh --binary "$work/bootstrapd" --out "$work/image" \
-  --apt-url "http://10.0.2.2:$apt_port/"
-timed "image (base cached or built)" $(( $(date +%s) - t ))
+  --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar"
+timed "agent image + node image (base cached or built)" $(( $(date +%s) - t ))
 # shellcheck source=/dev/null
 . "$work/image/image.env"
 
@@ -129,9 +131,9 @@ check_boot() { # NAME N
   timed "$p: kernel start to firewalld active" "$(usec_to_s "$fw_active")"
 }
 
-# Checks of bootstrapd's work (E2E_LEVEL=full).
-check_outcome() { # NAME N
-  local log=$work/logs/$1-boot$2.log p="$1 boot $2" m s
+# Checks of bootstrapd's work (E2E_LEVEL=full). MODE is the scenario's rancher.mode.
+check_outcome() { # NAME N MODE
+  local log=$work/logs/$1-boot$2.log p="$1 boot $2" mode=$3 m s
   check_eq "$p: bootstrapd.service succeeded" success "$(e2e_prop "$log" unit-bootstrapd Result)"
   check_eq "$p: bootstrapd.service active" active "$(e2e_prop "$log" unit-bootstrapd ActiveState)"
   check_eq "$p: status --json exit 0" 0 "$(e2e_rc "$log" status-json)"
@@ -153,21 +155,36 @@ check_outcome() { # NAME N
     check_section_has "$p: $s=1 persisted" "$log" sysctl-conf "^$s *= *1\$"
     check_section_has "$p: $s=1 live" "$log" sysctl-live "^$s = 1\$"
   done
-  check_section_has "$p: docker.io installed" "$log" packages '^docker\.io .* ii *$'
-  check_eq "$p: docker.service active" active "$(e2e_prop "$log" unit-docker ActiveState)"
-  check_eq "$p: docker.service enabled" enabled "$(e2e_prop "$log" unit-docker UnitFileState)"
+  case $mode in
+    system-agent)
+      # RKE2/K3s bring their own containerd: bootstrapd installs no runtime in this mode.
+      check_section_has "$p: no docker.io (system-agent: RKE2/K3s bring containerd)" "$log" packages \
+        'no packages found matching docker\.io'
+      check_eq "$p: rancher-system-agent.service active" active "$(e2e_prop "$log" unit-rancher-system-agent ActiveState)"
+      check_eq "$p: rancher-system-agent.service enabled" enabled "$(e2e_prop "$log" unit-rancher-system-agent UnitFileState)"
+      ;;
+    rke1)
+      check_section_has "$p: docker.io installed from the local repository" "$log" packages '^docker\.io .* ii *$'
+      check_eq "$p: docker.service active" active "$(e2e_prop "$log" unit-docker ActiveState)"
+      check_eq "$p: docker.service enabled" enabled "$(e2e_prop "$log" unit-docker UnitFileState)"
+      check_section_has "$p: the rancher-agent container runs" "$log" docker-ps \
+        ' rancher/rancher-agent:v2\.6\.14 running$'
+      check_eq "$p: exactly one agent container" 1 \
+        "$(e2e_section "$log" docker-ps | grep -c ' rancher/rancher-agent:')"
+      ;;
+  esac
 }
 
-run_node() { # NAME TEMPLATE
+run_node() { # NAME TEMPLATE MODE ROLES
   local name=$1 ud=$work/$1.user-data n
-  render_userdata "$2" "$ud" "$server_url" "$token" "$ca_checksum"
+  render_userdata "$2" "$ud" "$server_url" "$token" "$ca_checksum" "$4" "$3"
   for n in 1 2; do
     boot "$name" "$n" bootstrapd.e2e "$ud"
     check_boot "$name" "$n"
-    [ "$level" = full ] && check_outcome "$name" "$n"
+    [ "$level" = full ] && check_outcome "$name" "$n" "$3"
   done
   if [ "$level" = full ]; then
-    local d1 d2
+    local d1 d2 c1 c2
     d1=$(e2e_section "$work/logs/$name-boot1.log" digest)
     d2=$(e2e_section "$work/logs/$name-boot2.log" digest)
     if [ -n "$d1" ] && [ "$d1" = "$d2" ]; then
@@ -175,15 +192,33 @@ run_node() { # NAME TEMPLATE
     else
       fail "$name: the second boot changed something" "$(diff <(echo "$d1") <(echo "$d2") | head -n 20 | paste -sd';' -)"
     fi
+    if [ "$3" = rke1 ]; then
+      c1=$(e2e_section "$work/logs/$name-boot1.log" docker-ps | grep ' rancher/rancher-agent:' | cut -d' ' -f1)
+      c2=$(e2e_section "$work/logs/$name-boot2.log" docker-ps | grep ' rancher/rancher-agent:' | cut -d' ' -f1)
+      check_eq "$name: the second boot kept the same agent container" "$c1" "$c2"
+    fi
   fi
 }
 
-run_node node1 tests/e2e/userdata/worker-system-agent.yaml
+# server_node NAME: "generation roles connect_count" of the server's record for that hostname.
+server_node() {
+  python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | awk -v h="$1" '$1 == h { $1 = ""; print substr($0, 2) }'
+}
+
+# node1: Rancher >= 2.6 custom cluster worker through rancher-system-agent.
+run_node node1 tests/e2e/userdata/node.yaml system-agent worker
+# node2: the seed scenario, Rancher 2.x "existing nodes": Docker from the distribution's
+# repositories, then the rancher-agent container (loaded from the image's archive).
+run_node node2 tests/e2e/userdata/node.yaml rke1 "etcd, controlplane, worker"
 if [ "$level" = full ]; then
-  # The server's record (tests/rancher-server: one entry per node identity).
-  check_eq "node1: the server recorded one system-agent worker, registered once" \
-    "1 system-agent worker node1 1" \
-    "$(python3 tests/e2e/server_record.py "$rancher_dir/nodes.json" 2>&1)"
+  # The server's record: one entry per node identity, whatever the number of boots.
+  check_eq "server: two nodes recorded" 2 \
+    "$(python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | grep -c .)"
+  check_eq "server: node1 registered once, as a system-agent worker" "system-agent worker 1" "$(server_node node1)"
+  # The rke1 agent opens a new tunnel at every start of its container (every boot): the
+  # connection count is not a registration count.
+  check "server: node2 recorded as an rke1 node with all roles" \
+    sh -c '[ "$(echo "$1" | cut -d" " -f1-2)" = "rke1 etcd,controlplane,worker" ]' _ "$(server_node node2)"
 fi
 
 # Control: the same image with bootstrapd.service ordered like Debian's cloud-init.service
@@ -200,7 +235,7 @@ fi
 if [ "$level" = boot ]; then
   echo
   echo "E2E_LEVEL=boot: NOT checked: bootstrapd's outcome (firewalld masked, modules, sysctls,"
-  echo "docker.io install, registration, second boot idempotence)"
+  echo "runtime install, registration, second boot idempotence)"
 fi
 echo
 echo "durations:"

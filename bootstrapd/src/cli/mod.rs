@@ -16,7 +16,11 @@ pub mod status;
 pub mod validate;
 
 #[derive(Debug, Parser)]
-#[command(name = "bootstrapd", version, about = "First-boot node bootstrap agent")]
+#[command(
+    name = "bootstrapd",
+    version,
+    about = "First-boot node bootstrap agent"
+)]
 pub struct Cli {
     /// Prefix every host path with DIR (for tests and image builds).
     #[arg(long, global = true, value_name = "DIR")]

@@ -5,7 +5,12 @@ use crate::state::Stage;
 
 pub fn status(stage: Stage, step: &str) {
     let line = if step.is_empty() {
-        format!("stage {} of {}: {}", stage.number(), Stage::ALL.len(), stage.as_str())
+        format!(
+            "stage {} of {}: {}",
+            stage.number(),
+            Stage::ALL.len(),
+            stage.as_str()
+        )
     } else {
         format!(
             "stage {} of {}: {}: {step}",

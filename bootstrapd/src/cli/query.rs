@@ -16,7 +16,12 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>) -> CliResult {
         Some(f) => {
             let bytes =
                 std::fs::read(f).map_err(|e| CliError(format!("reading {}: {e}", f.display())))?;
-            (f.display().to_string(), None, serde_json::Value::Null, bytes)
+            (
+                f.display().to_string(),
+                None,
+                serde_json::Value::Null,
+                bytes,
+            )
         }
         None => {
             let cfg = AgentConfig::load(root)?;

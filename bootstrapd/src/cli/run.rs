@@ -128,7 +128,10 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::Cl
     }
     let verdict = store.finish_run()?;
     info!("bootstrapd finished: {}", verdict.as_str());
-    notify::ready(&format!("{}: node prepared and registered", verdict.as_str()));
+    notify::ready(&format!(
+        "{}: node prepared and registered",
+        verdict.as_str()
+    ));
     Ok(0)
 }
 
@@ -164,12 +167,8 @@ fn validate(
             "userdata signed by the image's trusted key",
         ));
     }
-    let parsed = userdata::parse(&fetched.userdata).map_err(|e| {
-        format!(
-            "userdata from {} has problems:\n{e}",
-            fetched.source
-        )
-    })?;
+    let parsed = userdata::parse(&fetched.userdata)
+        .map_err(|e| format!("userdata from {} has problems:\n{e}", fetched.source))?;
     findings.push(Finding::new(
         "userdata",
         Outcome::Ok,
@@ -265,11 +264,16 @@ async fn stage_register(
             Outcome::Failed,
             format!(
                 "registered with {} on this instance, and the userdata now names {}",
-                previous.get("server").and_then(|s| s.as_str()).unwrap_or("?"),
+                previous
+                    .get("server")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("?"),
                 settings.rancher.server
             ),
         )
-        .with_remedy("remove the old agent, then `bootstrapd reset` to register with the new server");
+        .with_remedy(
+            "remove the old agent, then `bootstrapd reset` to register with the new server",
+        );
         return Ok((vec![f], None));
     }
 
@@ -279,13 +283,15 @@ async fn stage_register(
     let node = node_identity(root, settings, hostname, &mut findings).await;
 
     store.set_step(Stage::Register, "registering")?;
-    notify::status(Stage::Register, &format!("registering with {}", settings.rancher.server));
+    notify::status(
+        Stage::Register,
+        &format!("registering with {}", settings.rancher.server),
+    );
     match actions::register::register(root, settings, &node).await {
         Ok(record) => {
             findings.extend(record.findings.iter().cloned());
-            store.journal.registration = Some(
-                serde_json::to_value(&record).map_err(|e| super::CliError(e.to_string()))?,
-            );
+            store.journal.registration =
+                Some(serde_json::to_value(&record).map_err(|e| super::CliError(e.to_string()))?);
             Ok((findings, None))
         }
         Err(e) => {
@@ -295,8 +301,12 @@ async fn stage_register(
                 "check that the server is reachable and rancher.ca_checksum matches, then rerun `bootstrapd run`"
             };
             findings.push(
-                Finding::new("register", Outcome::Failed, super::CliError::from(e).0.clone())
-                    .with_remedy(remedy),
+                Finding::new(
+                    "register",
+                    Outcome::Failed,
+                    super::CliError::from(e).0.clone(),
+                )
+                .with_remedy(remedy),
             );
             Ok((findings, None))
         }
@@ -316,9 +326,13 @@ async fn node_identity(
         .clone()
         .or_else(|| hostname.map(|h| h.split('.').next().unwrap_or(h).to_string()))
         .or_else(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .map(|h| h.to_string_lossy().split('.').next().unwrap_or("").to_string())
+            nix::unistd::gethostname().ok().map(|h| {
+                h.to_string_lossy()
+                    .split('.')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
         })
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "node".to_string());
@@ -339,7 +353,9 @@ async fn node_identity(
                         Finding::new(
                             "register.address",
                             Outcome::Warning,
-                            format!("no node address from the default route: {e}; the agent picks one"),
+                            format!(
+                                "no node address from the default route: {e}; the agent picks one"
+                            ),
                         )
                         .with_remedy("set rancher.address in the userdata"),
                     );

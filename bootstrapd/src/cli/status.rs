@@ -131,7 +131,12 @@ pub fn render(j: &Journal) -> String {
             }
         );
         for f in &rec.findings {
-            out += &format!("    {:<13} {:<22} {}\n", f.outcome.as_str(), f.step, f.detail);
+            out += &format!(
+                "    {:<13} {:<22} {}\n",
+                f.outcome.as_str(),
+                f.step,
+                f.detail
+            );
             if let Some(r) = &f.remedy {
                 out += &format!("    {:<13} {:<22} remedy: {r}\n", "", "");
             }

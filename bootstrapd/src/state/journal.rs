@@ -154,7 +154,9 @@ pub enum JournalError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a bootstrapd journal ({source}); move it away or run `bootstrapd reset`")]
+    #[error(
+        "{path} is not a bootstrapd journal ({source}); move it away or run `bootstrapd reset`"
+    )]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,
@@ -213,10 +215,11 @@ pub fn load(root: &HostRoot) -> Result<Journal, JournalError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
         Err(source) => return Err(JournalError::Read { path, source }),
     };
-    let journal: Journal = serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt {
-        path: path.clone(),
-        source,
-    })?;
+    let journal: Journal =
+        serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
     if journal.version != FORMAT_VERSION {
         return Err(JournalError::Version {
             path,
@@ -240,10 +243,11 @@ impl Store {
 
     pub fn save(&mut self) -> Result<(), JournalError> {
         self.journal.updated = now();
-        let mut data = serde_json::to_vec_pretty(&self.journal).map_err(|e| JournalError::Write {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        let mut data =
+            serde_json::to_vec_pretty(&self.journal).map_err(|e| JournalError::Write {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?;
         data.push(b'\n');
         write_atomic(&self.path, &data, 0o600).map_err(|source| JournalError::Write {
             path: self.path.clone(),
@@ -456,7 +460,10 @@ mod tests {
         assert!(s2.is_done(Stage::Validate));
         assert!(!s2.is_done(Stage::Prepare));
         assert_eq!(s2.journal.runs, 2);
-        let mode = std::fs::metadata(journal_path(&root)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(journal_path(&root))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
