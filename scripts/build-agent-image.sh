@@ -65,10 +65,10 @@ fetch_deb() { # package -> extracted directory
     local pkg=$1 dir="$CACHE/debs/$1"
     if [ ! -d "$dir" ]; then
         local deb
-        deb=$(ls "$CACHE/debs/${pkg}"_*.deb 2>/dev/null | head -1 || true)
+        deb=$(find "$CACHE/debs" -maxdepth 1 -name "${pkg}_*.deb" | sort | head -1)
         if [ -z "$deb" ]; then
             ( cd "$CACHE/debs" && apt-get download "$pkg" >&2 ) || die "apt-get download $pkg failed (run apt-get update?)"
-            deb=$(ls "$CACHE/debs/${pkg}"_*.deb | head -1)
+            deb=$(find "$CACHE/debs" -maxdepth 1 -name "${pkg}_*.deb" | sort | head -1)
         fi
         mkdir -p "$dir.tmp" && dpkg-deb -x "$deb" "$dir.tmp" && mv "$dir.tmp" "$dir"
     fi
@@ -148,7 +148,8 @@ fi
 WORK="$CACHE/archive"
 rm -rf "$WORK" && mkdir -p "$WORK"
 # Entry names without a "./" prefix, as `docker save` writes them.
-( cd "$RFS" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$WORK/layer.tar" -- $(ls -A) )
+mapfile -t ENTRIES < <(cd "$RFS" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort)
+( cd "$RFS" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$WORK/layer.tar" -- "${ENTRIES[@]}" )
 DIFF_ID=$(sha256sum "$WORK/layer.tar" | cut -d' ' -f1)
 LAYER_DIR="$DIFF_ID"
 mkdir -p "$WORK/$LAYER_DIR"
@@ -189,7 +190,8 @@ jq -n -c --arg repo "$REPO" --arg version "$VERSION" --arg id "$LAYER_DIR" \
     '{($repo): {($version): $id}}' > "$WORK/repositories"
 
 mkdir -p "$(dirname "$OUT")"
-( cd "$WORK" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$OUT.tmp" -- $(ls -A) )
+mapfile -t ENTRIES < <(cd "$WORK" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort)
+( cd "$WORK" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$OUT.tmp" -- "${ENTRIES[@]}" )
 mv "$OUT.tmp" "$OUT"
 
 # Self-check: what `docker load` relies on is present and consistent.

@@ -563,6 +563,7 @@ fn settings(url: &str, checksum: &str, deadline: u64) -> Settings {
             labels: BTreeMap::new(),
             taints: vec![],
             deadline_seconds: deadline,
+            splay_seconds: 0,
         },
         runtime: Default::default(),
         host: Default::default(),

@@ -30,6 +30,7 @@ fn settings() -> Settings {
             labels: Default::default(),
             taints: vec![],
             deadline_seconds: 900,
+            splay_seconds: 0,
         },
         runtime: RuntimeSettings::default(),
         host: HostSettings {

@@ -266,6 +266,7 @@ fn settings(server: &str, checksum: Option<String>) -> Settings {
             labels: BTreeMap::from([("zone".to_string(), "lab".to_string())]),
             taints: vec![],
             deadline_seconds: 30,
+            splay_seconds: 0,
         },
         runtime: RuntimeSettings::default(),
         host: Default::default(),

@@ -157,6 +157,7 @@ fn settings(server: &str, checksum: Option<String>, deadline: u64) -> Settings {
                 effect: TaintEffect::NoSchedule,
             }],
             deadline_seconds: deadline,
+            splay_seconds: 0,
         },
         runtime: Default::default(),
         host: Default::default(),

@@ -29,6 +29,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Setti
             labels: BTreeMap::from([("cattle.io/os".to_string(), "linux".to_string())]),
             taints: vec![],
             deadline_seconds: deadline,
+            splay_seconds: 0,
         },
         runtime: Default::default(),
         host: Default::default(),

@@ -79,6 +79,7 @@ fn settings() -> Settings {
             labels: Default::default(),
             taints: vec![],
             deadline_seconds: 10,
+            splay_seconds: 0,
         },
         runtime: RuntimeSettings::default(),
         host: Default::default(),

@@ -48,6 +48,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Debian's iPXE virtio ROM names the modern (virtio 1.0) device id 1af4:1041; SeaBIOS runs
+# it only for a NIC with that id, hence disable-legacy=on below (a transitional 1af4:1000 NIC
+# silently gets no boot ROM: "No bootable device").
 rom=/usr/lib/ipxe/qemu/pxe-virtio.rom
 [ -f "$rom" ] || die "no iPXE ROM at $rom (ipxe-qemu)"
 
@@ -92,7 +95,8 @@ token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   --state-dir "$rancher_dir" --token-file "$rancher_dir/tokens" >"$work/logs/rancher.log" 2>&1 &
 pids+=($!)
 python3 -m http.server "$apt_port" --bind 127.0.0.1 --directory "$apt_repo" >"$work/logs/apt-http.log" 2>&1 &
-pids+=($!)
+apt_pid=$!
+pids+=("$apt_pid")
 for _ in $(seq 100); do
   [ -s "$rancher_dir/ca.pem" ] && curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null 2>&1 && break
   sleep 0.2
@@ -115,10 +119,14 @@ sed -e "s|@BASE_URL@|$base_url|g" -e "s|@USERDATA_URL@|$base_url/user-data|g" \
   -e "s|@EXTRA_ARGS@|systemd.hostname=pxe-node|g" "$IPXE_TEMPLATE" >"$tftp/boot.ipxe"
 http_log=$work/logs/boot-http.log
 python3 -m http.server "$http_port" --bind 127.0.0.1 --directory "$www" >"$http_log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$http_port/vmlinuz" -r 0-0 && break; sleep 0.2; done
+http_pid=$!
+pids+=("$http_pid")
+for _ in $(seq 50); do curl -fsS -o /dev/null -r 0-0 "http://127.0.0.1:$http_port/vmlinuz" 2>/dev/null && break; sleep 0.2; done
 curl -fsS -o /dev/null -r 0-0 "http://127.0.0.1:$http_port/vmlinuz" || die "boot file server down"
 curl -fsS -o /dev/null "http://127.0.0.1:$apt_port/dists/bookworm/Release" || die "apt repository server down"
+# A stale server on the port would answer instead of ours, and its log would be elsewhere.
+kill -0 "$http_pid" 2>/dev/null || die "the boot file server could not start: $(tail -n 1 "$http_log")"
+kill -0 "$apt_pid" 2>/dev/null || die "the apt repository server could not start (port $apt_port taken?)"
 # Only the guest's requests count from here on.
 : >"$http_log"
 
@@ -129,7 +137,7 @@ t_boot=$(date +%s)
 qemu-system-x86_64 -accel tcg,tb-size=128 -m "$memory" -smp 2 \
   -nodefaults -display none -no-reboot -boot n \
   -netdev "user,id=net0,tftp=$tftp,bootfile=boot.ipxe" \
-  -device "virtio-net-pci,netdev=net0,romfile=$rom" -device virtio-rng-pci \
+  -device "virtio-net-pci,disable-legacy=on,netdev=net0,romfile=$rom" -device virtio-rng-pci \
   -serial "file:$serial" &
 qemu_pid=$!
 pids+=("$qemu_pid")

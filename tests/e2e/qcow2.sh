@@ -82,7 +82,8 @@ apt_repo=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/apt
 
 echo "==> host side: apt repository on 127.0.0.1:$apt_port, Rancher test server on 127.0.0.1:$rancher_port"
 python3 -m http.server "$apt_port" --bind 127.0.0.1 --directory "$apt_repo" >"$work/logs/apt-http.log" 2>&1 &
-pids+=($!)
+apt_pid=$!
+pids+=("$apt_pid")
 rancher_dir=$work/rancher
 rm -rf "$rancher_dir"
 mkdir -p "$rancher_dir"
@@ -95,10 +96,12 @@ token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 pids+=($!)
 for _ in $(seq 100); do
   [ -s "$rancher_dir/ca.pem" ] && curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null 2>&1 \
-    && curl -fsS -o /dev/null "http://127.0.0.1:$apt_port/dists/bookworm/Release" && break
+    && curl -fsS -o /dev/null "http://127.0.0.1:$apt_port/dists/bookworm/Release" 2>/dev/null && break
   sleep 0.2
 done
 curl -fsS -o /dev/null "http://127.0.0.1:$apt_port/dists/bookworm/Release" || die "apt repository server down"
+# A stale server on the port would answer instead of ours.
+kill -0 "$apt_pid" 2>/dev/null || die "the apt repository server could not start (port $apt_port taken?)"
 curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null || die "Rancher test server down"
 ca_checksum=$(curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/cacerts" | sha256sum | cut -d' ' -f1)
 

@@ -36,6 +36,9 @@ struct Args {
     /// Spread the nodes' starts uniformly over this many seconds (0: all at once).
     #[arg(long, default_value_t = 0.0)]
     start_spread_secs: f64,
+    /// Each node's `rancher.splay_seconds` (default: bootstrapd's default).
+    #[arg(long, default_value_t = bootstrapd::userdata::DEFAULT_SPLAY_SECONDS)]
+    splay_secs: u64,
     /// Tokio worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -46,7 +49,7 @@ struct Args {
 
 const TOKEN: &str = "fleetbench7q2w3e4r5t6y7u8i9o0pasdfghjklzxcvbnmqwer";
 
-fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Settings {
+fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u64) -> Settings {
     Settings {
         roles,
         rancher: RancherSettings {
@@ -61,6 +64,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Setti
             labels: BTreeMap::new(),
             taints: vec![],
             deadline_seconds: deadline,
+            splay_seconds: splay,
         },
         runtime: Default::default(),
         host: Default::default(),
@@ -134,7 +138,13 @@ async fn run(args: Args) -> Result<bool, String> {
     for i in 0..args.nodes {
         let dir = work_dir.join(format!("node-{i:05}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let settings = settings(&server.url, &server.ca_checksum, roles_of(i), deadline);
+        let settings = settings(
+            &server.url,
+            &server.ca_checksum,
+            roles_of(i),
+            deadline,
+            args.splay_secs,
+        );
         let offset = Duration::from_secs_f64(rng.f64() * args.start_spread_secs.max(0.0));
         tasks.spawn(async move {
             tokio::time::sleep(offset).await;

@@ -69,6 +69,19 @@ pub struct RegistrationRecord {
     pub findings: Vec<Finding>,
 }
 
+/// A random wait before the first contact, so that nodes booting together spread out.
+async fn splay(max_seconds: u64) {
+    if max_seconds == 0 {
+        return;
+    }
+    let wait = Duration::from_millis(fastrand::u64(0..=max_seconds.saturating_mul(1000)));
+    tracing::info!(
+        wait_ms = wait.as_millis() as u64,
+        "splay before contacting Rancher (rancher.splay_seconds)"
+    );
+    tokio::time::sleep(wait).await;
+}
+
 fn systemd_err(unit: &str) -> impl FnOnce(SystemdError) -> RegisterError + '_ {
     move |source| RegisterError::Systemd {
         unit: unit.to_string(),
@@ -102,6 +115,7 @@ pub async fn register(
         findings: Vec::new(),
     };
     tracing::info!(server = %reg.server, ?mode, roles = ?record.roles, node = %node.node_name, "registering with Rancher");
+    splay(settings.rancher.splay_seconds).await;
 
     match mode {
         RegistrationMode::Rke1 => {

@@ -440,6 +440,7 @@ mod tests {
                 labels: Default::default(),
                 taints: vec![],
                 deadline_seconds: 10,
+                splay_seconds: 0,
             },
             runtime: crate::userdata::RuntimeSettings {
                 registry_mirrors: vec!["https://mirror.lab".into()],

@@ -207,6 +207,7 @@ mod tests {
                 labels: Default::default(),
                 taints: vec![],
                 deadline_seconds: 1,
+                splay_seconds: 0,
             },
             runtime: Default::default(),
             host: Default::default(),

@@ -840,6 +840,7 @@ mod tests {
                 labels: Default::default(),
                 taints: vec![],
                 deadline_seconds: 900,
+                splay_seconds: 0,
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),

@@ -573,6 +573,7 @@ mod tests {
                 labels: Default::default(),
                 taints: vec![],
                 deadline_seconds: 10,
+                splay_seconds: 0,
             },
             runtime,
             host: Default::default(),

@@ -70,11 +70,14 @@ impl Deadline {
         self.end.saturating_duration_since(Instant::now())
     }
 
-    /// Exponential backoff with full jitter (http.rs), bounded by what is left.
+    /// Exponential backoff with full jitter (http.rs), bounded by what is left. The first
+    /// cap of 2 s and the ceiling of 8 s, with the start splay (`rancher.splay_seconds`), keep
+    /// a fleet booting at once under 3x the mean request rate while the server is down
+    /// (measured by bench/'s `fleet`); 8 s also bounds the wait after the server is back.
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
-            initial: Duration::from_millis(500),
-            max_delay: Duration::from_secs(15),
+            initial: Duration::from_secs(2),
+            max_delay: Duration::from_secs(8),
             // Never zero: one attempt is always made, even when the budget is spent.
             deadline: self.remaining().max(Duration::from_secs(1)),
             attempts: u32::MAX,

@@ -1,6 +1,7 @@
-//! (module being written)
+//! Thin clients of the system's own interfaces: systemd over D-Bus, the Docker Engine API,
+//! package managers and rtnetlink. No policy here: `actions` decides, these only speak.
 
-pub mod netlink;
-pub mod systemd;
 pub mod docker;
+pub mod netlink;
 pub mod packages;
+pub mod systemd;

@@ -56,6 +56,10 @@ pub enum RegistrationMode {
 
 pub const DEFAULT_AGENT_IMAGE: &str = "rancher/rancher-agent:v2.6.14";
 pub const DEFAULT_DEADLINE_SECONDS: u64 = 900;
+/// With the registration backoff (2 s first cap, 8 s at most, full jitter) this keeps a fleet
+/// booting at once under 3x the mean request rate while Rancher is down (bench/: fleet).
+pub const DEFAULT_SPLAY_SECONDS: u64 = 4;
+pub const MAX_SPLAY_SECONDS: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +98,15 @@ pub struct RancherSettings {
     #[serde(default = "default_deadline")]
     #[schemars(range(min = 1, max = 604800))]
     pub deadline_seconds: u64,
+    /// Wait a random time up to this many seconds before first contacting the server, so a
+    /// fleet that boots at once does not reach Rancher in one burst. 0 disables it.
+    #[serde(default = "default_splay")]
+    #[schemars(range(min = 0, max = 300))]
+    pub splay_seconds: u64,
+}
+
+fn default_splay() -> u64 {
+    DEFAULT_SPLAY_SECONDS
 }
 
 fn default_agent_image() -> String {

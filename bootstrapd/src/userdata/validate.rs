@@ -25,6 +25,7 @@ pub const RANCHER_KEYS: &[&str] = &[
     "labels",
     "taints",
     "deadline_seconds",
+    "splay_seconds",
 ];
 pub const RUNTIME_KEYS: &[&str] = &["engine", "version", "source", "registry_mirrors"];
 pub const SOURCE_KEYS: &[&str] = &["repo", "offline"];
@@ -683,6 +684,9 @@ impl Validator {
         let deadline = f
             .get("deadline_seconds")
             .map(|n| self.integer(n, &f.path("deadline_seconds"), 1, MAX_DEADLINE_SECONDS));
+        let splay = f
+            .get("splay_seconds")
+            .map(|n| self.integer(n, &f.path("splay_seconds"), 0, MAX_SPLAY_SECONDS));
         Some(RancherSettings {
             server: server?,
             token: token?,
@@ -695,6 +699,7 @@ impl Validator {
             labels: labels.unwrap_or(Some(BTreeMap::new()))?,
             taints: taints.unwrap_or(Some(Vec::new()))?,
             deadline_seconds: deadline.unwrap_or(Some(DEFAULT_DEADLINE_SECONDS))?,
+            splay_seconds: splay.unwrap_or(Some(DEFAULT_SPLAY_SECONDS))?,
         })
     }
 

@@ -33,7 +33,9 @@ fail() {
 }
 
 need_value() { # option value
-    [ $# -ge 2 ] && [ -n "$2" ] || fail "option $1 needs a value"
+    if [ $# -lt 2 ] || [ -z "$2" ]; then
+        fail "option $1 needs a value"
+    fi
 }
 
 # Comma-joined lists are what the agent splits (empty items are ignored there).
