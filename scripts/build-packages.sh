@@ -38,7 +38,7 @@ target=$arch-unknown-linux-musl
 # ring compiles C and assembly for the target: musl-gcc for a native build, a cross gcc for
 # aarch64 (see images/aarch64.md).
 need=(rpm dpkg-dev)
-[ "$arch" = "$(uname -m)" ] && need+=(musl-tools) || need+=(gcc-aarch64-linux-gnu)
+[ "$arch" = "$(uname -m)" ] && need+=(musl-tools) || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -103,7 +103,7 @@ install -D -m 0755 "$out/bootstrapd" "$files/usr/bin/bootstrapd"
 install -D -m 0644 configs/bootstrapd.service "$files/usr/lib/systemd/system/bootstrapd.service"
 install -D -m 0644 configs/bootstrapd.toml "$files/etc/bootstrapd/bootstrapd.toml"
 install -D -m 0644 configs/bootstrapd.schema.json "$files/usr/share/bootstrapd/bootstrapd.schema.json"
-install -D -m 0644 LICENSE "$files/usr/share/doc/bootstrapd/copyright" 2>/dev/null || true
+if [ -f LICENSE ]; then install -D -m 0644 LICENSE "$files/usr/share/doc/bootstrapd/copyright"; fi
 
 # .deb
 deb=$stage/deb

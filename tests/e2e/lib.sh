@@ -66,9 +66,14 @@ e2e_summary() {
 
 # ---- host side, shared by tests/e2e/run.sh and scripts/lab ----
 
-# host_install_deps: the host tools the VM tests need (CI starts from a fresh Debian 12).
+# host_install_deps: the host tools the VM tests need (CI starts from a fresh Debian 12),
+# including what scripts/build-agent-image.sh copies into the agent image (jq, openssl, file)
+# and, for its `apt-get download`, package lists.
 host_install_deps() {
-  local need=(qemu-system-x86 qemu-utils genisoimage python3 curl binutils) missing=() p
+  local need=(qemu-system-x86 qemu-utils genisoimage python3 curl binutils jq openssl file) missing=() p
+  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  fi
   for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done

@@ -20,6 +20,16 @@ work=${E2E_WORK:-$repo_root/build/e2e-packages}
 profile=${PROFILE:-release}
 mkdir -p "$work"
 t0=$(date +%s)
+need=(cpio file rpm dpkg-dev python3)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 scripts/build-packages.sh --profile "$profile" --out "$work/pkg" | tee "$work/build.log"
 # shellcheck source=/dev/null

@@ -995,7 +995,9 @@ mod tests {
         assert_eq!(p.outcome, Outcome::Failed);
         let remedy = p.remedy.unwrap();
         assert!(
-            remedy.contains("dnf install -y container-selinux rancher-selinux"),
+            remedy.contains(
+                "dnf install -y --setopt=install_weak_deps=False container-selinux rancher-selinux"
+            ),
             "{remedy}"
         );
 

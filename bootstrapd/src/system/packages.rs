@@ -135,12 +135,14 @@ pub fn install_command(pm: PackageManager, packages: &[String]) -> CommandSpec {
     let mut c = match pm {
         PackageManager::Apt => {
             // confdef/confold: never stop at a dpkg conffile prompt, keep files we wrote
-            // (daemon.json) over any the package ships.
+            // (daemon.json) over any the package ships. No Recommends: docker.io would pull in
+            // git, perl, apparmor and needrestart (which restarts services mid-bootstrap).
             let mut c = CommandSpec::new(
                 "apt-get",
                 &[
                     "install",
                     "-y",
+                    "--no-install-recommends",
                     "-o",
                     "Dpkg::Options::=--force-confdef",
                     "-o",
@@ -151,13 +153,16 @@ pub fn install_command(pm: PackageManager, packages: &[String]) -> CommandSpec {
                 .push(("DEBIAN_FRONTEND".to_string(), "noninteractive".to_string()));
             c
         }
-        PackageManager::Dnf => CommandSpec::new("dnf", &["install", "-y"]),
+        PackageManager::Dnf => CommandSpec::new(
+            "dnf",
+            &["install", "-y", "--setopt=install_weak_deps=False"],
+        ),
         PackageManager::Yum => CommandSpec::new("yum", &["install", "-y"]),
         PackageManager::Zypper => {
             // Bundled rpms are often signed by a key zypper has not imported; without this a
             // non-interactive install aborts.
             let local = packages.iter().any(|p| p.ends_with(".rpm"));
-            let mut args = vec!["--non-interactive", "install"];
+            let mut args = vec!["--non-interactive", "install", "--no-recommends"];
             if local {
                 args.push("--allow-unsigned-rpm");
             }
@@ -609,16 +614,16 @@ i | docker | package | 20.10.17_ce-150000.166.1 | x86_64 | Main\n";
         let c = install_command(PackageManager::Apt, &["docker.io".to_string()]);
         assert_eq!(
             c.to_string(),
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold docker.io"
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold docker.io"
         );
         let c = install_command(PackageManager::Zypper, &["/b/docker.rpm".to_string()]);
         assert_eq!(
             c.to_string(),
-            "zypper --non-interactive install --allow-unsigned-rpm /b/docker.rpm"
+            "zypper --non-interactive install --no-recommends --allow-unsigned-rpm /b/docker.rpm"
         );
         assert_eq!(
             install_command(PackageManager::Dnf, &["moby-engine".into()]).to_string(),
-            "dnf install -y moby-engine"
+            "dnf install -y --setopt=install_weak_deps=False moby-engine"
         );
     }
 
