@@ -12,7 +12,6 @@
 # Host packages it needs (musl-tools, rpm, dpkg-dev) are installed when missing (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo_root=$(pwd)
 profile=release
 out=build/pkg
 arch=$(uname -m)

@@ -3,7 +3,7 @@
 #
 #   scripts/build-pxe.sh [--deb FILE] [--out DIR] [--apt-url URL]
 #
-#   --deb FILE     the bootstrapd .deb (default: build/pkg/bootstrapd_*_amd64.deb, built by
+#   --deb FILE     the bootstrapd .deb (default: build/pkg/bootstrapd_*_<host arch>.deb, built by
 #                  scripts/build-packages.sh when missing)
 #   --out DIR      output directory (default build/pxe)
 #   --apt-url URL  the node's only apt source (trusted); default: the Debian mirror
@@ -20,6 +20,7 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
+# shellcheck disable=SC2034 # used by images/qcow2/rootfs.sh
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 out=$repo_root/build/pxe
 deb=
@@ -55,13 +56,14 @@ t0=$(date +%s)
 timings=()
 step() { timings+=("$(printf '%-28s %5ss' "$1" $(( $(date +%s) - $2 )))"); }
 
+host_deb_arch=$(dpkg --print-architecture)
 if [ -z "$deb" ]; then
-  deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_amd64.deb 2>/dev/null | tail -n 1 || true)
+  deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb 2>/dev/null | tail -n 1 || true)
   if [ -z "$deb" ]; then
     t=$(date +%s)
     "$repo_root/scripts/build-packages.sh" --out "$repo_root/build/pkg"
     step "packages" "$t"
-    deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_amd64.deb | tail -n 1)
+    deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb | tail -n 1)
   fi
 fi
 [ -f "$deb" ] || die "$deb: no such .deb"
@@ -116,7 +118,8 @@ t=$(date +%s)
 rm -f "$out/filesystem.squashfs"
 # zstd: decompresses fast under emulation; the squashfs stays in RAM, so it must be small.
 mksquashfs "$stage" "$out/filesystem.squashfs" -comp zstd -Xcompression-level 15 -noappend \
-  -quiet -no-progress -e boot/initrd.img-"$kver" >/dev/null
+  -quiet -no-progress -e boot/initrd.img-"$kver" >"$work/mksquashfs.log" 2>&1 \
+  || { cat "$work/mksquashfs.log" >&2; die "mksquashfs failed"; }
 step "squashfs" "$t"
 install -m 0644 "$repo_root/images/pxe/boot.ipxe.in" "$out/boot.ipxe.in"
 rm -rf "$stage" "$work/debx"

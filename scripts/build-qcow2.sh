@@ -3,7 +3,7 @@
 #
 #   scripts/build-qcow2.sh [--deb FILE] [--out DIR] [--size SIZE] [--apt-url URL]
 #
-#   --deb FILE     the bootstrapd .deb (default: build/pkg/bootstrapd_*_amd64.deb, built by
+#   --deb FILE     the bootstrapd .deb (default: build/pkg/bootstrapd_*_<host arch>.deb, built by
 #                  scripts/build-packages.sh when missing)
 #   --out DIR      output directory (default build/qcow2)
 #   --size SIZE    virtual disk size (default 4G)
@@ -21,6 +21,7 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
+# shellcheck disable=SC2034 # used by images/qcow2/rootfs.sh
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 out=$repo_root/build/qcow2
 size=4G
@@ -58,13 +59,14 @@ t0=$(date +%s)
 timings=()
 step() { timings+=("$(printf '%-28s %5ss' "$1" $(( $(date +%s) - $2 )))"); }
 
+host_deb_arch=$(dpkg --print-architecture)
 if [ -z "$deb" ]; then
-  deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_amd64.deb 2>/dev/null | tail -n 1 || true)
+  deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb 2>/dev/null | tail -n 1 || true)
   if [ -z "$deb" ]; then
     t=$(date +%s)
     "$repo_root/scripts/build-packages.sh" --out "$repo_root/build/pkg"
     step "packages" "$t"
-    deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_amd64.deb | tail -n 1)
+    deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb | tail -n 1)
   fi
 fi
 [ -f "$deb" ] || die "$deb: no such .deb"

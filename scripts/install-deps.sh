@@ -4,8 +4,13 @@
 set -euo pipefail
 pkgs=(debootstrap qemu-system-x86 qemu-utils genisoimage dosfstools mtools e2fsprogs
       squashfs-tools dpkg-dev apt-utils rpm python3 curl ca-certificates systemd
-      busybox-static bash-static file kmod iproute2 util-linux)
+      busybox-static bash-static file kmod iproute2 util-linux jq openssl binutils
+      e2fsprogs)
 missing=()
+# build-agent-image.sh fetches packages with `apt-get download`: it needs package lists.
+if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+fi
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done

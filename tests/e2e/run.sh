@@ -27,8 +27,8 @@ level=${E2E_LEVEL:-full}
 work=${E2E_WORK:-$repo_root/build/e2e}
 boot_timeout=${E2E_BOOT_TIMEOUT:-1200}
 profile=${E2E_CARGO_PROFILE:-dev}
-apt_port=18080
-rancher_port=8443
+apt_port=${E2E_APT_PORT:-18080}
+rancher_port=${E2E_RANCHER_PORT:-8443}
 t_total=$(date +%s)
 timings=()
 
