@@ -238,6 +238,9 @@ echo "    bootstrapd --root DISK status --json: exit $status_rc ($work/logs/stat
 if [ "$level" = full ]; then
   check_eq "bootstrapd.service succeeded" yes "$(echo "$outcome" | grep -q 'Failed' && echo no || echo yes)"
   check_eq "bootstrapd status: done (exit 0)" 0 "$status_rc"
+  # The userdata says firewalld: disable; bootstrapd masks it over systemd's D-Bus API.
+  check_eq "firewalld masked by bootstrapd (userdata firewalld: disable)" /dev/null \
+    "$(readlink "$mnt/etc/systemd/system/firewalld.service" 2>/dev/null)"
   record=$(python3 tests/e2e/server_record.py "$rancher_dir/nodes.json" 2>&1 || true)
   echo "    server record: $record"
   check "the Rancher test server recorded one system-agent worker, registered once" \

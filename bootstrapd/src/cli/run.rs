@@ -12,23 +12,35 @@ use crate::fsutil::HostRoot;
 use crate::plan;
 use crate::plan::{Finding, Outcome};
 use crate::signature;
-use crate::state::{Stage, StageState, Store};
+use crate::state::{Resources, Stage, StageState, Store};
 use crate::system::systemd::Systemd;
 use crate::userdata::{self, Settings};
 
 use super::{CliResult, notify};
 
 pub async fn run(root: &HostRoot) -> CliResult {
+    let started = std::time::Instant::now();
     let mut store = Store::open(root)?;
-    match run_stages(root, &mut store).await {
-        Ok(code) => Ok(code),
+    let code = match run_stages(root, &mut store).await {
+        Ok(code) => code,
         Err(e) => {
             error!("{e}");
             let _ = store.fail_run(e.0.clone());
             notify::ready(&format!("failed: {e}"));
-            Ok(1)
+            1
         }
-    }
+    };
+    let r = Resources::measure(started);
+    info!(
+        peak_rss_kib = r.peak_rss_kib,
+        cpu_user_ms = r.cpu_user_ms,
+        cpu_system_ms = r.cpu_system_ms,
+        wall_ms = r.wall_ms,
+        "bootstrapd's own footprint for this run (children excluded)"
+    );
+    store.journal.resources = Some(r);
+    store.save()?;
+    Ok(code)
 }
 
 async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::CliError> {

@@ -94,6 +94,14 @@ pub fn render(j: &Journal) -> String {
     if let Some(e) = &j.error {
         out += &format!("error: {e}\n");
     }
+    if let Some(r) = &j.resources {
+        out += &format!(
+            "last run: {:.1} s, bootstrapd's own CPU {:.2} s, peak RSS {:.1} MiB\n",
+            r.wall_ms as f64 / 1000.0,
+            (r.cpu_user_ms + r.cpu_system_ms) as f64 / 1000.0,
+            r.peak_rss_kib as f64 / 1024.0
+        );
+    }
     for stage in Stage::ALL {
         let Some(rec) = j.stages.iter().find(|r| r.stage == stage) else {
             continue;

@@ -144,7 +144,45 @@ pub struct Journal {
     pub notes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the last run cost bootstrapd's own process (children excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
     pub updated: u64,
+}
+
+/// bootstrapd's own footprint, from getrusage(RUSAGE_SELF) and /proc/self/status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub peak_rss_kib: u64,
+    pub cpu_user_ms: u64,
+    pub cpu_system_ms: u64,
+    pub wall_ms: u64,
+}
+
+impl Resources {
+    /// Measures this process now; `started` is when the run began.
+    pub fn measure(started: std::time::Instant) -> Resources {
+        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok();
+        let ms = |tv: nix::sys::time::TimeVal| {
+            (tv.tv_sec().max(0) as u64) * 1000 + (tv.tv_usec().max(0) as u64) / 1000
+        };
+        // VmHWM is the peak resident set; ru_maxrss is the same in KiB on Linux.
+        let peak = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .or_else(|| usage.map(|u| u.max_rss().max(0) as u64))
+            .unwrap_or(0);
+        Resources {
+            peak_rss_kib: peak,
+            cpu_user_ms: usage.map(|u| ms(u.user_time())).unwrap_or(0),
+            cpu_system_ms: usage.map(|u| ms(u.system_time())).unwrap_or(0),
+            wall_ms: started.elapsed().as_millis() as u64,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +229,7 @@ impl Default for Journal {
             registration: None,
             notes: Vec::new(),
             error: None,
+            resources: None,
             updated: now(),
         }
     }
