@@ -118,32 +118,12 @@ async fn install_packages(
     // Output is logged and parsed for errors: keep it untranslated.
     spec.env.push(("LANG".into(), "C".into()));
     spec.env.push(("LC_ALL".into(), "C".into()));
-    packages::run(&spec)
-        .await
-        .map_err(|e| (format!("{e}"), format!("run `{spec}` by hand to see why")))?;
     let db = if manager == PackageManager::Apt {
         PackageManager::Apt
     } else {
         PackageManager::Dnf
     };
-    let mut got = Vec::new();
-    for n in names {
-        match packages::installed_version(root, db, n).await {
-            Ok(Some(v)) => got.push(format!("{n} {v}")),
-            Ok(None) => {
-                return Err((
-                    format!("{n} is still not installed after `{spec}`"),
-                    format!("check that a configured repository provides {n}"),
-                ));
-            }
-            Err(e) => {
-                return Err((
-                    format!("cannot verify {n}: {e}"),
-                    "check the package database".into(),
-                ));
-            }
-        }
-    }
+    let got = packages::install_and_verify(root, db, &spec, names).await?;
     Ok(format!("installed {}", got.join(", ")))
 }
 

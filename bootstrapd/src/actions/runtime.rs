@@ -286,27 +286,7 @@ async fn install(
         }
     }
     let spec = packages::install_command(pm, &specs);
-    packages::run(&spec)
-        .await
-        .map_err(|e| (e.to_string(), format!("run `{spec}` by hand to see why")))?;
-    let mut got = Vec::new();
-    for n in names {
-        match packages::installed_version(root, pm, n).await {
-            Ok(Some(v)) => got.push(format!("{n} {v}")),
-            Ok(None) => {
-                return Err((
-                    format!("{n} is still not installed after `{spec}`"),
-                    format!("check that a configured repository provides {n}"),
-                ));
-            }
-            Err(e) => {
-                return Err((
-                    format!("cannot verify {n}: {e}"),
-                    "check the package database".into(),
-                ));
-            }
-        }
-    }
+    let got = packages::install_and_verify(root, pm, &spec, names).await?;
     Ok((Outcome::Changed, format!("installed {}", got.join(", "))))
 }
 

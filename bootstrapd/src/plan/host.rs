@@ -145,16 +145,11 @@ impl HostStep {
 
     /// The finding `plan` prints: the planned outcome without touching anything.
     pub fn preview(&self) -> Finding {
-        match &self.action {
-            HostAction::Report { outcome, remedy } => {
-                let f = Finding::new(self.step, *outcome, self.detail.clone());
-                match remedy {
-                    Some(r) => f.with_remedy(r.clone()),
-                    None => f,
-                }
-            }
-            _ => Finding::new(self.step, Outcome::WouldChange, self.detail.clone()),
-        }
+        let report = match &self.action {
+            HostAction::Report { outcome, remedy } => Some((*outcome, remedy.as_ref())),
+            _ => None,
+        };
+        crate::plan::preview(self.step, &self.detail, report)
     }
 }
 

@@ -47,6 +47,21 @@ pub struct Finding {
     pub remedy: Option<String>,
 }
 
+/// The finding `plan` prints for a step, without touching anything: a step that only
+/// reports keeps its outcome and remedy; any other step would change the host.
+pub fn preview(step: &str, detail: &str, report: Option<(Outcome, Option<&String>)>) -> Finding {
+    match report {
+        Some((outcome, remedy)) => {
+            let f = Finding::new(step, outcome, detail);
+            match remedy {
+                Some(r) => f.with_remedy(r.clone()),
+                None => f,
+            }
+        }
+        None => Finding::new(step, Outcome::WouldChange, detail),
+    }
+}
+
 impl Finding {
     pub fn new(step: impl Into<String>, outcome: Outcome, detail: impl Into<String>) -> Self {
         Finding {

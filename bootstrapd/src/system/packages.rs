@@ -528,6 +528,38 @@ pub async fn candidates(pm: PackageManager, package: &str) -> Result<Vec<String>
     ))
 }
 
+/// Runs `spec` (an install), then confirms every package in `names` is in the package
+/// database. Returns "name version" lines, or (what went wrong, the one-line remedy).
+pub async fn install_and_verify(
+    root: &HostRoot,
+    db: PackageManager,
+    spec: &CommandSpec,
+    names: &[String],
+) -> Result<Vec<String>, (String, String)> {
+    run(spec)
+        .await
+        .map_err(|e| (e.to_string(), format!("run `{spec}` by hand to see why")))?;
+    let mut got = Vec::new();
+    for n in names {
+        match installed_version(root, db, n).await {
+            Ok(Some(v)) => got.push(format!("{n} {v}")),
+            Ok(None) => {
+                return Err((
+                    format!("{n} is still not installed after `{spec}`"),
+                    format!("check that a configured repository provides {n}"),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    format!("cannot verify {n}: {e}"),
+                    "check the package database".into(),
+                ));
+            }
+        }
+    }
+    Ok(got)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

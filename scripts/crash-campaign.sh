@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Crash campaign (issue 7), in the VM: crash bootstrapd's node at stage boundaries and in the
+# middle of stages, boot the same disk again without the crash, and count what matters:
+#   converged      the clean boot ends with bootstrapd.service succeeded, `status --json` rc 0,
+#                  verdict done
+#   records        the Rancher test server's records for the node's hostname (must be 1; a
+#                  second record is a second registration under a new identity)
+#   connects       accepted registrations/connections of that record (system-agent: 1 is
+#                  one registration; rke1: one per agent container start, not a count of
+#                  registrations)
+#   agents         rke1: rancher-agent containers on the node after the clean boot (must be 1)
+#   journal        every state.json found at boot after a crash parses as JSON (a torn or empty
+#                  journal is corrupt)
+#
+#   scripts/crash-campaign.sh [--points "ID ..."] [--list] [--binary PATH]
+#
+# A point is "ID MODE SPEC[/SPEC...]": one boot per SPEC with bootstrapd.crash=SPEC on the
+# kernel command line (images/debian12/overlay/usr/libexec/bootstrapd-e2e/crasher explains
+# SPEC: ACTION,STAGE[,STEP[,DELAY]]), then one boot without. Each point is its own node (the
+# ID is its hostname, a fresh disk). Boots run one at a time.
+#
+# Environment: CRASH_WORK (build/crash), CRASH_APT_PORT (18090), CRASH_RANCHER_PORT (8450),
+# CRASH_BOOT_TIMEOUT (900 s), E2E_CARGO_PROFILE (dev), BOOTSTRAPD_CACHE, DEBIAN_MIRROR.
+# Exit status: 0 when every point converged with no duplicate and no corrupt journal and every
+# crash fired, 1 otherwise. Serial logs: $CRASH_WORK/logs/ID-bootN.log.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo_root"
+# shellcheck source=tests/e2e/lib.sh
+. tests/e2e/lib.sh
+
+# ID MODE SPECS. sa = rancher-system-agent (fast: no runtime install), r1 = rke1 (Docker from the
+# local apt repository, the agent container from the image's archive). Ordered so that the most
+# telling points come first when time is short.
+ALL_POINTS=(
+  "r1-kill-mid-install rke1 kill,runtime,runtime.install,60"
+  "sa-reset-register-start system-agent reset,register,node+identity"
+  "sa-reset-mid-register system-agent reset,register,registering,2"
+  "sa-kill-mid-register system-agent kill,register,registering,2"
+  "r1-reset-mid-install rke1 reset,runtime,runtime.install,120"
+  "sa-kill-prepare-start system-agent kill,prepare"
+  "sa-reset-mid-prepare system-agent reset,prepare,modules"
+  "sa-reset-begin system-agent reset,begin"
+  "sa-kill-runtime-start system-agent kill,runtime"
+  "r1-reset-mid-register rke1 reset,register,registering,6"
+  "r1-kill-mid-register rke1 kill,register,registering,12"
+  "sa-poweroff-mid-register system-agent poweroff,register,registering,2"
+  "r1-reset-runtime-start rke1 reset,runtime"
+)
+# The short form (tests/e2e/crash.sh): two crashes chained on one rke1 node.
+CI_POINTS=(
+  "ci-r1-chain rke1 kill,runtime,runtime.install,45/reset,register,node+identity"
+)
+
+work=${CRASH_WORK:-$repo_root/build/crash}
+apt_port=${CRASH_APT_PORT:-18090}
+rancher_port=${CRASH_RANCHER_PORT:-8450}
+boot_timeout=${CRASH_BOOT_TIMEOUT:-900}
+profile=${E2E_CARGO_PROFILE:-dev}
+binary=
+selected=()
+
+die() { echo "crash-campaign: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --points) read -r -a selected <<<"${2:?}"; shift 2 ;;
+    --binary) binary=${2:?}; shift 2 ;;
+    --list) printf '%s\n' "${ALL_POINTS[@]}" "${CI_POINTS[@]}"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || die "must run as root (image build)"
+
+points=()
+if [ ${#selected[@]} = 0 ]; then
+  points=("${ALL_POINTS[@]}")
+else
+  for id in "${selected[@]}"; do
+    found=
+    for p in "${ALL_POINTS[@]}" "${CI_POINTS[@]}"; do
+      [ "${p%% *}" = "$id" ] && found=$p
+    done
+    [ -n "$found" ] || die "no point $id (see --list)"
+    points+=("$found")
+  done
+fi
+
+host_install_deps
+problem=$(host_qemu_problem)
+[ -z "$problem" ] || { echo "crash-campaign: FAIL: qemu cannot run the VM: $problem" >&2; exit 1; }
+mkdir -p "$work/logs"
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+t_total=$(date +%s)
+
+if [ -n "$binary" ]; then
+  install -m 0755 "$binary" "$work/bootstrapd"
+else
+  echo "==> building bootstrapd (profile $profile)"
+  host_build_bootstrapd "$work/bootstrapd" "$profile"
+fi
+echo "==> rke1 agent image archive, node image"
+scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
+  || die "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)"
+scripts/build-image.sh --binary "$work/bootstrapd" --out "$work/image" \
+  --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" >"$work/logs/image.log" 2>&1 \
+  || die "scripts/build-image.sh failed (see $work/logs/image.log)"
+# shellcheck source=/dev/null
+. "$work/image/image.env"
+pid=$(host_start_apt_server "$apt_port" "$APT_REPO" "$work/logs/apt-http.log") \
+  || die "the apt repository server did not come up (see $work/logs/apt-http.log)"
+pids+=("$pid")
+rancher_dir=$work/rancher
+started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log") \
+  || die "the Rancher test server did not start (see $work/logs/rancher.log)"
+read -r pid token ca_checksum <<<"$started"
+pids+=("$pid")
+server_url=https://10.0.2.2:$rancher_port
+echo "    setup done in $(( $(date +%s) - t_total ))s"
+
+# journal_ok LOG: "ok", "absent" or "corrupt (...)" for the journal-at-boot section.
+journal_ok() {
+  local sec
+  sec=$(e2e_section "$1" journal-at-boot)
+  if [ -z "$sec" ]; then
+    echo "no-report"
+  elif [ "$sec" = absent ]; then
+    echo "absent"
+  else
+    printf '%s\n' "$sec" | sed -n 's/^json=//p' | python3 -c '
+import json, sys
+try:
+    j = json.load(sys.stdin)
+    p = j.get("progress") or {}
+    print("ok(%s,%s/%s)" % (j.get("verdict"), p.get("stage", "-"), p.get("step", "-") or "-"))
+except Exception as e:
+    print("corrupt(%s)" % str(e).replace(" ", "_"))'
+  fi
+}
+
+rows=()
+failed_points=0
+run_point() { # ID MODE SPECS
+  local id=$1 mode=$2 specs=$3 ud=$work/$1.user-data n=0 spec log rc t0 extra f fired='' journals=() j
+  local specs_a verdict status_rc result records connects agents corrupt=0 missed=0 notes=()
+  IFS=/ read -r -a specs_a <<<"$specs"
+  render_userdata tests/e2e/userdata/node.yaml "$ud" "$server_url" "$token" "$ca_checksum" \
+    "$( [ "$mode" = rke1 ] && echo 'etcd, controlplane, worker' || echo worker)" "$mode"
+  t0=$(date +%s)
+  for spec in "${specs_a[@]}" ""; do
+    n=$((n + 1))
+    log=$work/logs/$id-boot$n.log
+    extra=()
+    [ "$n" = 1 ] && extra+=(--fresh)
+    echo "==> $id: boot $n ${spec:+(bootstrapd.crash=$spec)}${spec:-(clean)}"
+    rc=0
+    scripts/vm.sh --image-env "$work/image/image.env" --overlay "$work/$id.qcow2" "${extra[@]}" \
+      --user-data "$ud" --hostname "$id" \
+      --append "bootstrapd.e2e bootstrapd.e2e.journal${spec:+ bootstrapd.crash=$spec}" \
+      --serial "$log" --timeout "$boot_timeout" >/dev/null || rc=$?
+    [ "$rc" = 0 ] || notes+=("boot $n: vm.sh status $rc")
+    if [ -n "$spec" ]; then
+      f=$(tr -d '\r' <"$log" | sed -n 's/^@@E2E crash| firing \([a-z]*\) at stage=\([a-z]*\) step=\(.*\) uptime=.*/\2:\3/p' | head -n 1)
+      if [ -z "$f" ]; then
+        missed=$((missed + 1))
+        f="MISSED"
+        tr -d '\r' <"$log" | sed -n 's/^@@E2E crash| /    crasher: /p' | head -n 3
+      fi
+      echo "    fired at: $f"
+      fired=${fired:+$fired+}${f// /_}
+      tr -d '\r' <"$log" | sed -n 's/^@@E2E crash| process [0-9]*: /    process: /p' | cut -c1-160
+    fi
+    if [ "$n" -gt 1 ]; then
+      j=$(journal_ok "$log")
+      journals+=("$j")
+      case $j in corrupt*) corrupt=$((corrupt + 1)) ;; esac
+    fi
+  done
+  # The clean boot's verdict.
+  verdict=$(e2e_section "$log" status-json | sed -n 's/^  "verdict": "\(.*\)",$/\1/p' | head -n 1)
+  status_rc=$(e2e_rc "$log" status-json)
+  if ! e2e_section "$log" status-json | grep -v '^rc=' | python3 -m json.tool >/dev/null 2>&1; then
+    corrupt=$((corrupt + 1))
+    notes+=("final status --json is not JSON")
+  fi
+  records=$(python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h' | grep -c . || true)
+  connects=$(python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h { print $4 }' | paste -sd, -)
+  agents=-
+  if [ "$mode" = rke1 ]; then
+    agents=$(e2e_section "$log" docker-ps | grep -c ' rancher/rancher-agent:' || true)
+  fi
+  local problems=()
+  if [ "$(e2e_prop "$log" unit-bootstrapd Result)" != success ] || [ "$status_rc" != 0 ] || [ "$verdict" != "done" ]; then
+    problems+=(NOT-CONVERGED)
+  fi
+  [ "$records" = 1 ] || problems+=("RECORDS=$records")
+  [ "$mode" != system-agent ] || [ "$connects" = 1 ] || problems+=(REREGISTERED)
+  [ "$mode" != rke1 ] || [ "$agents" = 1 ] || problems+=("AGENTS=$agents")
+  [ "$corrupt" = 0 ] || problems+=(CORRUPT-JOURNAL)
+  [ "$missed" = 0 ] || problems+=(CRASH-MISSED)
+  result=ok
+  [ ${#problems[@]} = 0 ] || result=$(IFS=,; echo "${problems[*]}")
+  [ "$result" = ok ] || failed_points=$((failed_points + 1))
+  rows+=("$(printf '%-26s %-12s %-34s %-7s %-4s %-7s %-8s %-6s %-5s %s' "$id" "$mode" "$fired" \
+    "${verdict:--}" "${status_rc:--}" "$records" "${connects:--}" "$agents" "$(( $(date +%s) - t0 ))s" "$result")")
+  echo "    journal at boot: ${journals[*]}; final: verdict=${verdict:--} rc=${status_rc:--} records=$records connects=${connects:--} agents=$agents -> $result"
+  for j in "${notes[@]}"; do echo "    note: $j"; done
+  if [ "$result" != ok ]; then
+    echo "    bootstrapd's journal on the clean boot (errors, last lines):"
+    e2e_section "$log" journal-bootstrapd | grep -iE 'error|fail|dpkg|apt|interrupt|refus' | tail -n 15 | sed 's/^/      /'
+    e2e_section "$log" status | tail -n 20 | sed 's/^/      status: /'
+  fi
+}
+
+for p in "${points[@]}"; do
+  read -r id mode specs <<<"$p"
+  run_point "$id" "$mode" "$specs"
+done
+
+echo
+echo "crash campaign: $((${#rows[@]})) points, $(( $(date +%s) - t_total ))s"
+printf '%-26s %-12s %-34s %-7s %-4s %-7s %-8s %-6s %-5s %s\n' point mode "fired at" verdict rc records connects agents time result
+printf '%s\n' "${rows[@]}"
+echo "servers' records (hostname generation roles connect_count):"
+python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | sed 's/^/  /'
+echo "tally: $(( ${#rows[@]} - failed_points )) ok, $failed_points not ok"
+[ "$failed_points" = 0 ]
