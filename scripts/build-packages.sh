@@ -172,7 +172,6 @@ Version: $version
 Release: 1
 Summary: first-boot node bootstrap agent
 License: Apache-2.0
-BuildArch: $rpm_arch
 Recommends: firewalld, iptables, container-selinux
 Conflicts: cloud-init
 %description
@@ -198,7 +197,9 @@ if [ -f "$files/usr/share/doc/bootstrapd/copyright" ]; then
   echo "%doc /usr/share/doc/bootstrapd/copyright" >>"$top/SPECS/bootstrapd.spec"
 fi
 # The binary is stripped and static: no debuginfo package, no build-id links, no
-# automatic shared-library requirements to find.
+# automatic shared-library requirements to find. The architecture comes from --target, not
+# from a BuildArch: line, which rpmbuild refuses for a foreign one ("No compatible
+# architectures found for build").
 rpmbuild --quiet --define "_topdir $top" --define '__strip /bin/true' \
   --define 'debug_package %{nil}' --define '_build_id_links none' \
   --target "$rpm_arch" -bb "$top/SPECS/bootstrapd.spec" >"$stage/rpmbuild.log" 2>&1 ||

@@ -24,7 +24,13 @@ grep -E '^test result:' /tmp/bootstrapd-cargo-test.log | awk '{p+=$4; f+=$6; i+=
 if [ "${BOOTSTRAPD_SKIP_VM:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   log "VM end-to-end tests skipped (BOOTSTRAPD_SKIP_VM=1)"
 else
-  log "VM end-to-end tests"
+  log "VM end-to-end tests: host preparation, runtime, registration (tests/e2e/run.sh)"
   tests/e2e/run.sh
+  log "packages: .deb and .rpm contents (tests/e2e/packages.sh)"
+  tests/e2e/packages.sh
+  log "disk image: boot through GRUB, bootstrapd from the .deb (tests/e2e/qcow2.sh)"
+  tests/e2e/qcow2.sh
+  # The PXE network boot (tests/e2e/pxe.sh, ~7 min) and the full campaigns
+  # (scripts/*-campaign.sh, scripts/fuzz.sh, scripts/fleet-bench.sh) are run by hand: see README.
 fi
 log "all tests passed in $(( $(date +%s) - start ))s"

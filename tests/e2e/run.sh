@@ -223,6 +223,20 @@ if [ "$level" = full ]; then
     sh -c '[ "$(echo "$1" | cut -d" " -f1-2)" = "rke1 etcd,controlplane,worker" ]' _ "$(server_node node2)"
 fi
 
+# ---- secrets (tests/e2e/secrets.sh; guest side: the report's "secrets" section and the
+# command-line sampler): the token only in root-owned 0600 files that hold it by design and in
+# the rke1 agent container's environment; never on a command line, in the journal, on the
+# console, in `status`/`query` output or in the agent container's args.
+# shellcheck source=tests/e2e/secrets.sh
+. tests/e2e/secrets.sh
+for b in node1:1:system-agent node1:2:system-agent node2:1:rke1 node2:2:rke1; do
+  IFS=: read -r s_name s_n s_mode <<<"$b"
+  if tr -d '\r' <"$work/logs/$s_name-boot$s_n.log" | grep -q "^@@E2E END boot=$s_n "; then
+    secrets_check "$s_name boot $s_n" "$work/logs/$s_name-boot$s_n.log" "$token" "$s_mode"
+  fi
+done
+# ---- end of secrets
+
 # Control: the same image with bootstrapd.service ordered like Debian's cloud-init.service
 # (images/debian12/overlay/usr/lib/systemd/system-generators/bootstrapd-e2e-cycle). The journal
 # must show the ordering cycle, or the "no ordering cycle" checks above prove nothing.
