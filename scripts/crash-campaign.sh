@@ -16,9 +16,9 @@
 #
 #   scripts/crash-campaign.sh [--points "ID ..."] [--list] [--binary PATH]
 #
-# A point is "ID MODE SPEC[/SPEC...]": one boot per SPEC with bootstrapd.crash=SPEC on the
+# A point is "ID MODE SPEC [SPEC...]": one boot per SPEC with bootstrapd.crash=SPEC on the
 # kernel command line (images/debian12/overlay/usr/libexec/bootstrapd-e2e/crasher explains
-# SPEC: ACTION,STAGE[,STEP[,DELAY]]), then one boot without. Each point is its own node (the
+# SPEC: ACTION,STAGE[,STEP[,DELAY[,WAIT]]]), then one boot without. Each point is its own node (the
 # ID is its hostname, a fresh disk). Boots run one at a time.
 #
 # Environment: CRASH_WORK (build/crash), CRASH_APT_PORT (18090), CRASH_RANCHER_PORT (8450),
@@ -42,8 +42,10 @@ ALL_POINTS=(
   "sa-reset-register-start system-agent reset,register,node+identity"
   "sa-reset-mid-register system-agent reset,register,registering,2"
   "sa-kill-mid-register system-agent kill,register,registering,2"
-  "sa-reset-after-connect system-agent reset,register,registering,5"
-  "sa-kill-after-connect system-agent kill,register,registering,5"
+  "sa-reset-after-connect system-agent reset,register,registering,0,/var/lib/rancher/agent/rancher2_connection_info.json"
+  "sa-kill-after-connect system-agent kill,register,registering,0,/var/lib/rancher/agent/rancher2_connection_info.json"
+  "r1-reset-after-create rke1 reset,register,registering,0,/var/lib/docker/containers/*/config.v2.json"
+  "r1-kill-after-create rke1 kill,register,registering,0,/var/lib/docker/containers/*/config.v2.json"
   "r1-reset-mid-install rke1 reset,runtime,runtime.install,120"
   "sa-kill-prepare-start system-agent kill,prepare"
   "sa-reset-mid-prepare system-agent reset,prepare,modules"
@@ -56,7 +58,7 @@ ALL_POINTS=(
 )
 # The short form (tests/e2e/crash.sh): two crashes chained on one rke1 node.
 CI_POINTS=(
-  "ci-r1-chain rke1 kill,runtime,runtime.install,45/reset,register,node+identity"
+  "ci-r1-chain rke1 kill,runtime,runtime.install,45 reset,register,node+identity"
 )
 
 work=${CRASH_WORK:-$repo_root/build/crash}
@@ -156,7 +158,7 @@ failed_points=0
 run_point() { # ID MODE SPECS
   local id=$1 mode=$2 specs=$3 ud=$work/$1.user-data n=0 spec log rc t0 extra f fired='' journals=() j
   local specs_a verdict status_rc result records connects agents corrupt=0 missed=0 notes=()
-  IFS=/ read -r -a specs_a <<<"$specs"
+  read -r -a specs_a <<<"$specs"
   render_userdata tests/e2e/userdata/node.yaml "$ud" "$server_url" "$token" "$ca_checksum" \
     "$( [ "$mode" = rke1 ] && echo 'etcd, controlplane, worker' || echo worker)" "$mode"
   t0=$(date +%s)
@@ -173,11 +175,11 @@ run_point() { # ID MODE SPECS
       --serial "$log" --timeout "$boot_timeout" >/dev/null || rc=$?
     [ "$rc" = 0 ] || notes+=("boot $n: vm.sh status $rc")
     if [ -n "$spec" ]; then
-      f=$(tr -d '\r' <"$log" | sed -n 's/^@@E2E crash| firing \([a-z]*\) at stage=\([a-z]*\) step=\(.*\) uptime=.*/\2:\3/p' | head -n 1)
+      f=$(tr -d '\r' <"$log" | sed -n 's/^@@E2E crash| firing \([a-z]*\) at stage=\([a-z]*\) step=\(.*\) uptime=.*/\2:\3/p' | sed -n 1p)
       if [ -z "$f" ]; then
         missed=$((missed + 1))
         f="MISSED"
-        tr -d '\r' <"$log" | sed -n 's/^@@E2E crash| /    crasher: /p' | head -n 3
+        tr -d '\r' <"$log" | sed -n 's/^@@E2E crash| /    crasher: /p' | sed -n 1,3p
       fi
       echo "    fired at: $f"
       fired=${fired:+$fired+}${f// /_}
@@ -190,7 +192,7 @@ run_point() { # ID MODE SPECS
     fi
   done
   # The clean boot's verdict.
-  verdict=$(e2e_section "$log" status-json | sed -n 's/^  "verdict": "\(.*\)",$/\1/p' | head -n 1)
+  verdict=$(e2e_section "$log" status-json | sed -n 's/^  "verdict": "\(.*\)",$/\1/p' | sed -n 1p)
   status_rc=$(e2e_rc "$log" status-json)
   if ! e2e_section "$log" status-json | grep -v '^rc=' | python3 -m json.tool >/dev/null 2>&1; then
     corrupt=$((corrupt + 1))
@@ -226,7 +228,7 @@ run_point() { # ID MODE SPECS
   for j in "${notes[@]}"; do echo "    note: $j"; done
   if [ "$result" != ok ]; then
     echo "    bootstrapd's journal on the clean boot (errors, last lines):"
-    e2e_section "$log" journal-bootstrapd | grep -iE 'error|fail|dpkg|apt|interrupt|refus' | tail -n 15 | sed 's/^/      /'
+    e2e_section "$log" journal-bootstrapd | grep -iE 'error|fail|dpkg|apt|interrupt|refus' | tail -n 15 | sed 's/^/      /' || true
     e2e_section "$log" status | tail -n 20 | sed 's/^/      status: /'
   fi
 }

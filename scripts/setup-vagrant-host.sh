@@ -72,6 +72,18 @@ else
   start_daemons
 fi
 
+# Without udev (containers, CI machines) /dev/kvm stays root:root 0600. libvirt then probes an
+# emulator with KVM (as root) but finds /dev/kvm unusable for the qemu user when it checks its
+# cache ("KVM was enabled when probing ..., but it is not available now"), so it re-probes the
+# emulator on every API call: defining six domains took over 7 minutes. Give it the group and
+# mode Debian's udev rules give it.
+if [ -c /dev/kvm ] && [ "$(stat -c %G:%a /dev/kvm)" = root:600 ] && getent group kvm >/dev/null; then
+  $check_only && die "/dev/kvm is root:root 0600 (udev would make it root:kvm 0660)"
+  echo "setup-vagrant-host: /dev/kvm -> root:kvm 0660 (as udev would)"
+  chgrp kvm /dev/kvm
+  chmod 0660 /dev/kvm
+fi
+
 virsh=(virsh -q -c qemu:///system)
 if ! "${virsh[@]}" pool-info default >/dev/null 2>&1; then
   $check_only && die "libvirt storage pool 'default' is missing"

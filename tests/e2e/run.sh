@@ -231,7 +231,7 @@ fi
 . tests/e2e/secrets.sh
 for b in node1:1:system-agent node1:2:system-agent node2:1:rke1 node2:2:rke1; do
   IFS=: read -r s_name s_n s_mode <<<"$b"
-  if tr -d '\r' <"$work/logs/$s_name-boot$s_n.log" | grep -q "^@@E2E END boot=$s_n "; then
+  if grep -qa "^@@E2E END boot=$s_n " "$work/logs/$s_name-boot$s_n.log"; then
     secrets_check "$s_name boot $s_n" "$work/logs/$s_name-boot$s_n.log" "$token" "$s_mode"
   fi
 done

@@ -22,7 +22,7 @@ secrets_console_hits() {
 
 # secrets_hits LOG PLACE: the guest's count for PLACE ("" when the section lacks it).
 secrets_hits() {
-  e2e_section "$1" secrets | sed -n "s/^place=$2 hits=\([0-9]*\).*/\1/p" | head -n 1
+  e2e_section "$1" secrets | sed -n "s/^place=$2 hits=\([0-9]*\).*/\1/p" | sed -n 1p
 }
 
 # secrets_files LOG: "MODE OWNER PATH nobody-readable=yes|no" of each file holding the token.
@@ -35,7 +35,7 @@ secrets_check() {
   local p=$1 log=$2 token=$3 mode=$4 place n samples bad by_design
   if ! e2e_section "$log" secrets | grep -q '^token=found'; then
     fail "$p: secrets: the guest read the token from the seed" \
-      "$(e2e_section "$log" secrets | grep '^token=' | head -n 1)"
+      "$(e2e_section "$log" secrets | grep '^token=' | sed -n 1p)"
     return
   fi
   samples=$(e2e_section "$log" secrets | sed -n 's/^place=cmdline .*samples=\([0-9]*\).*/\1/p')
@@ -69,12 +69,13 @@ secrets_check() {
 
 # secrets_table LOG TOKEN: one line per place, for the campaign's table.
 secrets_table() {
-  local log=$1 token=$2 place
+  local log=$1 token=$2 place v
   for place in $SECRETS_PLACES docker-args docker-env; do
-    printf '  %-22s %s\n' "$place" "$(secrets_hits "$log" "$place" | sed 's/^$/-/')"
+    v=$(secrets_hits "$log" "$place")
+    printf '  %-22s %s\n' "$place" "${v:--}"
   done
   printf '  %-22s %s\n' "serial-console" "$(secrets_console_hits "$log" "$token")"
   printf '  %-22s %s\n' "files" "$(secrets_files "$log" | grep -c .)"
   secrets_files "$log" | sed 's/^/    file /'
-  e2e_section "$log" secrets | grep '^hit=' | sed 's/^/    /'
+  e2e_section "$log" secrets | grep '^hit=' | sed 's/^/    /' || true
 }
