@@ -136,7 +136,9 @@ echo "    setup done in $(( $(date +%s) - t_total ))s"
 # journal_ok LOG: "ok", "absent" or "corrupt (...)" for the journal-at-boot section.
 journal_ok() {
   local sec
-  sec=$(e2e_section "$1" journal-at-boot)
+  # Not e2e_section: systemd's status line on the same console may glue an escape sequence
+  # (ESC [K) in front of a report line.
+  sec=$(tr -d '\r' <"$1" | sed -n 's/^.*@@E2E journal-at-boot| //p')
   if [ -z "$sec" ]; then
     echo "no-report"
   elif [ "$sec" = absent ]; then

@@ -9,7 +9,13 @@ E2E_FAILURES=()
 
 # e2e_section LOG NAME: the lines of one report section, without the "@@E2E NAME| " prefix.
 e2e_section() {
-  tr -d '\r' <"$1" | sed -n "s/^@@E2E $2| //p"
+  e2e_clean "$1" | sed -n "s/^@@E2E $2| //p"
+}
+
+# e2e_clean LOG: the serial log without carriage returns and terminal escapes (systemd's status
+# output can leave an ESC[K glued to the start of the next line the report prints).
+e2e_clean() {
+  tr -d '\r' <"$1" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g'
 }
 
 # e2e_prop LOG SECTION KEY: the value of KEY=VALUE in a section (systemctl show output).

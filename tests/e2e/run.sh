@@ -108,7 +108,7 @@ usec_to_s() { awk -v u="${1:-0}" 'BEGIN { printf "%.1f", u / 1000000 }'; }
 # Checks every boot must pass, whatever bootstrapd's outcome.
 check_boot() { # NAME N
   local log=$work/logs/$1-boot$2.log p="$1 boot $2"
-  if ! tr -d '\r' <"$log" | grep -q "^@@E2E END boot=$2 "; then
+  if ! e2e_clean "$log" | grep -qa "^@@E2E END boot=$2 "; then
     fail "$p: report complete (@@E2E END boot=$2)" "see $log"
     return
   fi
@@ -231,7 +231,7 @@ fi
 . tests/e2e/secrets.sh
 for b in node1:1:system-agent node1:2:system-agent node2:1:rke1 node2:2:rke1; do
   IFS=: read -r s_name s_n s_mode <<<"$b"
-  if grep -qa "^@@E2E END boot=$s_n " "$work/logs/$s_name-boot$s_n.log"; then
+  if e2e_clean "$work/logs/$s_name-boot$s_n.log" | grep -qa "^@@E2E END boot=$s_n "; then
     secrets_check "$s_name boot $s_n" "$work/logs/$s_name-boot$s_n.log" "$token" "$s_mode"
   fi
 done
@@ -241,7 +241,7 @@ done
 # (images/debian12/overlay/usr/lib/systemd/system-generators/bootstrapd-e2e-cycle). The journal
 # must show the ordering cycle, or the "no ordering cycle" checks above prove nothing.
 boot control 1 "bootstrapd.e2e bootstrapd.e2e.cycle"
-if tr -d '\r' <"$work/logs/control-boot1.log" | grep -q '^@@E2E END boot=1 '; then
+if e2e_clean "$work/logs/control-boot1.log" | grep -qa '^@@E2E END boot=1 '; then
   check_section_has "control: a unit ordered before sysinit.target after network-online shows an ordering cycle" \
     "$work/logs/control-boot1.log" ordering-cycle 'ordering cycle'
 else

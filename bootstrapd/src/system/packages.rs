@@ -536,6 +536,21 @@ pub async fn install_and_verify(
     spec: &CommandSpec,
     names: &[String],
 ) -> Result<Vec<String>, (String, String)> {
+    if db == PackageManager::Apt && spec.program == "apt-get" {
+        // A crash (or power loss) mid-install leaves dpkg "interrupted", and apt-get then
+        // refuses everything until it is finished: finish it first (a no-op otherwise).
+        let mut finish = CommandSpec::new(
+            "dpkg",
+            &["--configure", "-a", "--force-confdef", "--force-confold"],
+        );
+        finish.env = spec.env.clone();
+        run(&finish).await.map_err(|e| {
+            (
+                format!("finishing an interrupted dpkg run failed: {e}"),
+                "run `dpkg --configure -a` by hand to see why".to_string(),
+            )
+        })?;
+    }
     run(spec)
         .await
         .map_err(|e| (e.to_string(), format!("run `{spec}` by hand to see why")))?;
