@@ -19,7 +19,7 @@
 
 use serde::Serialize;
 
-use super::{Finding, Outcome};
+use super::Outcome;
 use crate::facts::host::{HostFacts, MODULES_CONF, SYSCTL_CONF, wanted_modules, wanted_sysctls};
 use crate::facts::iptables::Backend;
 use crate::facts::kernel::{
@@ -68,88 +68,19 @@ pub enum HostAction {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostStep {
-    /// Short stable name: firewalld, selinux, iptables-backend, ...
-    pub step: &'static str,
-    /// Why the node needs this (the requirement behind the step).
-    pub reason: &'static str,
-    /// What was found, and for a change what would be done.
-    pub detail: String,
-    pub action: HostAction,
-}
+/// A step of the host plan: see [`crate::plan::Step`].
+pub type HostStep = crate::plan::Step<HostAction>;
 
-impl HostStep {
-    fn report(
-        step: &'static str,
-        reason: &'static str,
-        outcome: Outcome,
-        detail: impl Into<String>,
-    ) -> Self {
-        HostStep {
-            step,
-            reason,
-            detail: detail.into(),
-            action: HostAction::Report {
-                outcome,
-                remedy: None,
-            },
-        }
+impl crate::plan::StepAction for HostAction {
+    fn report(outcome: Outcome, remedy: Option<String>) -> Self {
+        HostAction::Report { outcome, remedy }
     }
 
-    fn failed(
-        step: &'static str,
-        reason: &'static str,
-        detail: impl Into<String>,
-        remedy: impl Into<String>,
-    ) -> Self {
-        Self::with_remedy(step, reason, Outcome::Failed, detail, remedy)
-    }
-
-    fn with_remedy(
-        step: &'static str,
-        reason: &'static str,
-        outcome: Outcome,
-        detail: impl Into<String>,
-        remedy: impl Into<String>,
-    ) -> Self {
-        HostStep {
-            step,
-            reason,
-            detail: detail.into(),
-            action: HostAction::Report {
-                outcome,
-                remedy: Some(remedy.into()),
-            },
-        }
-    }
-
-    fn change(
-        step: &'static str,
-        reason: &'static str,
-        detail: impl Into<String>,
-        action: HostAction,
-    ) -> Self {
-        HostStep {
-            step,
-            reason,
-            detail: detail.into(),
-            action,
-        }
-    }
-
-    /// True when applying would change the host.
-    pub fn changes(&self) -> bool {
-        !matches!(self.action, HostAction::Report { .. })
-    }
-
-    /// The finding `plan` prints: the planned outcome without touching anything.
-    pub fn preview(&self) -> Finding {
-        let report = match &self.action {
+    fn as_report(&self) -> Option<(Outcome, Option<&String>)> {
+        match self {
             HostAction::Report { outcome, remedy } => Some((*outcome, remedy.as_ref())),
             _ => None,
-        };
-        crate::plan::preview(self.step, &self.detail, report)
+        }
     }
 }
 

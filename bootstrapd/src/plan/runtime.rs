@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use super::{Finding, Outcome};
+use super::Outcome;
 use crate::facts::runtime::{
     APT_KEYRING, CONTAINERD_PACKAGES, DOCKER_PACKAGES, DOCKER_UNIT, RuntimeFacts, repo_file_path,
 };
@@ -67,76 +67,19 @@ pub enum RuntimeAction {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RuntimeStep {
-    /// Stable name: runtime.daemon-json, runtime.repository, runtime.install, ...
-    pub step: &'static str,
-    pub reason: &'static str,
-    pub detail: String,
-    pub action: RuntimeAction,
-}
+/// A step of the runtime plan: see [`crate::plan::Step`].
+pub type RuntimeStep = crate::plan::Step<RuntimeAction>;
 
-impl RuntimeStep {
-    fn report(
-        step: &'static str,
-        reason: &'static str,
-        outcome: Outcome,
-        detail: impl Into<String>,
-    ) -> Self {
-        RuntimeStep {
-            step,
-            reason,
-            detail: detail.into(),
-            action: RuntimeAction::Report {
-                outcome,
-                remedy: None,
-            },
-        }
+impl crate::plan::StepAction for RuntimeAction {
+    fn report(outcome: Outcome, remedy: Option<String>) -> Self {
+        RuntimeAction::Report { outcome, remedy }
     }
 
-    fn with_remedy(
-        step: &'static str,
-        reason: &'static str,
-        outcome: Outcome,
-        detail: impl Into<String>,
-        remedy: impl Into<String>,
-    ) -> Self {
-        RuntimeStep {
-            step,
-            reason,
-            detail: detail.into(),
-            action: RuntimeAction::Report {
-                outcome,
-                remedy: Some(remedy.into()),
-            },
-        }
-    }
-
-    fn change(
-        step: &'static str,
-        reason: &'static str,
-        detail: impl Into<String>,
-        action: RuntimeAction,
-    ) -> Self {
-        RuntimeStep {
-            step,
-            reason,
-            detail: detail.into(),
-            action,
-        }
-    }
-
-    pub fn changes(&self) -> bool {
-        !matches!(self.action, RuntimeAction::Report { .. })
-    }
-
-    /// The finding `plan` prints, without touching anything.
-    pub fn preview(&self) -> Finding {
-        let report = match &self.action {
+    fn as_report(&self) -> Option<(Outcome, Option<&String>)> {
+        match self {
             RuntimeAction::Report { outcome, remedy } => Some((*outcome, remedy.as_ref())),
             _ => None,
-        };
-        crate::plan::preview(self.step, &self.detail, report)
+        }
     }
 }
 
