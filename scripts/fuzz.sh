@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Input campaign: runs each cargo-fuzz target for a bounded time and prints a tally.
-#   scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60; CI runs a short form)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60)
+# CI runs the short form on the stable toolchain: bootstrapd/tests/input_campaign.rs (the same
+# entry points and seeds, 12,800+ deterministic mutations).
 # Needs the nightly toolchain (installed here) and cargo-fuzz (installed on demand).
 set -euo pipefail
 cd "$(dirname "$0")/.."

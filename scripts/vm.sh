@@ -11,7 +11,9 @@
 #   --meta-data FILE   NoCloud meta-data (default: instance-id and local-hostname from --hostname)
 #   --hostname NAME    node hostname (systemd.hostname= on the kernel command line)
 #   --append ARGS      extra kernel command-line arguments (e.g. bootstrapd.e2e)
-#   --serial LOG       serial console log file (required)
+#   --serial LOG       serial console log file (required); the test units' report port (a
+#                      second serial port, ttyS1, kept apart so that console output cannot cut
+#                      its marker lines) goes to LOG.report and is appended to LOG at the end
 #   --timeout SECONDS  hard limit for the whole boot (default 1200); exit 124 when hit
 #   --memory MIB, --smp N  (default 1024, 2)
 #
@@ -61,7 +63,7 @@ drives=(-drive "file=$overlay,format=qcow2,if=virtio,cache=unsafe")
 seed_dir=
 if [ -n "$user_data" ]; then
   seed_dir=$(mktemp -d)
-  trap 'rm -rf "$seed_dir"' EXIT
+  trap 'rm -rf "$seed_dir"' EXIT # replaced below, once the serial log exists
   cp "$user_data" "$seed_dir/user-data"
   if [ -n "$meta_data" ]; then
     cp "$meta_data" "$seed_dir/meta-data"
@@ -75,6 +77,14 @@ fi
 
 cmdline="root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1 systemd.hostname=$hostname $append"
 : >"$serial"
+: >"$serial.report"
+# Whatever way qemu ends, the report lands at the end of the console log, where tests read it.
+append_report() {
+  [ -f "$serial.report" ] || return 0
+  cat "$serial.report" >>"$serial"
+  rm -f "$serial.report"
+}
+trap 'append_report; [ -z "$seed_dir" ] || rm -rf "$seed_dir"' EXIT
 start=$(date +%s)
 # In the background so that a TERM to this script (scripts/lab down) reaches qemu: `timeout`
 # runs in its own process group and forwards the signal.
@@ -85,7 +95,7 @@ timeout -k 10 "$timeout" qemu-system-x86_64 \
   "${drives[@]}" \
   -netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
   -device virtio-rng-pci \
-  -serial "file:$serial" &
+  -serial "file:$serial" -serial "file:$serial.report" &
 qpid=$!
 on_signal() {
   kill -TERM "$qpid" 2>/dev/null

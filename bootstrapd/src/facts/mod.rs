@@ -69,6 +69,9 @@ pub(crate) async fn run_tool(
 ) -> Result<Output, FactError> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
+        // systemd's socket is for bootstrapd alone: package scripts that found it would
+        // send readiness of their own (systemd logs and drops it).
+        .env_remove("NOTIFY_SOCKET")
         .env("LANG", "C")
         .env("LC_ALL", "C")
         .stdin(std::process::Stdio::null())

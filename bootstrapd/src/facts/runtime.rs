@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::fsutil::HostRoot;
 use crate::system::docker::{self, EngineInfo};
-use crate::system::packages::{self, PackageManager};
+use crate::system::packages::{self, PackageManager, PackageState};
 use crate::system::systemd::{Systemd, UnitState};
 use crate::userdata::{RuntimeSource, Settings};
 
@@ -32,6 +32,9 @@ pub struct RuntimeFacts {
     pub package_manager: Option<PackageManager>,
     /// Installed engine packages and their versions (only installed ones are listed).
     pub installed: BTreeMap<String, String>,
+    /// Engine packages whose install was cut short (name -> dpkg state, e.g. half-configured).
+    /// The engine may answer all the same; the package still needs finishing.
+    pub unfinished: BTreeMap<String, String>,
     /// The Docker Engine API answered ping; its version.
     pub engine: Option<EngineInfo>,
     pub containerd_socket: bool,
@@ -119,11 +122,14 @@ pub async fn gather(
 
     if let Some(pm) = f.package_manager {
         for name in DOCKER_PACKAGES.iter().chain(CONTAINERD_PACKAGES.iter()) {
-            match packages::installed_version(root, pm, name).await {
-                Ok(Some(v)) => {
+            match packages::package_state(root, pm, name).await {
+                Ok(PackageState::Installed(v)) => {
                     f.installed.insert(name.to_string(), v);
                 }
-                Ok(None) => {}
+                Ok(PackageState::Unfinished(state)) => {
+                    f.unfinished.insert(name.to_string(), state);
+                }
+                Ok(PackageState::Absent) => {}
                 Err(e) => {
                     f.error("packages", e);
                     break;
@@ -186,7 +192,8 @@ mod tests {
         w("/usr/bin/apt-get", "");
         w(
             "/var/lib/dpkg/status",
-            "Package: docker.io\nStatus: install ok installed\nVersion: 20.10.24+dfsg1-1+b3\n",
+            "Package: docker.io\nStatus: install ok installed\nVersion: 20.10.24+dfsg1-1+b3\n\n\
+             Package: containerd\nStatus: install ok unpacked\nVersion: 1.6.20~ds1-1\n",
         );
         w("/etc/hostname", "node1\n");
         w("/etc/docker/daemon.json", "{}\n");
@@ -222,6 +229,10 @@ mod tests {
         assert_eq!(
             f.installed_any(&DOCKER_PACKAGES),
             Some(("docker.io", "20.10.24+dfsg1-1+b3"))
+        );
+        assert_eq!(
+            f.unfinished.get("containerd").map(String::as_str),
+            Some("unpacked")
         );
         assert_eq!(f.daemon_json.as_deref(), Some("{}\n"));
         assert_eq!(

@@ -241,16 +241,36 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
         }
     }
 
-    // 2. Packages.
-    let current = facts
-        .engine
-        .as_ref()
-        .map(|e| ("Docker Engine".to_string(), e.version.clone()))
-        .or_else(|| {
-            facts
-                .installed_any(&DOCKER_PACKAGES)
-                .map(|(p, v)| (p.to_string(), v.to_string()))
-        });
+    // 2. Packages. An engine whose package install was cut short (a crash during its
+    // postinst) may answer all the same; it counts as installed only once dpkg has finished it,
+    // which the install action does first.
+    let unfinished: Vec<String> = facts
+        .unfinished
+        .iter()
+        .map(|(p, state)| format!("{p} ({state})"))
+        .collect();
+    let current = if unfinished.is_empty() {
+        facts
+            .engine
+            .as_ref()
+            .map(|e| ("Docker Engine".to_string(), e.version.clone()))
+            .or_else(|| {
+                facts
+                    .installed_any(&DOCKER_PACKAGES)
+                    .map(|(p, v)| (p.to_string(), v.to_string()))
+            })
+    } else {
+        steps.push(RuntimeStep::report(
+            "runtime.unfinished",
+            WHY_RUNTIME,
+            Outcome::Warning,
+            format!(
+                "an earlier install was cut short: {}; the install step finishes it",
+                unfinished.join(", ")
+            ),
+        ));
+        None
+    };
     if let Some((what, version)) = current {
         match &constraint {
             Some(c) if !c.matches(&version) => steps.push(RuntimeStep::with_remedy(
@@ -599,6 +619,36 @@ mod tests {
         let steps = plan(&s, &f);
         assert_eq!(steps[1].preview().outcome, Outcome::Warning);
         assert!(steps.iter().all(|s| !s.changes()));
+    }
+
+    #[test]
+    fn an_engine_whose_install_was_cut_short_is_finished_not_trusted() {
+        // The crash campaign's case: kill -9 during docker.io's postinst. dockerd was already
+        // enabled and answers after the reboot, but dpkg still has docker.io half-configured.
+        let mut f = apt_host();
+        f.unfinished
+            .insert("docker.io".into(), "half-configured".into());
+        f.engine = Some(EngineInfo {
+            version: "20.10.24+dfsg1".into(),
+            api_version: "1.41".into(),
+        });
+        let steps = plan(&settings(RuntimeSettings::default()), &f);
+        let warn = steps
+            .iter()
+            .find(|s| s.step == "runtime.unfinished")
+            .expect("a finding about the cut-short install");
+        assert_eq!(warn.preview().outcome, Outcome::Warning);
+        assert!(
+            warn.preview()
+                .detail
+                .contains("docker.io (half-configured)")
+        );
+        let install = steps
+            .iter()
+            .find(|s| s.step == "runtime.install")
+            .expect("an install step");
+        assert!(install.changes(), "{install:?}");
+        assert!(matches!(install.action, RuntimeAction::Install { .. }));
     }
 
     #[test]

@@ -413,8 +413,20 @@ pub fn pick_candidate<'a>(candidates: &'a [String], c: &VersionConstraint) -> Op
     best.map(String::as_str)
 }
 
-/// Installed version of `package` from a dpkg status file's text, if installed.
-pub fn parse_dpkg_status(status: &str, package: &str) -> Option<String> {
+/// Where a package stands in the package database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageState {
+    Absent,
+    Installed(String),
+    /// dpkg was cut short mid-install or mid-configure (half-installed, unpacked,
+    /// half-configured, triggers-*): the files may be there and the service may even run, but
+    /// the maintainer scripts did not finish. `dpkg --configure -a` finishes it.
+    Unfinished(String),
+}
+
+/// The state of `package` in a dpkg status file. "config-files" (removed, configuration kept)
+/// counts as absent.
+pub fn parse_dpkg_status(status: &str, package: &str) -> PackageState {
     for stanza in status.split("\n\n") {
         let mut name = None;
         let mut state = None;
@@ -428,49 +440,77 @@ pub fn parse_dpkg_status(status: &str, package: &str) -> Option<String> {
                 version = Some(v.trim());
             }
         }
-        if name == Some(package) && state.is_some_and(|s| s.ends_with(" installed")) {
-            return version.map(str::to_string);
+        if name != Some(package) {
+            continue;
         }
+        // "Status: WANT FLAG STATE"
+        return match state.and_then(|s| s.rsplit(' ').next()) {
+            Some("installed") => PackageState::Installed(version.unwrap_or_default().to_string()),
+            Some(
+                s @ ("half-installed" | "unpacked" | "half-configured" | "triggers-awaited"
+                | "triggers-pending"),
+            ) => PackageState::Unfinished(s.to_string()),
+            _ => PackageState::Absent,
+        };
     }
-    None
+    PackageState::Absent
 }
 
-/// Installed version of `package`, read from the host's package database below `root`.
-pub async fn installed_version(
+/// The state of `package` in the host's package database below `root`. rpm has no
+/// half-finished state that outlives its transaction, so there it is installed or absent.
+pub async fn package_state(
     root: &HostRoot,
     pm: PackageManager,
     package: &str,
-) -> Result<Option<String>, PackageError> {
+) -> Result<PackageState, PackageError> {
     match pm {
         PackageManager::Apt => {
             let path = root.path("/var/lib/dpkg/status");
             match tokio::fs::read_to_string(&path).await {
                 Ok(text) => Ok(parse_dpkg_status(&text, package)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PackageState::Absent),
                 Err(source) => Err(PackageError::Read { path, source }),
             }
         }
-        _ => {
-            let mut spec = CommandSpec::new("rpm", &[]);
-            if !root.is_live() {
-                spec.args.push("--root".into());
-                spec.args
-                    .push(root.path("/").to_string_lossy().into_owned());
-            }
-            spec.args.extend(
-                ["-q", "--qf", "%{EPOCHNUM}:%{VERSION}-%{RELEASE}", package]
-                    .iter()
-                    .map(|s| s.to_string()),
-            );
-            let out = output(&spec).await?;
-            // rpm exits 1 for "not installed": that is an answer, not a failure.
-            if out.status.success() {
-                let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                Ok(Some(v.strip_prefix("0:").map(str::to_string).unwrap_or(v)))
-            } else {
-                Ok(None)
-            }
-        }
+        _ => Ok(match rpm_version(root, package).await? {
+            Some(v) => PackageState::Installed(v),
+            None => PackageState::Absent,
+        }),
+    }
+}
+
+/// Installed version of `package` (fully installed only), read from the host's package
+/// database below `root`.
+pub async fn installed_version(
+    root: &HostRoot,
+    pm: PackageManager,
+    package: &str,
+) -> Result<Option<String>, PackageError> {
+    Ok(match package_state(root, pm, package).await? {
+        PackageState::Installed(v) => Some(v),
+        PackageState::Absent | PackageState::Unfinished(_) => None,
+    })
+}
+
+async fn rpm_version(root: &HostRoot, package: &str) -> Result<Option<String>, PackageError> {
+    let mut spec = CommandSpec::new("rpm", &[]);
+    if !root.is_live() {
+        spec.args.push("--root".into());
+        spec.args
+            .push(root.path("/").to_string_lossy().into_owned());
+    }
+    spec.args.extend(
+        ["-q", "--qf", "%{EPOCHNUM}:%{VERSION}-%{RELEASE}", package]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let out = output(&spec).await?;
+    // rpm exits 1 for "not installed": that is an answer, not a failure.
+    if out.status.success() {
+        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(Some(v.strip_prefix("0:").map(str::to_string).unwrap_or(v)))
+    } else {
+        Ok(None)
     }
 }
 
@@ -478,6 +518,9 @@ async fn output(spec: &CommandSpec) -> Result<std::process::Output, PackageError
     let mut cmd = tokio::process::Command::new(&spec.program);
     // Output is parsed: keep it untranslated.
     cmd.args(&spec.args)
+        // systemd's socket is for bootstrapd alone: package scripts that found it would
+        // send readiness of their own (systemd logs and drops it).
+        .env_remove("NOTIFY_SOCKET")
         .env("LANG", "C")
         .env("LC_ALL", "C")
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -679,11 +722,22 @@ i | docker | package | 20.10.17_ce-150000.166.1 | x86_64 | Main\n";
         let s = "Package: docker.io\nStatus: install ok installed\nVersion: 20.10.24+dfsg1-1+b3\n\n\
 Package: containerd\nStatus: deinstall ok config-files\nVersion: 1.6.20~ds1-1\n";
         assert_eq!(
-            parse_dpkg_status(s, "docker.io").as_deref(),
-            Some("20.10.24+dfsg1-1+b3")
+            parse_dpkg_status(s, "docker.io"),
+            PackageState::Installed("20.10.24+dfsg1-1+b3".into())
         );
-        assert_eq!(parse_dpkg_status(s, "containerd"), None);
-        assert_eq!(parse_dpkg_status(s, "docker-ce"), None);
+        assert_eq!(parse_dpkg_status(s, "containerd"), PackageState::Absent);
+        assert_eq!(parse_dpkg_status(s, "docker-ce"), PackageState::Absent);
+        // What a kill -9 during docker.io's postinst leaves ("iF" in dpkg -l).
+        let cut = "Package: docker.io\nStatus: install ok half-configured\nVersion: 20.10.24\n\n\
+Package: runc\nStatus: install reinstreq half-installed\nVersion: 1.1.5\n";
+        assert_eq!(
+            parse_dpkg_status(cut, "docker.io"),
+            PackageState::Unfinished("half-configured".into())
+        );
+        assert_eq!(
+            parse_dpkg_status(cut, "runc"),
+            PackageState::Unfinished("half-installed".into())
+        );
     }
 
     #[test]

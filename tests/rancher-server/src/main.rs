@@ -84,8 +84,16 @@ fn main() -> ExitCode {
         Some(Command::Table { record: path }) => {
             return match record::read_records(&path) {
                 Ok(nodes) => {
-                    print!("{}", record::format_table(&nodes));
-                    ExitCode::SUCCESS
+                    use std::io::Write;
+                    // Not print!: it panics when the reader went away (`| head`).
+                    match std::io::stdout().write_all(record::format_table(&nodes).as_bytes()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("rancher-test-server: stdout: {e}");
+                            ExitCode::FAILURE
+                        }
+                    }
                 }
                 Err(e) => {
                     eprintln!("rancher-test-server: {e}");
