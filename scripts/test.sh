@@ -30,6 +30,8 @@ else
   tests/e2e/packages.sh
   log "disk image: boot through GRUB, bootstrapd from the .deb (tests/e2e/qcow2.sh)"
   tests/e2e/qcow2.sh
+  log "crash campaign, short form: kill -9 mid-install, reset mid-register (tests/e2e/crash.sh)"
+  tests/e2e/crash.sh
   # The PXE network boot (tests/e2e/pxe.sh, ~7 min) and the full campaigns
   # (scripts/*-campaign.sh, scripts/fuzz.sh, scripts/fleet-bench.sh) are run by hand: see README.
 fi

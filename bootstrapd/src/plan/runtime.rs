@@ -260,15 +260,6 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
                     .map(|(p, v)| (p.to_string(), v.to_string()))
             })
     } else {
-        steps.push(RuntimeStep::report(
-            "runtime.unfinished",
-            WHY_RUNTIME,
-            Outcome::Warning,
-            format!(
-                "an earlier install was cut short: {}; the install step finishes it",
-                unfinished.join(", ")
-            ),
-        ));
         None
     };
     if let Some((what, version)) = current {
@@ -322,7 +313,15 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
                     "runtime.install",
                     WHY_RUNTIME,
                     format!(
-                        "install {} package file(s) from {} with {pm}",
+                        "{}install {} package file(s) from {} with {pm}",
+                        if unfinished.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "finish the cut-short install of {}, ",
+                                unfinished.join(", ")
+                            )
+                        },
                         facts.bundle_packages.len(),
                         o.path
                     ),
@@ -381,7 +380,13 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
                         },
                     ));
                 }
-                steps.push(install_step(settings, pm, constraint.as_ref(), true));
+                steps.push(install_step(
+                    settings,
+                    pm,
+                    constraint.as_ref(),
+                    true,
+                    &unfinished,
+                ));
             }
             RuntimeSource::Distro => {
                 steps.push(install_step(
@@ -389,6 +394,7 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
                     pm,
                     constraint.as_ref(),
                     pm == PackageManager::Apt,
+                    &unfinished,
                 ));
             }
         }
@@ -454,6 +460,7 @@ fn install_step(
     pm: PackageManager,
     constraint: Option<&VersionConstraint>,
     refresh: bool,
+    unfinished: &[String],
 ) -> RuntimeStep {
     let rt = &settings.runtime;
     let packages: Vec<String> = packages_for(rt.engine, &rt.source, pm)
@@ -474,11 +481,20 @@ fn install_step(
     } else {
         ""
     };
+    // Said in the step, not as a warning: once finished, nothing is wrong with the host.
+    let finish_note = if unfinished.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "finish the install an earlier run left cut short ({}), ",
+            unfinished.join(", ")
+        )
+    };
     RuntimeStep::change(
         "runtime.install",
         WHY_RUNTIME,
         format!(
-            "{refresh_note}install {}{version} with {pm}",
+            "{finish_note}{refresh_note}install {}{version} with {pm}",
             packages.join(" ")
         ),
         RuntimeAction::Install {
@@ -633,22 +649,25 @@ mod tests {
             api_version: "1.41".into(),
         });
         let steps = plan(&settings(RuntimeSettings::default()), &f);
-        let warn = steps
-            .iter()
-            .find(|s| s.step == "runtime.unfinished")
-            .expect("a finding about the cut-short install");
-        assert_eq!(warn.preview().outcome, Outcome::Warning);
-        assert!(
-            warn.preview()
-                .detail
-                .contains("docker.io (half-configured)")
-        );
         let install = steps
             .iter()
             .find(|s| s.step == "runtime.install")
             .expect("an install step");
         assert!(install.changes(), "{install:?}");
         assert!(matches!(install.action, RuntimeAction::Install { .. }));
+        assert!(
+            install
+                .preview()
+                .detail
+                .contains("left cut short (docker.io (half-configured))"),
+            "{install:?}"
+        );
+        // Nothing else is judged: a finished install leaves nothing wrong with the host.
+        assert!(
+            steps
+                .iter()
+                .all(|s| s.preview().outcome != Outcome::Warning)
+        );
     }
 
     #[test]
