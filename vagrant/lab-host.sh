@@ -59,47 +59,26 @@ XML
   die "no host interface has $host_ip (virsh net-dumpxml vagrant-libvirt)"
 }
 
-# The lib.sh helpers bind 127.0.0.1 (qemu user networking); the libvirt guests need the
-# gateway address, so these two differ from host_start_apt_server/host_start_rancher in that.
+# The lib.sh helpers, bound to the gateway address, where the libvirt guests reach the host.
 start_apt() {
-  local repo=$1 log=$lab/logs/apt-http.log pid
-  setsid python3 -m http.server "$apt_port" --bind "$host_ip" --directory "$repo" >"$log" 2>&1 &
-  pid=$!
-  for _ in $(seq 50); do
-    curl -fs -o /dev/null "http://$host_ip:$apt_port/dists/bookworm/Release" && break
-    sleep 0.2
-  done
-  curl -fs -o /dev/null "http://$host_ip:$apt_port/dists/bookworm/Release" \
-    || { kill "$pid" 2>/dev/null; die "the apt repository server did not start (see $log)"; }
+  local pid
+  pid=$(host_start_apt_server "$apt_port" "$1" "$lab/logs/apt-http.log" "$host_ip") \
+    || die "the apt repository server did not start (see $lab/logs/apt-http.log)"
   echo "apt apt-repo $pid" >>"$pidfile"
 }
 
 start_rancher() {
-  local dir=$lab/rancher log=$lab/logs/rancher.log pid token sum url
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  cargo build -q -p rancher-test-server || die "cargo build -p rancher-test-server failed"
-  token=lab$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  (umask 077 && echo "$token" >"$dir/tokens")
-  setsid "$(host_target_dir)/debug/rancher-test-server" serve --listen "$host_ip:$rancher_port" \
-    --san "$host_ip" --state-dir "$dir" --token-file "$dir/tokens" >"$log" 2>&1 &
-  pid=$!
+  local started pid token sum url=https://$host_ip:$rancher_port
+  started=$(host_start_rancher "$rancher_port" "$lab/rancher" "$lab/logs/rancher.log" "$host_ip") \
+    || { cmd_stop; die "the Rancher test server did not answer at $url (see $lab/logs/rancher.log)"; }
+  read -r pid token sum <<<"$started"
   echo "server rancher $pid" >>"$pidfile"
-  url=https://$host_ip:$rancher_port
-  for _ in $(seq 150); do
-    [ -s "$dir/ca.pem" ] && curl -fs --cacert "$dir/ca.pem" "$url/ping" >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-  # The checksum as Rancher's node command carries it: sha256 of the /cacerts body. Fetched
-  # with the CA pinned, through the gateway address: this also proves the SAN.
-  sum=$(curl -fsS --cacert "$dir/ca.pem" "$url/cacerts" | sha256sum | cut -d' ' -f1) \
-    || { cmd_stop; die "the Rancher test server did not answer at $url (see $log)"; }
-  [ "$sum" != "$(printf '' | sha256sum | cut -d' ' -f1)" ] || { cmd_stop; die "empty /cacerts from $url"; }
-  (umask 077 && python3 - "$lab/server.json" "$url" "$token" "$sum" "$record" "http://$host_ip:$apt_port/" <<'PY'
-import json, sys
-path, url, token, checksum, record, repo = sys.argv[1:]
+  # The token through the environment, never a command line.
+  (umask 077 && LAB_TOKEN=$token python3 - "$lab/server.json" "$url" "$sum" "$record" "http://$host_ip:$apt_port/" <<'PY'
+import json, os, sys
+path, url, checksum, record, repo = sys.argv[1:]
 with open(path, "w", encoding="utf-8") as f:
-    json.dump({"url": url, "token": token, "ca_checksum": checksum, "record": record,
+    json.dump({"url": url, "token": os.environ["LAB_TOKEN"], "ca_checksum": checksum, "record": record,
                "runtime_repo": repo}, f, indent=1)
 PY
   )

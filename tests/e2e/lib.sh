@@ -114,44 +114,49 @@ host_build_bootstrapd() {
   strip "$out"
 }
 
-# host_start_apt_server PORT REPO LOG: serves the image's apt repository on 127.0.0.1:PORT in
-# the background (its own session, so it outlives the caller if asked to); prints the pid.
+# host_start_apt_server PORT REPO LOG [ADDR]: serves the image's apt repository on ADDR:PORT
+# (default 127.0.0.1, which qemu's user network guests reach as 10.0.2.2) in the background
+# (its own session, so it outlives the caller if asked to); prints the pid.
 host_start_apt_server() {
-  local port=$1 repo=$2 log=$3 pid
-  setsid python3 -m http.server "$port" --bind 127.0.0.1 --directory "$repo" >"$log" 2>&1 &
+  local port=$1 repo=$2 log=$3 addr=${4:-127.0.0.1} pid
+  setsid python3 -m http.server "$port" --bind "$addr" --directory "$repo" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 50); do
-    curl -fs -o /dev/null "http://127.0.0.1:$port/dists/bookworm/Release" && break
+    curl -fs -o /dev/null "http://$addr:$port/dists/bookworm/Release" && break
     sleep 0.2
   done
-  curl -fs -o /dev/null "http://127.0.0.1:$port/dists/bookworm/Release" || {
+  # kill -0: a stale server on the port would answer in place of ours.
+  if ! curl -fs -o /dev/null "http://$addr:$port/dists/bookworm/Release" || ! kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null
     return 1
-  }
+  fi
   echo "$pid"
 }
 
-# host_start_rancher PORT DIR LOG: starts the Rancher test server (tests/rancher-server) on
-# 127.0.0.1:PORT with state in DIR and a fresh token in DIR/tokens (0600; never on a command
-# line). Prints "PID TOKEN CA_CHECKSUM". The guest reaches it as https://10.0.2.2:PORT, a SAN of
-# the server's certificate.
+# host_start_rancher PORT DIR LOG [ADDR]: starts the Rancher test server (tests/rancher-server)
+# on ADDR:PORT (default 127.0.0.1) with state in DIR and a fresh token in DIR/tokens (0600;
+# never on a command line). Prints "PID TOKEN CA_CHECKSUM". A qemu user network guest reaches
+# 127.0.0.1 as https://10.0.2.2:PORT, a SAN of the server's certificate; another ADDR (a
+# libvirt gateway) is added as a SAN.
 host_start_rancher() {
-  local port=$1 dir=$2 log=$3 pid token sum
+  local port=$1 dir=$2 log=$3 addr=${4:-127.0.0.1} pid token sum san=()
+  [ "$addr" = 127.0.0.1 ] || san=(--san "$addr")
   rm -rf "$dir"
   mkdir -p "$dir"
   cargo build -q -p rancher-test-server || return 1
   token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   (umask 077 && echo "$token" >"$dir/tokens")
-  setsid "$(host_target_dir)/debug/rancher-test-server" serve --listen "127.0.0.1:$port" \
-    --state-dir "$dir" --token-file "$dir/tokens" >"$log" 2>&1 &
+  setsid "$(host_target_dir)/debug/rancher-test-server" serve --listen "$addr:$port" \
+    "${san[@]}" --state-dir "$dir" --token-file "$dir/tokens" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 150); do
-    [ -s "$dir/ca.pem" ] && curl -fs --cacert "$dir/ca.pem" "https://127.0.0.1:$port/ping" >/dev/null 2>&1 && break
+    [ -s "$dir/ca.pem" ] && curl -fs --cacert "$dir/ca.pem" "https://$addr:$port/ping" >/dev/null 2>&1 && break
     sleep 0.2
   done
-  # The checksum as the node command carries it: sha256 of the /cacerts body.
-  if ! sum=$(curl -fsS --cacert "$dir/ca.pem" "https://127.0.0.1:$port/cacerts" | sha256sum | cut -d' ' -f1) \
-    || [ "$sum" = "$(printf '' | sha256sum | cut -d' ' -f1)" ]; then
+  # The checksum as the node command carries it: sha256 of the /cacerts body (fetched with the
+  # CA pinned, at ADDR: this also proves the SAN).
+  if ! sum=$(curl -fsS --cacert "$dir/ca.pem" "https://$addr:$port/cacerts" | sha256sum | cut -d' ' -f1) \
+    || [ "$sum" = "$(printf '' | sha256sum | cut -d' ' -f1)" ] || ! kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null
     return 1
   fi
@@ -159,9 +164,16 @@ host_start_rancher() {
 }
 
 # render_userdata TEMPLATE OUT SERVER TOKEN CA_CHECKSUM [ROLES [MODE]]: fills a
-# tests/e2e/userdata template; OUT is 0600 since it holds the token.
+# tests/e2e/userdata template; OUT is 0600 since it holds the token. Bash substitutions only:
+# the token never lands on a command line (sed's argv would show it in /proc).
 render_userdata() {
+  local t
+  t=$(<"$1")
+  t=${t//@SERVER@/"$3"}
+  t=${t//@TOKEN@/"$4"}
+  t=${t//@CA_CHECKSUM@/"$5"}
+  t=${t//@ROLES@/"${6:-worker}"}
+  t=${t//@MODE@/"${7:-system-agent}"}
   rm -f "$2"
-  (umask 077 && sed -e "s|@SERVER@|$3|" -e "s|@TOKEN@|$4|" -e "s|@CA_CHECKSUM@|$5|" \
-    -e "s|@ROLES@|${6:-worker}|" -e "s|@MODE@|${7:-system-agent}|" "$1" >"$2")
+  (umask 077 && printf '%s\n' "$t" >"$2")
 }

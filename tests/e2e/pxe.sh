@@ -85,24 +85,13 @@ apt_repo=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/apt
 
 echo "==> host side: Rancher test server, apt repository, boot files over HTTP"
 rancher_dir=$work/rancher
-rm -rf "$rancher_dir"
-mkdir -p "$rancher_dir"
-cargo build -q -p rancher-test-server
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-(umask 077 && echo "$token" >"$rancher_dir/tokens")
-"$target_dir/debug/rancher-test-server" serve --listen "127.0.0.1:$rancher_port" \
-  --state-dir "$rancher_dir" --token-file "$rancher_dir/tokens" >"$work/logs/rancher.log" 2>&1 &
-pids+=($!)
-python3 -m http.server "$apt_port" --bind 127.0.0.1 --directory "$apt_repo" >"$work/logs/apt-http.log" 2>&1 &
-apt_pid=$!
+started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log") \
+  || die "the Rancher test server did not start (see $work/logs/rancher.log)"
+read -r rancher_pid token ca_checksum <<<"$started"
+pids+=("$rancher_pid")
+apt_pid=$(host_start_apt_server "$apt_port" "$apt_repo" "$work/logs/apt-http.log") \
+  || die "the apt repository server did not start (port $apt_port taken? see $work/logs/apt-http.log)"
 pids+=("$apt_pid")
-for _ in $(seq 100); do
-  [ -s "$rancher_dir/ca.pem" ] && curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null || die "Rancher test server down"
-ca_checksum=$(curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/cacerts" | sha256sum | cut -d' ' -f1)
 
 www=$work/www
 tftp=$work/tftp
@@ -111,9 +100,8 @@ mkdir -p "$www" "$tftp"
 ln -s "$KERNEL" "$www/vmlinuz"
 ln -s "$INITRD" "$www/initrd.img"
 ln -s "$SQUASHFS" "$www/filesystem.squashfs"
-sed -e "s|@SERVER@|https://10.0.2.2:$rancher_port|" -e "s|@TOKEN@|$token|" -e "s|@CA_CHECKSUM@|$ca_checksum|" \
-  tests/e2e/userdata/worker-system-agent.yaml >"$www/user-data"
-chmod 0644 "$www/user-data"
+render_userdata tests/e2e/userdata/worker-system-agent.yaml "$www/user-data" \
+  "https://10.0.2.2:$rancher_port" "$token" "$ca_checksum"
 base_url=http://10.0.2.2:$http_port
 sed -e "s|@BASE_URL@|$base_url|g" -e "s|@USERDATA_URL@|$base_url/user-data|g" \
   -e "s|@EXTRA_ARGS@|systemd.hostname=pxe-node|g" "$IPXE_TEMPLATE" >"$tftp/boot.ipxe"
@@ -123,10 +111,8 @@ http_pid=$!
 pids+=("$http_pid")
 for _ in $(seq 50); do curl -fsS -o /dev/null -r 0-0 "http://127.0.0.1:$http_port/vmlinuz" 2>/dev/null && break; sleep 0.2; done
 curl -fsS -o /dev/null -r 0-0 "http://127.0.0.1:$http_port/vmlinuz" || die "boot file server down"
-curl -fsS -o /dev/null "http://127.0.0.1:$apt_port/dists/bookworm/Release" || die "apt repository server down"
 # A stale server on the port would answer instead of ours, and its log would be elsewhere.
 kill -0 "$http_pid" 2>/dev/null || die "the boot file server could not start: $(tail -n 1 "$http_log")"
-kill -0 "$apt_pid" 2>/dev/null || die "the apt repository server could not start (port $apt_port taken?)"
 # Only the guest's requests count from here on.
 : >"$http_log"
 

@@ -81,36 +81,20 @@ apt_repo=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/apt
 [ -d "$apt_repo" ] || die "no local apt repository at $apt_repo"
 
 echo "==> host side: apt repository on 127.0.0.1:$apt_port, Rancher test server on 127.0.0.1:$rancher_port"
-python3 -m http.server "$apt_port" --bind 127.0.0.1 --directory "$apt_repo" >"$work/logs/apt-http.log" 2>&1 &
-apt_pid=$!
+apt_pid=$(host_start_apt_server "$apt_port" "$apt_repo" "$work/logs/apt-http.log") \
+  || die "the apt repository server did not start (port $apt_port taken? see $work/logs/apt-http.log)"
 pids+=("$apt_pid")
 rancher_dir=$work/rancher
-rm -rf "$rancher_dir"
-mkdir -p "$rancher_dir"
-cargo build -q -p rancher-test-server
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-(umask 077 && echo "$token" >"$rancher_dir/tokens")
-"$target_dir/debug/rancher-test-server" serve --listen "127.0.0.1:$rancher_port" \
-  --state-dir "$rancher_dir" --token-file "$rancher_dir/tokens" >"$work/logs/rancher.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  [ -s "$rancher_dir/ca.pem" ] && curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null 2>&1 \
-    && curl -fsS -o /dev/null "http://127.0.0.1:$apt_port/dists/bookworm/Release" 2>/dev/null && break
-  sleep 0.2
-done
-curl -fsS -o /dev/null "http://127.0.0.1:$apt_port/dists/bookworm/Release" || die "apt repository server down"
-# A stale server on the port would answer instead of ours.
-kill -0 "$apt_pid" 2>/dev/null || die "the apt repository server could not start (port $apt_port taken?)"
-curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/ping" >/dev/null || die "Rancher test server down"
-ca_checksum=$(curl -fsS --cacert "$rancher_dir/ca.pem" "https://127.0.0.1:$rancher_port/cacerts" | sha256sum | cut -d' ' -f1)
+started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log") \
+  || die "the Rancher test server did not start (see $work/logs/rancher.log)"
+read -r rancher_pid token ca_checksum <<<"$started"
+pids+=("$rancher_pid")
 
 seed=$work/seed
 rm -rf "$seed"
 mkdir -p "$seed"
-sed -e "s|@SERVER@|https://10.0.2.2:$rancher_port|" -e "s|@TOKEN@|$token|" -e "s|@CA_CHECKSUM@|$ca_checksum|" \
-  tests/e2e/userdata/worker-system-agent.yaml >"$seed/user-data"
-chmod 0600 "$seed/user-data"
+render_userdata tests/e2e/userdata/worker-system-agent.yaml "$seed/user-data" \
+  "https://10.0.2.2:$rancher_port" "$token" "$ca_checksum"
 printf 'instance-id: iid-qcow2-node\nlocal-hostname: qcow2-node\n' >"$seed/meta-data"
 genisoimage -quiet -output "$seed/seed.iso" -volid cidata -joliet -rock "$seed/user-data" "$seed/meta-data"
 
