@@ -108,7 +108,7 @@ on_signal() {
 }
 trap on_signal TERM INT HUP
 run_qemu
-# qemu 10's TCG has been seen to segfault within seconds of starting (once in hours of boots,
+# qemu's TCG (Debian 12's 7.2) has been seen to segfault within seconds of starting (once in hours of boots,
 # before the guest printed a line). That is the emulator, not the guest under test: start it
 # once more, and say so. A guest that got further than that is never retried.
 if [ "$rc" -gt 128 ] && [ "$rc" != 137 ] && [ "$rc" != 143 ] \

@@ -14,9 +14,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use common::{TOKEN, eventually, server};
+use common::{TOKEN, server};
 use rancher_test_server::{Config, protocol};
 use tokio::io::AsyncReadExt;
 
@@ -175,6 +175,7 @@ fn spawn(rootfs: &Path, entrypoint: &Entrypoint, args: &[&str]) -> tokio::proces
         .expect("chroot starts")
 }
 
+/// The child's stderr then stdout, read to the end.
 async fn output_of(child: &mut tokio::process::Child) -> String {
     let mut output = String::new();
     if let Some(mut stderr) = child.stderr.take() {
@@ -184,6 +185,78 @@ async fn output_of(child: &mut tokio::process::Child) -> String {
         let _ = stdout.read_to_string(&mut output).await;
     }
     output
+}
+
+/// A long-running child's stdout and stderr, read as they come (a full pipe would stall it)
+/// into one buffer, so that a test that gives up can show what the child said.
+struct Captured {
+    buf: Arc<Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Captured {
+    fn so_far(&self) -> String {
+        self.buf.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Everything, once both pipes are closed (bounded: a straggler holding a pipe open
+    /// must not hang the test).
+    async fn finish(self) -> String {
+        for r in self.readers {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), r).await;
+        }
+        self.buf.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn capture(child: &mut tokio::process::Child) -> Captured {
+    let buf = Arc::new(Mutex::new(String::new()));
+    fn pump(
+        mut r: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+        buf: Arc<Mutex<String>>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = r.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        })
+    }
+    let mut readers = Vec::new();
+    if let Some(e) = child.stderr.take() {
+        readers.push(pump(e, buf.clone()));
+    }
+    if let Some(o) = child.stdout.take() {
+        readers.push(pump(o, buf.clone()));
+    }
+    Captured { buf, readers }
+}
+
+/// `eventually`, with the child's output so far in the failure message.
+async fn eventually_or_show<T>(
+    what: &str,
+    output: &Captured,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    // Not a timing assertion: the bound only keeps a broken run from hanging.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "gave up waiting for {what}; the entrypoint said:\n{}",
+                output.so_far()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 fn split_list(value: &str) -> Vec<&str> {
@@ -229,9 +302,10 @@ async fn entrypoint_registers_with_token_from_the_environment() {
         ],
     );
     let pgid = child.id().expect("pid");
+    let said = capture(&mut child);
 
     let name = protocol::rke1_node_name("imagenode");
-    let node = eventually("entrypoint + agent registered the node", || {
+    let node = eventually_or_show("entrypoint + agent registered the node", &said, || {
         server.record().into_iter().find(|n| n.name == name)
     })
     .await;
@@ -241,7 +315,7 @@ async fn entrypoint_registers_with_token_from_the_environment() {
     assert_eq!(node.labels.get("tier").map(String::as_str), Some("control"));
     assert_eq!(node.labels.get("zone").map(String::as_str), Some("a"));
     assert_eq!(node.taints, vec!["dedicated=cp:NoSchedule"]);
-    eventually("the tunnel is held", || {
+    eventually_or_show("the tunnel is held", &said, || {
         (server.active_tunnels() == 1).then_some(())
     })
     .await;
@@ -299,7 +373,7 @@ async fn entrypoint_registers_with_token_from_the_environment() {
         .expect("kill runs");
     assert!(killed.success());
     let _ = child.wait().await;
-    let output = output_of(&mut child).await;
+    let output = said.finish().await;
     assert!(
         output.contains(entrypoint.redacted_marker),
         "the entrypoint logged its settings with the token redacted:\n{output}"
