@@ -29,8 +29,8 @@ level=${E2E_LEVEL:-full}
 work=${E2E_WORK:-$repo_root/build/e2e-qcow2}
 boot_timeout=${E2E_BOOT_TIMEOUT:-1500}
 # Ports of their own: tests/e2e/run.sh may run at the same time.
-apt_port=18090
-rancher_port=8453
+apt_port=${QCOW2_APT_PORT:-18094}
+rancher_port=${QCOW2_RANCHER_PORT:-8453}
 t_total=$(date +%s)
 timings=()
 timed() { timings+=("$(printf '%-40s %5ss' "$1" "$2")"); }
