@@ -303,6 +303,7 @@ async fn install_files(root: &HostRoot, pm: PackageManager, files: &[String]) ->
         })
         .collect();
     let spec = packages::install_command(pm, &args);
+    packages::finish_interrupted(pm, &spec).await?;
     packages::run(&spec).await.map_err(|e| {
         (
             e.to_string(),

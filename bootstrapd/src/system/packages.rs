@@ -571,6 +571,28 @@ pub async fn candidates(pm: PackageManager, package: &str) -> Result<Vec<String>
     ))
 }
 
+/// Before an apt-get install: a crash (or power loss) mid-install leaves dpkg "interrupted",
+/// and apt-get then refuses everything until it is finished. Finishes it (a no-op otherwise).
+pub async fn finish_interrupted(
+    db: PackageManager,
+    install: &CommandSpec,
+) -> Result<(), (String, String)> {
+    if db != PackageManager::Apt || install.program != "apt-get" {
+        return Ok(());
+    }
+    let mut finish = CommandSpec::new(
+        "dpkg",
+        &["--configure", "-a", "--force-confdef", "--force-confold"],
+    );
+    finish.env = install.env.clone();
+    run(&finish).await.map(|_| ()).map_err(|e| {
+        (
+            format!("finishing an interrupted dpkg run failed: {e}"),
+            "run `dpkg --configure -a` by hand to see why".to_string(),
+        )
+    })
+}
+
 /// Runs `spec` (an install), then confirms every package in `names` is in the package
 /// database. Returns "name version" lines, or (what went wrong, the one-line remedy).
 pub async fn install_and_verify(
@@ -579,21 +601,7 @@ pub async fn install_and_verify(
     spec: &CommandSpec,
     names: &[String],
 ) -> Result<Vec<String>, (String, String)> {
-    if db == PackageManager::Apt && spec.program == "apt-get" {
-        // A crash (or power loss) mid-install leaves dpkg "interrupted", and apt-get then
-        // refuses everything until it is finished: finish it first (a no-op otherwise).
-        let mut finish = CommandSpec::new(
-            "dpkg",
-            &["--configure", "-a", "--force-confdef", "--force-confold"],
-        );
-        finish.env = spec.env.clone();
-        run(&finish).await.map_err(|e| {
-            (
-                format!("finishing an interrupted dpkg run failed: {e}"),
-                "run `dpkg --configure -a` by hand to see why".to_string(),
-            )
-        })?;
-    }
+    finish_interrupted(db, spec).await?;
     run(spec)
         .await
         .map_err(|e| (e.to_string(), format!("run `{spec}` by hand to see why")))?;
