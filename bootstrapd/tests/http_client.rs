@@ -194,7 +194,13 @@ async fn per_attempt_timeout_and_overall_deadline() {
             assert!(t <= Duration::from_millis(200));
             // Loose on purpose (no timing-sensitive bounds): far below the server's 30 s.
             assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
-            assert_eq!(hits.load(Ordering::SeqCst) as u32, attempts);
+            // The client counts every request it sent; an attempt cut at its timeout before the
+            // server's handler ran (a loaded machine) reaches the count but not the handler.
+            let hits = hits.load(Ordering::SeqCst) as u32;
+            assert!(
+                (1..=attempts).contains(&hits),
+                "{hits} hits, {attempts} attempts"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
