@@ -121,20 +121,26 @@ pub async fn gather(
     f.package_manager = packages::detect(root);
 
     if let Some(pm) = f.package_manager {
-        for name in DOCKER_PACKAGES.iter().chain(CONTAINERD_PACKAGES.iter()) {
-            match packages::package_state(root, pm, name).await {
-                Ok(PackageState::Installed(v)) => {
-                    f.installed.insert(name.to_string(), v);
-                }
-                Ok(PackageState::Unfinished(state)) => {
-                    f.unfinished.insert(name.to_string(), state);
-                }
-                Ok(PackageState::Absent) => {}
-                Err(e) => {
-                    f.error("packages", e);
-                    break;
+        let names: Vec<&str> = DOCKER_PACKAGES
+            .iter()
+            .chain(CONTAINERD_PACKAGES.iter())
+            .copied()
+            .collect();
+        match packages::package_states(root, pm, &names).await {
+            Ok(states) => {
+                for (name, state) in names.into_iter().zip(states) {
+                    match state {
+                        PackageState::Installed(v) => {
+                            f.installed.insert(name.to_string(), v);
+                        }
+                        PackageState::Unfinished(s) => {
+                            f.unfinished.insert(name.to_string(), s);
+                        }
+                        PackageState::Absent => {}
+                    }
                 }
             }
+            Err(e) => f.error("packages", e),
         }
         let repo = root.path(repo_file_path(pm));
         match read_optional(&repo) {

@@ -314,14 +314,7 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
                     WHY_RUNTIME,
                     format!(
                         "{}install {} package file(s) from {} with {pm}",
-                        if unfinished.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                "finish the cut-short install of {}, ",
-                                unfinished.join(", ")
-                            )
-                        },
+                        finish_note(&unfinished),
                         facts.bundle_packages.len(),
                         o.path
                     ),
@@ -481,15 +474,7 @@ fn install_step(
     } else {
         ""
     };
-    // Said in the step, not as a warning: once finished, nothing is wrong with the host.
-    let finish_note = if unfinished.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "finish the install an earlier run left cut short ({}), ",
-            unfinished.join(", ")
-        )
-    };
+    let finish_note = finish_note(unfinished);
     RuntimeStep::change(
         "runtime.install",
         WHY_RUNTIME,
@@ -504,6 +489,19 @@ fn install_step(
             constraint: constraint.map(|c| c.as_str().to_string()),
         },
     )
+}
+
+/// The install step's opening words when an earlier run's install was cut short. Said in the
+/// step, not as a warning: once finished, nothing is wrong with the host.
+fn finish_note(unfinished: &[String]) -> String {
+    if unfinished.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "finish the install an earlier run left cut short ({}), ",
+            unfinished.join(", ")
+        )
+    }
 }
 
 /// RKE's check as a step: a warning only, because Rancher-provisioned RKE1 clusters ignore

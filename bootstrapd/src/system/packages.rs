@@ -456,26 +456,35 @@ pub fn parse_dpkg_status(status: &str, package: &str) -> PackageState {
     PackageState::Absent
 }
 
-/// The state of `package` in the host's package database below `root`. rpm has no
-/// half-finished state that outlives its transaction, so there it is installed or absent.
-pub async fn package_state(
+/// The state of each of `names` in the host's package database below `root`, in order; dpkg's
+/// status file is read once for all. rpm has no half-finished state that outlives its
+/// transaction, so there each is installed or absent.
+pub async fn package_states(
     root: &HostRoot,
     pm: PackageManager,
-    package: &str,
-) -> Result<PackageState, PackageError> {
+    names: &[&str],
+) -> Result<Vec<PackageState>, PackageError> {
     match pm {
         PackageManager::Apt => {
             let path = root.path("/var/lib/dpkg/status");
             match tokio::fs::read_to_string(&path).await {
-                Ok(text) => Ok(parse_dpkg_status(&text, package)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PackageState::Absent),
+                Ok(text) => Ok(names.iter().map(|n| parse_dpkg_status(&text, n)).collect()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(vec![PackageState::Absent; names.len()])
+                }
                 Err(source) => Err(PackageError::Read { path, source }),
             }
         }
-        _ => Ok(match rpm_version(root, package).await? {
-            Some(v) => PackageState::Installed(v),
-            None => PackageState::Absent,
-        }),
+        _ => {
+            let mut out = Vec::with_capacity(names.len());
+            for n in names {
+                out.push(match rpm_version(root, n).await? {
+                    Some(v) => PackageState::Installed(v),
+                    None => PackageState::Absent,
+                });
+            }
+            Ok(out)
+        }
     }
 }
 
@@ -486,9 +495,9 @@ pub async fn installed_version(
     pm: PackageManager,
     package: &str,
 ) -> Result<Option<String>, PackageError> {
-    Ok(match package_state(root, pm, package).await? {
-        PackageState::Installed(v) => Some(v),
-        PackageState::Absent | PackageState::Unfinished(_) => None,
+    Ok(match package_states(root, pm, &[package]).await?.pop() {
+        Some(PackageState::Installed(v)) => Some(v),
+        _ => None,
     })
 }
 
