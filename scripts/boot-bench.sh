@@ -19,7 +19,8 @@
 # in build/boot-bench/logs. See bench/README.md for what each figure means.
 # Environment: ROUNDS (default 3), BENCH_WORK (build/boot-bench), BENCH_BOOT_TIMEOUT (s, 900),
 # BENCH_CARGO_PROFILE (release), BENCH_APT_PORT (18093), BENCH_RANCHER_PORT (8455),
-# BENCH_KEEP=1 keeps the disk images, BOOTSTRAPD_CACHE and DEBIAN_MIRROR as build-image.sh.
+# BENCH_PROFILE=1 prints where the job's time went (journal, dpkg and apt logs) into each
+# serial log. BENCH_KEEP=1 keeps the disk images, BOOTSTRAPD_CACHE and DEBIAN_MIRROR as build-image.sh.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
@@ -378,6 +379,7 @@ boot() {
   log=$work/logs/$name.log
   rm -f "$log" "$log.ts"
   [ "$img" = C ] || extra+=(--user-data "$work/$img.user-data")
+  [ "${BENCH_PROFILE:-0}" = 0 ] || extra+=(--append bench.profile)
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "==> round $r, image $img ($name), load average $load"
   scripts/vm.sh --image-env "$work/image-$img/image.env" --overlay "$work/$img.qcow2" --fresh \

@@ -80,6 +80,8 @@ struct Engine {
     creates: Vec<Value>,
     pulls: Vec<String>,
     loads: usize,
+    /// The bodies of the image loads, as received.
+    loaded: Vec<Bytes>,
     /// Started containers exit at once (as run.sh does on a bad option or CA).
     crash_on_start: bool,
 }
@@ -234,6 +236,7 @@ async fn engine(State(e): State<Shared>, req: Request) -> Response {
             // The archive's contents stand for the agent image.
             assert!(!body.is_empty(), "empty image archive streamed");
             e.loads += 1;
+            e.loaded.push(body.clone());
             e.images.push(IMAGE.to_string());
             "{\"stream\":\"Loaded image: rancher/rancher-agent:v2.6.14\\n\"}\n".into_response()
         }
@@ -380,7 +383,7 @@ async fn a_stopped_agent_is_started_not_recreated() {
 }
 
 #[tokio::test]
-async fn wrong_checksum_never_reaches_docker() {
+async fn wrong_checksum_changes_nothing_in_docker() {
     let (url, _ca, _) = rancher().await;
     let (other, _, _) = ca_and_server();
     let (_d, root) = tmp_root();
@@ -397,10 +400,34 @@ async fn wrong_checksum_never_reaches_docker() {
         err.to_string()
             .contains("does not match given --ca-checksum")
     );
+    // Only questions (is there an agent? is the image there?) may reach the Engine while the
+    // server is checked: no pull, no container, no token.
+    let e = eng.lock().unwrap();
     assert!(
-        eng.lock().unwrap().calls.is_empty(),
-        "the Engine was called after a checksum mismatch"
+        e.calls.iter().all(|c| c.starts_with("GET ")),
+        "the Engine was changed despite a checksum mismatch: {:?}",
+        e.calls
     );
+    assert!(e.creates.is_empty() && e.pulls.is_empty());
+}
+
+#[tokio::test]
+async fn a_bundle_loads_while_the_server_is_checked_but_a_wrong_server_gets_no_container() {
+    let (url, _ca, _) = rancher().await;
+    let (other, _, _) = ca_and_server();
+    let (_d, root) = tmp_root();
+    let eng = start_engine(&root);
+    std::fs::create_dir_all(root.path("/opt/bundle")).unwrap();
+    std::fs::write(root.path("/opt/bundle/rancher-agent.tar"), b"archive").unwrap();
+    let mut s = settings(&url, Some(cacerts::checksum(other.as_bytes())));
+    s.runtime.source = RuntimeSource::Offline(OfflineSource {
+        path: "/opt/bundle".into(),
+    });
+    let err = register(&root, &s, &node()).await.unwrap_err();
+    assert!(matches!(err, RegisterError::Ca(_)), "{err}");
+    let e = eng.lock().unwrap();
+    assert_eq!(e.loads, 1, "the local archive is loaded during the check");
+    assert!(e.creates.is_empty() && e.pulls.is_empty(), "{:?}", e.calls);
 }
 
 #[tokio::test]
@@ -410,11 +437,12 @@ async fn offline_bundle_image_is_loaded_instead_of_pulled() {
     let (_d, root) = tmp_root();
     let eng = start_engine(&root);
     std::fs::create_dir_all(root.path("/opt/bundle")).unwrap();
-    std::fs::write(
-        root.path("/opt/bundle/rancher-agent.tar"),
-        vec![7u8; 3 << 20],
-    )
-    .unwrap();
+    // Not a whole number of the loader's chunks, and no two chunks alike: the Engine must get
+    // the archive exactly, whatever the loader does with its buffer between chunks.
+    let archive: Vec<u8> = (0..(3 << 20) + 4321u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.path("/opt/bundle/rancher-agent.tar"), &archive).unwrap();
     let mut s = settings(&url, Some(sum));
     s.runtime.source = RuntimeSource::Offline(OfflineSource {
         path: "/opt/bundle".into(),
@@ -424,6 +452,10 @@ async fn offline_bundle_image_is_loaded_instead_of_pulled() {
     assert!(r.image_source.starts_with("loaded "), "{}", r.image_source);
     let e = eng.lock().unwrap();
     assert_eq!(e.loads, 1);
+    assert!(
+        e.loaded[0][..] == archive[..],
+        "the archive arrived altered"
+    );
     assert!(e.pulls.is_empty());
     assert_eq!(e.creates.len(), 1);
 }

@@ -115,13 +115,43 @@ pub async fn register(
         findings: Vec::new(),
     };
     tracing::info!(server = %reg.server, ?mode, roles = ?record.roles, node = %node.node_name, "registering with Rancher");
-    splay(settings.rancher.splay_seconds).await;
-
     match mode {
         RegistrationMode::Rke1 => {
-            // The agent repeats this check itself, but only after it holds the token: check
-            // first so a wrong server never gets a container carrying it.
-            let trust = cacerts::establish(reg.server, reg.ca_checksum, &deadline).await?;
+            let splay_then_ca = async {
+                splay(settings.rancher.splay_seconds).await;
+                cacerts::establish(reg.server, reg.ca_checksum, &deadline).await
+            };
+            // Air-gapped images carry the agent image as an archive: in the offline bundle, or
+            // baked into the image at IMAGE_ARCHIVE_DIR whatever the runtime's source.
+            let bundle = match &settings.runtime.source {
+                RuntimeSource::Offline(o) => Some(root.path(&o.path)),
+                _ => Some(root.path(IMAGE_ARCHIVE_DIR)).filter(|d| d.is_dir()),
+            };
+            // The agent repeats the CA check itself, but only after it holds the token: check
+            // first so a wrong server never gets a container carrying it. Loading the image
+            // from a local archive needs neither network, server nor token, so it runs during
+            // the splay and the check; a pull waits for the verdict.
+            let base = async {
+                let engine = docker::connect(root)?;
+                let base = match rke1::existing_agent(&engine, reg.server).await? {
+                    Some(c) => rke1::AgentBase::Existing(Box::new(c)),
+                    None => match rke1::local_image(
+                        &engine,
+                        &docker::socket_path(root),
+                        &settings.rancher.agent_image,
+                        bundle.as_deref(),
+                    )
+                    .await
+                    {
+                        Ok(source) => rke1::AgentBase::Image(source),
+                        Err(bundle) => rke1::AgentBase::Pull { bundle },
+                    },
+                };
+                Ok::<_, RegisterError>((engine, base))
+            };
+            let (trust, base) = tokio::join!(splay_then_ca, base);
+            // A server that fails the check is the error to report, whatever the engine did.
+            let (trust, (engine, base)) = (trust?, base?);
             record.trust = trust.describe();
             record.ca_checksum = trust.checksum().map(str::to_string);
             record.findings.push(Finding::new(
@@ -129,21 +159,14 @@ pub async fn register(
                 Outcome::Ok,
                 format!("{}: {}", reg.server, trust.describe()),
             ));
-            let engine = docker::connect(root)?;
             let args = rke1::agent_args(&reg);
-            // Air-gapped images carry the agent image as an archive: in the offline bundle, or
-            // baked into the image at IMAGE_ARCHIVE_DIR whatever the runtime's source.
-            let bundle = match &settings.runtime.source {
-                RuntimeSource::Offline(o) => Some(root.path(&o.path)),
-                _ => Some(root.path(IMAGE_ARCHIVE_DIR)).filter(|d| d.is_dir()),
-            };
             let r = rke1::ensure_agent(
                 &engine,
                 &settings.rancher.agent_image,
                 reg.server,
                 reg.token,
                 args,
-                bundle.as_deref(),
+                base,
             )
             .await?;
             let (outcome, what) = match (r.created, r.started) {
@@ -164,6 +187,8 @@ pub async fn register(
             record.rke1 = Some(r);
         }
         RegistrationMode::SystemAgent => {
+            // system_agent::install checks the CA itself, before anything else.
+            splay(settings.rancher.splay_seconds).await;
             let (r, trust) = system_agent::install(root, &reg, &deadline).await?;
             record.trust = trust.describe();
             record.ca_checksum = trust.checksum().map(str::to_string);

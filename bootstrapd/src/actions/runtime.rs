@@ -20,11 +20,50 @@ use crate::system::systemd::Systemd;
 
 type StepResult = Result<(Outcome, String), (String, String)>;
 
+/// Package downloads running while the host is prepared ([`crate::plan::runtime::prefetchable`]),
+/// so that the runtime install only unpacks. They install nothing; if they fail, the install
+/// downloads (and reports) as it would have anyway.
+pub struct Prefetch {
+    task: tokio::task::JoinHandle<bool>,
+}
+
+impl Prefetch {
+    /// Starts the downloads in the background; `None` when the manager cannot download only.
+    pub fn start(pm: PackageManager, packages: &[String]) -> Option<Prefetch> {
+        let [refresh, download] = packages::prefetch_commands(pm, packages)?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = packages::run(&refresh).await {
+                tracing::info!(error = %e, "early index refresh failed; the install will refresh");
+                return false;
+            }
+            if let Err(e) = packages::run(&download).await {
+                tracing::info!(error = %e, "early download failed; the install will download");
+            }
+            true
+        });
+        Some(Prefetch { task })
+    }
+
+    /// Waits for the downloads to end. True when they refreshed the package index, which the
+    /// install then need not do again.
+    pub async fn finish(self) -> bool {
+        self.task.await.unwrap_or(false)
+    }
+}
+
+/// What the runtime steps may take as already done.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Done {
+    /// The package index was refreshed during this run.
+    pub index_refreshed: bool,
+}
+
 /// Applies the steps in order; one finding per step.
 pub async fn apply(
     root: &HostRoot,
     systemd: Option<&Systemd>,
     steps: &[RuntimeStep],
+    done: Done,
 ) -> Vec<Finding> {
     let mut out = Vec::with_capacity(steps.len());
     let mut failed: Option<&'static str> = None;
@@ -35,7 +74,7 @@ pub async fn apply(
                 Outcome::Skipped,
                 format!("not attempted: {prev} failed"),
             ),
-            None => apply_one(root, systemd, step).await,
+            None => apply_one(root, systemd, step, done).await,
         };
         match f.outcome {
             Outcome::Failed => {
@@ -61,7 +100,12 @@ fn needs_live(action: &RuntimeAction) -> bool {
     )
 }
 
-async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &RuntimeStep) -> Finding {
+async fn apply_one(
+    root: &HostRoot,
+    systemd: Option<&Systemd>,
+    step: &RuntimeStep,
+    done: Done,
+) -> Finding {
     if !root.is_live() && needs_live(&step.action) {
         return Finding::new(
             step.step,
@@ -97,7 +141,11 @@ async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &RuntimeSte
             packages,
             constrained,
             constraint,
-        } => install(root, *manager, packages, constrained, constraint.as_deref()).await,
+        } => {
+            let refresh = !done.index_refreshed;
+            let c = constraint.as_deref();
+            install(root, *manager, packages, constrained, c, refresh).await
+        }
         RuntimeAction::InstallFiles { manager, files } => {
             install_files(root, *manager, files).await
         }
@@ -242,8 +290,9 @@ async fn install(
     names: &[String],
     constrained: &[String],
     constraint: Option<&str>,
+    refresh: bool,
 ) -> StepResult {
-    if pm == PackageManager::Apt {
+    if pm == PackageManager::Apt && refresh {
         // Cloud images often ship without package lists; madison and install need them.
         let spec = packages::refresh_command(pm);
         packages::run(&spec).await.map_err(|e| {
@@ -340,14 +389,31 @@ async fn enable_start(systemd: Option<&Systemd>, unit: &str) -> StepResult {
             format!("check `journalctl -u {unit}`"),
         )
     };
-    // The package just dropped the unit file: systemd must see it before enabling.
-    sd.reload()
-        .await
-        .map_err(|e| fail("reloading systemd for", e))?;
-    sd.enable(&[unit]).await.map_err(|e| fail("enabling", e))?;
-    sd.start_and_wait(unit)
-        .await
-        .map_err(|e| fail("starting", e))?;
+    let before = sd.unit_state(unit).await.map_err(|e| fail("reading", e))?;
+    // Debian's and Fedora's package scripts reload systemd, enable and start the service
+    // themselves; a second daemon-reload costs a second or more on a small VM, so each
+    // call is made only when still needed.
+    let stale = before.is_not_found()
+        || sd
+            .needs_reload(unit)
+            .await
+            .map_err(|e| fail("reading", e))?;
+    let mut did = Vec::new();
+    if stale {
+        sd.reload()
+            .await
+            .map_err(|e| fail("reloading systemd for", e))?;
+    }
+    if !before.is_enabled() {
+        sd.enable(&[unit]).await.map_err(|e| fail("enabling", e))?;
+        did.push("enabled");
+    }
+    if before.active_state != "active" {
+        sd.start_and_wait(unit)
+            .await
+            .map_err(|e| fail("starting", e))?;
+        did.push("started");
+    }
     let st = sd.unit_state(unit).await.map_err(|e| fail("reading", e))?;
     if !st.is_active() {
         return Err((
@@ -355,10 +421,17 @@ async fn enable_start(systemd: Option<&Systemd>, unit: &str) -> StepResult {
             format!("check `journalctl -u {unit}`"),
         ));
     }
-    Ok((
-        Outcome::Changed,
-        format!("{unit} enabled and started [{st}]"),
-    ))
+    Ok(if did.is_empty() {
+        (
+            Outcome::Ok,
+            format!("{unit} already enabled and running [{st}]"),
+        )
+    } else {
+        (
+            Outcome::Changed,
+            format!("{unit} {} [{st}]", did.join(" and ")),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -438,7 +511,7 @@ mod tests {
         };
         let facts = gather(&root, &settings, None).await;
         let steps = plan(&settings, &facts);
-        let findings = apply(&root, None, &steps).await;
+        let findings = apply(&root, None, &steps, Done::default()).await;
         let by = |s: &str| findings.iter().find(|f| f.step == s).unwrap().outcome;
         assert_eq!(by("runtime.daemon-json"), Outcome::Changed);
         assert_eq!(by("runtime.repository-key"), Outcome::Changed);
@@ -457,7 +530,7 @@ mod tests {
         // Second pass: the files are in place, nothing left to write.
         let facts = gather(&root, &settings, None).await;
         let steps = plan(&settings, &facts);
-        let again = apply(&root, None, &steps).await;
+        let again = apply(&root, None, &steps, Done::default()).await;
         let by = |s: &str| again.iter().find(|f| f.step == s).unwrap().outcome;
         assert_eq!(by("runtime.daemon-json"), Outcome::Ok);
         assert_eq!(by("runtime.repository-key"), Outcome::Ok);

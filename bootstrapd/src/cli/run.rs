@@ -20,6 +20,11 @@ use super::{CliResult, notify};
 
 pub async fn run(root: &HostRoot) -> CliResult {
     let started = std::time::Instant::now();
+    // What starting the process cost (loader, runtime, logging), apart from the work.
+    info!(
+        process_cpu_ms = crate::state::own_cpu_ms(),
+        "bootstrapd run starting"
+    );
     let mut store = Store::open(root)?;
     let code = match run_stages(root, &mut store).await {
         Ok(code) => code,
@@ -119,6 +124,11 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::Cl
         }
     };
 
+    let prefetch = if store.is_done(Stage::Prepare) || store.is_done(Stage::Runtime) {
+        None
+    } else {
+        start_prefetch(root, &settings, systemd.as_ref()).await
+    };
     if !store.is_done(Stage::Prepare) {
         let findings = stage_prepare(root, store, &settings, systemd.as_ref()).await?;
         if store.finish_stage(Stage::Prepare, findings, None)? == StageState::Failed {
@@ -126,7 +136,7 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::Cl
         }
     }
     if !store.is_done(Stage::Runtime) {
-        let findings = stage_runtime(root, store, &settings, systemd.as_ref()).await?;
+        let findings = stage_runtime(root, store, &settings, systemd.as_ref(), prefetch).await?;
         if store.finish_stage(Stage::Runtime, findings, None)? == StageState::Failed {
             return stage_failed(store, Stage::Runtime);
         }
@@ -224,13 +234,39 @@ async fn stage_prepare(
     Ok(findings)
 }
 
+/// Starts downloading the runtime's packages, to overlap the host preparation, when the
+/// runtime stage is going to install them from the repositories as configured now.
+async fn start_prefetch(
+    root: &HostRoot,
+    settings: &Settings,
+    systemd: Option<&Systemd>,
+) -> Option<actions::runtime::Prefetch> {
+    if !root.is_live() {
+        return None;
+    }
+    let facts = facts::runtime::gather(root, settings, systemd).await;
+    // An install cut short must be finished first: apt downloads nothing until then.
+    if !facts.unfinished.is_empty() {
+        return None;
+    }
+    let (pm, packages) = plan::runtime::prefetchable(&plan::runtime::plan(settings, &facts))?;
+    info!(packages = %packages.join(" "), "downloading the runtime's packages during host preparation");
+    actions::runtime::Prefetch::start(pm, &packages)
+}
+
 async fn stage_runtime(
     root: &HostRoot,
     store: &mut Store,
     settings: &Settings,
     systemd: Option<&Systemd>,
+    prefetch: Option<actions::runtime::Prefetch>,
 ) -> Result<Vec<Finding>, super::CliError> {
     store.start_stage(Stage::Runtime)?;
+    let mut done = actions::runtime::Done::default();
+    if let Some(p) = prefetch {
+        notify::status(Stage::Runtime, "finishing the package downloads");
+        done.index_refreshed = p.finish().await;
+    }
     notify::status(Stage::Runtime, "reading the installed runtime");
     let facts = facts::runtime::gather(root, settings, systemd).await;
     let steps = plan::runtime::plan(settings, &facts);
@@ -238,7 +274,8 @@ async fn stage_runtime(
     for step in &steps {
         store.set_step(Stage::Runtime, step.step)?;
         notify::status(Stage::Runtime, step.step);
-        let mut out = actions::runtime::apply(root, systemd, std::slice::from_ref(step)).await;
+        let mut out =
+            actions::runtime::apply(root, systemd, std::slice::from_ref(step), done).await;
         let failed = out.iter().any(|f| f.outcome == Outcome::Failed);
         findings.append(&mut out);
         if failed {

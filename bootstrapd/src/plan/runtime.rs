@@ -448,6 +448,32 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
     steps
 }
 
+/// The packages the runtime stage will install from the repositories configured as they are
+/// now (no repository or key to add first, no version to pick): those can be downloaded while
+/// the host is being prepared. `None` for any other plan.
+pub fn prefetchable(steps: &[RuntimeStep]) -> Option<(PackageManager, Vec<String>)> {
+    for step in steps {
+        match &step.action {
+            RuntimeAction::Report { .. } => {}
+            RuntimeAction::WriteFile { path, .. } if !is_package_source(path) => {}
+            RuntimeAction::Install {
+                manager: PackageManager::Apt,
+                packages,
+                constraint: None,
+                ..
+            } => return Some((PackageManager::Apt, packages.clone())),
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn is_package_source(path: &str) -> bool {
+    ["/etc/apt/", "/etc/yum.repos.d/", "/etc/zypp/"]
+        .iter()
+        .any(|d| path.starts_with(d))
+}
+
 fn install_step(
     settings: &Settings,
     pm: PackageManager,
@@ -602,6 +628,46 @@ mod tests {
             steps[4].action,
             RuntimeAction::CheckRkeDockerVersion { .. }
         ));
+    }
+
+    #[test]
+    fn only_an_unconstrained_install_from_the_current_sources_is_downloaded_early() {
+        // Distribution packages, a daemon.json before them: downloadable while preparing.
+        let mirrors = settings(RuntimeSettings {
+            registry_mirrors: vec!["https://mirror.lab".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            prefetchable(&plan(&mirrors, &apt_host())),
+            Some((PackageManager::Apt, vec!["docker.io".to_string()]))
+        );
+        // A version to pick needs the refreshed index first.
+        let pinned = settings(RuntimeSettings {
+            version: Some("20.10".into()),
+            ..Default::default()
+        });
+        assert_eq!(prefetchable(&plan(&pinned, &apt_host())), None);
+        // A repository to add: the current sources do not have the packages yet.
+        let repo = settings(RuntimeSettings {
+            source: RuntimeSource::Repo(RepoSource {
+                url: "http://10.0.2.2/repo".into(),
+                key: None,
+                suite: Some("bookworm".into()),
+                components: vec!["main".into()],
+                trusted: true,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(prefetchable(&plan(&repo, &apt_host())), None);
+        // Nothing to install; and no download-only mode outside apt.
+        let mut installed = apt_host();
+        installed
+            .installed
+            .insert("docker.io".into(), "20.10.24+dfsg1-1+b3".into());
+        assert_eq!(prefetchable(&plan(&mirrors, &installed)), None);
+        let mut dnf = apt_host();
+        dnf.package_manager = Some(PackageManager::Dnf);
+        assert_eq!(prefetchable(&plan(&mirrors, &dnf)), None);
     }
 
     #[test]

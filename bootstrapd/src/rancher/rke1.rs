@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, RestartPolicy,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use serde::{Deserialize, Serialize};
@@ -184,36 +184,33 @@ pub fn bundle_archives(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-async fn ensure_image(
+/// The agent image from the engine itself or from an archive in `bundle`: says how it got
+/// there, or, when only the registry can give it, what the bundle held. Local only (no
+/// network, no Rancher server, no token), so it may run while the server is being verified.
+pub async fn local_image(
     docker: &Docker,
+    socket: &Path,
     image: &str,
     bundle: Option<&Path>,
-) -> Result<String, Rke1Error> {
+) -> Result<String, String> {
     if engine::image_present(docker, image).await {
         return Ok("present".into());
     }
-    let mut bundle_note = "no offline bundle".to_string();
-    if let Some(dir) = bundle {
-        let archives = bundle_archives(dir);
-        bundle_note = format!("{} archive(s) in {}", archives.len(), dir.display());
-        for a in archives {
-            if let Err(e) = engine::load_archive(docker, &a).await {
-                tracing::warn!(error = %e, "could not load image archive");
-                continue;
-            }
-            if engine::image_present(docker, image).await {
-                return Ok(format!("loaded {}", a.display()));
-            }
+    let Some(dir) = bundle else {
+        return Err("no offline bundle".to_string());
+    };
+    let archives = bundle_archives(dir);
+    let note = format!("{} archive(s) in {}", archives.len(), dir.display());
+    for a in archives {
+        if let Err(e) = engine::load_archive(socket, &a).await {
+            tracing::warn!(error = %e, "could not load image archive");
+            continue;
+        }
+        if engine::image_present(docker, image).await {
+            return Ok(format!("loaded {}", a.display()));
         }
     }
-    match engine::pull(docker, image).await {
-        Ok(()) => Ok("pulled".into()),
-        Err(e) => Err(Rke1Error::NoImage {
-            image: image.to_string(),
-            bundle: bundle_note,
-            pull: e.to_string(),
-        }),
-    }
+    Err(note)
 }
 
 /// How long a just-started agent must stay up before it counts as running: run.sh exits
@@ -263,19 +260,11 @@ async fn check_stays_up(docker: &Docker, id: &str, token: &Secret) -> Result<(),
     })
 }
 
-/// Makes sure exactly one agent container for `server` exists and runs.
-pub async fn ensure_agent(
+/// The agent container an earlier run created for `server`, if any.
+pub async fn existing_agent(
     docker: &Docker,
-    image: &str,
     server: &str,
-    token: &Secret,
-    args: Vec<String>,
-    bundle: Option<&Path>,
-) -> Result<Rke1Record, Rke1Error> {
-    let api = |action: &str| {
-        let action = action.to_string();
-        move |source| Rke1Error::Api { action, source }
-    };
+) -> Result<Option<ContainerSummary>, Rke1Error> {
     let filters = HashMap::from([(
         "label".to_string(),
         vec![format!("{SERVER_LABEL}={server}")],
@@ -287,32 +276,74 @@ pub async fn ensure_agent(
             ..Default::default()
         }))
         .await
-        .map_err(api("listing containers"))?;
-    if let Some(c) = existing.into_iter().next() {
-        let id = c.id.unwrap_or_default();
-        let image = c.image.unwrap_or_else(|| image.to_string());
-        let running = matches!(
-            c.state,
-            Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)
-        );
-        if !running {
-            tracing::info!(container = %id, "agent container exists but is stopped; starting it");
-            docker
-                .start_container(&id, None)
-                .await
-                .map_err(api(&format!("starting container {id}")))?;
-            check_stays_up(docker, &id, token).await?;
-        }
-        return Ok(Rke1Record {
-            container_id: id,
-            image,
-            created: false,
-            started: !running,
-            image_source: "present".into(),
-        });
-    }
+        .map_err(|source| Rke1Error::Api {
+            action: "listing containers".into(),
+            source,
+        })?;
+    Ok(existing.into_iter().next())
+}
 
-    let image_source = ensure_image(docker, image, bundle).await?;
+/// What the agent container starts from.
+#[derive(Debug)]
+pub enum AgentBase {
+    /// The container an earlier run created ([`existing_agent`]).
+    Existing(Box<ContainerSummary>),
+    /// None yet; the image is in the engine, and this says how it got there ([`local_image`]).
+    Image(String),
+    /// None yet, nor the image: pull it. `bundle` says what the offline bundle held.
+    Pull { bundle: String },
+}
+
+/// Makes sure exactly one agent container for `server` exists and runs.
+pub async fn ensure_agent(
+    docker: &Docker,
+    image: &str,
+    server: &str,
+    token: &Secret,
+    args: Vec<String>,
+    base: AgentBase,
+) -> Result<Rke1Record, Rke1Error> {
+    let api = |action: &str| {
+        let action = action.to_string();
+        move |source| Rke1Error::Api { action, source }
+    };
+    let image_source = match base {
+        AgentBase::Image(source) => source,
+        AgentBase::Pull { bundle } => match engine::pull(docker, image).await {
+            Ok(()) => "pulled".to_string(),
+            Err(e) => {
+                return Err(Rke1Error::NoImage {
+                    image: image.to_string(),
+                    bundle,
+                    pull: e.to_string(),
+                });
+            }
+        },
+        AgentBase::Existing(c) => {
+            let c = *c;
+            let id = c.id.unwrap_or_default();
+            let image = c.image.unwrap_or_else(|| image.to_string());
+            let running = matches!(
+                c.state,
+                Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)
+            );
+            if !running {
+                tracing::info!(container = %id, "agent container exists but is stopped; starting it");
+                docker
+                    .start_container(&id, None)
+                    .await
+                    .map_err(api(&format!("starting container {id}")))?;
+                check_stays_up(docker, &id, token).await?;
+            }
+            return Ok(Rke1Record {
+                container_id: id,
+                image,
+                created: false,
+                started: !running,
+                image_source: "present".into(),
+            });
+        }
+    };
     let body = container_body(image, server, token, args);
     let created = docker
         .create_container(None, body)

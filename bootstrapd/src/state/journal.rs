@@ -65,6 +65,10 @@ pub struct StageRecord {
     pub findings: Vec<Finding>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// bootstrapd's own CPU (user + system, children excluded) in this stage, in ms: where the
+    /// agent's own cost goes, apart from the tools it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
 }
 
 /// The overall verdict, as `status` reports it.
@@ -159,13 +163,20 @@ pub struct Resources {
     pub wall_ms: u64,
 }
 
+fn tv_ms(tv: nix::sys::time::TimeVal) -> u64 {
+    (tv.tv_sec().max(0) as u64) * 1000 + (tv.tv_usec().max(0) as u64) / 1000
+}
+
+/// This process's CPU time so far (user + system, ms).
+pub fn own_cpu_ms() -> Option<u64> {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
+    Some(tv_ms(u.user_time()) + tv_ms(u.system_time()))
+}
+
 impl Resources {
     /// Measures this process now; `started` is when the run began.
     pub fn measure(started: std::time::Instant) -> Resources {
         let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok();
-        let ms = |tv: nix::sys::time::TimeVal| {
-            (tv.tv_sec().max(0) as u64) * 1000 + (tv.tv_usec().max(0) as u64) / 1000
-        };
         // VmHWM is the peak resident set; ru_maxrss is the same in KiB on Linux.
         let peak = std::fs::read_to_string("/proc/self/status")
             .ok()
@@ -178,8 +189,8 @@ impl Resources {
             .unwrap_or(0);
         Resources {
             peak_rss_kib: peak,
-            cpu_user_ms: usage.map(|u| ms(u.user_time())).unwrap_or(0),
-            cpu_system_ms: usage.map(|u| ms(u.system_time())).unwrap_or(0),
+            cpu_user_ms: usage.map(|u| tv_ms(u.user_time())).unwrap_or(0),
+            cpu_system_ms: usage.map(|u| tv_ms(u.system_time())).unwrap_or(0),
             wall_ms: started.elapsed().as_millis() as u64,
         }
     }
@@ -240,6 +251,8 @@ impl Default for Journal {
 pub struct Store {
     path: PathBuf,
     pub journal: Journal,
+    /// This process's CPU time when the running stage started.
+    stage_cpu_start: Option<u64>,
 }
 
 pub fn journal_path(root: &HostRoot) -> PathBuf {
@@ -273,6 +286,7 @@ impl Store {
         Ok(Store {
             path: journal_path(root),
             journal: load(root)?,
+            stage_cpu_start: None,
         })
     }
 
@@ -373,7 +387,9 @@ impl Store {
             finished: None,
             findings: Vec::new(),
             error: None,
+            cpu_ms: None,
         });
+        self.stage_cpu_start = own_cpu_ms();
         self.journal.progress = Some(Progress {
             stage,
             step: String::new(),
@@ -407,6 +423,11 @@ impl Store {
             rec.finished = Some(now());
             rec.findings = findings;
             rec.error = error.clone();
+            rec.cpu_ms = self
+                .stage_cpu_start
+                .take()
+                .zip(own_cpu_ms())
+                .map(|(a, b)| b.saturating_sub(a));
         }
         if failed {
             self.journal.verdict = Verdict::Failed;

@@ -173,6 +173,18 @@ pub fn install_command(pm: PackageManager, packages: &[String]) -> CommandSpec {
     c
 }
 
+/// Downloads `packages` and what they need into the package cache, installing nothing: the
+/// index refresh, then the same install as [`install_command`] with `--download-only`, so
+/// that the later install resolves to the very same files. apt only (`None` otherwise).
+pub fn prefetch_commands(pm: PackageManager, packages: &[String]) -> Option<[CommandSpec; 2]> {
+    if pm != PackageManager::Apt {
+        return None;
+    }
+    let mut download = install_command(pm, packages);
+    download.args.insert(1, "--download-only".to_string());
+    Some([refresh_command(pm), download])
+}
+
 /// Refreshes the package index (after adding a repository).
 pub fn refresh_command(pm: PackageManager) -> CommandSpec {
     match pm {
@@ -638,6 +650,23 @@ pub async fn install_and_verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefetch_downloads_exactly_what_the_install_would() {
+        let pkgs = vec!["docker.io".to_string()];
+        let [refresh, download] = prefetch_commands(PackageManager::Apt, &pkgs).unwrap();
+        assert_eq!(refresh, refresh_command(PackageManager::Apt));
+        let mut install = install_command(PackageManager::Apt, &pkgs);
+        install.args.retain(|a| a != "install");
+        let mut rest = download.args.clone();
+        assert_eq!(
+            rest.drain(..2).collect::<Vec<_>>(),
+            ["install", "--download-only"]
+        );
+        assert_eq!(rest, install.args);
+        assert_eq!(download.env, install.env);
+        assert!(prefetch_commands(PackageManager::Dnf, &pkgs).is_none());
+    }
 
     #[test]
     fn upstream_versions() {

@@ -96,6 +96,8 @@ pub trait Unit {
     fn sub_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn unit_file_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::Result<bool>;
 }
 
 /// A unit's state as systemd reports it (the strings of `systemctl show`).
@@ -178,7 +180,11 @@ fn call_err(
 impl Systemd {
     pub async fn connect() -> Result<Systemd, SystemdError> {
         let conn = Connection::system().await.map_err(SystemdError::Connect)?;
-        let manager = ManagerProxy::new(&conn)
+        // Uncached: a cached proxy starts with GetAll, a hundred Manager properties that
+        // nothing here reads.
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
             .await
             .map_err(SystemdError::Connect)?;
         Ok(Systemd {
@@ -220,6 +226,24 @@ impl Systemd {
             active_state,
             unit_file_state,
         })
+    }
+
+    /// The unit's file changed on disk since systemd loaded it (`NeedDaemonReload`).
+    pub async fn needs_reload(&self, name: &str) -> Result<bool, SystemdError> {
+        let path = self
+            .manager
+            .load_unit(name)
+            .await
+            .map_err(call_err("LoadUnit", name))?;
+        let unit = UnitProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(call_err("Unit", name))?;
+        unit.need_daemon_reload()
+            .await
+            .map_err(call_err("NeedDaemonReload", name))
     }
 
     pub async fn stop_and_wait(&self, name: &str) -> Result<(), SystemdError> {
