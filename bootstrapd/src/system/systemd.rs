@@ -194,21 +194,26 @@ impl Systemd {
         })
     }
 
-    /// State of `name`. `LoadUnit` (not `GetUnit`) so that units systemd has not loaded yet
-    /// and units without a file answer too (LoadState `not-found`) instead of erroring.
-    pub async fn unit_state(&self, name: &str) -> Result<UnitState, SystemdError> {
+    /// The unit object of `name`. `LoadUnit` (not `GetUnit`) so that units systemd has not
+    /// loaded yet and units without a file answer too (LoadState `not-found`) instead of
+    /// erroring. Uncached: the state changes under us while jobs run.
+    async fn unit(&self, name: &str) -> Result<UnitProxy<'static>, SystemdError> {
         let path = self
             .manager
             .load_unit(name)
             .await
             .map_err(call_err("LoadUnit", name))?;
-        // Uncached: the state changes under us while jobs run.
-        let unit = UnitProxy::builder(&self.conn)
+        UnitProxy::builder(&self.conn)
             .path(path)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(call_err("Unit", name))?;
+            .map_err(call_err("Unit", name))
+    }
+
+    /// State of `name`, also of units that are not loaded or have no file.
+    pub async fn unit_state(&self, name: &str) -> Result<UnitState, SystemdError> {
+        let unit = self.unit(name).await?;
         let load_state = unit
             .load_state()
             .await
@@ -230,18 +235,9 @@ impl Systemd {
 
     /// The unit's file changed on disk since systemd loaded it (`NeedDaemonReload`).
     pub async fn needs_reload(&self, name: &str) -> Result<bool, SystemdError> {
-        let path = self
-            .manager
-            .load_unit(name)
-            .await
-            .map_err(call_err("LoadUnit", name))?;
-        let unit = UnitProxy::builder(&self.conn)
-            .path(path)
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await
-            .map_err(call_err("Unit", name))?;
-        unit.need_daemon_reload()
+        self.unit(name)
+            .await?
+            .need_daemon_reload()
             .await
             .map_err(call_err("NeedDaemonReload", name))
     }
