@@ -135,17 +135,15 @@ pub async fn register(
                 let engine = docker::connect(root)?;
                 let base = match rke1::existing_agent(&engine, reg.server).await? {
                     Some(c) => rke1::AgentBase::Existing(Box::new(c)),
-                    None => match rke1::local_image(
-                        &engine,
-                        &docker::socket_path(root),
-                        &settings.rancher.agent_image,
-                        bundle.as_deref(),
-                    )
-                    .await
-                    {
-                        Ok(source) => rke1::AgentBase::Image(source),
-                        Err(bundle) => rke1::AgentBase::Pull { bundle },
-                    },
+                    None => {
+                        rke1::local_image(
+                            &engine,
+                            &docker::socket_path(root),
+                            &settings.rancher.agent_image,
+                            bundle.as_deref(),
+                        )
+                        .await
+                    }
                 };
                 Ok::<_, RegisterError>((engine, base))
             };

@@ -45,17 +45,10 @@ impl Prefetch {
     }
 
     /// Waits for the downloads to end. True when they refreshed the package index, which the
-    /// install then need not do again.
+    /// install then need not do again ([`crate::facts::runtime::RuntimeFacts::index_fresh`]).
     pub async fn finish(self) -> bool {
         self.task.await.unwrap_or(false)
     }
-}
-
-/// What the runtime steps may take as already done.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Done {
-    /// The package index was refreshed during this run.
-    pub index_refreshed: bool,
 }
 
 /// Applies the steps in order; one finding per step.
@@ -63,7 +56,6 @@ pub async fn apply(
     root: &HostRoot,
     systemd: Option<&Systemd>,
     steps: &[RuntimeStep],
-    done: Done,
 ) -> Vec<Finding> {
     let mut out = Vec::with_capacity(steps.len());
     let mut failed: Option<&'static str> = None;
@@ -74,7 +66,7 @@ pub async fn apply(
                 Outcome::Skipped,
                 format!("not attempted: {prev} failed"),
             ),
-            None => apply_one(root, systemd, step, done).await,
+            None => apply_one(root, systemd, step).await,
         };
         match f.outcome {
             Outcome::Failed => {
@@ -100,12 +92,7 @@ fn needs_live(action: &RuntimeAction) -> bool {
     )
 }
 
-async fn apply_one(
-    root: &HostRoot,
-    systemd: Option<&Systemd>,
-    step: &RuntimeStep,
-    done: Done,
-) -> Finding {
+async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &RuntimeStep) -> Finding {
     if !root.is_live() && needs_live(&step.action) {
         return Finding::new(
             step.step,
@@ -141,10 +128,10 @@ async fn apply_one(
             packages,
             constrained,
             constraint,
+            refresh,
         } => {
-            let refresh = !done.index_refreshed;
             let c = constraint.as_deref();
-            install(root, *manager, packages, constrained, c, refresh).await
+            install(root, *manager, packages, constrained, c, *refresh).await
         }
         RuntimeAction::InstallFiles { manager, files } => {
             install_files(root, *manager, files).await
@@ -511,7 +498,7 @@ mod tests {
         };
         let facts = gather(&root, &settings, None).await;
         let steps = plan(&settings, &facts);
-        let findings = apply(&root, None, &steps, Done::default()).await;
+        let findings = apply(&root, None, &steps).await;
         let by = |s: &str| findings.iter().find(|f| f.step == s).unwrap().outcome;
         assert_eq!(by("runtime.daemon-json"), Outcome::Changed);
         assert_eq!(by("runtime.repository-key"), Outcome::Changed);
@@ -530,7 +517,7 @@ mod tests {
         // Second pass: the files are in place, nothing left to write.
         let facts = gather(&root, &settings, None).await;
         let steps = plan(&settings, &facts);
-        let again = apply(&root, None, &steps, Done::default()).await;
+        let again = apply(&root, None, &steps).await;
         let by = |s: &str| again.iter().find(|f| f.step == s).unwrap().outcome;
         assert_eq!(by("runtime.daemon-json"), Outcome::Ok);
         assert_eq!(by("runtime.repository-key"), Outcome::Ok);

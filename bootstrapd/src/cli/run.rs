@@ -262,20 +262,20 @@ async fn stage_runtime(
     prefetch: Option<actions::runtime::Prefetch>,
 ) -> Result<Vec<Finding>, super::CliError> {
     store.start_stage(Stage::Runtime)?;
-    let mut done = actions::runtime::Done::default();
+    let mut index_fresh = false;
     if let Some(p) = prefetch {
         notify::status(Stage::Runtime, "finishing the package downloads");
-        done.index_refreshed = p.finish().await;
+        index_fresh = p.finish().await;
     }
     notify::status(Stage::Runtime, "reading the installed runtime");
-    let facts = facts::runtime::gather(root, settings, systemd).await;
+    let mut facts = facts::runtime::gather(root, settings, systemd).await;
+    facts.index_fresh = index_fresh;
     let steps = plan::runtime::plan(settings, &facts);
     let mut findings = Vec::new();
     for step in &steps {
         store.set_step(Stage::Runtime, step.step)?;
         notify::status(Stage::Runtime, step.step);
-        let mut out =
-            actions::runtime::apply(root, systemd, std::slice::from_ref(step), done).await;
+        let mut out = actions::runtime::apply(root, systemd, std::slice::from_ref(step)).await;
         let failed = out.iter().any(|f| f.outcome == Outcome::Failed);
         findings.append(&mut out);
         if failed {

@@ -47,6 +47,10 @@ pub struct RuntimeFacts {
     pub bundle_packages: Vec<String>,
     /// Probes that failed: (area, error).
     pub errors: Vec<(String, String)>,
+    /// The package index was already refreshed in this run (by the downloads made during the
+    /// host preparation), so the install need not refresh it again. Not read from the host:
+    /// the run sets it.
+    pub index_fresh: bool,
 }
 
 impl RuntimeFacts {

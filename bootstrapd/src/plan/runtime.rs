@@ -49,6 +49,8 @@ pub enum RuntimeAction {
         packages: Vec<String>,
         constrained: Vec<String>,
         constraint: Option<String>,
+        /// Refresh the package index first (apt; the others refresh on their own).
+        refresh: bool,
     },
     /// Install package files of the offline bundle.
     InstallFiles {
@@ -386,7 +388,7 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
                     settings,
                     pm,
                     constraint.as_ref(),
-                    pm == PackageManager::Apt,
+                    pm == PackageManager::Apt && !facts.index_fresh,
                     &unfinished,
                 ));
             }
@@ -513,6 +515,7 @@ fn install_step(
             packages,
             constrained,
             constraint: constraint.map(|c| c.as_str().to_string()),
+            refresh,
         },
     )
 }
@@ -612,6 +615,7 @@ mod tests {
                 packages,
                 constrained,
                 constraint,
+                ..
             } => {
                 assert_eq!(*manager, PackageManager::Apt);
                 assert_eq!(packages, &vec!["docker.io".to_string()]);

@@ -184,20 +184,22 @@ pub fn bundle_archives(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The agent image from the engine itself or from an archive in `bundle`: says how it got
-/// there, or, when only the registry can give it, what the bundle held. Local only (no
-/// network, no Rancher server, no token), so it may run while the server is being verified.
+/// The agent image from the engine itself or from an archive in `bundle` (loaded through the
+/// Engine socket `socket`), else what a pull must bring. Local only (no network, no Rancher
+/// server, no token), so it may run while the server is being verified.
 pub async fn local_image(
     docker: &Docker,
     socket: &Path,
     image: &str,
     bundle: Option<&Path>,
-) -> Result<String, String> {
+) -> AgentBase {
     if engine::image_present(docker, image).await {
-        return Ok("present".into());
+        return AgentBase::Image("present".into());
     }
     let Some(dir) = bundle else {
-        return Err("no offline bundle".to_string());
+        return AgentBase::Pull {
+            bundle: "no offline bundle".to_string(),
+        };
     };
     let archives = bundle_archives(dir);
     let note = format!("{} archive(s) in {}", archives.len(), dir.display());
@@ -207,10 +209,10 @@ pub async fn local_image(
             continue;
         }
         if engine::image_present(docker, image).await {
-            return Ok(format!("loaded {}", a.display()));
+            return AgentBase::Image(format!("loaded {}", a.display()));
         }
     }
-    Err(note)
+    AgentBase::Pull { bundle: note }
 }
 
 /// How long a just-started agent must stay up before it counts as running: run.sh exits

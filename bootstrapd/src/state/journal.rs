@@ -173,6 +173,11 @@ pub fn own_cpu_ms() -> Option<u64> {
     Some(tv_ms(u.user_time()) + tv_ms(u.system_time()))
 }
 
+/// This process's CPU time since `before` (an [`own_cpu_ms`] reading), in ms.
+pub fn cpu_ms_since(before: Option<u64>) -> Option<u64> {
+    Some(own_cpu_ms()?.saturating_sub(before?))
+}
+
 impl Resources {
     /// Measures this process now; `started` is when the run began.
     pub fn measure(started: std::time::Instant) -> Resources {
@@ -423,11 +428,7 @@ impl Store {
             rec.finished = Some(now());
             rec.findings = findings;
             rec.error = error.clone();
-            rec.cpu_ms = self
-                .stage_cpu_start
-                .take()
-                .zip(own_cpu_ms())
-                .map(|(a, b)| b.saturating_sub(a));
+            rec.cpu_ms = cpu_ms_since(self.stage_cpu_start.take());
         }
         if failed {
             self.journal.verdict = Verdict::Failed;

@@ -156,9 +156,7 @@ pub async fn load_archive(socket: &Path, path: &Path) -> Result<(), DockerError>
     tracing::info!(
         path = %path.display(),
         wall_ms = started.elapsed().as_millis() as u64,
-        cpu_ms = crate::state::own_cpu_ms()
-            .zip(cpu_before)
-            .map(|(a, b)| a.saturating_sub(b)),
+        cpu_ms = crate::state::cpu_ms_since(cpu_before),
         "image archive loaded"
     );
     Ok(())
