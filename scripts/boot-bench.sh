@@ -36,7 +36,9 @@ profile=${BENCH_CARGO_PROFILE:-release}
 apt_port=${BENCH_APT_PORT:-18093}
 rancher_port=${BENCH_RANCHER_PORT:-8455}
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+mirror=$(host_debian_mirror) || exit 1
 bench=$repo_root/images/bench
 
 usage() { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }

@@ -18,7 +18,7 @@
 #    (skipped with --no-add); the kernel and initrd go to /var/lib/libvirt/boot (0644), where
 #    the box's direct kernel boot expects them. A stale copy of an older box in libvirt's
 #    default pool is removed so the next `vagrant up` uploads this one.
-# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), BOOTSTRAPD_CACHE.
+# Environment: DEBIAN_MIRROR (default: the Debian archive of the host's apt sources), BOOTSTRAPD_CACHE.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +32,9 @@ apt_url=${LAB_APT_URL:-http://192.168.121.1:18082/}
 binary=
 add=true
 box_name=bootstrapd/debian12
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+mirror=$(host_debian_mirror) || exit 1
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
 boot_dir=/var/lib/libvirt/boot
 

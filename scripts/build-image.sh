@@ -18,13 +18,15 @@
 # --image-archive puts a `docker load`-able archive (e.g. build/agent-image.tar) in
 # /var/lib/bootstrapd/images, where bootstrapd loads the rke1 agent image from when no registry
 # is reachable.
-# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian).
+# Environment: DEBIAN_MIRROR (default: the Debian archive of the host's apt sources).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 recipe=$repo_root/images/debian12
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+mirror=$(host_debian_mirror) || exit 1
 out=$repo_root/build/image
 apt_url=http://10.0.2.2:18080/
 size=4G
@@ -46,21 +48,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$binary" ] || die "--binary PATH is required"
-[ -f "$binary" ] && [ -x "$binary" ] || die "$binary is not an executable file"
+{ [ -f "$binary" ] && [ -x "$binary" ]; } || die "$binary is not an executable file"
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mounts)"
 
 # Host tools; CI starts from a fresh Debian 12 machine.
-need=(debootstrap e2fsprogs apt-utils systemd coreutils util-linux)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "build-image: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# What is checked is the commands and files, not package names (scripts/host-tools.sh).
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+host_tools_need build-image debootstrap:debootstrap mkfs.ext4:e2fsprogs apt-ftparchive:apt-utils systemd-analyze:systemd chroot:coreutils losetup:util-linux || exit 1
 
 t0=$(date +%s)
 base_hash=$(

@@ -36,19 +36,16 @@ target=$arch-unknown-linux-musl
 
 # ring compiles C and assembly for the target: musl-gcc for a native build, a cross gcc for
 # aarch64 (see images/aarch64.md).
-need=(rpm dpkg-dev)
-[ "$arch" = "$(uname -m)" ] && need+=(musl-tools) || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing host packages: ${missing[*]} (run as root or install them)"
-  echo "build-packages: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# What is checked is the commands and files, not package names (scripts/host-tools.sh).
+need=(rpmbuild:rpm dpkg-deb:dpkg-dev)
+if [ "$arch" = "$(uname -m)" ]; then
+  need+=(musl-gcc:musl-tools)
+else
+  need+=(aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu /usr/aarch64-linux-gnu/include/stdio.h:libc6-dev-arm64-cross)
 fi
+# shellcheck source=scripts/host-tools.sh
+. scripts/host-tools.sh
+host_tools_need build-packages "${need[@]}" || exit 1
 rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target"
 
 target_env=${target//-/_}
@@ -56,7 +53,7 @@ if [ "$arch" = "$(uname -m)" ]; then
   command -v "$arch-linux-musl-gcc" >/dev/null || export "CC_$target_env=musl-gcc"
 else
   export "CC_$target_env=aarch64-linux-gnu-gcc"
-  export "CARGO_TARGET_$(echo "$target_env" | tr a-z A-Z)_LINKER=aarch64-linux-gnu-gcc"
+  export "CARGO_TARGET_$(echo "$target_env" | tr "[:lower:]" "[:upper:]")_LINKER=aarch64-linux-gnu-gcc"
 fi
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' bootstrapd/Cargo.toml | head -1)

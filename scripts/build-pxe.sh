@@ -21,7 +21,9 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
 # shellcheck disable=SC2034 # used by images/qcow2/rootfs.sh
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+mirror=$(host_debian_mirror) || exit 1
 out=$repo_root/build/pxe
 deb=
 apt_url=
@@ -40,17 +42,10 @@ done
 # shellcheck source=images/qcow2/rootfs.sh
 . "$repo_root/images/qcow2/rootfs.sh"
 
-need=(debootstrap squashfs-tools dpkg-dev)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "build-pxe: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# What is checked is the commands and files, not package names (scripts/host-tools.sh).
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+host_tools_need build-pxe debootstrap:debootstrap mksquashfs:squashfs-tools dpkg-scanpackages:dpkg-dev || exit 1
 
 t0=$(date +%s)
 timings=()

@@ -8,7 +8,7 @@
 #   --out DIR      output directory (default build/qcow2)
 #   --size SIZE    virtual disk size (default 4G)
 #   --apt-url URL  the image's only apt source (trusted), e.g. a local mirror; default: the
-#                  Debian mirror (DEBIAN_MIRROR, default http://deb.debian.org/debian)
+#                  Debian mirror (DEBIAN_MIRROR, default: the host's apt sources)
 #
 # The disk: an MBR partition table with one ext4 root partition (label bootstrapd-root),
 # GRUB 2 (grub-pc, BIOS) installed by the image's own grub-install on the disk and grub.cfg by
@@ -22,7 +22,9 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
 # shellcheck disable=SC2034 # used by images/qcow2/rootfs.sh
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+mirror=$(host_debian_mirror) || exit 1
 out=$repo_root/build/qcow2
 size=4G
 deb=
@@ -43,17 +45,10 @@ done
 # shellcheck source=images/qcow2/rootfs.sh
 . "$repo_root/images/qcow2/rootfs.sh"
 
-need=(debootstrap e2fsprogs fdisk qemu-utils qemu-system-x86 util-linux dpkg-dev)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "build-qcow2: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# What is checked is the commands and files, not package names (scripts/host-tools.sh).
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+host_tools_need build-qcow2 debootstrap:debootstrap mkfs.ext4:e2fsprogs sfdisk:fdisk qemu-img:qemu-utils qemu-system-x86_64:qemu-system-x86 losetup:util-linux dpkg-scanpackages:dpkg-dev || exit 1
 
 t0=$(date +%s)
 timings=()

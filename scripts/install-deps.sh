@@ -1,24 +1,23 @@
 #!/usr/bin/env bash
 # Installs what building and testing bootstrapd needs on a fresh Debian 12 machine (as root).
-# Idempotent and quiet when everything is already there.
+# Idempotent and quiet when everything is already there. What counts is the commands and files
+# themselves, not package names (scripts/host-tools.sh says why).
 set -euo pipefail
-pkgs=(debootstrap qemu-system-x86 qemu-utils genisoimage dosfstools mtools e2fsprogs
-      squashfs-tools dpkg-dev apt-utils rpm python3 curl ca-certificates systemd
-      busybox-static bash-static file kmod iproute2 util-linux jq openssl binutils
-      e2fsprogs)
-missing=()
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/host-tools.sh
+. scripts/host-tools.sh
+# shellcheck source=tests/e2e/lib.sh
+. tests/e2e/lib.sh
+
+host_tools_need install-deps \
+  debootstrap:debootstrap mkfs.vfat:dosfstools mcopy:mtools mkfs.ext4:e2fsprogs \
+  mksquashfs:squashfs-tools dpkg-scanpackages:dpkg-dev apt-ftparchive:apt-utils \
+  rpmbuild:rpm systemd-analyze:systemd /bin/busybox:busybox-static /bin/bash-static:bash-static \
+  modprobe:kmod ip:iproute2 losetup:util-linux update-ca-certificates:ca-certificates \
+  shellcheck:shellcheck "${HOST_VM_TOOLS[@]}"
 # build-agent-image.sh fetches packages with `apt-get download`: it needs package lists.
 if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
-fi
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (rustup) first" >&2

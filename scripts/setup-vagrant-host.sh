@@ -23,21 +23,20 @@ die() { echo "setup-vagrant-host: $*" >&2; exit 1; }
 
 # vagrant-libvirt pulls libvirt-daemon-system and qemu via Recommends only in part; name them.
 # genisoimage builds the NoCloud seeds, qemu-utils the box's qcow2, python3 the lab's apt server.
-need=(vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-  dnsmasq-base ebtables iptables genisoimage python3 curl rsync)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  $check_only && die "missing packages: ${missing[*]}"
-  echo "setup-vagrant-host: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # policy-rc.d-less hosts without systemd: the maintainer scripts' service starts fail
-  # harmlessly ("System has not been booted with systemd"); we start the daemons below.
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+need=(vagrant:vagrant '/usr/share/rubygems-integration/all/gems/vagrant-libvirt-*:vagrant-libvirt'
+  libvirtd:libvirt-daemon-system virsh:libvirt-clients qemu-system-x86_64:qemu-system-x86
+  qemu-img:qemu-utils dnsmasq:dnsmasq-base ebtables:ebtables iptables:iptables
+  genisoimage:genisoimage python3:python3 curl:curl rsync:rsync)
+# What is checked is the commands and files, not package names (scripts/host-tools.sh).
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+if $check_only; then
+  absent=$(host_tools_missing "${need[@]}")
+  [ -z "$absent" ] || die "missing: $(tr '\n' ' ' <<<"$absent")"
 fi
+# policy-rc.d-less hosts without systemd: the maintainer scripts' service starts fail
+# harmlessly ("System has not been booted with systemd"); we start the daemons below.
+host_tools_need setup-vagrant-host "${need[@]}" || exit 1
 
 running() { pgrep -x "$1" >/dev/null; }
 

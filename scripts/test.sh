@@ -6,10 +6,32 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
+
+# shell_scripts: sets SHELL_SCRIPTS to every tracked file that is a shell script, by its name
+# or its first line (the guest's helpers under images/ have no .sh ending).
+shell_scripts() {
+  local f first
+  SHELL_SCRIPTS=()
+  while IFS= read -r f; do
+    [ -f "$f" ] || continue
+    case $f in
+      *.sh) SHELL_SCRIPTS+=("$f"); continue ;;
+    esac
+    IFS= read -r first <"$f" || true
+    case $first in
+      '#!/bin/sh'*|'#!/bin/bash'*|'#!/usr/bin/env bash'*|'#!/usr/bin/env sh'*) SHELL_SCRIPTS+=("$f") ;;
+    esac
+  done < <(git ls-files)
+}
 start=$(date +%s)
 
 log "installing build and test dependencies"
 scripts/install-deps.sh
+
+log "shellcheck (every shell script in the repository)"
+shell_scripts
+shellcheck -x "${SHELL_SCRIPTS[@]}"
+echo "shellcheck: ${#SHELL_SCRIPTS[@]} scripts clean"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

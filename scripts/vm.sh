@@ -86,17 +86,30 @@ append_report() {
 }
 trap 'append_report; [ -z "$seed_dir" ] || rm -rf "$seed_dir"' EXIT
 start=$(date +%s)
+# shell_words ARGS...: the arguments as one line a shell reads back the same, quoting only
+# those that need it (qemu's comma-separated options stay readable).
+shell_words() {
+  local a out=()
+  for a in "$@"; do
+    if [[ $a =~ ^[A-Za-z0-9_./:=,@+%-]+$ ]]; then out+=("$a"); else out+=("$(printf '%q' "$a")"); fi
+  done
+  echo "${out[*]}"
+}
 run_qemu() {
   # In the background so that a TERM to this script (scripts/lab down) reaches qemu: `timeout`
   # runs in its own process group and forwards the signal.
-  timeout -k 10 "$timeout" qemu-system-x86_64 \
-    -accel tcg,tb-size=128 -m "$memory" -smp "$smp" \
-    -nodefaults -display none -monitor none -no-reboot \
-    -kernel "$KERNEL" -initrd "$INITRD" -append "$cmdline" \
-    "${drives[@]}" \
-    -netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
-    -device virtio-rng-pci \
-    -serial "file:$serial" -serial "file:$serial.report" &
+  # shellcheck disable=SC2054 # the commas are qemu option syntax, not array separators
+  local qemu=(qemu-system-x86_64
+    -accel tcg,tb-size=128 -m "$memory" -smp "$smp"
+    -nodefaults -display none -monitor none -no-reboot
+    -kernel "$KERNEL" -initrd "$INITRD" -append "$cmdline"
+    "${drives[@]}"
+    -netdev user,id=net0 -device virtio-net-pci,netdev=net0
+    -device virtio-rng-pci
+    -serial "file:$serial" -serial "file:$serial.report")
+  # Said first, so that whoever reads this log after a failed start can run it again by hand.
+  printf 'vm.sh: running (limit %ss): %s\n' "$timeout" "$(shell_words "${qemu[@]}")"
+  timeout -k 10 "$timeout" "${qemu[@]}" &
   qpid=$!
   rc=0
   wait "$qpid" || rc=$?

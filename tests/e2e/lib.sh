@@ -72,21 +72,20 @@ e2e_summary() {
 
 # ---- host side, shared by tests/e2e/run.sh and scripts/lab ----
 
-# host_install_deps: the host tools the VM tests need (CI starts from a fresh Debian 12),
-# including what scripts/build-agent-image.sh copies into the agent image (jq, openssl, file)
-# and, for its `apt-get download`, package lists.
+# The host tools the VM tests need (CI starts from a fresh Debian 12), as CHECK:PACKAGE for
+# scripts/host-tools.sh, including what scripts/build-agent-image.sh copies into the agent
+# image (jq, openssl, file).
+HOST_VM_TOOLS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils genisoimage:genisoimage
+  python3:python3 curl:curl strip:binutils jq:jq openssl:openssl file:file)
+
+# host_install_deps: installs HOST_VM_TOOLS and, for build-agent-image.sh's `apt-get download`,
+# package lists.
 host_install_deps() {
-  local need=(qemu-system-x86 qemu-utils genisoimage python3 curl binutils jq openssl file) missing=() p
+  # shellcheck source=scripts/host-tools.sh
+  . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
+  host_tools_need e2e "${HOST_VM_TOOLS[@]}" || return 1
   if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  fi
-  for p in "${need[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "apt-get install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 }
 

@@ -20,19 +20,14 @@ work=${E2E_WORK:-$repo_root/build/e2e-packages}
 profile=${PROFILE:-release}
 mkdir -p "$work"
 t0=$(date +%s)
-need=(cpio file rpm dpkg-dev python3)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# What is checked is the commands and files, not package names (scripts/host-tools.sh).
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
+host_tools_need packages cpio:cpio file:file rpm:rpm dpkg-deb:dpkg-dev python3:python3 || exit 1
 
 scripts/build-packages.sh --profile "$profile" --out "$work/pkg" | tee "$work/build.log"
 # shellcheck source=/dev/null
+# packages.env sets VERSION, ARCH, DEB, RPM, BINARY (scripts/build-packages.sh).
 . "$work/pkg/packages.env"
 t_build=$(( $(date +%s) - t0 ))
 
@@ -65,6 +60,7 @@ rm -rf "$x"
 mkdir -p "$x"
 dpkg-deb -x "$DEB" "$x"
 check "static binary" sh -c "file '$x/usr/bin/bootstrapd' | grep -Eq 'statically linked|static-pie linked'"
+# shellcheck disable=SC2153 # VERSION comes from packages.env
 check "it runs: --version" sh -c "'$x/usr/bin/bootstrapd' --version | grep -q '^bootstrapd $VERSION'"
 check_eq "the .deb's and the .rpm's binary are the same bytes" "$(sha256sum <"$x/usr/bin/bootstrapd")" \
   "$(rpm2cpio "$RPM" | (cd "$work" && rm -rf rpmx && mkdir rpmx && cd rpmx && cpio -idm --quiet ./usr/bin/bootstrapd && sha256sum <usr/bin/bootstrapd))"

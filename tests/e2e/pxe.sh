@@ -38,16 +38,10 @@ die() { echo "pxe-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
 case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
 [ "$(id -u)" = 0 ] || die "must run as root (image build)"
 
-need=(qemu-system-x86 qemu-utils ipxe-qemu python3 curl)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# What is checked is the commands and files, not package names (scripts/host-tools.sh).
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
+host_tools_need pxe qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils /usr/lib/ipxe/qemu/pxe-virtio.rom:ipxe-qemu python3:python3 curl:curl || exit 1
 # Debian's iPXE virtio ROM names the modern (virtio 1.0) device id 1af4:1041; SeaBIOS runs
 # it only for a NIC with that id, hence disable-legacy=on below (a transitional 1af4:1000 NIC
 # silently gets no boot ROM: "No bootable device").

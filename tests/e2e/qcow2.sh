@@ -38,16 +38,10 @@ die() { echo "qcow2-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; 
 case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
 [ "$(id -u)" = 0 ] || die "must run as root (image build, loop mounts)"
 
-need=(qemu-system-x86 qemu-utils genisoimage python3 curl)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# What is checked is the commands and files, not package names (scripts/host-tools.sh).
+# shellcheck source=scripts/host-tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
+host_tools_need qcow2 qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils genisoimage:genisoimage python3:python3 curl:curl || exit 1
 
 mkdir -p "$work/logs"
 pids=() loopdev='' mnt=''
@@ -55,8 +49,8 @@ cleanup() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ -n "$mnt" ] && umount "$mnt" 2>/dev/null || true
-  [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null || true
+  if [ -n "$mnt" ]; then umount "$mnt" 2>/dev/null || true; fi
+  if [ -n "$loopdev" ]; then losetup -d "$loopdev" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
