@@ -1,3 +1,6 @@
+# shellcheck shell=bash
+# The callers set repo_root, cache and mirror before sourcing; LAYER_ROOTFS is read by them.
+# shellcheck disable=SC2154,SC2034
 # Shared by scripts/build-qcow2.sh and scripts/build-pxe.sh (sourced, bash): the product root
 # filesystem of the Debian 12 images, built in layers:
 #
