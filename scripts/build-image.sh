@@ -101,13 +101,14 @@ for a in "${archives[@]}"; do
   [ -f "$a" ] || die "image archive $a not found"
   install -D -m 0644 "$a" "$stage/var/lib/bootstrapd/images/$(basename "$a")"
 done
-systemctl --root="$stage" enable bootstrapd.service bootstrapd-e2e.service >/dev/null 2>&1
-for u in bootstrapd.service bootstrapd-e2e.service firewalld.service systemd-networkd.service; do
+units=(bootstrapd.service bootstrapd-e2e.service bootstrapd-lab-net.service bootstrapd-lab-peers.service)
+systemctl --root="$stage" enable "${units[@]}" >/dev/null 2>&1
+for u in "${units[@]}" firewalld.service systemd-networkd.service; do
   [ "$(systemctl --root="$stage" is-enabled "$u" 2>/dev/null)" = enabled ] || die "$u is not enabled in the image"
 done
 # The unit as shipped, checked against the image's own units (firewalld, networkd...). Strict:
 # systemd only warns ("ignoring") about a misspelt setting and still exits 0.
-if ! verify=$(systemd-analyze verify --root="$stage" bootstrapd.service bootstrapd-e2e.service 2>&1) \
+if ! verify=$(systemd-analyze verify --root="$stage" "${units[@]}" 2>&1) \
   || [ -n "$verify" ]; then
   die "systemd-analyze verify of the units in the image: ${verify:-failed}"
 fi

@@ -16,6 +16,8 @@
 #                      its marker lines) goes to LOG.report and is appended to LOG at the end
 #   --timeout SECONDS  hard limit for the whole boot (default 1200); exit 124 when hit
 #   --memory MIB, --smp N  (default 1024, 2)
+#   --tap NAME --mac MAC   a second NIC on the host tap device NAME (scripts/lab's private
+#                      network), with that MAC; the first NIC stays qemu's user network
 #
 # Exit status: qemu's (0 after a guest power-off), 124 on timeout, 2 on bad usage.
 # /dev/kvm is deliberately not used: nested KVM hangs on the project's machines.
@@ -23,7 +25,7 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 image_env=$repo_root/build/image/image.env
-overlay='' fresh=0 user_data='' meta_data='' hostname=node append='' serial='' timeout=1200 memory=1024 smp=2
+tap='' mac='' overlay='' fresh=0 user_data='' meta_data='' hostname=node append='' serial='' timeout=1200 memory=1024 smp=2
 
 die() { echo "vm.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -39,6 +41,8 @@ while [ $# -gt 0 ]; do
     --timeout) timeout=${2:?}; shift 2 ;;
     --memory) memory=${2:?}; shift 2 ;;
     --smp) smp=${2:?}; shift 2 ;;
+    --tap) tap=${2:?}; shift 2 ;;
+    --mac) mac=${2:?}; shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -75,6 +79,12 @@ if [ -n "$user_data" ]; then
   drives+=(-drive "file=$seed_dir/seed.iso,format=raw,if=virtio,readonly=on")
 fi
 
+# shellcheck disable=SC2054 # the commas are qemu option syntax
+nics=(-netdev user,id=net0 -device virtio-net-pci,netdev=net0)
+if [ -n "$tap" ]; then
+  [ -n "$mac" ] || die "--tap needs --mac"
+  nics+=(-netdev "tap,id=net1,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=net1,mac=$mac")
+fi
 cmdline="root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1 systemd.hostname=$hostname $append"
 : >"$serial"
 : >"$serial.report"
@@ -104,7 +114,7 @@ run_qemu() {
     -nodefaults -display none -monitor none -no-reboot
     -kernel "$KERNEL" -initrd "$INITRD" -append "$cmdline"
     "${drives[@]}"
-    -netdev user,id=net0 -device virtio-net-pci,netdev=net0
+    "${nics[@]}"
     -device virtio-rng-pci
     -serial "file:$serial" -serial "file:$serial.report")
   # Said first, so that whoever reads this log after a failed start can run it again by hand.
