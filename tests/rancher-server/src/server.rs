@@ -656,7 +656,10 @@ fn refuse_agent(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     Some(if current {
         // Neither a provisioning SA nor a cluster token matched (missing, wrong, expired or
         // rotated away): findSA's error goes through http.Error as a 500.
-        go_http_error(StatusCode::INTERNAL_SERVER_ERROR, "machine not found by request")
+        go_http_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "machine not found by request",
+        )
     } else {
         StatusCode::UNAUTHORIZED.into_response()
     })
