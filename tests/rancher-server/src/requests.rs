@@ -27,7 +27,7 @@ impl RequestEntry {
     /// Whether a header of that name (any case) was sent.
     pub fn sent(&self, name: &str) -> bool {
         let name = name.to_ascii_lowercase();
-        self.sent_headers.iter().any(|h| *h == name)
+        self.sent_headers.contains(&name)
     }
 }
 
