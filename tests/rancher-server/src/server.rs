@@ -178,29 +178,14 @@ pub async fn start(config: Config) -> Result<Server, Error> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (kick_tx, kick_rx) = watch::channel(0u64);
-    let state = Arc::new(AppState {
-        tokens: config.tokens.clone(),
-        expired_tokens: config.expired_tokens.clone(),
-        rules: config.rules,
-        starting_for: config.starting_for,
-        hold_first_connect: config.hold_first_connect,
-        agent_tls_mode: config.agent_tls_mode,
-        served_checksum: ca::ca_checksum(&served_setting),
+    let state = Arc::new(app_state(
+        &config,
+        url.clone(),
         served_setting,
-        url: url.clone(),
-        legacy: config.legacy,
-        plan_ready: config.plan_ready,
-        started: Instant::now(),
-        fail_503_for: config.fail_503_for,
-        slow: config.slow,
-        records: Mutex::new(records),
-        active_tunnels: AtomicUsize::new(0),
+        records,
         shutdown_rx,
         kick_rx,
-        nonce: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
-        requests: RequestLog::default(),
-        wrong_ca: config.wrong_ca,
-    });
+    ));
 
     let tls = rustls_config(&authority)?;
     let handle = axum_server::Handle::new();
@@ -232,6 +217,40 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         shutdown_tx,
         kick_tx,
     })
+}
+
+/// The shared state of the handlers, from the configuration and what `start` prepared.
+fn app_state(
+    config: &Config,
+    url: String,
+    served_setting: String,
+    records: RecordStore,
+    shutdown_rx: watch::Receiver<bool>,
+    kick_rx: watch::Receiver<u64>,
+) -> AppState {
+    AppState {
+        tokens: config.tokens.clone(),
+        expired_tokens: config.expired_tokens.clone(),
+        rules: config.rules,
+        starting_for: config.starting_for,
+        hold_first_connect: config.hold_first_connect,
+        agent_tls_mode: config.agent_tls_mode,
+        served_checksum: ca::ca_checksum(&served_setting),
+        served_setting,
+        url,
+        legacy: config.legacy,
+        plan_ready: config.plan_ready,
+        started: Instant::now(),
+        fail_503_for: config.fail_503_for,
+        slow: config.slow,
+        records: Mutex::new(records),
+        active_tunnels: AtomicUsize::new(0),
+        shutdown_rx,
+        kick_rx,
+        nonce: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        requests: RequestLog::default(),
+        wrong_ca: config.wrong_ca,
+    }
 }
 
 fn rustls_config(authority: &ca::Authority) -> Result<RustlsConfig, Error> {
