@@ -10,7 +10,7 @@ use bootstrapd::rancher::cacerts::CaError;
 use bootstrapd::rancher::system_agent::SystemAgentError;
 use bootstrapd::secret::Secret;
 use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, Settings};
-use rancher_test_server::{Config, Generation, start};
+use rancher_test_server::{Config, Generation, Rules, start};
 
 const TOKEN: &str = "tsq2w3e4r5t6y7u8i9o0pasdfghjklzxcvbnmqwertyuiopas";
 
@@ -67,9 +67,9 @@ async fn registers_once_per_identity_with_its_roles() {
     assert_eq!(n.generation, Generation::SystemAgent);
     assert_eq!(n.name, sa.machine_name);
     assert_eq!(n.roles, vec!["worker"]);
-    assert_eq!(n.hostname, "node4");
-    assert_eq!(n.address, "10.0.2.15");
-    assert_eq!(n.internal_address, "192.168.56.14");
+    assert_eq!(n.hostname.as_deref(), Some("node4"));
+    assert_eq!(n.address.as_deref(), Some("10.0.2.15"));
+    assert_eq!(n.internal_address.as_deref(), Some("192.168.56.14"));
     assert_eq!(
         n.labels.get("cattle.io/os").map(String::as_str),
         Some("linux")
@@ -127,8 +127,12 @@ async fn a_wrong_ca_is_refused_before_anything_is_recorded() {
 
 #[tokio::test]
 async fn an_unknown_token_is_refused_once() {
+    // Rancher 2.6 answers an unknown token with 401, which is what this test asserts; current
+    // Rancher answers 500 "machine not found by request" (the server's default rules), which
+    // bootstrapd's own tests for current Rancher cover.
     let srv = start(Config {
         tokens: vec!["another-token".into()],
+        rules: Rules::V2_6,
         ..Default::default()
     })
     .await

@@ -63,6 +63,75 @@ pub struct Config {
     pub legacy: bool,
     /// `/v3/connect/config` answers 200 with an (empty) node plan instead of 503.
     pub plan_ready: bool,
+    /// Which Rancher the system-agent endpoints model (README.md lists each rule and its source).
+    pub rules: Rules,
+    /// Current rules: `/v3/connect/agent` answers 401 during this long after start, even for a
+    /// good token, as Rancher's config server does until its informers have synced.
+    pub starting_for: Duration,
+    /// The first accepted `/v3/connect/agent` of a machine is held this long before the answer
+    /// (Rancher waits for the custom machine to be created; it gives up after 120 s).
+    pub hold_first_connect: Duration,
+    /// The `agent-tls-mode` setting, written into `/system-agent-install.sh` as `STRICT_VERIFY`.
+    pub agent_tls_mode: AgentTlsMode,
+    /// Tokens past their `expiresAt`: treated as unknown everywhere. Never logged.
+    pub expired_tokens: Vec<String>,
+}
+
+/// The rule set the system-agent endpoints follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Rules {
+    /// Rancher 2.12 and later (rancher-system-agent v0.13+): an unknown token is a 500
+    /// "machine not found by request", `/cacerts` signs its body, the install script is served.
+    #[default]
+    Current,
+    /// Rancher 2.6: every refusal on `/v3/connect/agent` is a bare 401, no `X-Cattle-Hash`.
+    V2_6,
+}
+
+impl std::str::FromStr for Rules {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "current" => Ok(Rules::Current),
+            "2.6" => Ok(Rules::V2_6),
+            other => Err(format!("rules {other:?}: expected current or 2.6")),
+        }
+    }
+}
+
+/// Rancher's `agent-tls-mode` setting (`pkg/settings/setting.go`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AgentTlsMode {
+    /// `strict`: the default of new installs since Rancher 2.9; `STRICT_VERIFY="true"`.
+    #[default]
+    Strict,
+    /// `system-store`: `STRICT_VERIFY="false"`.
+    SystemStore,
+}
+
+impl AgentTlsMode {
+    /// The setting's value as Rancher spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentTlsMode::Strict => "strict",
+            AgentTlsMode::SystemStore => "system-store",
+        }
+    }
+}
+
+impl std::str::FromStr for AgentTlsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(AgentTlsMode::Strict),
+            "system-store" => Ok(AgentTlsMode::SystemStore),
+            other => Err(format!(
+                "agent-tls-mode {other:?}: expected strict or system-store"
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -79,6 +148,11 @@ impl Default for Config {
             reset_first: 0,
             legacy: false,
             plan_ready: false,
+            rules: Rules::default(),
+            starting_for: Duration::ZERO,
+            hold_first_connect: Duration::ZERO,
+            agent_tls_mode: AgentTlsMode::default(),
+            expired_tokens: Vec::new(),
         }
     }
 }

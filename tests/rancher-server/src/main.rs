@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use rancher_test_server::{Config, record};
+use rancher_test_server::{AgentTlsMode, Config, Rules, record};
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +69,33 @@ struct ServeArgs {
     /// /v3/connect/config answers 200 with an empty plan instead of 503.
     #[arg(long)]
     plan_ready: bool,
+    /// Which Rancher to model: current (2.12+) or 2.6.
+    #[arg(long, default_value = "current")]
+    rules: Rules,
+    /// Current rules: /v3/connect/agent answers 401 during the first SECS seconds (caches not
+    /// synced yet), even for a good token.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    starting_for: u64,
+    /// Hold the first accepted /v3/connect/agent of each machine N milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    hold_first_connect_ms: u64,
+    /// The agent-tls-mode setting: strict or system-store.
+    #[arg(long, default_value = "strict")]
+    agent_tls_mode: AgentTlsMode,
+    /// File with one expired token per line: refused like an unknown token.
+    #[arg(long, value_name = "PATH")]
+    expired_token_file: Option<PathBuf>,
+}
+
+/// One token per line; blank lines and `#` comments skipped. The error names the file only.
+fn read_token_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
 }
 
 fn main() -> ExitCode {
@@ -126,14 +153,12 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let mut tokens = args.tokens.clone();
     if let Some(path) = &args.token_file {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        tokens.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
+        tokens.extend(read_token_file(path)?);
     }
+    let expired_tokens = match &args.expired_token_file {
+        Some(path) => read_token_file(path)?,
+        None => Vec::new(),
+    };
     if tokens.is_empty() {
         return Err("no known token: pass --token or --token-file".to_string());
     }
@@ -149,6 +174,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         reset_first: args.reset_first,
         legacy: args.legacy,
         plan_ready: args.plan_ready,
+        rules: args.rules,
+        starting_for: Duration::from_secs(args.starting_for),
+        hold_first_connect: Duration::from_millis(args.hold_first_connect_ms),
+        agent_tls_mode: args.agent_tls_mode,
+        expired_tokens,
     };
     let server = rancher_test_server::start(config)
         .await

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use hmac::{KeyInit, Mac};
 use md5::Md5;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 /// rke1 agent headers (rancher `pkg/tunnelserver/tunnel.go`, `cmd/agent/main.go`).
 pub const TUNNEL_TOKEN: &str = "X-API-Tunnel-Token";
@@ -182,6 +183,41 @@ pub fn bearer_token(authorization: Option<&str>) -> &str {
     value.strip_prefix("Bearer ").unwrap_or(value)
 }
 
+/// `/cacerts` request header carrying the agent's nonce (rancher `pkg/cacerts/handler.go`).
+pub const CATTLE_NONCE: &str = "X-Cattle-Nonce";
+/// `/cacerts` reply header carrying the HMAC (rancher `pkg/cacerts/handler.go`).
+pub const CATTLE_HASH: &str = "X-Cattle-Hash";
+
+/// What an agent presents as `Authorization: Bearer` on `/cacerts`: standard base64 of the
+/// token's sha256 (`hashToken`, rancher `pkg/cacerts/handler.go`).
+pub fn token_hash(token: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(token.as_bytes()))
+}
+
+/// `X-Cattle-Hash`: standard base64 of HMAC-SHA512 keyed with the token over
+/// `nonce || 0x00 || body || 0x00` (rancher `pkg/cacerts/handler.go`).
+pub fn cacerts_hmac(token: &str, nonce: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this never fails.
+    let mut mac = <hmac::Hmac<Sha512> as KeyInit>::new_from_slice(token.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(nonce.as_bytes());
+    mac.update(&[0]);
+    mac.update(body);
+    mac.update(&[0]);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// `/system-agent-install.sh` as rancher `pkg/capr/installer/installer.go`
+/// (`LinuxInstallScript`, called with no token and no extra env by `installer/server.go`) lays
+/// it out: the `STRICT_VERIFY` env line from `agent-tls-mode`, the binary base URL (the server
+/// serves `/assets`), `CATTLE_SERVER` (unquoted), `CATTLE_CA_CHECKSUM`, an empty token line,
+/// then the script body.
+pub fn install_script(server: &str, ca_checksum: &str, strict: bool, body: &str) -> String {
+    format!(
+        "#!/usr/bin/env sh\nSTRICT_VERIFY=\"{strict}\"\n\nCATTLE_AGENT_BINARY_BASE_URL=\"{server}/assets\"\nCATTLE_SERVER={server}\nCATTLE_CA_CHECKSUM=\"{ca_checksum}\"\n\n\n{body}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +295,29 @@ mod tests {
         assert_eq!(rke1_node_name("node1"), "m-164546f60261");
         // sha256("abc") = ba7816bf8f01cfea...
         assert_eq!(custom_machine_name("abc"), "custom-ba7816bf8f01");
+    }
+
+    #[test]
+    fn cacerts_signature_matches_an_independent_computation() {
+        // Expected values from Python's hashlib/hmac over the same inputs.
+        assert_eq!(
+            token_hash("token-abc"),
+            "CWFXsznPQZ28DI3vSfwr6STcEw+6zfp7h5vuCjB4zsQ="
+        );
+        let body = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            cacerts_hmac("token-abc", "n0nce", body),
+            "hnUPgOaUrld1I0hU3t4BLspi+H6Hc67mE1FDL3PVcdRBd/eIBFAvt0UDrVxXaydLQxoc9DBE0VQVT2vnGcvaTg=="
+        );
+    }
+
+    #[test]
+    fn install_script_layout() {
+        let script = install_script("https://h:1", "abc", false, "# body");
+        assert_eq!(
+            script,
+            "#!/usr/bin/env sh\nSTRICT_VERIFY=\"false\"\n\nCATTLE_AGENT_BINARY_BASE_URL=\"https://h:1/assets\"\nCATTLE_SERVER=https://h:1\nCATTLE_CA_CHECKSUM=\"abc\"\n\n\n# body\n"
+        );
     }
 
     #[test]

@@ -35,12 +35,16 @@ pub struct NodeRecord {
     pub name: String,
     pub generation: Generation,
     pub roles: Vec<String>,
-    pub address: String,
-    pub internal_address: String,
+    /// `None` when the node did not send it (no `X-Cattle-Address` header, empty rke1 field).
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub internal_address: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<String>,
-    /// requestedHostname (rke1) or X-Cattle-Node-Name (system agent).
-    pub hostname: String,
+    /// requestedHostname (rke1) or X-Cattle-Node-Name (system agent); `None` when not sent.
+    #[serde(default)]
+    pub hostname: Option<String>,
     /// RFC 3339, UTC.
     pub first_seen: String,
     pub last_seen: String,
@@ -54,11 +58,11 @@ pub struct Sighting {
     pub name: String,
     pub generation: Generation,
     pub roles: Vec<String>,
-    pub address: String,
-    pub internal_address: String,
+    pub address: Option<String>,
+    pub internal_address: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<String>,
-    pub hostname: String,
+    pub hostname: Option<String>,
 }
 
 /// How a repeated sighting updates an existing entry.
@@ -225,13 +229,14 @@ pub fn format_table(nodes: &[NodeRecord]) -> String {
         .iter()
         .map(|n| {
             let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+            let opt = |s: &Option<String>| or_dash(s.clone().unwrap_or_default());
             [
                 n.name.clone(),
                 n.generation.as_str().to_string(),
                 or_dash(n.roles.join(",")),
-                or_dash(n.hostname.clone()),
-                or_dash(n.address.clone()),
-                or_dash(n.internal_address.clone()),
+                opt(&n.hostname),
+                opt(&n.address),
+                opt(&n.internal_address),
                 or_dash(
                     n.labels
                         .iter()
@@ -280,11 +285,11 @@ mod tests {
             name: name.to_string(),
             generation: Generation::Rke1,
             roles: roles.iter().map(|r| r.to_string()).collect(),
-            address: address.to_string(),
-            internal_address: String::new(),
+            address: Some(address.to_string()),
+            internal_address: None,
             labels: BTreeMap::new(),
             taints: vec![],
-            hostname: "node1".to_string(),
+            hostname: Some("node1".to_string()),
         }
     }
 
@@ -305,7 +310,8 @@ mod tests {
         assert_eq!(second.connect_count, 2);
         assert_eq!(second.roles, vec!["etcd", "worker"]);
         assert_eq!(
-            second.address, "10.0.0.1",
+            second.address.as_deref(),
+            Some("10.0.0.1"),
             "rke1 keeps the created custom config"
         );
         let on_disk = read_records(&file).expect("read back");

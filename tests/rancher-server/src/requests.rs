@@ -1,7 +1,7 @@
 //! An in-memory log of every request the server answered, for tests that must prove what did
 //! or did not reach the server (fault campaigns, fleet benchmarks). It records whether a
-//! request carried a registration token, never the token itself, and never headers or
-//! query strings.
+//! request carried a registration token, never the token itself, and of the headers only the
+//! names of the registration ones (never a value, never a query string).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,6 +16,32 @@ pub struct RequestEntry {
     pub status: u16,
     /// A non-empty `Authorization` or `X-API-Tunnel-Token` header was present.
     pub carried_token: bool,
+    /// Names (lowercase, sorted, once each) of the registration headers sent: `authorization`,
+    /// `x-api-tunnel-*` and every `x-cattle-*` (`x-cattle-node-name`, `x-cattle-address`,
+    /// `x-cattle-internal-address`, `x-cattle-nonce`, ...). Names only: the token and its hash
+    /// travel in values, which are never kept.
+    pub sent_headers: Vec<String>,
+}
+
+impl RequestEntry {
+    /// Whether a header of that name (any case) was sent.
+    pub fn sent(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.sent_headers.contains(&name)
+    }
+}
+
+/// The registration header names among `names`, as [`RequestEntry::sent_headers`] keeps them.
+pub fn registration_header_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut kept: Vec<String> = names
+        .map(str::to_ascii_lowercase)
+        .filter(|n| {
+            n == "authorization" || n.starts_with("x-cattle-") || n.starts_with("x-api-tunnel-")
+        })
+        .collect();
+    kept.sort();
+    kept.dedup();
+    kept
 }
 
 /// Entries beyond this are counted, not kept: a long-running server must not grow without
@@ -69,6 +95,7 @@ mod tests {
             path: "/ping".into(),
             status: 200,
             carried_token: false,
+            sent_headers: Vec::new(),
         }
     }
 
@@ -77,6 +104,34 @@ mod tests {
         let entries = [entry(10), entry(999), entry(1000), entry(3500)];
         assert_eq!(per_second(&entries), vec![2, 1, 0, 1]);
         assert!(per_second(&[]).is_empty());
+    }
+
+    #[test]
+    fn keeps_registration_header_names_only() {
+        let names = [
+            "Host",
+            "X-Cattle-Node-Name",
+            "authorization",
+            "X-Cattle-Nonce",
+            "x-cattle-node-name",
+            "User-Agent",
+            "X-API-Tunnel-Token",
+        ];
+        let entry = RequestEntry {
+            sent_headers: registration_header_names(names.into_iter()),
+            ..entry(0)
+        };
+        assert_eq!(
+            entry.sent_headers,
+            vec![
+                "authorization",
+                "x-api-tunnel-token",
+                "x-cattle-node-name",
+                "x-cattle-nonce"
+            ]
+        );
+        assert!(entry.sent("X-Cattle-Nonce"));
+        assert!(!entry.sent("X-Cattle-Address"));
     }
 
     #[test]

@@ -27,10 +27,10 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::protocol::{self, TUNNEL_PARAMS, TUNNEL_TOKEN};
+use crate::protocol::{self, CATTLE_HASH, CATTLE_NONCE, TUNNEL_PARAMS, TUNNEL_TOKEN};
 use crate::record::{Generation, NodeRecord, RecordStore, Sighting, Update};
-use crate::requests::{RequestEntry, RequestLog};
-use crate::{Config, Error, ca};
+use crate::requests::{RequestEntry, RequestLog, registration_header_names};
+use crate::{AgentTlsMode, Config, Error, Rules, ca};
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
@@ -84,6 +84,15 @@ impl Server {
 
 struct AppState {
     tokens: Vec<String>,
+    /// Tokens past `expiresAt`: refused like unknown ones.
+    expired_tokens: Vec<String>,
+    rules: Rules,
+    starting_for: Duration,
+    hold_first_connect: Duration,
+    agent_tls_mode: AgentTlsMode,
+    /// `CATTLE_CA_CHECKSUM` of the install script: over the served setting, as Rancher's
+    /// `systemtemplate.CAChecksum` reads the same `cacerts` setting that `/cacerts` serves.
+    served_checksum: String,
     /// The cacerts setting as served (no trailing newline); not the real CA with --wrong-ca.
     served_setting: String,
     url: String,
@@ -109,8 +118,11 @@ impl AppState {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Known and not expired.
     fn known_token(&self, token: &str) -> bool {
-        !token.is_empty() && self.tokens.iter().any(|t| t == token)
+        !token.is_empty()
+            && self.tokens.iter().any(|t| t == token)
+            && !self.expired_tokens.iter().any(|t| t == token)
     }
 
     fn saw(&self, sighting: Sighting, update: Update) -> Result<NodeRecord, String> {
@@ -166,23 +178,14 @@ pub async fn start(config: Config) -> Result<Server, Error> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (kick_tx, kick_rx) = watch::channel(0u64);
-    let state = Arc::new(AppState {
-        tokens: config.tokens.clone(),
+    let state = Arc::new(app_state(
+        &config,
+        url.clone(),
         served_setting,
-        url: url.clone(),
-        legacy: config.legacy,
-        plan_ready: config.plan_ready,
-        started: Instant::now(),
-        fail_503_for: config.fail_503_for,
-        slow: config.slow,
-        records: Mutex::new(records),
-        active_tunnels: AtomicUsize::new(0),
+        records,
         shutdown_rx,
         kick_rx,
-        nonce: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
-        requests: RequestLog::default(),
-        wrong_ca: config.wrong_ca,
-    });
+    ));
 
     let tls = rustls_config(&authority)?;
     let handle = axum_server::Handle::new();
@@ -214,6 +217,40 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         shutdown_tx,
         kick_tx,
     })
+}
+
+/// The shared state of the handlers, from the configuration and what `start` prepared.
+fn app_state(
+    config: &Config,
+    url: String,
+    served_setting: String,
+    records: RecordStore,
+    shutdown_rx: watch::Receiver<bool>,
+    kick_rx: watch::Receiver<u64>,
+) -> AppState {
+    AppState {
+        tokens: config.tokens.clone(),
+        expired_tokens: config.expired_tokens.clone(),
+        rules: config.rules,
+        starting_for: config.starting_for,
+        hold_first_connect: config.hold_first_connect,
+        agent_tls_mode: config.agent_tls_mode,
+        served_checksum: ca::ca_checksum(&served_setting),
+        served_setting,
+        url,
+        legacy: config.legacy,
+        plan_ready: config.plan_ready,
+        started: Instant::now(),
+        fail_503_for: config.fail_503_for,
+        slow: config.slow,
+        records: Mutex::new(records),
+        active_tunnels: AtomicUsize::new(0),
+        shutdown_rx,
+        kick_rx,
+        nonce: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        requests: RequestLog::default(),
+        wrong_ca: config.wrong_ca,
+    }
 }
 
 fn rustls_config(authority: &ca::Authority) -> Result<RustlsConfig, Error> {
@@ -275,6 +312,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v3/connect", get(tunnel_connect))
         .route("/v3/connect/config", get(connect_config))
         .route("/v3/connect/agent", get(connect_agent))
+        .route("/system-agent-install.sh", get(install_script))
         .route("/assets/{file}", get(assets))
         .route("/_test/record", get(test_record))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
@@ -309,6 +347,7 @@ async fn record_request(State(state): State<Arc<AppState>>, req: Request, next: 
                 .iter()
                 .any(|v| !v.as_bytes().trim_ascii().is_empty())
         });
+    let sent_headers = registration_header_names(req.headers().keys().map(|k| k.as_str()));
     let response = next.run(req).await;
     state.requests.push(RequestEntry {
         at,
@@ -316,6 +355,7 @@ async fn record_request(State(state): State<Arc<AppState>>, req: Request, next: 
         path,
         status: response.status().as_u16(),
         carried_token,
+        sent_headers,
     });
     response
 }
@@ -345,16 +385,45 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Rancher >= 2.6 `/cacerts`: the setting with its trailing newline, as text.
-async fn cacerts(State(state): State<Arc<AppState>>) -> Response {
+/// Rancher >= 2.6 `/cacerts`: the setting with its trailing newline, as text; under current
+/// rules signed with `X-Cattle-Hash` (rancher `pkg/cacerts/handler.go`).
+async fn cacerts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if state.legacy {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     }
-    let mut response = format!("{}\n", state.served_setting).into_response();
+    let body = format!("{}\n", state.served_setting);
+    let hash = match state.rules {
+        Rules::Current => cacerts_hash(&state, &headers, body.as_bytes()),
+        Rules::V2_6 => None,
+    };
+    let mut response = body.into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Some(value) = hash.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        response.headers_mut().insert(CATTLE_HASH, value);
+    }
     response
+}
+
+/// The HMAC only when both a nonce and the hash of a known token came (`handler.go`): with
+/// `wrong_ca` it covers the wrong CA, which is what was served.
+fn cacerts_hash(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let nonce = header_str(headers, CATTLE_NONCE);
+    let presented = protocol::bearer_token(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    if nonce.is_empty() || presented.is_empty() {
+        return None;
+    }
+    let token = state
+        .tokens
+        .iter()
+        .filter(|t| state.known_token(t))
+        .find(|t| protocol::token_hash(t) == presented)?;
+    Some(protocol::cacerts_hmac(token, nonce, body))
 }
 
 /// The norman `setting` resource; `value` has no trailing newline, as in real Rancher.
@@ -437,11 +506,12 @@ fn authorize_tunnel(state: &AppState, headers: &HeaderMap, path: TunnelPath) -> 
                 name: name.clone(),
                 generation: Generation::Rke1,
                 roles: node.roles(),
-                address: custom.address,
-                internal_address: custom.internal_address,
+                address: Some(custom.address),
+                // The agent sends "" for "not given" in this JSON field.
+                internal_address: Some(custom.internal_address).filter(|a| !a.is_empty()),
                 labels: custom.label.unwrap_or_default(),
                 taints: custom.taints.unwrap_or_default(),
-                hostname: node.requested_hostname.clone(),
+                hostname: Some(node.requested_hostname.clone()),
             };
             if let Err(e) = state.saw(sighting, Update::RolesOnly) {
                 return TunnelAuth::Failed(e);
@@ -452,11 +522,11 @@ fn authorize_tunnel(state: &AppState, headers: &HeaderMap, path: TunnelPath) -> 
                 name: name.clone(),
                 generation: Generation::Rke1,
                 roles: node.roles(),
-                address: String::new(),
-                internal_address: String::new(),
+                address: None,
+                internal_address: None,
                 labels: BTreeMap::new(),
                 taints: Vec::new(),
-                hostname: node.requested_hostname.clone(),
+                hostname: Some(node.requested_hostname.clone()),
             };
             if let Err(e) = state.saw(sighting, Update::RolesOnly) {
                 return TunnelAuth::Failed(e);
@@ -563,28 +633,99 @@ async fn connect_config(State(state): State<Arc<AppState>>, headers: HeaderMap) 
     }
 }
 
-/// rancher-system-agent connection info (`pkg/capr/configserver/server.go`, v2.6 rules).
+/// rancher-system-agent connection info: rancher `pkg/capr/configserver/server.go`
+/// (`ServeHTTP`, `findSA`, `connectAgent`) and `custom.go` (`findMachineByClusterToken`).
 async fn connect_agent(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if state.legacy {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     }
-    let machine_id = header_str(&headers, protocol::CATTLE_ID);
-    if machine_id.is_empty() {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Some(refusal) = refuse_agent(&state, &headers) {
+        return refusal;
+    }
+    let name = protocol::custom_machine_name(header_str(&headers, protocol::CATTLE_ID));
+    if let Some(timeout) = hold_first_connect(&state, &name).await {
+        return timeout;
+    }
+    if let Err(e) = state.saw(agent_sighting(&headers, &name), Update::Everything) {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, e);
+    }
+    connection_info(&state, &headers, &name)
+}
+
+/// The refusals of `ServeHTTP`/`findSA`, in their order; `None` lets the request through.
+fn refuse_agent(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let current = state.rules == Rules::Current;
+    // server.go: while the secrets or cluster-token informers have not synced, a bare 401
+    // for everyone, good token or not.
+    if current && state.started.elapsed() < state.starting_for {
+        return Some(StatusCode::UNAUTHORIZED.into_response());
+    }
+    // findSA returns no secret without X-Cattle-Id: a bare 401 (2.6 and current alike).
+    if header_str(headers, protocol::CATTLE_ID).is_empty() {
+        return Some(StatusCode::UNAUTHORIZED.into_response());
     }
     let token = protocol::bearer_token(
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     );
-    if !state.known_token(token) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if state.known_token(token) {
+        return None;
     }
-    let cattle = |suffix: &str| {
-        header_str(
-            &headers,
-            &format!("{}{suffix}", protocol::CATTLE_HEADER_PREFIX),
+    Some(if current {
+        // Neither a provisioning SA nor a cluster token matched (missing, wrong, expired or
+        // rotated away): findSA's error goes through http.Error as a 500.
+        go_http_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "machine not found by request",
         )
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    })
+}
+
+/// Go's `http.Error`: the message plus a newline, as UTF-8 text, with nosniff.
+fn go_http_error(status: StatusCode, message: &str) -> Response {
+    let mut response = (status, format!("{message}\n")).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// `custom.go` `waitReady` watches the machine request secret with `TimeoutSeconds: 120`.
+const MACHINE_WAIT_LIMIT: Duration = Duration::from_secs(120);
+
+/// The first accepted request of a machine waits while Rancher creates the custom machine
+/// (`findMachineByClusterToken` -> `waitReady`); past the watch timeout findSA's error is a 500.
+async fn hold_first_connect(state: &AppState, name: &str) -> Option<Response> {
+    let known = state.records().get(Generation::SystemAgent, name).is_some();
+    if state.hold_first_connect.is_zero() || known {
+        return None;
+    }
+    if state.hold_first_connect > MACHINE_WAIT_LIMIT {
+        tokio::time::sleep(MACHINE_WAIT_LIMIT).await;
+        let message = format!("timeout waiting for fleet-default/{name} to be ready");
+        return Some(go_http_error(StatusCode::INTERNAL_SERVER_ERROR, &message));
+    }
+    tokio::time::sleep(state.hold_first_connect).await;
+    None
+}
+
+/// What the machine request secret records (`dataFromHeaders`): every `X-Cattle-*` header the
+/// node sent; a header it did not send stays `None`.
+fn agent_sighting(headers: &HeaderMap, name: &str) -> Sighting {
+    let cattle = |suffix: &str| {
+        headers
+            .get(format!("{}{suffix}", protocol::CATTLE_HEADER_PREFIX))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     };
     let mut roles = Vec::new();
     for (header_name, role) in [
@@ -592,29 +733,33 @@ async fn connect_agent(State(state): State<Arc<AppState>>, headers: HeaderMap) -
         ("role-control-plane", "controlplane"),
         ("role-worker", "worker"),
     ] {
-        if protocol::header_bool(Some(cattle(header_name))) {
+        if protocol::header_bool(cattle(header_name).as_deref()) {
             roles.push(role.to_string());
         }
     }
-    let name = protocol::custom_machine_name(machine_id);
-    let sighting = Sighting {
-        name: name.clone(),
+    Sighting {
+        name: name.to_string(),
         generation: Generation::SystemAgent,
         roles,
-        address: cattle("address").to_string(),
-        internal_address: cattle("internal-address").to_string(),
-        labels: protocol::parse_labels(cattle("labels")),
-        taints: protocol::split_list(cattle("taints")),
-        hostname: cattle("node-name").to_string(),
-    };
-    if let Err(e) = state.saw(sighting, Update::Everything) {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, e);
+        address: cattle("address"),
+        internal_address: cattle("internal-address"),
+        labels: protocol::parse_labels(&cattle("labels").unwrap_or_default()),
+        taints: protocol::split_list(&cattle("taints").unwrap_or_default()),
+        hostname: cattle("node-name"),
     }
+}
 
-    let server = match headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+/// The server URL a node used: `https://<Host>`, or the listen URL without a Host header.
+fn request_server(state: &AppState, headers: &HeaderMap) -> String {
+    match headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
         Some(host) if !host.is_empty() => format!("https://{host}"),
         _ => state.url.clone(),
-    };
+    }
+}
+
+/// `connectAgent`: namespace, plan secret name and a kubeconfig with a service-account token.
+fn connection_info(state: &AppState, headers: &HeaderMap, name: &str) -> Response {
+    let server = request_server(state, headers);
     let sa_token = hex::encode(Sha256::digest(format!("{}:{name}", state.nonce).as_bytes()));
     let ca_data =
         base64::engine::general_purpose::STANDARD.encode(format!("{}\n", state.served_setting));
@@ -629,6 +774,30 @@ async fn connect_agent(State(state): State<Arc<AppState>>, headers: HeaderMap) -
             "kubeConfig": kube_config,
         }),
     )
+}
+
+/// Stands in for rancher/system-agent's `install.sh`, which this project does not ship.
+const INSTALL_SCRIPT_BODY: &str =
+    "# rancher-test-server: the body of rancher/system-agent install.sh is not served here.";
+
+/// `GET /system-agent-install.sh` (rancher `pkg/capr/installer/server.go`, `installer.go`):
+/// current rules only; Rancher 2.6 predates `agent-tls-mode`, and the 2.6 double never served it.
+async fn install_script(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if state.legacy || state.rules == Rules::V2_6 {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    }
+    let strict = state.agent_tls_mode == AgentTlsMode::Strict;
+    let script = protocol::install_script(
+        &request_server(&state, &headers),
+        &state.served_checksum,
+        strict,
+        INSTALL_SCRIPT_BODY,
+    );
+    let mut response = script.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
 }
 
 const AGENT_SCRIPT: &str = r#"#!/bin/sh

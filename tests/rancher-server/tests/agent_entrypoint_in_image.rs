@@ -310,8 +310,8 @@ async fn entrypoint_registers_with_token_from_the_environment() {
     })
     .await;
     assert_eq!(node.roles, vec!["etcd", "controlplane"]);
-    assert_eq!(node.address, "10.0.0.31");
-    assert_eq!(node.internal_address, "192.168.0.31");
+    assert_eq!(node.address.as_deref(), Some("10.0.0.31"));
+    assert_eq!(node.internal_address.as_deref(), Some("192.168.0.31"));
     assert_eq!(node.labels.get("tier").map(String::as_str), Some("control"));
     assert_eq!(node.labels.get("zone").map(String::as_str), Some("a"));
     assert_eq!(node.taints, vec!["dedicated=cp:NoSchedule"]);

@@ -23,8 +23,8 @@ async fn register_is_accepted_recorded_and_held_open() {
     );
     assert_eq!(node.generation, Generation::Rke1);
     assert_eq!(node.roles, vec!["etcd", "controlplane"]);
-    assert_eq!(node.address, "10.0.0.5");
-    assert_eq!(node.hostname, "node1");
+    assert_eq!(node.address.as_deref(), Some("10.0.0.5"));
+    assert_eq!(node.hostname.as_deref(), Some("node1"));
     assert_eq!(node.labels.get("env").map(String::as_str), Some("test"));
     assert_eq!(node.taints, vec!["k=v:NoSchedule"]);
     assert_eq!(node.connect_count, 1);
