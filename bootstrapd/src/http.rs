@@ -6,8 +6,9 @@
 //! (delay drawn uniformly from `[0, min(max_delay, initial * 2^n)]`, so that a fleet booting
 //! at once does not hammer the server in lockstep), bounded by an overall deadline and a
 //! number of attempts. Connect errors, timeouts, 5xx and 429 are retried; other statuses are
-//! returned to the caller, who may override the decision per status (401 to a token-bearing
-//! request must not be retried; 503 from a starting Rancher must).
+//! returned to the caller, who may override the decision per status (a starting Rancher's 401
+//! and 503 must be retried). A certificate that does not verify is retried too, unless the
+//! client was built with `fail_fast_on_certificate`.
 //!
 //! Bodies are read as a stream and refused as soon as they pass the size limit, so a broken
 //! or hostile server cannot make the agent allocate without bound.

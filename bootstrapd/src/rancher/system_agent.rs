@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::cacerts::{self, CaError, ServerTrust};
 use super::{Deadline, Registration, Tuning, client, endpoint};
 use crate::fsutil::{HostRoot, write_atomic};
-use crate::http::{HttpClient, HttpError, Request, Response, StatusCode, Verdict};
+use crate::http::{Cause, HttpClient, HttpError, Request, Response, StatusCode, Verdict};
 use crate::secret::Secret;
 use crate::userdata::{Role, Taint};
 
@@ -437,7 +437,14 @@ async fn connect(
     };
     let resp = match (result, not_found_for) {
         (Ok(r), Some(secs)) if is_machine_not_found(&r) => return Err(unknown(secs)),
-        (Err(HttpError::Exhausted { .. }), Some(secs)) => return Err(unknown(secs)),
+        // The deadline ended the wait while the server still said "machine not found".
+        (
+            Err(HttpError::Exhausted {
+                last: Cause::Status(StatusCode::INTERNAL_SERVER_ERROR),
+                ..
+            }),
+            Some(secs),
+        ) => return Err(unknown(secs)),
         (r, _) => r.map_err(&err)?,
     };
     if resp.status != StatusCode::OK {
