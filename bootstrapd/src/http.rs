@@ -63,9 +63,10 @@ pub enum HttpError {
     },
     /// The server's certificate failed verification under the configured trust on
     /// consecutive attempts (only with [`HttpClientBuilder::fail_fast_on_certificate`]).
-    #[error("{method} {url}: the server's certificate does not verify ({attempts} attempt(s)): {detail}")]
+    #[error(
+        "{url}: the server's certificate does not verify ({attempts} attempt(s)): {detail}"
+    )]
     Certificate {
-        method: Method,
         url: String,
         attempts: u32,
         detail: String,
@@ -598,7 +599,6 @@ impl HttpClient {
                 cert_failures += 1;
                 if self.cert_fail_after.is_some_and(|n| cert_failures >= n) {
                     let err = HttpError::Certificate {
-                        method: req.method.clone(),
                         url,
                         attempts: attempt,
                         detail: detail.clone(),

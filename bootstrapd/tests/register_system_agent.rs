@@ -103,9 +103,11 @@ async fn handle(State(d): State<Double>, req: Request) -> Response {
                 // The handler keys the HMAC with the token whose hash the agent sent.
                 let knows = auth == format!("Bearer {}", cacerts::token_hash(&Secret::new(TOKEN)));
                 let hash = match d.hmac {
-                    Hmac::Right if knows => {
-                        Some(cacerts::cacerts_hmac(&Secret::new(TOKEN), &nonce, d.ca_pem.as_bytes()))
-                    }
+                    Hmac::Right if knows => Some(cacerts::cacerts_hmac(
+                        &Secret::new(TOKEN),
+                        &nonce,
+                        d.ca_pem.as_bytes(),
+                    )),
                     Hmac::Wrong => Some(cacerts::cacerts_hmac(
                         &Secret::new("another-token"),
                         &nonce,
@@ -114,7 +116,8 @@ async fn handle(State(d): State<Double>, req: Request) -> Response {
                     _ => None,
                 };
                 if let Some(h) = hash {
-                    resp.headers_mut().insert("x-cattle-hash", h.parse().unwrap());
+                    resp.headers_mut()
+                        .insert("x-cattle-hash", h.parse().unwrap());
                 }
             }
             resp
@@ -240,7 +243,11 @@ fn carries_token(s: &Seen) -> bool {
 /// Every request before the first `/v3/connect/agent` is free of the token.
 fn no_token_before_connect(seen: &[Seen]) {
     for s in seen.iter().take_while(|s| s.path != "/v3/connect/agent") {
-        assert!(!carries_token(s), "token sent to {} before the CA was proven", s.path);
+        assert!(
+            !carries_token(s),
+            "token sent to {} before the CA was proven",
+            s.path
+        );
     }
 }
 
@@ -461,15 +468,20 @@ async fn machine_not_found_keeps_trying_then_names_the_token() {
         "{err}"
     );
     let msg = err.to_string();
-    assert!(msg.contains("does not know this registration token"), "{msg}");
+    assert!(
+        msg.contains("does not know this registration token"),
+        "{msg}"
+    );
     assert!(msg.contains("update rancher.token"), "{msg}");
     assert!(!msg.contains(TOKEN));
     // It kept trying before giving up, and said why while it did.
     assert!(d.connect_hits.load(Ordering::SeqCst) >= 2);
     let shown = shown.lock().unwrap();
     assert!(
-        shown.iter().any(|m| m.contains("machine not found by request")
-            && m.contains("token may be wrong, expired or rotated")),
+        shown
+            .iter()
+            .any(|m| m.contains("machine not found by request")
+                && m.contains("token may be wrong, expired or rotated")),
         "{shown:?}"
     );
     assert!(!root.path(system_agent::CONNECTION_INFO_FILE).exists());
@@ -524,11 +536,21 @@ async fn node_name_and_addresses_only_when_the_userdata_sets_them() {
     ] {
         assert_eq!(connect_header(&d, h), None, "{h} sent though unset");
     }
-    register(&root, &settings(&url, s.rancher.ca_checksum.clone(), 60), &node())
-        .await
-        .unwrap();
-    assert_eq!(connect_header(&d, "x-cattle-node-name").as_deref(), Some("node1"));
-    assert_eq!(connect_header(&d, "x-cattle-address").as_deref(), Some("10.0.2.15"));
+    register(
+        &root,
+        &settings(&url, s.rancher.ca_checksum.clone(), 60),
+        &node(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        connect_header(&d, "x-cattle-node-name").as_deref(),
+        Some("node1")
+    );
+    assert_eq!(
+        connect_header(&d, "x-cattle-address").as_deref(),
+        Some("10.0.2.15")
+    );
     assert_eq!(
         connect_header(&d, "x-cattle-internal-address").as_deref(),
         Some("192.168.56.11")
@@ -542,7 +564,10 @@ async fn interface_name_address_is_sent_as_its_ipv4() {
     let lo = resolve_address("internal_address", "lo").await.unwrap();
     assert_eq!(lo.to_string(), "127.0.0.1");
     let err = resolve_address("address", "nosuchif0").await.unwrap_err();
-    assert!(matches!(err, NetworkError::NoInterface { key: "address", .. }));
+    assert!(matches!(
+        err,
+        NetworkError::NoInterface { key: "address", .. }
+    ));
     assert!(err.to_string().contains("rancher.address"), "{err}");
     let (url, d) = start(|_| {}).await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());

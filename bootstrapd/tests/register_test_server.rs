@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bootstrapd::actions::register::{NodeIdentity, RegisterError, register, register_with};
 use bootstrapd::fsutil::HostRoot;
-use bootstrapd::rancher::cacerts::CaError;
 use bootstrapd::rancher::Tuning;
+use bootstrapd::rancher::cacerts::CaError;
 use bootstrapd::rancher::system_agent::SystemAgentError;
 use bootstrapd::secret::Secret;
 use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, Settings};

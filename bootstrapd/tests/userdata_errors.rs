@@ -324,17 +324,24 @@ fn agent_image_belongs_to_rke1_mode_only() {
             .as_bytes(),
     )
     .unwrap();
-    assert_eq!(p.settings.rancher.agent_image, "rancher/rancher-agent:v2.11.3");
+    assert_eq!(
+        p.settings.rancher.agent_image,
+        "rancher/rancher-agent:v2.11.3"
+    );
     assert_eq!(p.notes, vec![userdata::RKE1_NOTE.to_string()]);
 }
 
 #[test]
 fn strict_verify_is_a_boolean() {
-    let p = userdata::parse(format!("roles: [worker]\n{GOOD_RANCHER}  strict_verify: true\n").as_bytes())
-        .unwrap();
+    let p = userdata::parse(
+        format!("roles: [worker]\n{GOOD_RANCHER}  strict_verify: true\n").as_bytes(),
+    )
+    .unwrap();
     assert_eq!(p.settings.rancher.strict_verify, Some(true));
     assert!(p.notes.is_empty());
-    let e = errors(&format!("roles: [worker]\n{GOOD_RANCHER}  strict_verify: \"yes\"\n"));
+    let e = errors(&format!(
+        "roles: [worker]\n{GOOD_RANCHER}  strict_verify: \"yes\"\n"
+    ));
     assert_eq!(e.problems.len(), 1);
     assert_eq!(e.problems[0].path, "rancher.strict_verify");
 }

@@ -360,7 +360,7 @@ async fn stage_register(
         ..Default::default()
     };
     let result = actions::register::register_with(root, settings, &node, &tuning).await;
-    drop(store_cell);
+    let store = store_cell.into_inner().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok(record) => {
             findings.extend(record.findings.iter().cloned());

@@ -452,7 +452,10 @@ mod tests {
     fn hmac_matches_a_reference_vector() {
         // RFC 4231 test case 2.
         assert_eq!(
-            hex::encode(hmac_sha512(b"Jefe", &[b"what do ya want ", b"for nothing?"])),
+            hex::encode(hmac_sha512(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
             "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
              9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
         );

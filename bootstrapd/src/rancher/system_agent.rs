@@ -385,8 +385,7 @@ async fn connect(
     for (name, value) in connect_headers(cattle_id, reg.roles, &node, reg.labels, reg.taints) {
         req = req.header(name, value);
     }
-    let http = client(&trust.tls(), deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20)
-        .map_err(&err)?;
+    let http = client(&trust.tls(), deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20).map_err(&err)?;
     let since = std::sync::Mutex::new(None::<std::time::Instant>);
     let verdict = |r: &Response| {
         if r.status == StatusCode::OK {
@@ -506,8 +505,8 @@ pub async fn install(
 
     // 1. The server is reachable under the proven trust; a certificate it does not accept
     // fails after CERT_FAIL_ATTEMPTS (rancher/mod.rs), not at the deadline.
-    let small = client(&tls, deadline, Duration::from_secs(30), 1 << 20)
-        .map_err(http("healthz"))?;
+    let small =
+        client(&tls, deadline, Duration::from_secs(30), 1 << 20).map_err(http("healthz"))?;
     let url = endpoint(server, "/healthz");
     let resp = small
         .send_with(&Request::get(&url).map_err(http("healthz"))?, |r| {
@@ -540,8 +539,8 @@ pub async fn install(
     // 2. Binary and uninstall script.
     ensure_private_dir(root, VAR_DIR)?;
     ensure_private_dir(root, CONFIG_DIR)?;
-    let big = client(&tls, deadline, Duration::from_secs(300), 512 << 20)
-        .map_err(http("download"))?;
+    let big =
+        client(&tls, deadline, Duration::from_secs(300), 512 << 20).map_err(http("download"))?;
     for (asset, dest) in [
         (format!("/assets/rancher-system-agent-{arch}"), BINARY),
         (
