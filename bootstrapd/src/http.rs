@@ -6,8 +6,9 @@
 //! (delay drawn uniformly from `[0, min(max_delay, initial * 2^n)]`, so that a fleet booting
 //! at once does not hammer the server in lockstep), bounded by an overall deadline and a
 //! number of attempts. Connect errors, timeouts, 5xx and 429 are retried; other statuses are
-//! returned to the caller, who may override the decision per status (401 to a token-bearing
-//! request must not be retried; 503 from a starting Rancher must).
+//! returned to the caller, who may override the decision per status (a starting Rancher's 401
+//! and 503 must be retried). A certificate that does not verify is retried too, unless the
+//! client was built with `fail_fast_on_certificate`.
 //!
 //! Bodies are read as a stream and refused as soon as they pass the size limit, so a broken
 //! or hostile server cannot make the agent allocate without bound.
@@ -60,6 +61,14 @@ pub enum HttpError {
         elapsed: Duration,
         last: Cause,
     },
+    /// The server's certificate failed verification under the configured trust on
+    /// consecutive attempts (only with [`HttpClientBuilder::fail_fast_on_certificate`]).
+    #[error("{url}: the server's certificate does not verify ({attempts} attempt(s)): {detail}")]
+    Certificate {
+        url: String,
+        attempts: u32,
+        detail: String,
+    },
     #[error("{method} {url}: unexpected status {status}")]
     Status {
         method: Method,
@@ -77,6 +86,8 @@ pub enum Cause {
     Timeout(Duration),
     /// The server answered with a status the caller considers retryable.
     Status(StatusCode),
+    /// TLS: the server's certificate did not verify under the configured trust.
+    Certificate(String),
 }
 
 impl fmt::Display for Cause {
@@ -85,6 +96,7 @@ impl fmt::Display for Cause {
             Cause::Transport(e) => write!(f, "{e}"),
             Cause::Timeout(d) => write!(f, "attempt timed out after {d:?}"),
             Cause::Status(s) => write!(f, "status {s}"),
+            Cause::Certificate(e) => write!(f, "certificate verification failed: {e}"),
         }
     }
 }
@@ -207,6 +219,7 @@ pub struct HttpClientBuilder {
     attempt_timeout: Duration,
     max_body: usize,
     proxy: bool,
+    cert_fail_after: Option<u32>,
 }
 
 impl HttpClientBuilder {
@@ -217,6 +230,7 @@ impl HttpClientBuilder {
             attempt_timeout: Duration::from_secs(15),
             max_body: 16 << 20,
             proxy: true,
+            cert_fail_after: None,
         }
     }
 
@@ -249,6 +263,15 @@ impl HttpClientBuilder {
     /// Largest accepted response body in bytes.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// Give up with [`HttpError::Certificate`] after `attempts` consecutive attempts whose
+    /// TLS handshake failed certificate verification, instead of retrying to the deadline:
+    /// a certificate that does not verify now will not verify in a minute either, but one
+    /// repeat rides out a server restarting mid-handshake.
+    pub fn fail_fast_on_certificate(mut self, attempts: u32) -> Self {
+        self.cert_fail_after = Some(attempts.max(1));
         self
     }
 
@@ -298,6 +321,7 @@ impl HttpClientBuilder {
             retry: self.retry,
             attempt_timeout: self.attempt_timeout,
             max_body: self.max_body,
+            cert_fail_after: self.cert_fail_after,
         })
     }
 }
@@ -498,6 +522,7 @@ pub struct HttpClient {
     retry: RetryPolicy,
     attempt_timeout: Duration,
     max_body: usize,
+    cert_fail_after: Option<u32>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -543,6 +568,7 @@ impl HttpClient {
         let headers = req.header_map()?;
         let mut rng = fastrand::Rng::new();
         let mut attempt: u32 = 0;
+        let mut cert_failures: u32 = 0;
         loop {
             attempt += 1;
             let remaining = policy.deadline.saturating_sub(started.elapsed());
@@ -567,6 +593,20 @@ impl HttpClient {
                 }
                 Err(AttemptError::Retryable(c)) => (c, None),
             };
+            if let Cause::Certificate(detail) = &cause {
+                cert_failures += 1;
+                if self.cert_fail_after.is_some_and(|n| cert_failures >= n) {
+                    let err = HttpError::Certificate {
+                        url,
+                        attempts: attempt,
+                        detail: detail.clone(),
+                    };
+                    tracing::error!(error = %err, "HTTP request failed");
+                    return Err(err);
+                }
+            } else {
+                cert_failures = 0;
+            }
             tracing::debug!(method = %req.method, %url, attempt, cause = %cause, "HTTP attempt failed");
 
             let mut delay = policy.jittered_delay(attempt - 1, &mut rng);
@@ -611,10 +651,14 @@ impl HttpClient {
         if let Some(b) = &req.body {
             rb = rb.body(b.clone());
         }
-        let mut resp = rb
-            .send()
-            .await
-            .map_err(|e| AttemptError::Retryable(Cause::Transport(error_chain(&e))))?;
+        let mut resp = rb.send().await.map_err(|e| {
+            let text = error_chain(&e);
+            AttemptError::Retryable(if is_certificate_error(&e) {
+                Cause::Certificate(text)
+            } else {
+                Cause::Transport(text)
+            })
+        })?;
         let too_large = || {
             AttemptError::Fatal(HttpError::BodyTooLarge {
                 method: req.method.clone(),
@@ -654,6 +698,33 @@ impl HttpClient {
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// True when `e`'s chain holds rustls' certificate verdict (unknown issuer, expired, name
+/// mismatch, ...). The rustls error sits inside an `io::Error` whose `source()` skips it,
+/// so each `io::Error` on the way is opened with `get_ref`.
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let cert = |x: &(dyn std::error::Error + 'static)| {
+        matches!(
+            x.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        )
+    };
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if cert(c) {
+            return true;
+        }
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && (cert(inner) || is_certificate_error(inner))
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// The error and all its sources, since reqwest's top-level message alone ("error sending

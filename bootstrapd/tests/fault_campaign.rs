@@ -437,6 +437,11 @@ fn http_cause(e: &HttpError) -> &'static str {
             last: Cause::Timeout(_),
             ..
         } => "failed: budget spent in a stalled attempt",
+        HttpError::Certificate { .. }
+        | HttpError::Exhausted {
+            last: Cause::Certificate(_),
+            ..
+        } => "refused: TLS chain not the pinned CA",
         HttpError::Exhausted {
             last: Cause::Transport(t),
             ..
@@ -476,6 +481,10 @@ fn classify_register(r: &Result<RegistrationRecord, RegisterError>) -> String {
         }
         Err(RegisterError::SystemAgent(SystemAgentError::ConnectionInfo { .. })) => {
             "failed: connection info not JSON".into()
+        }
+        // Certificate failures under the proven trust end fast with their own error.
+        Err(RegisterError::SystemAgent(SystemAgentError::Untrusted { .. })) => {
+            "refused: TLS chain not the pinned CA".into()
         }
         Err(RegisterError::SystemAgent(SystemAgentError::Ca(CaError::Setting { .. }))) => {
             "failed: cacerts setting not JSON".into()
@@ -564,6 +573,7 @@ fn settings(url: &str, checksum: &str, deadline: u64) -> Settings {
             taints: vec![],
             deadline_seconds: deadline,
             splay_seconds: 0,
+            strict_verify: None,
         },
         runtime: Default::default(),
         host: Default::default(),

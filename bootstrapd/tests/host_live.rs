@@ -31,6 +31,7 @@ fn settings() -> Settings {
             taints: vec![],
             deadline_seconds: 900,
             splay_seconds: 0,
+            strict_verify: None,
         },
         runtime: RuntimeSettings::default(),
         host: HostSettings {

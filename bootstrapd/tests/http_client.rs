@@ -340,10 +340,22 @@ async fn tls_trust_modes() {
             matches!(
                 err,
                 HttpError::Exhausted {
-                    last: Cause::Transport(_),
+                    last: Cause::Certificate(_),
                     ..
                 }
             ),
+            "{trust:?}: {err:?}"
+        );
+        // Opted in, a refused certificate ends the request after that many attempts
+        // rather than at the deadline or the attempt limit.
+        let c = HttpClient::builder(trust.clone())
+            .retry(fast(50))
+            .fail_fast_on_certificate(2)
+            .build()
+            .unwrap();
+        let err = c.send(&req).await.unwrap_err();
+        assert!(
+            matches!(err, HttpError::Certificate { attempts: 2, .. }),
             "{trust:?}: {err:?}"
         );
     }

@@ -270,6 +270,7 @@ fn settings(server: &str, checksum: Option<String>) -> Settings {
             taints: vec![],
             deadline_seconds: 30,
             splay_seconds: 0,
+            strict_verify: None,
         },
         runtime: RuntimeSettings::default(),
         host: Default::default(),

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bootstrapd::actions::register::{NodeIdentity, RegisterError, register};
+use bootstrapd::actions::register::{NodeIdentity, RegisterError, register, register_with};
 use bootstrapd::fsutil::HostRoot;
+use bootstrapd::rancher::Tuning;
 use bootstrapd::rancher::cacerts::CaError;
 use bootstrapd::rancher::system_agent::SystemAgentError;
 use bootstrapd::secret::Secret;
@@ -30,6 +31,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Setti
             taints: vec![],
             deadline_seconds: deadline,
             splay_seconds: 0,
+            strict_verify: None,
         },
         runtime: Default::default(),
         host: Default::default(),
@@ -54,7 +56,9 @@ async fn registers_once_per_identity_with_its_roles() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = HostRoot::new(Some(dir.path().to_path_buf()));
-    let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
+    let mut s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
+    // X-Cattle-Node-Name goes only when the userdata names the node (install.sh).
+    s.rancher.node_name = Some("node4".into());
 
     let first = register(&root, &s, &node("node4")).await.unwrap();
     let second = register(&root, &s, &node("node4")).await.unwrap();
@@ -126,10 +130,40 @@ async fn a_wrong_ca_is_refused_before_anything_is_recorded() {
 }
 
 #[tokio::test]
-async fn an_unknown_token_is_refused_once() {
-    // Rancher 2.6 answers an unknown token with 401, which is what this test asserts; current
-    // Rancher answers 500 "machine not found by request" (the server's default rules), which
-    // bootstrapd's own tests for current Rancher cover.
+async fn an_unknown_token_ends_with_the_token_named() {
+    let srv = start(Config {
+        tokens: vec!["another-token".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
+    // Current Rancher answers an unknown token with "500 machine not found by request",
+    // which also happens while CAPI starts: retried for the window, then the token named.
+    let tuning = Tuning {
+        not_found_window: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let err = register_with(&root, &s, &node("node6"), &tuning)
+        .await
+        .unwrap_err();
+    assert!(err.is_token_refused(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not know this registration token"),
+        "{err}"
+    );
+    assert!(srv.record().is_empty());
+    srv.shutdown();
+}
+
+#[tokio::test]
+async fn an_unknown_token_under_the_2_6_rules_is_retried_until_the_deadline() {
+    // Rancher 2.6 answers an unknown token with 401, which current Rancher also answers while
+    // it starts: bootstrapd cannot tell the two apart, so it keeps trying until the deadline
+    // and then names the last answer.
     let srv = start(Config {
         tokens: vec!["another-token".into()],
         rules: Rules::V2_6,
@@ -139,9 +173,15 @@ async fn an_unknown_token_is_refused_once() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = HostRoot::new(Some(dir.path().to_path_buf()));
-    let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
+    let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 4);
     let err = register(&root, &s, &node("node6")).await.unwrap_err();
-    assert!(err.is_token_refused(), "{err}");
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(!err.to_string().contains(TOKEN), "{err}");
     assert!(srv.record().is_empty());
+    assert!(
+        !root
+            .path(bootstrapd::rancher::system_agent::CONNECTION_INFO_FILE)
+            .exists()
+    );
     srv.shutdown();
 }

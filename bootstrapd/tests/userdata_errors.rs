@@ -301,3 +301,47 @@ fn corpus_of_malformed_documents() {
     }
     assert!(count >= 20, "corpus has only {count} documents");
 }
+
+#[test]
+fn agent_image_belongs_to_rke1_mode_only() {
+    // system-agent is the default mode: an agent image there is a mistake, said clearly.
+    let e = errors(&format!(
+        "roles: [worker]\n{GOOD_RANCHER}  agent_image: rancher/rancher-agent:v2.11.3\n"
+    ));
+    assert_eq!(
+        e.to_string(),
+        "5:16: rancher.agent_image: applies only to mode rke1 (the system agent is downloaded \
+         from the server); remove it, or set rancher.mode: rke1 for Rancher <= 2.11"
+    );
+    let e = errors(&format!(
+        "roles: [worker]\n{GOOD_RANCHER}  mode: system-agent\n  agent_image: rancher/rancher-agent:v2.11.3\n"
+    ));
+    assert_eq!(e.problems.len(), 1);
+    assert_eq!(e.problems[0].path, "rancher.agent_image");
+    // In rke1 mode the image is taken, with the Rancher <= 2.11 warning.
+    let p = userdata::parse(
+        format!("roles: [worker]\n{GOOD_RANCHER}  mode: rke1\n  agent_image: rancher/rancher-agent:v2.11.3\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        p.settings.rancher.agent_image,
+        "rancher/rancher-agent:v2.11.3"
+    );
+    assert_eq!(p.notes, vec![userdata::RKE1_NOTE.to_string()]);
+}
+
+#[test]
+fn strict_verify_is_a_boolean() {
+    let p = userdata::parse(
+        format!("roles: [worker]\n{GOOD_RANCHER}  strict_verify: true\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(p.settings.rancher.strict_verify, Some(true));
+    assert!(p.notes.is_empty());
+    let e = errors(&format!(
+        "roles: [worker]\n{GOOD_RANCHER}  strict_verify: \"yes\"\n"
+    ));
+    assert_eq!(e.problems.len(), 1);
+    assert_eq!(e.problems[0].path, "rancher.strict_verify");
+}

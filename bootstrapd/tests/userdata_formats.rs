@@ -56,7 +56,10 @@ fn base64_lines(bytes: &[u8]) -> Vec<u8> {
 fn plain_example_etcd_controlplane() {
     let p = userdata::parse(&example("node1-etcd-controlplane.yaml")).unwrap();
     assert_eq!(p.format, Format::Yaml);
-    assert!(p.notes.is_empty());
+    // rke1 is chosen explicitly, and validate warns it needs Rancher <= 2.11.
+    assert_eq!(p.notes, vec![userdata::RKE1_NOTE.to_string()]);
+    assert!(p.notes[0].contains("Rancher <= 2.11"));
+    assert_eq!(p.settings.rancher.agent_image, DEFAULT_AGENT_IMAGE);
     let s = p.settings;
     assert_eq!(s.roles, vec![Role::Etcd, Role::Controlplane]);
     assert_eq!(s.rancher.server, "https://rancher.example.com");
@@ -89,8 +92,10 @@ fn plain_example_worker_gets_defaults() {
     let p = userdata::parse(&example("worker.yaml")).unwrap();
     let s = p.settings;
     assert_eq!(s.roles, vec![Role::Worker]);
-    assert_eq!(s.rancher.mode, RegistrationMode::Rke1);
-    assert_eq!(s.rancher.agent_image, DEFAULT_AGENT_IMAGE);
+    // system-agent is the default (RKE1 is gone from Rancher 2.12 on); no agent image there.
+    assert_eq!(s.rancher.mode, RegistrationMode::SystemAgent);
+    assert_eq!(s.rancher.agent_image, "");
+    assert_eq!(s.rancher.strict_verify, None);
     assert_eq!(s.rancher.deadline_seconds, DEFAULT_DEADLINE_SECONDS);
     assert_eq!(s.rancher.node_name, None);
     assert!(s.rancher.taints.is_empty());

@@ -11,7 +11,7 @@ use crate::plan::{Finding, Outcome};
 use crate::rancher::cacerts::{self, CaError};
 use crate::rancher::rke1::{self, Rke1Error, Rke1Record};
 use crate::rancher::system_agent::{self, SystemAgentError, SystemAgentRecord};
-use crate::rancher::{Deadline, Registration};
+use crate::rancher::{Deadline, Registration, Tuning};
 use crate::system::docker::{self, DockerError};
 use crate::system::systemd::{Systemd, SystemdError};
 use crate::userdata::{RegistrationMode, RuntimeSource, Settings};
@@ -41,11 +41,20 @@ pub enum RegisterError {
 }
 
 impl RegisterError {
-    /// True when the server refused the token: retrying the run cannot help.
+    /// True when the server does not know the token ("machine not found by request" past
+    /// the window): rerunning with the same token cannot help.
     pub fn is_token_refused(&self) -> bool {
         matches!(
             self,
-            RegisterError::SystemAgent(SystemAgentError::TokenRefused { .. })
+            RegisterError::SystemAgent(SystemAgentError::UnknownToken { .. })
+        )
+    }
+
+    /// True when the server's certificate did not verify under the proven trust.
+    pub fn is_untrusted_server(&self) -> bool {
+        matches!(
+            self,
+            RegisterError::SystemAgent(SystemAgentError::Untrusted { .. })
         )
     }
 }
@@ -95,6 +104,16 @@ pub async fn register(
     root: &HostRoot,
     settings: &Settings,
     node: &NodeIdentity,
+) -> Result<RegistrationRecord, RegisterError> {
+    register_with(root, settings, node, &Tuning::default()).await
+}
+
+/// [`register`] with explicit [`Tuning`] (progress reporting, the machine-not-found window).
+pub async fn register_with(
+    root: &HostRoot,
+    settings: &Settings,
+    node: &NodeIdentity,
+    tuning: &Tuning<'_>,
 ) -> Result<RegistrationRecord, RegisterError> {
     let reg = Registration::new(settings, node);
     let deadline = Deadline::after(Duration::from_secs(settings.rancher.deadline_seconds));
@@ -187,7 +206,7 @@ pub async fn register(
         RegistrationMode::SystemAgent => {
             // system_agent::install checks the CA itself, before anything else.
             splay(settings.rancher.splay_seconds).await;
-            let (r, trust) = system_agent::install(root, &reg, &deadline).await?;
+            let (r, trust) = system_agent::install(root, &reg, &deadline, tuning).await?;
             record.trust = trust.describe();
             record.ca_checksum = trust.checksum().map(str::to_string);
             record.findings.push(Finding::new(

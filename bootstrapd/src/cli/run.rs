@@ -329,14 +329,39 @@ async fn stage_register(
     store.set_step(Stage::Register, "node identity")?;
     notify::status(Stage::Register, "node identity");
     let mut findings = Vec::new();
-    let node = node_identity(root, settings, hostname, &mut findings).await;
+    let node = match node_identity(root, settings, hostname, &mut findings).await {
+        Ok(n) => n,
+        Err(e) => {
+            findings.push(
+                Finding::new("register.address", Outcome::Failed, e.to_string()).with_remedy(
+                    "name an interface that has an IPv4 address, or give the address itself",
+                ),
+            );
+            return Ok((findings, None));
+        }
+    };
 
     store.set_step(Stage::Register, "registering")?;
     notify::status(
         Stage::Register,
         &format!("registering with {}", settings.rancher.server),
     );
-    match actions::register::register(root, settings, &node).await {
+    // Retry causes worth seeing (e.g. "machine not found by request") go to the journal's
+    // progress, which `bootstrapd status` shows, and to systemd's STATUS=.
+    let store_cell = std::sync::Mutex::new(&mut *store);
+    let progress = |msg: &str| {
+        if let Ok(mut s) = store_cell.lock() {
+            let _ = s.set_step(Stage::Register, msg);
+        }
+        notify::status(Stage::Register, msg);
+    };
+    let tuning = crate::rancher::Tuning {
+        progress: &progress,
+        ..Default::default()
+    };
+    let result = actions::register::register_with(root, settings, &node, &tuning).await;
+    let store = store_cell.into_inner().unwrap_or_else(|e| e.into_inner());
+    match result {
         Ok(record) => {
             findings.extend(record.findings.iter().cloned());
             store.journal.registration =
@@ -345,7 +370,9 @@ async fn stage_register(
         }
         Err(e) => {
             let remedy = if e.is_token_refused() {
-                "the server refused the token: check rancher.token (the cluster's registration token)"
+                "take the current registration command from Rancher and update rancher.token"
+            } else if e.is_untrusted_server() {
+                "check rancher.server and rancher.ca_checksum against the current registration command"
             } else {
                 "check that the server is reachable and rancher.ca_checksum matches, then rerun `bootstrapd run`"
             };
@@ -363,12 +390,14 @@ async fn stage_register(
 }
 
 /// Node name, address and internal address: the userdata's, else derived from the host.
+/// In system-agent mode addresses come only from the userdata (interface names resolved to
+/// their first IPv4, as install.sh's `get_address`); the agent finds its own otherwise.
 async fn node_identity(
     root: &HostRoot,
     settings: &Settings,
     hostname: Option<&str>,
     findings: &mut Vec<Finding>,
-) -> NodeIdentity {
+) -> Result<NodeIdentity, facts::network::NetworkError> {
     let r = &settings.rancher;
     let node_name = r
         .node_name
@@ -385,39 +414,53 @@ async fn node_identity(
         })
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "node".to_string());
+    if r.mode == crate::userdata::RegistrationMode::SystemAgent {
+        let resolve = async |key, v: &Option<String>| match v {
+            Some(v) => facts::network::resolve_address(key, v)
+                .await
+                .map(|a| Some(a.to_string())),
+            None => Ok(None),
+        };
+        return Ok(NodeIdentity {
+            node_name,
+            address: resolve("address", &r.address).await?,
+            internal_address: resolve("internal_address", &r.internal_address).await?,
+        });
+    }
     let address = match &r.address {
         Some(a) => Some(a.clone()),
-        None if root.is_live() => {
-            match facts::network::node_address(std::time::Duration::from_secs(60)).await {
-                Ok(a) => {
-                    findings.push(Finding::new(
-                        "register.address",
-                        Outcome::Ok,
-                        format!("node address {a} (source address of the default route)"),
-                    ));
-                    Some(a.to_string())
-                }
-                Err(e) => {
-                    findings.push(
-                        Finding::new(
-                            "register.address",
-                            Outcome::Warning,
-                            format!(
-                                "no node address from the default route: {e}; the agent picks one"
-                            ),
-                        )
-                        .with_remedy("set rancher.address in the userdata"),
-                    );
-                    None
-                }
-            }
-        }
+        None if root.is_live() => default_route_address(findings).await,
         None => None,
     };
-    NodeIdentity {
+    Ok(NodeIdentity {
         node_name,
         address,
         internal_address: r.internal_address.clone(),
+    })
+}
+
+/// RKE1 mode: the default route's source address, with a finding either way.
+async fn default_route_address(findings: &mut Vec<Finding>) -> Option<String> {
+    match facts::network::node_address(std::time::Duration::from_secs(60)).await {
+        Ok(a) => {
+            findings.push(Finding::new(
+                "register.address",
+                Outcome::Ok,
+                format!("node address {a} (source address of the default route)"),
+            ));
+            Some(a.to_string())
+        }
+        Err(e) => {
+            findings.push(
+                Finding::new(
+                    "register.address",
+                    Outcome::Warning,
+                    format!("no node address from the default route: {e}; the agent picks one"),
+                )
+                .with_remedy("set rancher.address in the userdata"),
+            );
+            None
+        }
     }
 }
 

@@ -17,6 +17,42 @@ pub enum NetworkError {
         default_routes: usize,
         global: usize,
     },
+    #[error("rancher.{key}: {value:?} is neither an IP address nor an interface on this host")]
+    NoInterface { key: &'static str, value: String },
+    #[error("rancher.{key}: interface {value:?} has no IPv4 address")]
+    NoIpv4 { key: &'static str, value: String },
+}
+
+/// The address `rancher.<key>` names: an IP as is, an interface name as its first IPv4
+/// address, as system-agent's `install.sh` (`get_address`) resolves `--address eth1`.
+pub async fn resolve_address(key: &'static str, value: &str) -> Result<IpAddr, NetworkError> {
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let no_interface = || NetworkError::NoInterface {
+        key,
+        value: value.to_string(),
+    };
+    if value.is_empty() || value.contains(['/', '\0']) || value.starts_with('.') {
+        return Err(no_interface());
+    }
+    let index: u32 = std::fs::read_to_string(format!("/sys/class/net/{value}/ifindex"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(no_interface)?;
+    let snap = netlink::snapshot(&netlink::open()?).await?;
+    first_ipv4(&snap, index).ok_or_else(|| NetworkError::NoIpv4 {
+        key,
+        value: value.to_string(),
+    })
+}
+
+/// The first IPv4 address on interface `index` in `snap`.
+pub fn first_ipv4(snap: &NetSnapshot, index: u32) -> Option<IpAddr> {
+    snap.addresses
+        .iter()
+        .find(|a| a.ifindex == index && a.addr.is_ipv4())
+        .map(|a| a.addr)
 }
 
 fn usable(a: &IpAddr) -> bool {

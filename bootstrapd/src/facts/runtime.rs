@@ -225,6 +225,7 @@ mod tests {
                 taints: vec![],
                 deadline_seconds: 1,
                 splay_seconds: 0,
+                strict_verify: None,
             },
             runtime: Default::default(),
             host: Default::default(),

@@ -767,6 +767,7 @@ mod tests {
                 taints: vec![],
                 deadline_seconds: 900,
                 splay_seconds: 0,
+                strict_verify: None,
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),

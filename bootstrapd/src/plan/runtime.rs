@@ -575,6 +575,7 @@ mod tests {
                 taints: vec![],
                 deadline_seconds: 10,
                 splay_seconds: 0,
+                strict_verify: None,
             },
             runtime,
             host: Default::default(),

@@ -5,6 +5,13 @@
 //! 2.0-2.5 only as JSON at `GET /v3/settings/cacerts` (hash `.value` + "\n", which is what
 //! the agent's `jq -r .value > file; sha256sum file` computes). Both are tried, the modern
 //! one first, and neither request carries anything secret.
+//!
+//! Without a checksum, system-agent mode asks `/cacerts` to prove itself as Rancher's
+//! `pkg/cacerts/handler.go` allows: the request carries `Authorization: Bearer
+//! base64(sha256(token))` (a hash, never the token) and a random `X-Cattle-Nonce`; a server
+//! that knows the token answers `X-Cattle-Hash: base64(HMAC-SHA512(token, nonce 0x00 body
+//! 0x00))`, which proves the body came from it. A right hash pins the CA, a wrong one is an
+//! error, no hash (Rancher before the handler learnt it) leaves the system trust store.
 
 use std::time::Duration;
 
@@ -12,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Deadline, endpoint};
-use crate::http::{HttpClientBuilder, HttpError, Request, StatusCode, TlsTrust, Verdict};
+use crate::http::{
+    HttpClientBuilder, HttpError, Request, RetryPolicy, StatusCode, TlsTrust, Verdict,
+};
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -41,6 +51,14 @@ pub enum CaError {
     Setting { url: String, reason: String },
     #[error("{url}: the CA text matches ca_checksum but holds no usable certificate: {reason}")]
     Pem { url: String, reason: String },
+    #[error(
+        "{url}: the X-Cattle-Hash of the CA does not match this registration token: the \
+         answer did not come from a Rancher that knows the token (wrong server URL, or \
+         interception). Nothing carrying the token was sent"
+    )]
+    HashMismatch { url: String },
+    #[error("reading /dev/urandom for the X-Cattle-Nonce: {0}")]
+    Nonce(#[source] std::io::Error),
 }
 
 /// Where the CA text came from.
@@ -51,6 +69,8 @@ pub enum CaSource {
     Cacerts,
     /// `GET /v3/settings/cacerts` `.value` (Rancher 2.0-2.5).
     Setting,
+    /// `GET /cacerts` proven by its `X-Cattle-Hash` (no checksum given).
+    CacertsHmac,
 }
 
 /// How later requests verify the server.
@@ -112,6 +132,195 @@ fn normalise_expected(expected: &str) -> Result<String, CaError> {
     }
 }
 
+/// `base64std(sha256(token))`: how `/cacerts` is told which token to key its HMAC with.
+pub fn token_hash(token: &Secret) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(token.expose().as_bytes()))
+}
+
+/// HMAC-SHA512 (RFC 2104, block size 128) over the concatenation of `parts`.
+fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use sha2::Sha512;
+    const BLOCK: usize = 128;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..64].copy_from_slice(&Sha512::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.map(|x| x ^ b);
+    let mut inner = Sha512::new();
+    inner.update(pad(0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha512::new();
+    outer.update(pad(0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().to_vec()
+}
+
+/// `X-Cattle-Hash` as `pkg/cacerts/handler.go` computes it: base64std of HMAC-SHA512 keyed
+/// with the token over `nonce 0x00 body 0x00`.
+pub fn cacerts_hmac(token: &Secret, nonce: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    let mac = hmac_sha512(
+        token.expose().as_bytes(),
+        &[nonce.as_bytes(), &[0], body, &[0]],
+    );
+    base64::engine::general_purpose::STANDARD.encode(mac)
+}
+
+/// Equality that takes the same time wherever the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 32 random bytes, hex: the `X-Cattle-Nonce`.
+fn new_nonce() -> Result<String, CaError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(CaError::Nonce)?;
+    Ok(hex::encode(bytes))
+}
+
+fn starting_server(r: &crate::http::Response) -> Verdict {
+    // A starting Rancher answers 503 (or 502 from its ingress) for a while.
+    if r.status.is_server_error() || r.status == StatusCode::TOO_MANY_REQUESTS {
+        Verdict::Retry
+    } else {
+        Verdict::Accept
+    }
+}
+
+/// No checksum: asks `/cacerts` (unverified TLS) to authenticate itself with the token's
+/// HMAC. Only the token's sha256 travels; the body is trusted only with a right hash.
+async fn establish_by_hmac(
+    server: &str,
+    token: &Secret,
+    deadline: &Deadline,
+) -> Result<ServerTrust, CaError> {
+    let url = endpoint(server, "/cacerts");
+    let fetch_err = |source| CaError::Fetch {
+        server: server.to_string(),
+        source,
+    };
+    let client = HttpClientBuilder::insecure_for_cacerts_fetch()
+        .retry(deadline.retry_policy())
+        .attempt_timeout(Duration::from_secs(30))
+        .max_body(1 << 20)
+        .build()
+        .map_err(fetch_err)?;
+    let nonce = new_nonce()?;
+    let req = Request::get(&url)
+        .map_err(fetch_err)?
+        .header("X-Cattle-Nonce", nonce.clone())
+        .secret_header(
+            "Authorization",
+            &Secret::new(format!("Bearer {}", token_hash(token))),
+        );
+    let resp = client
+        .send_with(&req, starting_server)
+        .await
+        .map_err(fetch_err)?;
+    let system = |reason: &str| ServerTrust::System {
+        reason: reason.to_string(),
+    };
+    if resp.status == StatusCode::NOT_FOUND {
+        return Ok(system("no ca_checksum given; the server has no /cacerts"));
+    }
+    if resp.status != StatusCode::OK {
+        return Err(CaError::Status {
+            url,
+            status: resp.status,
+        });
+    }
+    let Some(got) = resp.header("X-Cattle-Hash") else {
+        tracing::warn!(%url, "no ca_checksum and no X-Cattle-Hash (Rancher before the authenticated /cacerts): using the system trust store");
+        return Ok(system(
+            "no ca_checksum given; the server does not authenticate /cacerts",
+        ));
+    };
+    let want = cacerts_hmac(token, &nonce, &resp.body);
+    if !constant_time_eq(got.trim().as_bytes(), want.as_bytes()) {
+        return Err(CaError::HashMismatch { url });
+    }
+    let text = String::from_utf8_lossy(&resp.body).into_owned();
+    if text.trim().is_empty() {
+        return Ok(system(
+            "no ca_checksum given; the server (X-Cattle-Hash verified) publishes no CA",
+        ));
+    }
+    let tls = TlsTrust::pinned_pem(text.as_bytes()).map_err(|e| CaError::Pem {
+        url,
+        reason: e.to_string(),
+    })?;
+    let computed = checksum(text.as_bytes());
+    tracing::info!(%server, checksum = %computed, "Rancher CA proven by X-Cattle-Hash; pinning it");
+    Ok(ServerTrust::Pinned {
+        checksum: computed,
+        source: CaSource::CacertsHmac,
+        pem: text,
+        tls,
+    })
+}
+
+/// Whether a CA proven by checksum is pinned, given whether the server's certificate also
+/// verifies against the system store (`None`: that could not be told). As system-agent's
+/// `install.sh` (`validate_ca_required`): a publicly trusted certificate needs no pin, so a
+/// stale `cacerts` setting after a certificate migration cannot break registration. When in
+/// doubt, pin.
+pub fn pin_proven_ca(system_store_verifies: Option<bool>) -> bool {
+    system_store_verifies != Some(true)
+}
+
+/// One request to `/healthz` under the system store (no secret in it): `Some(true)` when the
+/// TLS handshake verified, `Some(false)` when the certificate was refused, `None` otherwise.
+async fn system_store_verifies(server: &str) -> Option<bool> {
+    let client = HttpClientBuilder::new(TlsTrust::SystemRoots)
+        .retry(RetryPolicy::once(Duration::from_secs(15)))
+        .attempt_timeout(Duration::from_secs(15))
+        .fail_fast_on_certificate(1)
+        .max_body(1 << 16)
+        .build()
+        .ok()?;
+    let req = Request::get(&endpoint(server, "/healthz")).ok()?;
+    match client.send_with(&req, |_| Verdict::Accept).await {
+        Ok(_) => Some(true),
+        Err(HttpError::Certificate { .. }) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// The trust system-agent mode uses: with a checksum, the proven CA, unless the server's
+/// certificate verifies against the system store anyway (then nothing is pinned); without
+/// one, the CA the server proves by HMAC, else the system store.
+pub async fn establish_system_agent(
+    server: &str,
+    expected: Option<&str>,
+    token: &Secret,
+    deadline: &Deadline,
+) -> Result<ServerTrust, CaError> {
+    if expected.is_none_or(|e| e.trim().is_empty()) {
+        return establish_by_hmac(server, token, deadline).await;
+    }
+    let trust = establish(server, expected, deadline).await?;
+    if let ServerTrust::Pinned { checksum, .. } = &trust {
+        let verifies = system_store_verifies(server).await;
+        if !pin_proven_ca(verifies) {
+            tracing::info!(%server, %checksum, "ca_checksum matched and the server's certificate verifies against the system store: not pinning");
+            return Ok(ServerTrust::System {
+                reason: format!(
+                    "ca_checksum {checksum} matched, and the certificate is publicly trusted"
+                ),
+            });
+        }
+    }
+    Ok(trust)
+}
+
 /// One unverified fetch: `Ok(None)` when the endpoint does not exist (404) or the setting
 /// is empty.
 async fn fetch(
@@ -120,7 +329,7 @@ async fn fetch(
     deadline: &Deadline,
 ) -> Result<Option<String>, CaError> {
     let url = match source {
-        CaSource::Cacerts => endpoint(server, "/cacerts"),
+        CaSource::Cacerts | CaSource::CacertsHmac => endpoint(server, "/cacerts"),
         CaSource::Setting => endpoint(server, "/v3/settings/cacerts"),
     };
     let fetch_err = |source| CaError::Fetch {
@@ -135,14 +344,7 @@ async fn fetch(
         .map_err(fetch_err)?;
     let req = Request::get(&url).map_err(fetch_err)?;
     let resp = client
-        .send_with(&req, |r| {
-            // A starting Rancher answers 503 (or 502 from its ingress) for a while.
-            if r.status.is_server_error() || r.status == StatusCode::TOO_MANY_REQUESTS {
-                Verdict::Retry
-            } else {
-                Verdict::Accept
-            }
-        })
+        .send_with(&req, starting_server)
         .await
         .map_err(fetch_err)?;
     if resp.status == StatusCode::NOT_FOUND {
@@ -155,7 +357,9 @@ async fn fetch(
         });
     }
     let text = match source {
-        CaSource::Cacerts => String::from_utf8_lossy(&resp.body).into_owned(),
+        CaSource::Cacerts | CaSource::CacertsHmac => {
+            String::from_utf8_lossy(&resp.body).into_owned()
+        }
         CaSource::Setting => {
             #[derive(Deserialize)]
             struct Setting {
@@ -194,7 +398,7 @@ pub async fn establish(
             continue;
         };
         let url = match source {
-            CaSource::Cacerts => endpoint(server, "/cacerts"),
+            CaSource::Cacerts | CaSource::CacertsHmac => endpoint(server, "/cacerts"),
             CaSource::Setting => endpoint(server, "/v3/settings/cacerts"),
         };
         let computed = checksum(text.as_bytes());
@@ -242,6 +446,45 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(setting_text("PEM"), "PEM\n");
+    }
+
+    #[test]
+    fn hmac_matches_a_reference_vector() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha512(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
+            "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
+             9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+        );
+        // RFC 4231 test case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex::encode(hmac_sha512(
+                &[0xaa; 131],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )),
+            "80b24263c7c1a3ebb71493c1dd7be8b49b46d1f41b4aeec1121b013783f8f352\
+             6b56d037e05f2598bd0fd2215d6a1e5295e64f73f63f0aec8b915a985d786598"
+        );
+        let token = Secret::new("Jefe");
+        let a = cacerts_hmac(&token, "n", b"body");
+        let b = cacerts_hmac(&token, "n", b"bodz");
+        assert_ne!(a, b);
+        assert_eq!(a, cacerts_hmac(&token, "n", b"body"));
+        let long = Secret::new("k".repeat(200));
+        assert_ne!(cacerts_hmac(&long, "n", b"body"), a);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn proven_ca_is_pinned_unless_the_system_store_verifies() {
+        assert!(!pin_proven_ca(Some(true)));
+        assert!(pin_proven_ca(Some(false)));
+        assert!(pin_proven_ca(None));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct Registration<'a> {
     pub node: &'a NodeIdentity,
     pub labels: &'a BTreeMap<String, String>,
     pub taints: &'a [Taint],
+    /// `rancher.node_name` as the userdata sets it (system-agent mode sends only that).
+    pub explicit_node_name: Option<&'a str>,
+    /// `rancher.strict_verify`; `None`: learn the server's agent-tls-mode.
+    pub strict_verify: Option<bool>,
 }
 
 impl<'a> Registration<'a> {
@@ -48,7 +52,40 @@ impl<'a> Registration<'a> {
             node,
             labels: &r.labels,
             taints: &r.taints,
+            explicit_node_name: r.node_name.as_deref(),
+            strict_verify: r.strict_verify,
         }
+    }
+}
+
+/// How long `/v3/connect/agent` may keep answering "machine not found by request" before
+/// registration gives up with the token named as the likely cause. Ten minutes covers
+/// Rancher and CAPI coming up after a restart (CAPI starts minutes after Rancher answers);
+/// the registration deadline bounds it anyway.
+pub const MACHINE_NOT_FOUND_WINDOW: Duration = Duration::from_secs(600);
+
+/// Knobs of one registration that are not userdata: how long "machine not found" is
+/// tolerated, and where progress worth showing in `bootstrapd status` goes.
+#[derive(Clone, Copy)]
+pub struct Tuning<'a> {
+    pub not_found_window: Duration,
+    pub progress: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+impl Default for Tuning<'_> {
+    fn default() -> Self {
+        Tuning {
+            not_found_window: MACHINE_NOT_FOUND_WINDOW,
+            progress: &|_| {},
+        }
+    }
+}
+
+impl std::fmt::Debug for Tuning<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tuning")
+            .field("not_found_window", &self.not_found_window)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,7 +122,13 @@ impl Deadline {
     }
 }
 
-/// A verified-TLS client under `trust`, retrying within `deadline`.
+/// Consecutive certificate-verification failures after which a request to Rancher gives
+/// up: the second rides out a server restarting mid-handshake; more would only repeat the
+/// same verdict until the deadline.
+pub const CERT_FAIL_ATTEMPTS: u32 = 2;
+
+/// A verified-TLS client under `trust`, retrying within `deadline`, failing fast on a
+/// certificate `trust` does not accept.
 pub(crate) fn client(
     trust: &TlsTrust,
     deadline: &Deadline,
@@ -96,6 +139,7 @@ pub(crate) fn client(
         .retry(deadline.retry_policy())
         .attempt_timeout(attempt_timeout)
         .max_body(max_body)
+        .fail_fast_on_certificate(CERT_FAIL_ATTEMPTS)
         .build()
 }
 

@@ -396,6 +396,8 @@ mod tests {
             node: &node,
             labels: &labels,
             taints: &taints,
+            explicit_node_name: None,
+            strict_verify: None,
         });
         assert_eq!(
             args.join(" "),
@@ -445,6 +447,8 @@ mod tests {
             node: &node,
             labels: &BTreeMap::new(),
             taints: &[],
+            explicit_node_name: None,
+            strict_verify: None,
         });
         assert_eq!(args.join(" "), "--server https://r --worker --node-name n");
     }

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cacerts::{self, CaError, ServerTrust};
-use super::{Deadline, NodeIdentity, Registration, client, endpoint};
+use super::{Deadline, Registration, Tuning, client, endpoint};
 use crate::fsutil::{HostRoot, write_atomic};
-use crate::http::{HttpError, Request, StatusCode, Verdict};
+use crate::http::{Cause, HttpClient, HttpError, Request, Response, StatusCode, Verdict};
 use crate::secret::Secret;
 use crate::userdata::{Role, Taint};
 
@@ -44,11 +44,31 @@ pub enum SystemAgentError {
         url: String,
         status: StatusCode,
     },
+    /// `500 machine not found by request` for longer than the window: Rancher's answer
+    /// (`pkg/capr/configserver/server.go`) when no machine or cluster matches the token.
     #[error(
-        "{url}: the server refused the registration token (401 Unauthorized); check \
-         rancher.token against the cluster's registration command"
+        "{url}: the server does not know this registration token (wrong, expired or rotated): \
+         it answered \"machine not found by request\" for {seconds} s. Take the current \
+         registration command from Rancher (cluster > Registration) and update rancher.token"
     )]
-    TokenRefused { url: String },
+    UnknownToken { url: String, seconds: u64 },
+    /// The server's certificate does not verify under the proven trust.
+    #[error(
+        "{url}: the server's certificate does not verify against {trust}; likely a stale \
+         rancher.ca_checksum after a certificate change, a wrong rancher.server URL, or TLS \
+         interception on the way. Nothing carrying the token was sent ({detail})"
+    )]
+    Untrusted {
+        url: String,
+        trust: String,
+        detail: String,
+    },
+    #[error(
+        "{server}: strict TLS verification ({why}) needs a proven CA, but there is neither a \
+         rancher.ca_checksum nor a CA proven by X-Cattle-Hash; set rancher.ca_checksum from \
+         the registration command. Nothing carrying the token was sent"
+    )]
+    StrictWithoutCa { server: String, why: String },
     #[error("{url}: the reply is not the expected connection info JSON: {reason}")]
     ConnectionInfo { url: String, reason: String },
     #[error("no rancher-system-agent build for architecture {0:?} (Rancher ships amd64 and arm64)")]
@@ -130,36 +150,63 @@ fn ensure_private_dir(root: &HostRoot, dir: &str) -> Result<(), SystemAgentError
 }
 
 /// The headers of `GET /v3/connect/agent` other than `Authorization`, in the installer's
-/// order. Empty values are sent empty, as the installer does.
+/// order. As system-agent's `install.sh` (`retrieve_connection_info`), node name and
+/// addresses go only when the userdata sets them (`None` here): Rancher then takes the
+/// agent's own view of the host. Other empty values are sent empty, as the installer does.
 pub fn connect_headers(
     cattle_id: &str,
     roles: &[Role],
-    node: &NodeIdentity,
+    node: &NodeHeaders<'_>,
     labels: &BTreeMap<String, String>,
     taints: &[Taint],
 ) -> Vec<(&'static str, String)> {
     let has = |r: Role| roles.contains(&r).to_string();
-    vec![
+    let mut h = vec![
         ("X-Cattle-Id", cattle_id.to_string()),
         ("X-Cattle-Role-Etcd", has(Role::Etcd)),
         ("X-Cattle-Role-Control-Plane", has(Role::Controlplane)),
         ("X-Cattle-Role-Worker", has(Role::Worker)),
-        ("X-Cattle-Node-Name", node.node_name.clone()),
-        ("X-Cattle-Address", node.address.clone().unwrap_or_default()),
-        (
-            "X-Cattle-Internal-Address",
-            node.internal_address.clone().unwrap_or_default(),
-        ),
-        ("X-Cattle-Labels", label_header(labels)),
-        (
-            "X-Cattle-Taints",
-            taints
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-    ]
+    ];
+    let optional = [
+        ("X-Cattle-Node-Name", node.node_name),
+        ("X-Cattle-Address", node.address),
+        ("X-Cattle-Internal-Address", node.internal_address),
+    ];
+    h.extend(
+        optional
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v.to_string()))),
+    );
+    h.push(("X-Cattle-Labels", label_header(labels)));
+    h.push((
+        "X-Cattle-Taints",
+        taints
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    ));
+    h
+}
+
+/// What the node says of itself in the connect call; `None` is not sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeHeaders<'a> {
+    pub node_name: Option<&'a str>,
+    pub address: Option<&'a str>,
+    pub internal_address: Option<&'a str>,
+}
+
+impl<'a> NodeHeaders<'a> {
+    /// The userdata's node name (not the hostname fallback) and the node's addresses as
+    /// resolved from the userdata (interface names already turned into addresses).
+    pub fn of(reg: &Registration<'a>) -> Self {
+        NodeHeaders {
+            node_name: reg.explicit_node_name,
+            address: reg.node.address.as_deref(),
+            internal_address: reg.node.internal_address.as_deref(),
+        }
+    }
 }
 
 /// `k=v,k2=v2`, always with `cattle.io/os=linux`: Rancher's generated node command for Linux
@@ -214,9 +261,11 @@ pub fn unit_file() -> String {
 }
 
 /// The env file: the proxy variables of bootstrapd's own environment, as the installer
-/// copies them (upper- and lower-case forms).
-pub fn env_file(vars: &[(String, String)]) -> String {
-    let mut out = String::new();
+/// copies them (upper- and lower-case forms), and `CATTLE_AGENT_STRICT_VERIFY`, which the
+/// agent reads to decide whether it trusts only the CA in its connection info (install.sh
+/// writes it from `CATTLE_AGENT_STRICT_VERIFY`/`STRICT_VERIFY`, default false).
+pub fn env_file(vars: &[(String, String)], strict_verify: bool) -> String {
+    let mut out = format!("CATTLE_AGENT_STRICT_VERIFY={strict_verify}\n");
     for (k, v) in vars {
         let upper = k.to_ascii_uppercase();
         if ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].contains(&upper.as_str()) {
@@ -236,21 +285,226 @@ pub struct SystemAgentRecord {
     pub machine_name: String,
     pub connection_info_file: String,
     pub binary: String,
+    /// `CATTLE_AGENT_STRICT_VERIFY` as written to the env file.
+    #[serde(default)]
+    pub strict_verify: bool,
 }
+
+/// What Rancher answers `/v3/connect/agent` while no machine matches the request
+/// (`pkg/capr/configserver/server.go`, `resolver.go`): an unknown, expired or rotated token,
+/// or, for a while after a restart, a cluster object CAPI has not brought up yet.
+pub const MACHINE_NOT_FOUND: &str = "machine not found by request";
+
+fn is_machine_not_found(r: &Response) -> bool {
+    r.status == StatusCode::INTERNAL_SERVER_ERROR
+        && String::from_utf8_lossy(&r.body).contains(MACHINE_NOT_FOUND)
+}
+
+/// Maps a request error of `step`; a certificate the trust does not accept becomes
+/// [`SystemAgentError::Untrusted`].
+fn http_err(step: &'static str, trust: &ServerTrust) -> impl Fn(HttpError) -> SystemAgentError {
+    let trust = trust.describe();
+    move |source| match source {
+        HttpError::Certificate { url, detail, .. } => SystemAgentError::Untrusted {
+            url,
+            trust: trust.clone(),
+            detail,
+        },
+        source => SystemAgentError::Http { step, source },
+    }
+}
+
+/// Whether the agent must verify strictly. The userdata's `rancher.strict_verify` wins;
+/// else the server's `agent-tls-mode`, which Rancher writes as `STRICT_VERIFY="true|false"`
+/// in the preamble it puts before `GET /system-agent-install.sh`
+/// (`pkg/capr/installer/installer.go`, `LinuxInstallScript`); a server that says nothing
+/// means false, as `install.sh`'s default. Fetched under the proven trust, without a token.
+async fn strict_verify(
+    reg: &Registration<'_>,
+    http: &HttpClient,
+    trust: &ServerTrust,
+) -> Result<(bool, &'static str), SystemAgentError> {
+    if let Some(v) = reg.strict_verify {
+        return Ok((v, "rancher.strict_verify"));
+    }
+    let url = endpoint(reg.server, "/system-agent-install.sh");
+    let err = http_err("agent-tls-mode", trust);
+    let resp = http
+        .send(&Request::get(&url).map_err(&err)?)
+        .await
+        .map_err(&err)?;
+    if resp.status != StatusCode::OK {
+        tracing::warn!(%url, status = resp.status.as_u16(), "no install script preamble: taking agent-tls-mode as system-store (not strict)");
+        return Ok((false, "server silent"));
+    }
+    match strict_from_preamble(&String::from_utf8_lossy(&resp.body)) {
+        Some(true) => Ok((true, "the server's agent-tls-mode is strict")),
+        Some(false) => Ok((false, "the server's agent-tls-mode")),
+        None => Ok((false, "server silent")),
+    }
+}
+
+/// `STRICT_VERIFY` from the environment preamble of Rancher's install script: the lines
+/// after the first shebang and before the script's own.
+pub fn strict_from_preamble(script: &str) -> Option<bool> {
+    let mut lines = script.lines();
+    if !lines.next()?.starts_with("#!") {
+        return None;
+    }
+    let mut found = None;
+    for line in lines.take_while(|l| !l.starts_with("#!")) {
+        let Some((k, v)) = line.trim().split_once('=') else {
+            continue;
+        };
+        if k == "STRICT_VERIFY" || k == "CATTLE_AGENT_STRICT_VERIFY" {
+            found = Some(v.trim_matches('"').eq_ignore_ascii_case("true"));
+        }
+    }
+    found
+}
+
+/// `GET /v3/connect/agent` with the token, retried as current Rancher needs: 401 (its
+/// informers are not synced yet), 503 (CAPI not up), other 5xx, 408, 429 and connection
+/// errors until the deadline; "machine not found by request" until it has lasted
+/// `tuning.not_found_window`, then [`SystemAgentError::UnknownToken`]. The server may hold
+/// the request up to 120 s while it creates the machine, so one attempt may last 150 s.
+async fn connect(
+    reg: &Registration<'_>,
+    trust: &ServerTrust,
+    cattle_id: &str,
+    deadline: &Deadline,
+    tuning: &Tuning<'_>,
+) -> Result<Response, SystemAgentError> {
+    let url = endpoint(reg.server, "/v3/connect/agent");
+    let err = http_err("connect", trust);
+    let mut req = Request::get(&url).map_err(&err)?.secret_header(
+        "Authorization",
+        &Secret::new(format!("Bearer {}", reg.token.expose())),
+    );
+    let node = NodeHeaders::of(reg);
+    for (name, value) in connect_headers(cattle_id, reg.roles, &node, reg.labels, reg.taints) {
+        req = req.header(name, value);
+    }
+    let http = client(&trust.tls(), deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20).map_err(&err)?;
+    let since = std::sync::Mutex::new(None::<std::time::Instant>);
+    let verdict = |r: &Response| {
+        if r.status == StatusCode::OK {
+            return Verdict::Accept;
+        }
+        if is_machine_not_found(r) {
+            let first = *since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(std::time::Instant::now);
+            let waited = first.elapsed();
+            let msg = format!(
+                "Rancher answers \"{MACHINE_NOT_FOUND}\" (for {} s): the token may be wrong, \
+                 expired or rotated, or Rancher/CAPI is still starting; giving up after {} s",
+                waited.as_secs(),
+                tuning.not_found_window.as_secs()
+            );
+            tracing::warn!(%url, "{msg}");
+            (tuning.progress)(&msg);
+            return if waited >= tuning.not_found_window {
+                Verdict::Accept
+            } else {
+                Verdict::Retry
+            };
+        }
+        let transient = r.status.is_server_error()
+            || r.status == StatusCode::UNAUTHORIZED
+            || r.status == StatusCode::TOO_MANY_REQUESTS
+            || r.status == StatusCode::REQUEST_TIMEOUT;
+        if transient {
+            (tuning.progress)(&format!(
+                "Rancher is not ready to register nodes yet (status {}); retrying",
+                r.status.as_u16()
+            ));
+            Verdict::Retry
+        } else {
+            Verdict::Accept
+        }
+    };
+    let result = http.send_with(&req, verdict).await;
+    let not_found_for = since
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .map(|t| t.elapsed().as_secs());
+    let unknown = |seconds| SystemAgentError::UnknownToken {
+        url: url.clone(),
+        seconds,
+    };
+    let resp = match (result, not_found_for) {
+        (Ok(r), Some(secs)) if is_machine_not_found(&r) => return Err(unknown(secs)),
+        // The deadline ended the wait while the server still said "machine not found".
+        (
+            Err(HttpError::Exhausted {
+                last: Cause::Status(StatusCode::INTERNAL_SERVER_ERROR),
+                ..
+            }),
+            Some(secs),
+        ) => return Err(unknown(secs)),
+        (r, _) => r.map_err(&err)?,
+    };
+    if resp.status != StatusCode::OK {
+        return Err(SystemAgentError::Status {
+            step: "connect",
+            url,
+            status: resp.status,
+        });
+    }
+    Ok(resp)
+}
+
+/// The connect reply must be connection info the agent can use.
+fn check_connection_info(url: &str, body: &[u8]) -> Result<(), SystemAgentError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ConnectionInfo {
+        kube_config: String,
+        namespace: String,
+        secret_name: String,
+    }
+    let info: ConnectionInfo =
+        serde_json::from_slice(body).map_err(|e| SystemAgentError::ConnectionInfo {
+            url: url.to_string(),
+            reason: format!("line {} column {}: {e}", e.line(), e.column()),
+        })?;
+    if info.kube_config.is_empty() || info.namespace.is_empty() || info.secret_name.is_empty() {
+        return Err(SystemAgentError::ConnectionInfo {
+            url: url.to_string(),
+            reason: "kubeConfig, namespace or secretName is empty".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Per-attempt limit of the connect call: above the 120 s Rancher may hold it.
+pub const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Everything the installer does up to (not including) enabling and starting the unit.
 pub async fn install(
     root: &HostRoot,
     reg: &Registration<'_>,
     deadline: &Deadline,
+    tuning: &Tuning<'_>,
 ) -> Result<(SystemAgentRecord, ServerTrust), SystemAgentError> {
     let server = reg.server;
     let arch = asset_arch(std::env::consts::ARCH)?;
-    let trust = cacerts::establish(server, reg.ca_checksum, deadline).await?;
+    let trust =
+        cacerts::establish_system_agent(server, reg.ca_checksum, reg.token, deadline).await?;
     let tls = trust.tls();
-    let http = |step| move |source| SystemAgentError::Http { step, source };
+    let http = |step| http_err(step, &trust);
+    let pinned = matches!(trust, ServerTrust::Pinned { .. });
+    if reg.strict_verify == Some(true) && !pinned {
+        return Err(SystemAgentError::StrictWithoutCa {
+            server: server.to_string(),
+            why: "rancher.strict_verify".into(),
+        });
+    }
 
-    // 1. The server is reachable under the pinned CA.
+    // 1. The server is reachable under the proven trust; a certificate it does not accept
+    // fails after CERT_FAIL_ATTEMPTS (rancher/mod.rs), not at the deadline.
     let small =
         client(&tls, deadline, Duration::from_secs(30), 1 << 20).map_err(http("healthz"))?;
     let url = endpoint(server, "/healthz");
@@ -271,6 +525,16 @@ pub async fn install(
             status: resp.status,
         });
     }
+
+    // 1b. Strict TLS: decided before the token goes anywhere.
+    let (strict, why) = strict_verify(reg, &small, &trust).await?;
+    if strict && !pinned {
+        return Err(SystemAgentError::StrictWithoutCa {
+            server: server.to_string(),
+            why: why.to_string(),
+        });
+    }
+    tracing::info!(strict, why, "agent TLS verification");
 
     // 2. Binary and uninstall script.
     ensure_private_dir(root, VAR_DIR)?;
@@ -304,60 +568,9 @@ pub async fn install(
     // 3. CATTLE_ID.
     let (cattle_id, created) = load_or_create_cattle_id(root)?;
 
-    // 4. Connection info. The server may hold this request up to ~120 s while it creates
-    // the machine, so one attempt may last longer than usual.
-    let url = endpoint(server, "/v3/connect/agent");
-    let mut req = Request::get(&url).map_err(http("connect"))?.secret_header(
-        "Authorization",
-        &Secret::new(format!("Bearer {}", reg.token.expose())),
-    );
-    for (name, value) in connect_headers(&cattle_id, reg.roles, reg.node, reg.labels, reg.taints) {
-        req = req.header(name, value);
-    }
-    let connect =
-        client(&tls, deadline, Duration::from_secs(180), 4 << 20).map_err(http("connect"))?;
-    let resp = connect
-        .send_with(&req, |r| {
-            if r.status.is_server_error()
-                || r.status == StatusCode::TOO_MANY_REQUESTS
-                || r.status == StatusCode::REQUEST_TIMEOUT
-            {
-                Verdict::Retry
-            } else {
-                Verdict::Accept
-            }
-        })
-        .await
-        .map_err(http("connect"))?;
-    match resp.status {
-        StatusCode::OK => {}
-        StatusCode::UNAUTHORIZED => return Err(SystemAgentError::TokenRefused { url }),
-        status => {
-            return Err(SystemAgentError::Status {
-                step: "connect",
-                url,
-                status,
-            });
-        }
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct ConnectionInfo {
-        kube_config: String,
-        namespace: String,
-        secret_name: String,
-    }
-    let info: ConnectionInfo =
-        serde_json::from_slice(&resp.body).map_err(|e| SystemAgentError::ConnectionInfo {
-            url: url.clone(),
-            reason: format!("line {} column {}: {e}", e.line(), e.column()),
-        })?;
-    if info.kube_config.is_empty() || info.namespace.is_empty() || info.secret_name.is_empty() {
-        return Err(SystemAgentError::ConnectionInfo {
-            url,
-            reason: "kubeConfig, namespace or secretName is empty".into(),
-        });
-    }
+    // 4. Connection info.
+    let resp = connect(reg, &trust, &cattle_id, deadline, tuning).await?;
+    check_connection_info(&endpoint(server, "/v3/connect/agent"), &resp.body)?;
     let path = root.path(CONNECTION_INFO_FILE);
     write_atomic(&path, &resp.body, 0o600).map_err(io_err(path))?;
 
@@ -368,7 +581,7 @@ pub async fn install(
     write_atomic(&path, unit_file().as_bytes(), 0o644).map_err(io_err(path))?;
     let vars: Vec<(String, String)> = std::env::vars().collect();
     let path = root.path(ENV_FILE);
-    write_atomic(&path, env_file(&vars).as_bytes(), 0o600).map_err(io_err(path))?;
+    write_atomic(&path, env_file(&vars, strict).as_bytes(), 0o600).map_err(io_err(path))?;
 
     Ok((
         SystemAgentRecord {
@@ -377,6 +590,7 @@ pub async fn install(
             cattle_id_created: created,
             connection_info_file: CONNECTION_INFO_FILE.to_string(),
             binary: BINARY.to_string(),
+            strict_verify: strict,
         },
         trust,
     ))
@@ -424,9 +638,9 @@ mod tests {
 
     #[test]
     fn headers() {
-        let node = NodeIdentity {
-            node_name: "node4".into(),
-            address: Some("10.0.0.14".into()),
+        let node = NodeHeaders {
+            node_name: Some("node4"),
+            address: Some("10.0.0.14"),
             internal_address: None,
         };
         let labels = BTreeMap::from([
@@ -446,7 +660,13 @@ mod tests {
         assert_eq!(get("X-Cattle-Role-Worker"), Some("true"));
         assert_eq!(get("X-Cattle-Node-Name"), Some("node4"));
         assert_eq!(get("X-Cattle-Address"), Some("10.0.0.14"));
-        assert_eq!(get("X-Cattle-Internal-Address"), Some(""));
+        // Unset in the userdata: not sent at all, as install.sh.
+        assert_eq!(get("X-Cattle-Internal-Address"), None);
+        let none = connect_headers("abc", &[], &NodeHeaders::default(), &labels, &[]);
+        assert!(none.iter().all(|(k, _)| !matches!(
+            *k,
+            "X-Cattle-Node-Name" | "X-Cattle-Address" | "X-Cattle-Internal-Address"
+        )));
         assert_eq!(get("X-Cattle-Labels"), Some("cattle.io/os=linux,zone=a"));
         let only_zone = BTreeMap::from([("zone".to_string(), "b".to_string())]);
         assert_eq!(label_header(&only_zone), "cattle.io/os=linux,zone=b");
@@ -455,6 +675,21 @@ mod tests {
             h.iter()
                 .all(|(k, _)| !k.eq_ignore_ascii_case("authorization"))
         );
+    }
+
+    #[test]
+    fn strict_verify_from_the_install_script_preamble() {
+        // The shape LinuxInstallScript serves: env lines, then Rancher's script.
+        let script = "#!/usr/bin/env sh\nSTRICT_VERIFY=\"true\"\n\nCATTLE_SERVER=https://r\n\n#!/bin/sh\nSTRICT_VERIFY=false\n";
+        assert_eq!(strict_from_preamble(script), Some(true));
+        let relaxed = "#!/usr/bin/env sh\nSTRICT_VERIFY=\"false\"\n#!/bin/sh\n";
+        assert_eq!(strict_from_preamble(relaxed), Some(false));
+        // Rancher before agent-tls-mode: no line, and the script's own text does not count.
+        assert_eq!(
+            strict_from_preamble("#!/usr/bin/env sh\n\n#!/bin/sh\nSTRICT_VERIFY=true\n"),
+            None
+        );
+        assert_eq!(strict_from_preamble("<html>"), None);
     }
 
     #[test]
@@ -473,12 +708,19 @@ mod tests {
             assert!(c.contains(key), "{key} missing from {c}");
         }
         assert!(unit_file().contains("ExecStart=/usr/local/bin/rancher-system-agent sentinel"));
-        let env = env_file(&[
-            ("HTTPS_PROXY".into(), "http://p:3128".into()),
-            ("no_proxy".into(), "10.0.0.0/8".into()),
-            ("PATH".into(), "/bin".into()),
-        ]);
-        assert_eq!(env, "HTTPS_PROXY=http://p:3128\nno_proxy=10.0.0.0/8\n");
+        let env = env_file(
+            &[
+                ("HTTPS_PROXY".into(), "http://p:3128".into()),
+                ("no_proxy".into(), "10.0.0.0/8".into()),
+                ("PATH".into(), "/bin".into()),
+            ],
+            false,
+        );
+        assert_eq!(
+            env,
+            "CATTLE_AGENT_STRICT_VERIFY=false\nHTTPS_PROXY=http://p:3128\nno_proxy=10.0.0.0/8\n"
+        );
+        assert!(env_file(&[], true).starts_with("CATTLE_AGENT_STRICT_VERIFY=true\n"));
         assert_eq!(machine_name("x").len(), "custom-".len() + 12);
     }
 }

@@ -122,8 +122,16 @@ impl fmt::Display for UserdataError {
 
 /// Detects the format, decodes it and validates the settings.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, UserdataError> {
-    formats::parse(bytes)
+    let mut parsed = formats::parse(bytes)?;
+    if parsed.settings.rancher.mode == RegistrationMode::Rke1 {
+        parsed.notes.push(RKE1_NOTE.to_string());
+    }
+    Ok(parsed)
 }
+
+/// Shown by `bootstrapd validate` (and kept in the run's notes) for `rancher.mode: rke1`.
+pub const RKE1_NOTE: &str = "warning: rancher.mode rke1 needs Rancher <= 2.11 (RKE1 was removed in Rancher 2.12.0); \
+     use mode system-agent (the default) for custom RKE2/K3s clusters on current Rancher";
 
 /// The JSON schema of a plain bootstrapd document (draft-07, which yaml-language-server and
 /// most editors understand), generated from the settings types. No trailing newline.

@@ -47,10 +47,11 @@ impl Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RegistrationMode {
-    /// Rancher 2.0-2.6 "existing nodes": the rancher-agent container on Docker.
-    #[default]
+    /// Rancher 2.0-2.11 RKE1 "existing nodes": the rancher-agent container on Docker.
+    /// RKE1 was removed in Rancher 2.12.0; choose it explicitly.
     Rke1,
-    /// Rancher >= 2.6 custom RKE2/K3s clusters: rancher-system-agent.
+    /// Rancher >= 2.6 custom RKE2/K3s clusters: rancher-system-agent. The default.
+    #[default]
     SystemAgent,
 }
 
@@ -75,7 +76,8 @@ pub struct RancherSettings {
     pub ca_checksum: Option<String>,
     #[serde(default)]
     pub mode: RegistrationMode,
-    /// Agent image for mode rke1.
+    /// Agent image for mode rke1 (default rancher/rancher-agent:v2.6.14 there); an error in
+    /// mode system-agent.
     #[serde(default = "default_agent_image")]
     #[schemars(pattern(schema::IMAGE))]
     pub agent_image: String,
@@ -103,6 +105,11 @@ pub struct RancherSettings {
     #[serde(default = "default_splay")]
     #[schemars(range(min = 0, max = 300))]
     pub splay_seconds: u64,
+    /// System-agent mode: the agent trusts only Rancher's CA (CATTLE_AGENT_STRICT_VERIFY).
+    /// Absent: as the server's agent-tls-mode says (false if it says nothing). Strict needs
+    /// ca_checksum, or a Rancher that proves its CA by X-Cattle-Hash.
+    #[serde(default)]
+    pub strict_verify: Option<bool>,
 }
 
 fn default_splay() -> u64 {

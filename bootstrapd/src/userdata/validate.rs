@@ -26,6 +26,7 @@ pub const RANCHER_KEYS: &[&str] = &[
     "taints",
     "deadline_seconds",
     "splay_seconds",
+    "strict_verify",
 ];
 pub const RUNTIME_KEYS: &[&str] = &["engine", "version", "source", "registry_mirrors"];
 pub const SOURCE_KEYS: &[&str] = &["repo", "offline"];
@@ -659,9 +660,24 @@ impl Validator {
                 ],
             )
         });
-        let agent_image = f
-            .get("agent_image")
-            .map(|n| self.checked(n, &f.path("agent_image"), check_image));
+        let agent_image = f.get("agent_image").map(|n| {
+            // The image is the RKE1 agent container's; the system agent is a binary from the
+            // server's /assets. Setting it in system-agent mode means the mode is not the one
+            // the author thinks, so it is an error rather than silently ignored.
+            if matches!(mode, None | Some(Some(RegistrationMode::SystemAgent))) {
+                self.report(
+                    n.mark,
+                    &f.path("agent_image"),
+                    "applies only to mode rke1 (the system agent is downloaded from the server); \
+                     remove it, or set rancher.mode: rke1 for Rancher <= 2.11",
+                );
+                return None;
+            }
+            self.checked(n, &f.path("agent_image"), check_image)
+        });
+        let strict_verify = f
+            .get("strict_verify")
+            .map(|n| self.boolean(n, &f.path("strict_verify")));
         let node_name = f
             .get("node_name")
             .map(|n| self.checked(n, &f.path("node_name"), check_node_name));
@@ -692,7 +708,12 @@ impl Validator {
             token: token?,
             ca_checksum: transpose(ca_checksum)?,
             mode: mode.unwrap_or(Some(RegistrationMode::default()))?,
-            agent_image: agent_image.unwrap_or_else(|| Some(DEFAULT_AGENT_IMAGE.to_string()))?,
+            // The default image applies only in rke1 mode (system-agent mode has none).
+            agent_image: agent_image.unwrap_or_else(|| match mode {
+                Some(Some(RegistrationMode::Rke1)) => Some(DEFAULT_AGENT_IMAGE.to_string()),
+                _ => Some(String::new()),
+            })?,
+            strict_verify: transpose(strict_verify)?,
             node_name: transpose(node_name)?,
             address: transpose(address)?,
             internal_address: transpose(internal_address)?,
