@@ -564,6 +564,7 @@ fn settings(url: &str, checksum: &str, deadline: u64) -> Settings {
             taints: vec![],
             deadline_seconds: deadline,
             splay_seconds: 0,
+            system_agent: Default::default(),
         },
         runtime: Default::default(),
         host: Default::default(),

@@ -31,6 +31,7 @@ fn settings() -> Settings {
             taints: vec![],
             deadline_seconds: 900,
             splay_seconds: 0,
+            system_agent: Default::default(),
         },
         runtime: RuntimeSettings::default(),
         host: HostSettings::default(),

@@ -270,6 +270,7 @@ fn settings(server: &str, checksum: Option<String>) -> Settings {
             taints: vec![],
             deadline_seconds: 30,
             splay_seconds: 0,
+            system_agent: Default::default(),
         },
         runtime: RuntimeSettings::default(),
         host: Default::default(),

@@ -30,6 +30,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Setti
             taints: vec![],
             deadline_seconds: deadline,
             splay_seconds: 0,
+            system_agent: Default::default(),
         },
         runtime: Default::default(),
         host: Default::default(),

@@ -80,6 +80,7 @@ fn settings() -> Settings {
             taints: vec![],
             deadline_seconds: 10,
             splay_seconds: 0,
+            system_agent: Default::default(),
         },
         runtime: RuntimeSettings::default(),
         host: Default::default(),

@@ -65,6 +65,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u
             taints: vec![],
             deadline_seconds: deadline,
             splay_seconds: splay,
+            system_agent: Default::default(),
         },
         runtime: Default::default(),
         host: Default::default(),

@@ -482,6 +482,7 @@ mod tests {
                 taints: vec![],
                 deadline_seconds: 10,
                 splay_seconds: 0,
+                system_agent: Default::default(),
             },
             runtime: crate::userdata::RuntimeSettings {
                 registry_mirrors: vec!["https://mirror.lab".into()],

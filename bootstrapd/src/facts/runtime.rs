@@ -225,6 +225,7 @@ mod tests {
                 taints: vec![],
                 deadline_seconds: 1,
                 splay_seconds: 0,
+                system_agent: Default::default(),
             },
             runtime: Default::default(),
             host: Default::default(),

@@ -767,6 +767,7 @@ mod tests {
                 taints: vec![],
                 deadline_seconds: 900,
                 splay_seconds: 0,
+                system_agent: Default::default(),
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),

@@ -575,6 +575,7 @@ mod tests {
                 taints: vec![],
                 deadline_seconds: 10,
                 splay_seconds: 0,
+                system_agent: Default::default(),
             },
             runtime,
             host: Default::default(),
