@@ -298,7 +298,10 @@ async fn checked_binary_under_opt_when_usr_local_is_a_mount_point() {
     );
     assert!(!root.path(system_agent::BINARY).exists());
     let unit = std::fs::read_to_string(root.path(system_agent::UNIT_FILE)).unwrap();
-    assert!(unit.contains(&format!("ExecStart={bin} sentinel")), "{unit}");
+    assert!(
+        unit.contains(&format!("ExecStart={bin} sentinel")),
+        "{unit}"
+    );
     let env = std::fs::read_to_string(root.path(system_agent::ENV_FILE)).unwrap();
     let path_line = env.lines().find(|l| l.starts_with("PATH=")).unwrap();
     assert!(path_line.ends_with(":/opt/rke2/bin"), "{env}");

@@ -109,7 +109,10 @@ fn schema_properties_are_the_validators_keys() {
         ("host", definition(&s, "HostSettings")),
         ("runtime.source.repo", definition(&s, "RepoSource")),
         ("runtime.source.offline", definition(&s, "OfflineSource")),
-        ("rancher.system_agent", definition(&s, "SystemAgentSettings")),
+        (
+            "rancher.system_agent",
+            definition(&s, "SystemAgentSettings"),
+        ),
         ("rancher.system_agent.binary", definition(&s, "AgentBinary")),
     ];
     for (section, def) in sections {

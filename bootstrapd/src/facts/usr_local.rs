@@ -53,7 +53,10 @@ pub fn parse(text: &str) -> Result<UsrLocal, (usize, String)> {
         let fields: Vec<&str> = line.split(' ').collect();
         let sep = fields.iter().position(|f| *f == "-");
         let (Some(sep), true) = (sep, fields.len() >= 6) else {
-            return Err((i + 1, "not a mountinfo line (mount point and options)".into()));
+            return Err((
+                i + 1,
+                "not a mountinfo line (mount point and options)".into(),
+            ));
         };
         let mount_point = unescape(fields[4]);
         let covers = mount_point == "/"
@@ -83,7 +86,9 @@ fn unescape(s: &str) -> String {
     let mut rest = s;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
         match code {
             Some(c) => {
                 out.push(c as char);

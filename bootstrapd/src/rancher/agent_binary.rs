@@ -72,9 +72,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentBinaryError + '_ {
 pub enum BinarySource {
     /// `<server>/assets/rancher-system-agent-<arch>`, under the pinned CA (Rancher's default).
     Assets,
-    Url { url: String, sha256: String },
+    Url {
+        url: String,
+        sha256: String,
+    },
     /// A host path (userdata `path`, or the offline bundle's file).
-    File { path: String, sha256: String },
+    File {
+        path: String,
+        sha256: String,
+    },
 }
 
 impl BinarySource {
@@ -200,7 +206,10 @@ async fn download(url: &str, deadline: &Deadline) -> Result<Vec<u8>, AgentBinary
         512 << 20,
     )
     .map_err(http)?;
-    let resp = c.send(&Request::get(url).map_err(http)?).await.map_err(http)?;
+    let resp = c
+        .send(&Request::get(url).map_err(http)?)
+        .await
+        .map_err(http)?;
     if resp.status != StatusCode::OK {
         return Err(AgentBinaryError::Status {
             url: url.to_string(),
@@ -287,7 +296,10 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("/b/x") && msg.contains(&sha(b"new")) && msg.contains(&sha(b"other")));
         assert_eq!(std::fs::read(&dest).unwrap(), b"old");
-        assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dest.parent().unwrap()).unwrap().count(),
+            1
+        );
         install_checked(&dest, b"new", Some(&sha(b"new").to_uppercase()), "/b/x").unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
         let mode = std::fs::metadata(&dest).unwrap().permissions().mode();

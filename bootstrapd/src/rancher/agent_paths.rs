@@ -6,8 +6,9 @@
 //!   `<prefix>/bin/` and the unit's `ExecStart` names `<prefix>/bin/rancher-system-agent`.
 //! * In that same case the env file gets `PATH=<installer's PATH>:<CATTLE_AGENT_FALLBACK_PATH>`,
 //!   so that the agent finds binaries RKE2 installed outside `/usr/local`. Rancher's
-//!   generated node command sets `CATTLE_AGENT_FALLBACK_PATH="/opt/rke2/bin"`, which RKE2's
-//!   own installer uses when `/usr/local` is read-only (`INSTALL_RKE2_TAR_PREFIX`).
+//!   generated node command for RKE2 clusters sets `CATTLE_AGENT_FALLBACK_PATH="/opt/rke2/bin"`
+//!   (rancher/rancher issue #46963 is about that variable), the prefix rancher/rke2 `install.sh`
+//!   itself uses when `/usr/local` is read-only or a mount point (`INSTALL_RKE2_TAR_PREFIX`).
 
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +81,10 @@ impl AgentPaths {
     }
 
     pub fn describe(&self) -> String {
-        format!("agent installed under {}/bin ({})", self.prefix, self.reason)
+        format!(
+            "agent installed under {}/bin ({})",
+            self.prefix, self.reason
+        )
     }
 }
 
@@ -104,7 +108,10 @@ mod tests {
             },
         ] {
             let p = AgentPaths::decide(&u);
-            assert_eq!(p.binary(), "/opt/rancher-system-agent/bin/rancher-system-agent");
+            assert_eq!(
+                p.binary(),
+                "/opt/rancher-system-agent/bin/rancher-system-agent"
+            );
             assert_eq!(
                 p.uninstall_script(),
                 "/opt/rancher-system-agent/bin/rancher-system-agent-uninstall.sh"
@@ -113,7 +120,10 @@ mod tests {
                 p.env_path_line(&[("PATH".into(), "/usr/bin:/bin".into())]),
                 "PATH=/usr/bin:/bin:/opt/rke2/bin\n"
             );
-            assert_eq!(p.env_path_line(&[]), format!("PATH={SYSTEMD_PATH}:/opt/rke2/bin\n"));
+            assert_eq!(
+                p.env_path_line(&[]),
+                format!("PATH={SYSTEMD_PATH}:/opt/rke2/bin\n")
+            );
         }
     }
 }

@@ -164,7 +164,10 @@ pub fn announce(root: &HostRoot) -> Result<RestartPending, InterlockError> {
     }
     let path = root.path(RESTART_PENDING);
     write_atomic(&path, b"", 0o600).map_err(io_err(path.clone()))?;
-    tracing::info!(path = RESTART_PENDING, "restart pending: the system agent starts no new plan");
+    tracing::info!(
+        path = RESTART_PENDING,
+        "restart pending: the system agent starts no new plan"
+    );
     Ok(RestartPending {
         path,
         released: false,
@@ -188,7 +191,10 @@ pub async fn wait_idle(
             return Ok(if polls == 0 {
                 WaitOutcome::Idle
             } else {
-                tracing::info!(waited_s = waited.as_secs(), "the agent's active plan finished");
+                tracing::info!(
+                    waited_s = waited.as_secs(),
+                    "the agent's active plan finished"
+                );
                 WaitOutcome::Finished {
                     waited_s: waited.as_secs(),
                 }
@@ -216,7 +222,9 @@ pub async fn wait_idle(
             "the system agent is applying a plan; waiting before restarting it"
         );
         polls += 1;
-        clock.sleep(POLL.min(MAX_WAIT - waited).min(budget - waited)).await;
+        clock
+            .sleep(POLL.min(MAX_WAIT - waited).min(budget - waited))
+            .await;
     }
 }
 

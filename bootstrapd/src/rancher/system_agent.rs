@@ -531,7 +531,9 @@ mod tests {
         ] {
             assert!(c.contains(key), "{key} missing from {c}");
         }
-        assert!(unit_file(BINARY).contains("ExecStart=/usr/local/bin/rancher-system-agent sentinel"));
+        assert!(
+            unit_file(BINARY).contains("ExecStart=/usr/local/bin/rancher-system-agent sentinel")
+        );
         let env = env_file(&[
             ("HTTPS_PROXY".into(), "http://p:3128".into()),
             ("no_proxy".into(), "10.0.0.0/8".into()),
