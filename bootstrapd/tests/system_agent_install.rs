@@ -330,3 +330,59 @@ async fn checked_binary_under_opt_when_usr_local_is_a_mount_point() {
     assert!(!root.path(RESTART_PENDING).exists());
     srv.shutdown();
 }
+
+#[test]
+fn plan_shows_the_prefix_and_the_bundle_s_agent() {
+    let (d, root) = root();
+    std::fs::create_dir_all(root.path("/proc/self")).unwrap();
+    std::fs::write(
+        root.path("/proc/self/mountinfo"),
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n40 22 8:2 / /usr/local ro - xfs /dev/sda2 ro\n",
+    )
+    .unwrap();
+    let arch = system_agent::asset_arch(std::env::consts::ARCH).unwrap();
+    let name = format!("rancher-system-agent-{arch}");
+    let dir = root.path("/opt/bundle/system-agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&name), b"agent").unwrap();
+    std::fs::write(
+        dir.join("SHA256SUMS"),
+        format!("{}  {name}\n", sha(b"agent")),
+    )
+    .unwrap();
+    let userdata = d.path().join("userdata.yaml");
+    std::fs::write(
+        &userdata,
+        "roles: [worker]\nrancher:\n  server: https://rancher.example.com\n  token: abc\n  \
+         mode: system-agent\nruntime:\n  source: {offline: {path: /opt/bundle}}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bootstrapd"))
+        .arg("--root")
+        .arg(d.path())
+        .args(["plan", "--json", "--userdata"])
+        .arg(&userdata)
+        .output()
+        .unwrap();
+    // A bare root fails host prerequisites (exit 1); the rows are what matters here.
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let detail = |step: &str| {
+        rows.iter()
+            .find(|r| r["finding"]["step"] == step)
+            .unwrap_or_else(|| panic!("no {step} row"))["finding"]["detail"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        detail("register.install-prefix"),
+        "agent installed under /opt/rancher-system-agent/bin (/usr/local is a read-only mount point)"
+    );
+    assert_eq!(
+        detail("register.agent-binary"),
+        format!("agent binary from /opt/bundle/system-agent/{name}")
+    );
+    // Planning changed nothing.
+    assert!(!root.path(INTERLOCK_DIR).exists());
+    assert!(!root.path("/opt/rancher-system-agent").exists());
+}
