@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Deadline, client};
 use crate::fsutil::HostRoot;
-use crate::http::{HttpError, Request, StatusCode, TlsTrust};
+use crate::http::{HttpError, Request, StatusCode, TlsTrust, redact_url};
 use crate::userdata::{RuntimeSource, Settings};
 
 /// The agent's directory inside an offline bundle.
@@ -87,7 +87,8 @@ impl BinarySource {
     pub fn describe(&self) -> String {
         match self {
             BinarySource::Assets => "<server>/assets (Rancher's default, no checksum)".into(),
-            BinarySource::Url { url, .. } => url.clone(),
+            // The URL may carry a mirror's password or a signed query: never in logs/journal.
+            BinarySource::Url { url, .. } => redacted(url),
             BinarySource::File { path, .. } => path.clone(),
         }
     }
@@ -192,11 +193,18 @@ pub async fn fetch(
     }))
 }
 
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => redact_url(&u),
+        Err(_) => url.split(['@', '?', '#']).next().unwrap_or_default().into(),
+    }
+}
+
 /// The URL is trusted through the checksum, not the transport: the system roots for https,
 /// plain http allowed (a mirror inside the air gap), and no token is ever sent there.
 async fn download(url: &str, deadline: &Deadline) -> Result<Vec<u8>, AgentBinaryError> {
     let http = |source| AgentBinaryError::Http {
-        url: url.to_string(),
+        url: redacted(url),
         source,
     };
     let c = client(
@@ -212,7 +220,7 @@ async fn download(url: &str, deadline: &Deadline) -> Result<Vec<u8>, AgentBinary
         .map_err(http)?;
     if resp.status != StatusCode::OK {
         return Err(AgentBinaryError::Status {
-            url: url.to_string(),
+            url: redacted(url),
             status: resp.status,
         });
     }
@@ -304,6 +312,20 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
         let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
+    }
+
+    #[test]
+    fn url_sources_are_described_without_credentials() {
+        let s = BinarySource::Url {
+            url: "https://user:pw@mirror.lab/agent?sig=abc".into(),
+            sha256: sha(b""),
+        };
+        let d = s.describe();
+        assert!(!d.contains("pw") && !d.contains("sig=abc"), "{d}");
+        assert!(
+            d.starts_with("https://user:redacted@mirror.lab/agent"),
+            "{d}"
+        );
     }
 
     #[test]
