@@ -574,6 +574,7 @@ fn settings(url: &str, checksum: &str, deadline: u64) -> Settings {
             deadline_seconds: deadline,
             splay_seconds: 0,
             strict_verify: None,
+            system_agent: Default::default(),
         },
         runtime: Default::default(),
         host: Default::default(),

@@ -32,6 +32,7 @@ fn settings() -> Settings {
             deadline_seconds: 900,
             splay_seconds: 0,
             strict_verify: None,
+            system_agent: Default::default(),
         },
         runtime: RuntimeSettings::default(),
         host: HostSettings {

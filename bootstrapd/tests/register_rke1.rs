@@ -271,6 +271,7 @@ fn settings(server: &str, checksum: Option<String>) -> Settings {
             deadline_seconds: 30,
             splay_seconds: 0,
             strict_verify: None,
+            system_agent: Default::default(),
         },
         runtime: RuntimeSettings::default(),
         host: Default::default(),

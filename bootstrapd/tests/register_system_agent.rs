@@ -217,6 +217,7 @@ fn settings(server: &str, checksum: Option<String>, deadline: u64) -> Settings {
             deadline_seconds: deadline,
             splay_seconds: 0,
             strict_verify: None,
+            system_agent: Default::default(),
         },
         runtime: Default::default(),
         host: Default::default(),

@@ -32,6 +32,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Setti
             deadline_seconds: deadline,
             splay_seconds: 0,
             strict_verify: None,
+            system_agent: Default::default(),
         },
         runtime: Default::default(),
         host: Default::default(),

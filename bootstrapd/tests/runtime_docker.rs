@@ -81,6 +81,7 @@ fn settings() -> Settings {
             deadline_seconds: 10,
             splay_seconds: 0,
             strict_verify: None,
+            system_agent: Default::default(),
         },
         runtime: RuntimeSettings::default(),
         host: Default::default(),

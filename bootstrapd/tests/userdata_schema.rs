@@ -109,6 +109,11 @@ fn schema_properties_are_the_validators_keys() {
         ("host", definition(&s, "HostSettings")),
         ("runtime.source.repo", definition(&s, "RepoSource")),
         ("runtime.source.offline", definition(&s, "OfflineSource")),
+        (
+            "rancher.system_agent",
+            definition(&s, "SystemAgentSettings"),
+        ),
+        ("rancher.system_agent.binary", definition(&s, "AgentBinary")),
     ];
     for (section, def) in sections {
         let props = def["properties"].as_object().unwrap();
@@ -250,5 +255,51 @@ fn schema_types_for_values_taken_as_written() {
     assert_eq!(
         host["properties"]["sysctls"]["additionalProperties"]["type"],
         json!(["string", "number"])
+    );
+}
+
+#[test]
+fn agent_binary_needs_one_location_and_its_sha256() {
+    let s = schema();
+    let def = definition(&s, "AgentBinary");
+    assert_eq!(def["required"], json!(["sha256"]));
+    assert_eq!(
+        def["oneOf"],
+        json!([{"required": ["url"]}, {"required": ["path"]}])
+    );
+    assert_eq!(def["properties"]["sha256"]["pattern"], "^[0-9a-fA-F]{64}$");
+    let sum = "ab".repeat(32);
+    let with = |binary: Value| {
+        let mut doc = base();
+        set(&mut doc, "rancher.system_agent.binary", binary);
+        messages(&doc)
+    };
+    assert_eq!(
+        with(json!({"url": "http://mirror.lab/rancher-system-agent-amd64", "sha256": sum})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        with(json!({"path": "/images/rancher-system-agent", "sha256": sum.to_uppercase()})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        with(json!({"path": "/a", "url": "https://m/a", "sha256": sum})),
+        vec!["expected exactly one of `url` or `path`"]
+    );
+    assert_eq!(
+        with(json!({"sha256": sum})),
+        vec!["expected exactly one of `url` or `path`"]
+    );
+    assert_eq!(
+        with(json!({"path": "/a"})),
+        vec!["missing required key `sha256`"]
+    );
+    assert_eq!(
+        with(json!({"path": "/a", "sha256": "abc"})),
+        vec!["must be 64 hexadecimal digits (the sha256 of the agent binary), found `abc`"]
+    );
+    assert_eq!(
+        with(json!({"path": "images/a", "sha256": sum})),
+        vec!["`images/a` is not an absolute path"]
     );
 }

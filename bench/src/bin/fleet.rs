@@ -66,6 +66,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u
             deadline_seconds: deadline,
             splay_seconds: splay,
             strict_verify: None,
+            system_agent: Default::default(),
         },
         runtime: Default::default(),
         host: Default::default(),

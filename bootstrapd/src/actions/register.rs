@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::facts::FactError;
 use crate::fsutil::HostRoot;
 use crate::plan::{Finding, Outcome};
+use crate::rancher::agent_binary::{self, AgentBinaryError};
+use crate::rancher::agent_paths::AgentPaths;
 use crate::rancher::cacerts::{self, CaError};
+use crate::rancher::interlock::{self, InterlockError, TokioClock, WaitOutcome};
 use crate::rancher::rke1::{self, Rke1Error, Rke1Record};
 use crate::rancher::system_agent::{self, SystemAgentError, SystemAgentRecord};
 use crate::rancher::{Deadline, Registration, Tuning};
@@ -32,6 +36,12 @@ pub enum RegisterError {
     SystemAgent(#[from] SystemAgentError),
     #[error(transparent)]
     Docker(#[from] DockerError),
+    #[error(transparent)]
+    AgentBinary(#[from] AgentBinaryError),
+    #[error(transparent)]
+    Interlock(#[from] InterlockError),
+    #[error("system agent install prefix: {0}")]
+    UsrLocal(#[from] FactError),
     #[error("{unit}: {source}")]
     Systemd {
         unit: String,
@@ -206,7 +216,15 @@ pub async fn register_with(
         RegistrationMode::SystemAgent => {
             // system_agent::install checks the CA itself, before anything else.
             splay(settings.rancher.splay_seconds).await;
-            let (r, trust) = system_agent::install(root, &reg, &deadline, tuning).await?;
+            // The binary is read and checked before anything on the host changes; then
+            // install.sh's restart-pending handshake, before the running agent is touched.
+            let how = prepare_agent(root, settings, &deadline, &mut record.findings).await?;
+            let (pending, waited) =
+                interlock::hold_for_restart(root, &mut TokioClock::new(), deadline.remaining())
+                    .await?;
+            record.findings.push(interlock_finding(&waited));
+            let (r, trust) =
+                system_agent::install_with(root, &reg, &deadline, &how, tuning).await?;
             record.trust = trust.describe();
             record.ca_checksum = trust.checksum().map(str::to_string);
             record.findings.push(Finding::new(
@@ -261,10 +279,47 @@ pub async fn register_with(
                     ),
                 ));
             }
+            // install.sh removes restart-pending once the agent has been restarted.
+            pending.release()?;
             record.system_agent = Some(r);
         }
     }
     Ok(record)
+}
+
+/// Install prefix (from the `/usr/local` fact) and the agent binary, read and checked; writes
+/// nothing on the host.
+async fn prepare_agent(
+    root: &HostRoot,
+    settings: &Settings,
+    deadline: &Deadline,
+    findings: &mut Vec<Finding>,
+) -> Result<system_agent::AgentInstall, RegisterError> {
+    let paths = AgentPaths::decide(&crate::facts::usr_local::probe(root)?);
+    findings.push(Finding::new(
+        "register.install-prefix",
+        Outcome::Ok,
+        paths.describe(),
+    ));
+    let arch = system_agent::asset_arch(std::env::consts::ARCH)?;
+    let source = agent_binary::resolve(root, settings, arch)?;
+    let binary = agent_binary::fetch(root, &source, deadline).await?;
+    if let Some(b) = &binary {
+        findings.push(Finding::new(
+            "register.agent-binary",
+            Outcome::Ok,
+            format!("{} (sha256 {} verified)", b.source, b.sha256),
+        ));
+    }
+    Ok(system_agent::AgentInstall { paths, binary })
+}
+
+fn interlock_finding(waited: &WaitOutcome) -> Finding {
+    let outcome = match waited {
+        WaitOutcome::TimedOut { .. } => Outcome::Warning,
+        _ => Outcome::Ok,
+    };
+    Finding::new("register.interlock", outcome, waited.describe())
 }
 
 fn short_id(id: &str) -> &str {

@@ -483,6 +483,7 @@ mod tests {
                 deadline_seconds: 10,
                 splay_seconds: 0,
                 strict_verify: None,
+                system_agent: Default::default(),
             },
             runtime: crate::userdata::RuntimeSettings {
                 registry_mirrors: vec!["https://mirror.lab".into()],

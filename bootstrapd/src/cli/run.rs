@@ -464,6 +464,31 @@ async fn default_route_address(findings: &mut Vec<Finding>) -> Option<String> {
     }
 }
 
+/// Where the system agent would be installed and where its binary would come from.
+fn system_agent_preview(root: &HostRoot, settings: &Settings) -> Vec<Finding> {
+    use crate::rancher::{agent_binary, agent_paths::AgentPaths, system_agent};
+    let prefix = match facts::usr_local::probe(root) {
+        Ok(u) => Finding::new(
+            "register.install-prefix",
+            Outcome::WouldChange,
+            AgentPaths::decide(&u).describe(),
+        ),
+        Err(e) => Finding::new("register.install-prefix", Outcome::Failed, e.to_string()),
+    };
+    let source = system_agent::asset_arch(std::env::consts::ARCH)
+        .map_err(|e| e.to_string())
+        .and_then(|arch| agent_binary::resolve(root, settings, arch).map_err(|e| e.to_string()));
+    let binary = match source {
+        Ok(s) => Finding::new(
+            "register.agent-binary",
+            Outcome::WouldChange,
+            format!("agent binary from {}", s.describe()),
+        ),
+        Err(e) => Finding::new("register.agent-binary", Outcome::Failed, e),
+    };
+    vec![prefix, binary]
+}
+
 /// `bootstrapd plan`: what `run` would do on this host, changing nothing.
 pub async fn plan(root: &HostRoot, file: Option<&std::path::PathBuf>, json: bool) -> CliResult {
     let (source, bytes, signature) = match file {
@@ -545,6 +570,15 @@ pub async fn plan(root: &HostRoot, file: Option<&std::path::PathBuf>, json: bool
         ),
     };
     rows.push((Stage::Register, register));
+    if settings.rancher.mode == crate::userdata::RegistrationMode::SystemAgent
+        && journal.registration.is_none()
+    {
+        rows.extend(
+            system_agent_preview(root, &settings)
+                .into_iter()
+                .map(|f| (Stage::Register, f)),
+        );
+    }
 
     if json {
         let out: Vec<_> = rows

@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod network;
 pub mod runtime;
 pub mod selinux;
+pub mod usr_local;
 
 use std::path::PathBuf;
 

@@ -226,6 +226,7 @@ mod tests {
                 deadline_seconds: 1,
                 splay_seconds: 0,
                 strict_verify: None,
+                system_agent: Default::default(),
             },
             runtime: Default::default(),
             host: Default::default(),

@@ -768,6 +768,7 @@ mod tests {
                 deadline_seconds: 900,
                 splay_seconds: 0,
                 strict_verify: None,
+                system_agent: Default::default(),
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),

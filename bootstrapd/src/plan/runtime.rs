@@ -576,6 +576,7 @@ mod tests {
                 deadline_seconds: 10,
                 splay_seconds: 0,
                 strict_verify: None,
+                system_agent: Default::default(),
             },
             runtime,
             host: Default::default(),

@@ -43,7 +43,7 @@ pub enum CaError {
     Fetch {
         server: String,
         #[source]
-        source: HttpError,
+        source: Box<HttpError>,
     },
     #[error("{url}: unexpected status {status} while fetching the CA")]
     Status { url: String, status: StatusCode },
@@ -203,9 +203,9 @@ async fn establish_by_hmac(
     deadline: &Deadline,
 ) -> Result<ServerTrust, CaError> {
     let url = endpoint(server, "/cacerts");
-    let fetch_err = |source| CaError::Fetch {
+    let fetch_err = |source: HttpError| CaError::Fetch {
         server: server.to_string(),
-        source,
+        source: Box::new(source),
     };
     let client = HttpClientBuilder::insecure_for_cacerts_fetch()
         .retry(deadline.retry_policy())
@@ -332,9 +332,9 @@ async fn fetch(
         CaSource::Cacerts | CaSource::CacertsHmac => endpoint(server, "/cacerts"),
         CaSource::Setting => endpoint(server, "/v3/settings/cacerts"),
     };
-    let fetch_err = |source| CaError::Fetch {
+    let fetch_err = |source: HttpError| CaError::Fetch {
         server: server.to_string(),
-        source,
+        source: Box::new(source),
     };
     let client = HttpClientBuilder::insecure_for_cacerts_fetch()
         .retry(deadline.retry_policy())

@@ -1,7 +1,10 @@
 //! Registration with a Rancher server: the CA checksum and pinning both agent generations
 //! use, the RKE1 agent container (Rancher 2.0-2.6) and the system agent (Rancher >= 2.6).
 
+pub mod agent_binary;
+pub mod agent_paths;
 pub mod cacerts;
+pub mod interlock;
 pub mod rke1;
 pub mod system_agent;
 

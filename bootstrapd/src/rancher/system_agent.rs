@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::agent_binary::{self, AgentBinaryError, VerifiedBinary};
+use super::agent_paths::AgentPaths;
 use super::cacerts::{self, CaError, ServerTrust};
 use super::{Deadline, Registration, Tuning, client, endpoint};
 use crate::fsutil::{HostRoot, write_atomic};
@@ -36,7 +38,7 @@ pub enum SystemAgentError {
     Http {
         step: &'static str,
         #[source]
-        source: HttpError,
+        source: Box<HttpError>,
     },
     #[error("{url}: status {status} ({step})")]
     Status {
@@ -81,6 +83,14 @@ pub enum SystemAgentError {
     },
     #[error("{path}: invalid cattle id {value:?} (expected 63 hexadecimal characters)")]
     CattleId { path: PathBuf, value: String },
+    #[error(transparent)]
+    AgentBinary(Box<AgentBinaryError>),
+}
+
+impl From<AgentBinaryError> for SystemAgentError {
+    fn from(e: AgentBinaryError) -> Self {
+        SystemAgentError::AgentBinary(Box::new(e))
+    }
 }
 
 fn io_err(path: PathBuf) -> impl FnOnce(std::io::Error) -> SystemAgentError {
@@ -237,8 +247,9 @@ pub fn config_yaml() -> String {
     )
 }
 
-/// The installer's unit, with the binary where bootstrapd puts it.
-pub fn unit_file() -> String {
+/// The installer's unit, with the binary where bootstrapd puts it (`binary`, under
+/// CATTLE_AGENT_BIN_PREFIX: see agent_paths.rs).
+pub fn unit_file(binary: &str) -> String {
     format!(
         "[Unit]\n\
          Description=Rancher System Agent\n\
@@ -256,7 +267,7 @@ pub fn unit_file() -> String {
          RestartSec=5s\n\
          Environment=CATTLE_LOGLEVEL=info\n\
          Environment=CATTLE_AGENT_CONFIG={CONFIG_FILE}\n\
-         ExecStart={BINARY} sentinel\n"
+         ExecStart={binary} sentinel\n"
     )
 }
 
@@ -288,6 +299,11 @@ pub struct SystemAgentRecord {
     /// `CATTLE_AGENT_STRICT_VERIFY` as written to the env file.
     #[serde(default)]
     pub strict_verify: bool,
+    /// Where the binary came from (agent_binary.rs), and its checked sha256 if it was.
+    #[serde(default)]
+    pub binary_source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_sha256: Option<String>,
 }
 
 /// What Rancher answers `/v3/connect/agent` while no machine matches the request
@@ -310,7 +326,10 @@ fn http_err(step: &'static str, trust: &ServerTrust) -> impl Fn(HttpError) -> Sy
             trust: trust.clone(),
             detail,
         },
-        source => SystemAgentError::Http { step, source },
+        source => SystemAgentError::Http {
+            step,
+            source: Box::new(source),
+        },
     }
 }
 
@@ -482,11 +501,30 @@ fn check_connection_info(url: &str, body: &[u8]) -> Result<(), SystemAgentError>
 /// Per-attempt limit of the connect call: above the 120 s Rancher may hold it.
 pub const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// Everything the installer does up to (not including) enabling and starting the unit.
+/// How the agent is installed: its paths, and the binary when it does not come from
+/// `<server>/assets` (already read and checked, see `agent_binary::fetch`).
+#[derive(Debug, Clone, Default)]
+pub struct AgentInstall {
+    pub paths: AgentPaths,
+    pub binary: Option<VerifiedBinary>,
+}
+
+/// `install_with` the default paths and the binary from `<server>/assets`.
 pub async fn install(
     root: &HostRoot,
     reg: &Registration<'_>,
     deadline: &Deadline,
+    tuning: &Tuning<'_>,
+) -> Result<(SystemAgentRecord, ServerTrust), SystemAgentError> {
+    install_with(root, reg, deadline, &AgentInstall::default(), tuning).await
+}
+
+/// Everything the installer does up to (not including) enabling and starting the unit.
+pub async fn install_with(
+    root: &HostRoot,
+    reg: &Registration<'_>,
+    deadline: &Deadline,
+    how: &AgentInstall,
     tuning: &Tuning<'_>,
 ) -> Result<(SystemAgentRecord, ServerTrust), SystemAgentError> {
     let server = reg.server;
@@ -541,29 +579,34 @@ pub async fn install(
     ensure_private_dir(root, CONFIG_DIR)?;
     let big =
         client(&tls, deadline, Duration::from_secs(300), 512 << 20).map_err(http("download"))?;
-    for (asset, dest) in [
-        (format!("/assets/rancher-system-agent-{arch}"), BINARY),
-        (
-            "/assets/system-agent-uninstall.sh".to_string(),
-            UNINSTALL_SCRIPT,
-        ),
-    ] {
-        let url = endpoint(server, &asset);
-        let resp = big
-            .send(&Request::get(&url).map_err(http("download"))?)
-            .await
-            .map_err(http("download"))?;
-        if resp.status != StatusCode::OK {
-            return Err(SystemAgentError::Status {
-                step: "download",
-                url,
-                status: resp.status,
-            });
+    let binary = how.paths.binary();
+    let binary_source = match &how.binary {
+        // Checked before anything was written (agent_binary::fetch); checked again as written.
+        Some(b) => {
+            agent_binary::install_checked(
+                &root.path(&binary),
+                &b.bytes,
+                Some(&b.sha256),
+                &b.source,
+            )?;
+            tracing::info!(source = %b.source, dest = %binary, sha256 = %b.sha256, "installed");
+            b.source.clone()
         }
-        let path = root.path(dest);
-        write_atomic(&path, &resp.body, 0o755).map_err(io_err(path))?;
-        tracing::info!(%url, dest, bytes = resp.body.len(), "downloaded");
-    }
+        None => {
+            let url = endpoint(server, &format!("/assets/rancher-system-agent-{arch}"));
+            let body = download_asset(&big, &url).await?;
+            // No checksum for /assets, as in Rancher's installer (install.sh download_rancher_file).
+            agent_binary::install_checked(&root.path(&binary), &body, None, &url)?;
+            tracing::info!(%url, dest = %binary, bytes = body.len(), "downloaded");
+            url
+        }
+    };
+    let url = endpoint(server, "/assets/system-agent-uninstall.sh");
+    let body = download_asset(&big, &url).await?;
+    let script = how.paths.uninstall_script();
+    let path = root.path(&script);
+    write_atomic(&path, &body, 0o755).map_err(io_err(path))?;
+    tracing::info!(%url, dest = %script, bytes = body.len(), "downloaded");
 
     // 3. CATTLE_ID.
     let (cattle_id, created) = load_or_create_cattle_id(root)?;
@@ -578,10 +621,11 @@ pub async fn install(
     let path = root.path(CONFIG_FILE);
     write_atomic(&path, config_yaml().as_bytes(), 0o600).map_err(io_err(path))?;
     let path = root.path(UNIT_FILE);
-    write_atomic(&path, unit_file().as_bytes(), 0o644).map_err(io_err(path))?;
+    write_atomic(&path, unit_file(&binary).as_bytes(), 0o644).map_err(io_err(path))?;
     let vars: Vec<(String, String)> = std::env::vars().collect();
     let path = root.path(ENV_FILE);
-    write_atomic(&path, env_file(&vars, strict).as_bytes(), 0o600).map_err(io_err(path))?;
+    let env = env_file(&vars, strict) + &how.paths.env_path_line(&vars);
+    write_atomic(&path, env.as_bytes(), 0o600).map_err(io_err(path))?;
 
     Ok((
         SystemAgentRecord {
@@ -589,11 +633,36 @@ pub async fn install(
             cattle_id,
             cattle_id_created: created,
             connection_info_file: CONNECTION_INFO_FILE.to_string(),
-            binary: BINARY.to_string(),
             strict_verify: strict,
+            binary,
+            binary_sha256: how.binary.as_ref().map(|b| b.sha256.clone()),
+            binary_source,
         },
         trust,
     ))
+}
+
+/// GET `url` from the server (under its CA) and the body, or the status as an error.
+async fn download_asset(
+    big: &crate::http::HttpClient,
+    url: &str,
+) -> Result<Vec<u8>, SystemAgentError> {
+    let http = |source: HttpError| SystemAgentError::Http {
+        step: "download",
+        source: Box::new(source),
+    };
+    let resp = big
+        .send(&Request::get(url).map_err(http)?)
+        .await
+        .map_err(http)?;
+    if resp.status != StatusCode::OK {
+        return Err(SystemAgentError::Status {
+            step: "download",
+            url: url.to_string(),
+            status: resp.status,
+        });
+    }
+    Ok(resp.body.to_vec())
 }
 
 #[cfg(test)]
@@ -707,7 +776,9 @@ mod tests {
         ] {
             assert!(c.contains(key), "{key} missing from {c}");
         }
-        assert!(unit_file().contains("ExecStart=/usr/local/bin/rancher-system-agent sentinel"));
+        assert!(
+            unit_file(BINARY).contains("ExecStart=/usr/local/bin/rancher-system-agent sentinel")
+        );
         let env = env_file(
             &[
                 ("HTTPS_PROXY".into(), "http://p:3128".into()),

@@ -110,6 +110,40 @@ pub struct RancherSettings {
     /// ca_checksum, or a Rancher that proves its CA by X-Cattle-Hash.
     #[serde(default)]
     pub strict_verify: Option<bool>,
+    /// How mode system-agent installs rancher-system-agent.
+    #[serde(default)]
+    pub system_agent: SystemAgentSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemAgentSettings {
+    /// Where the agent binary comes from when not from `<server>/assets` (air-gapped sites).
+    /// Without it: the runtime offline bundle's `system-agent/` if it has the agent, else
+    /// `<server>/assets`.
+    #[serde(default)]
+    pub binary: Option<AgentBinary>,
+}
+
+/// Exactly one of `url` or `path`, and the binary's sha256, checked before it is installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    { "required": ["url"] },
+    { "required": ["path"] },
+]))]
+pub struct AgentBinary {
+    /// http(s) URL of the rancher-system-agent binary for this node's architecture.
+    #[serde(default)]
+    #[schemars(pattern(schema::HTTP_URL))]
+    pub url: Option<String>,
+    /// Absolute path of the binary on the node (e.g. baked into the image).
+    #[serde(default)]
+    #[schemars(pattern(schema::ABS_PATH))]
+    pub path: Option<String>,
+    /// sha256 of the binary, 64 hexadecimal digits.
+    #[schemars(pattern(schema::CHECKSUM))]
+    pub sha256: String,
 }
 
 fn default_splay() -> u64 {

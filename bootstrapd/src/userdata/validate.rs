@@ -27,7 +27,10 @@ pub const RANCHER_KEYS: &[&str] = &[
     "deadline_seconds",
     "splay_seconds",
     "strict_verify",
+    "system_agent",
 ];
+pub const SYSTEM_AGENT_KEYS: &[&str] = &["binary"];
+pub const AGENT_BINARY_KEYS: &[&str] = &["url", "path", "sha256"];
 pub const RUNTIME_KEYS: &[&str] = &["engine", "version", "source", "registry_mirrors"];
 pub const SOURCE_KEYS: &[&str] = &["repo", "offline"];
 pub const REPO_KEYS: &[&str] = &["url", "key", "suite", "components", "trusted"];
@@ -49,6 +52,8 @@ pub const MAX_DEADLINE_SECONDS: u64 = 7 * 24 * 3600;
 const SECTIONS: &[(&str, &[&str])] = &[
     ("", ROOT_KEYS),
     ("rancher", RANCHER_KEYS),
+    ("rancher.system_agent", SYSTEM_AGENT_KEYS),
+    ("rancher.system_agent.binary", AGENT_BINARY_KEYS),
     ("runtime", RUNTIME_KEYS),
     ("runtime.source.repo", REPO_KEYS),
     ("runtime.source.offline", OFFLINE_KEYS),
@@ -703,6 +708,9 @@ impl Validator {
         let splay = f
             .get("splay_seconds")
             .map(|n| self.integer(n, &f.path("splay_seconds"), 0, MAX_SPLAY_SECONDS));
+        let system_agent = f
+            .get("system_agent")
+            .map(|n| self.system_agent(n, key_mark(&f, "system_agent")));
         Some(RancherSettings {
             server: server?,
             token: token?,
@@ -721,6 +729,50 @@ impl Validator {
             taints: taints.unwrap_or(Some(Vec::new()))?,
             deadline_seconds: deadline.unwrap_or(Some(DEFAULT_DEADLINE_SECONDS))?,
             splay_seconds: splay.unwrap_or(Some(DEFAULT_SPLAY_SECONDS))?,
+            system_agent: system_agent.unwrap_or(Some(SystemAgentSettings::default()))?,
+        })
+    }
+
+    fn system_agent(&mut self, node: &Node, at: Mark) -> Option<SystemAgentSettings> {
+        let f = self.fields(node, at, "rancher.system_agent", SYSTEM_AGENT_KEYS)?;
+        let binary = f
+            .get("binary")
+            .map(|n| self.agent_binary(n, key_mark(&f, "binary")));
+        Some(SystemAgentSettings {
+            binary: transpose(binary)?,
+        })
+    }
+
+    /// `{url | path, sha256}`: exactly one location, and the checksum is required because
+    /// only `<server>/assets` is taken unchecked (as Rancher's installer does).
+    fn agent_binary(&mut self, node: &Node, at: Mark) -> Option<AgentBinary> {
+        let path = "rancher.system_agent.binary";
+        let f = self.fields(node, at, path, AGENT_BINARY_KEYS)?;
+        let url = f
+            .get("url")
+            .map(|n| self.checked(n, &f.path("url"), |s| check_url(s, &["https", "http"])));
+        let file = f
+            .get("path")
+            .map(|n| self.checked(n, &f.path("path"), check_abs_path));
+        let sha256 = self.required(&f, "sha256").and_then(|n| {
+            // All digits reads as a number in YAML; it is still hex.
+            let text = self.text(n, &f.path("sha256"), true, true)?;
+            match check_sha256(&text) {
+                Ok(()) => Some(text.to_ascii_lowercase()),
+                Err(why) => {
+                    self.report(n.mark, &f.path("sha256"), why);
+                    None
+                }
+            }
+        });
+        if url.is_some() == file.is_some() {
+            self.report(at, path, "expected exactly one of `url` or `path`");
+            return None;
+        }
+        Some(AgentBinary {
+            url: transpose(url)?,
+            path: transpose(file)?,
+            sha256: sha256?,
         })
     }
 
@@ -994,6 +1046,17 @@ pub fn check_checksum(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn check_sha256(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 64 hexadecimal digits (the sha256 of the agent binary), found `{}`",
+            s.escape_debug()
+        ))
+    }
 }
 
 fn check_image(s: &str) -> Result<(), String> {
