@@ -132,13 +132,14 @@ host_start_apt_server() {
   echo "$pid"
 }
 
-# host_start_rancher PORT DIR LOG [ADDR]: starts the Rancher test server (tests/rancher-server)
-# on ADDR:PORT (default 127.0.0.1) with state in DIR and a fresh token in DIR/tokens (0600;
-# never on a command line). Prints "PID TOKEN CA_CHECKSUM". A qemu user network guest reaches
-# 127.0.0.1 as https://10.0.2.2:PORT, a SAN of the server's certificate; another ADDR (a
-# libvirt gateway) is added as a SAN.
+# host_start_rancher PORT DIR LOG [ADDR [SERVER_ARG...]]: starts the Rancher test server
+# (tests/rancher-server) on ADDR:PORT (default 127.0.0.1) with state in DIR and a fresh token in
+# DIR/tokens (0600; never on a command line), and any further `serve` flags. Prints "PID TOKEN
+# CA_CHECKSUM". A qemu user network guest reaches 127.0.0.1 as https://10.0.2.2:PORT, a SAN of
+# the server's certificate; another ADDR (a libvirt gateway) is added as a SAN.
 host_start_rancher() {
   local port=$1 dir=$2 log=$3 addr=${4:-127.0.0.1} pid token sum san=()
+  shift $(($# < 4 ? $# : 4))
   [ "$addr" = 127.0.0.1 ] || san=(--san "$addr")
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -146,7 +147,7 @@ host_start_rancher() {
   token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   (umask 077 && echo "$token" >"$dir/tokens")
   setsid "$(host_target_dir)/debug/rancher-test-server" serve --listen "$addr:$port" \
-    "${san[@]}" --state-dir "$dir" --token-file "$dir/tokens" >"$log" 2>&1 &
+    "${san[@]}" --state-dir "$dir" --token-file "$dir/tokens" "$@" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 150); do
     [ -s "$dir/ca.pem" ] && curl -fs --cacert "$dir/ca.pem" "https://$addr:$port/ping" >/dev/null 2>&1 && break
@@ -160,6 +161,12 @@ host_start_rancher() {
     return 1
   fi
   echo "$pid $token $sum"
+}
+
+# rancher_refusals LOG STATUS: how many /v3/connect/agent requests the server's LOG shows
+# answered with STATUS.
+rancher_refusals() {
+  e2e_clean "$1" | grep -c "path=/v3/connect/agent status=$2\b" || true
 }
 
 # render_userdata TEMPLATE OUT SERVER TOKEN CA_CHECKSUM [ROLES [MODE]]: fills a
