@@ -242,7 +242,12 @@ if [ "$level" = full ]; then
   # The server's record: one entry per node identity, whatever the number of boots.
   check_eq "server: two nodes recorded" 2 \
     "$(python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | grep -c .)"
-  check_eq "server: node1 registered once, as a system-agent worker" "system-agent worker 1" "$(server_node node1)"
+  # node1 sends no node name (the default): the server knows it by the machine name the node
+  # reports in `status --json`.
+  node1_machine=$(e2e_section "$work/logs/node1-boot1.log" status-json | grep -v '^rc=' \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["registration"]["system_agent"]["machine_name"])' 2>/dev/null || true)
+  check_eq "server: node1 registered once, as a system-agent worker" "system-agent worker 1" \
+    "$(server_node "${node1_machine:-unknown}")"
   # The rke1 agent opens a new tunnel at every start of its container (every boot): the
   # connection count is not a registration count.
   check "server: node2 recorded as an rke1 node with all roles" \

@@ -6,7 +6,9 @@
     server_record.py --per-node FILE  one line per node: "hostname generation roles connect_count"
                                       (tests/e2e/run.sh); nothing when no node was recorded
 
-Roles are comma-joined. A missing file means the server recorded no node."""
+Roles are comma-joined. A node that sent no X-Cattle-Node-Name (system-agent mode without
+rancher.node_name: Rancher lets RKE2/K3s pick the name) is shown by its machine name
+(custom-...). A missing file means the server recorded no node."""
 
 import json
 import sys
@@ -21,20 +23,24 @@ def load(path):
     return data["nodes"] if isinstance(data, dict) else data
 
 
+def label(n):
+    return n["hostname"] or n["name"]
+
+
 def main(args):
     per_node = args[:1] == ["--per-node"]
     path = args[-1]
     nodes = load(path)
     if per_node:
         for n in nodes or []:
-            print("%s %s %s %s" % (n["hostname"], n["generation"], ",".join(n["roles"]), n["connect_count"]))
+            print("%s %s %s %s" % (label(n), n["generation"], ",".join(n["roles"]), n["connect_count"]))
         return
     if nodes is None:
         print("0 (no %s: the server recorded no node)" % path)
         return
     parts = [str(len(nodes))]
     for n in nodes:
-        parts.append("%s %s %s %s" % (n["generation"], ",".join(n["roles"]), n["hostname"], n["connect_count"]))
+        parts.append("%s %s %s %s" % (n["generation"], ",".join(n["roles"]), label(n), n["connect_count"]))
     print(" ".join(parts))
 
 
