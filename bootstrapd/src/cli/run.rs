@@ -294,35 +294,7 @@ async fn stage_register(
     hostname: Option<&str>,
 ) -> Result<(Vec<Finding>, Option<String>), super::CliError> {
     store.start_stage(Stage::Register)?;
-    if let Some(previous) = store.journal.registration.clone() {
-        let same_server = previous.get("server").and_then(|s| s.as_str())
-            == Some(settings.rancher.server.as_str());
-        if same_server {
-            let f = Finding::new(
-                "register",
-                Outcome::Ok,
-                format!(
-                    "already registered with {} on this instance: not registering again",
-                    settings.rancher.server
-                ),
-            );
-            return Ok((vec![f], None));
-        }
-        let f = Finding::new(
-            "register",
-            Outcome::Failed,
-            format!(
-                "registered with {} on this instance, and the userdata now names {}",
-                previous
-                    .get("server")
-                    .and_then(|s| s.as_str())
-                    .unwrap_or("?"),
-                settings.rancher.server
-            ),
-        )
-        .with_remedy(
-            "remove the old agent, then `bootstrapd reset` to register with the new server",
-        );
+    if let Some(f) = registered_before(store, settings) {
         return Ok((vec![f], None));
     }
 
@@ -369,24 +341,59 @@ async fn stage_register(
             Ok((findings, None))
         }
         Err(e) => {
-            let remedy = if e.is_token_refused() {
-                "take the current registration command from Rancher and update rancher.token"
-            } else if e.is_untrusted_server() {
-                "check rancher.server and rancher.ca_checksum against the current registration command"
-            } else {
-                "check that the server is reachable and rancher.ca_checksum matches, then rerun `bootstrapd run`"
-            };
-            findings.push(
-                Finding::new(
-                    "register",
-                    Outcome::Failed,
-                    super::CliError::from(e).0.clone(),
-                )
-                .with_remedy(remedy),
-            );
+            findings.push(register_failed(e));
             Ok((findings, None))
         }
     }
+}
+
+/// The journal's earlier registration, if any: the same server means nothing to do (never
+/// twice); another server is an error with its remedy.
+fn registered_before(store: &Store, settings: &Settings) -> Option<Finding> {
+    if let Some(previous) = store.journal.registration.as_ref() {
+        let same_server = previous.get("server").and_then(|s| s.as_str())
+            == Some(settings.rancher.server.as_str());
+        if same_server {
+            let f = Finding::new(
+                "register",
+                Outcome::Ok,
+                format!(
+                    "already registered with {} on this instance: not registering again",
+                    settings.rancher.server
+                ),
+            );
+            return Some(f);
+        }
+        let f = Finding::new(
+            "register",
+            Outcome::Failed,
+            format!(
+                "registered with {} on this instance, and the userdata now names {}",
+                previous
+                    .get("server")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("?"),
+                settings.rancher.server
+            ),
+        )
+        .with_remedy(
+            "remove the old agent, then `bootstrapd reset` to register with the new server",
+        );
+        return Some(f);
+    }
+    None
+}
+
+/// The register stage's failure, with the remedy for its kind.
+fn register_failed(e: actions::register::RegisterError) -> Finding {
+    let remedy = if e.is_token_refused() {
+        "take the current registration command from Rancher and update rancher.token"
+    } else if e.is_untrusted_server() {
+        "check rancher.server and rancher.ca_checksum against the current registration command"
+    } else {
+        "check that the server is reachable and rancher.ca_checksum matches, then rerun `bootstrapd run`"
+    };
+    Finding::new("register", Outcome::Failed, super::CliError::from(e).0).with_remedy(remedy)
 }
 
 /// Node name, address and internal address: the userdata's, else derived from the host.
