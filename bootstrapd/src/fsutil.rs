@@ -14,7 +14,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+    create_dir_all_durable(dir)?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -36,12 +36,90 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// `create_dir_all`, then an fsync of the parent of every directory it created: a new
+/// directory's entry lives in its parent, and until that parent is synced a power cut can
+/// take the directory and every file in it (a lost `/etc/rancher/agent/cattle-id` registers
+/// a second machine). Without this, syncing the file and its own directory is not enough.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while fs::symlink_metadata(cur).is_err() {
+        missing.push(cur);
+        match cur.parent() {
+            Some(p) if !p.as_os_str().is_empty() => cur = p,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    // Top-down, so that each parent is durable before the entries below it are synced.
+    for d in missing.iter().rev() {
+        let parent = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Writes `data` to `path` only if nothing is there yet, never replacing a file (a key that
+/// was overwritten cannot be recovered). The file appears complete or not at all: temp file,
+/// fsync, then link(2), which fails with `AlreadyExists` instead of replacing, and an fsync
+/// of the directory.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    create_dir_all_durable(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.new.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::hard_link(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// fsync of a directory: makes the entries created or renamed in it durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    SYNCED.with(|s| s.borrow_mut().push(dir.to_path_buf()));
+    File::open(dir)?.sync_all()
+}
+
+// The directories this thread fsynced, in order: what a power cut would keep is not
+// observable in a test, so the tests check that every new directory was synced.
+#[cfg(test)]
+thread_local! {
+    static SYNCED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Host paths, optionally below a test root (`--root DIR`).
@@ -89,6 +167,31 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn new_parent_directories_are_synced_before_the_file_counts() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("etc/rancher/agent/cattle-id");
+        SYNCED.with(|s| s.borrow_mut().clear());
+        write_atomic(&p, b"id", 0o600).unwrap();
+        let synced = SYNCED.with(|s| s.borrow().clone());
+        // Each new directory's entry lives in its parent: the parent of every directory that
+        // did not exist must be synced, and the file's own directory after the rename.
+        for dir in ["", "etc", "etc/rancher", "etc/rancher/agent"] {
+            let want = d.path().join(dir);
+            let want = if dir.is_empty() {
+                d.path().to_path_buf()
+            } else {
+                want
+            };
+            assert!(
+                synced.contains(&want),
+                "{} not synced: {synced:?}",
+                want.display()
+            );
+        }
+        assert_eq!(synced.last().unwrap(), &d.path().join("etc/rancher/agent"));
     }
 
     #[test]
