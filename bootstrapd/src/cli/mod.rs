@@ -83,7 +83,7 @@ pub async fn main(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bootstrapd: {e}");
+            eprintln!("bootstrapd: {}", crate::http::redact_urls(&e.0));
             1
         }
     }
@@ -112,7 +112,7 @@ impl<E: std::error::Error> From<E> for CliError {
             }
             src = s.source();
         }
-        CliError(msg)
+        CliError(crate::http::redact_urls(&msg))
     }
 }
 

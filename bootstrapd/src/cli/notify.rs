@@ -19,12 +19,15 @@ pub fn status(stage: Stage, step: &str) {
             stage.as_str()
         )
     };
+    // STATUS= is readable by every local user (`systemctl status`): no URL query in it.
+    let line = crate::http::redact_urls(&line);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
 }
 
 pub fn ready(summary: &str) {
+    let summary = crate::http::redact_urls(summary);
     let _ = sd_notify::notify(&[
-        sd_notify::NotifyState::Status(summary),
+        sd_notify::NotifyState::Status(&summary),
         sd_notify::NotifyState::Ready,
     ]);
 }

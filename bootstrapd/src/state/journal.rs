@@ -154,6 +154,31 @@ pub struct Journal {
     pub updated: u64,
 }
 
+impl Journal {
+    /// Redacts every URL in the free text (errors, notes, findings, the current step): they
+    /// quote library errors, whose text carries whole URLs, and `status` shows them.
+    fn redact_urls(&mut self) {
+        use crate::http::redact_urls as r;
+        let fix = |s: &mut String| {
+            if s.contains("://") {
+                *s = r(s);
+            }
+        };
+        self.error.iter_mut().for_each(fix);
+        self.notes.iter_mut().for_each(fix);
+        if let Some(p) = &mut self.progress {
+            fix(&mut p.step);
+        }
+        for st in &mut self.stages {
+            st.error.iter_mut().for_each(fix);
+            for f in &mut st.findings {
+                fix(&mut f.detail);
+                f.remedy.iter_mut().for_each(fix);
+            }
+        }
+    }
+}
+
 /// bootstrapd's own footprint, from getrusage(RUSAGE_SELF) and /proc/self/status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
@@ -301,6 +326,7 @@ impl Store {
 
     pub fn save(&mut self) -> Result<(), JournalError> {
         self.journal.updated = now();
+        self.journal.redact_urls();
         let mut data =
             serde_json::to_vec_pretty(&self.journal).map_err(|e| JournalError::Write {
                 path: self.path.clone(),
