@@ -342,6 +342,11 @@ async fn stage_register(
     };
 
     store.set_step(Stage::Register, "registering")?;
+    // The unit's start timeout must not end a registration still within its own deadline;
+    // ten minutes on top for the agent's start and the journal's last writes.
+    notify::extend_timeout(std::time::Duration::from_secs(
+        settings.rancher.deadline_seconds.saturating_add(600),
+    ));
     notify::status(
         Stage::Register,
         &format!("registering with {}", settings.rancher.server),
