@@ -69,6 +69,9 @@ pub enum HttpError {
         attempts: u32,
         detail: String,
     },
+    /// An https request redirected to a plain-http URL: what comes back could be anything.
+    #[error("{url} redirects to {location}: refusing to leave https for plain http")]
+    InsecureRedirect { url: String, location: String },
     #[error("{method} {url}: unexpected status {status}")]
     Status {
         method: Method,
@@ -300,7 +303,16 @@ impl HttpClientBuilder {
             };
             b.build().map_err(|e| HttpError::Build(error_chain(&e)))
         };
-        let inner = build(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?;
+        let inner = build(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if is_downgrade(&attempt) {
+                // Handed to the caller, which refuses it (HttpError::InsecureRedirect).
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))?;
         let inner_same_origin = build(reqwest::redirect::Policy::custom(|attempt| {
             let same = attempt
                 .previous()
@@ -308,7 +320,7 @@ impl HttpClientBuilder {
                 .is_some_and(|first| first.origin() == attempt.url().origin());
             if attempt.previous().len() > MAX_REDIRECTS {
                 attempt.error("too many redirects")
-            } else if same {
+            } else if same && !is_downgrade(&attempt) {
                 attempt.follow()
             } else {
                 // Hand the 3xx to the caller rather than carry a secret header elsewhere.
@@ -327,6 +339,29 @@ impl HttpClientBuilder {
 }
 
 const MAX_REDIRECTS: usize = 5;
+
+/// True when a redirect leaves https for anything else: signing keys, the agent binary from
+/// `/assets` and userdata fetched over https must not come back over plain http.
+fn is_downgrade(attempt: &reqwest::redirect::Attempt<'_>) -> bool {
+    attempt
+        .previous()
+        .last()
+        .is_some_and(|prev| prev.scheme() == "https" && attempt.url().scheme() != "https")
+}
+
+/// The redirect target of a 3xx answer to an https URL when it is not https itself.
+fn downgrade_location(resp: &reqwest::Response) -> Option<Url> {
+    if !resp.status().is_redirection() || resp.url().scheme() != "https" {
+        return None;
+    }
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    let target = resp.url().join(location).ok()?;
+    (target.scheme() != "https").then_some(target)
+}
 
 fn rustls_config(trust: &TlsTrust) -> Result<rustls::ClientConfig, HttpError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -659,6 +694,12 @@ impl HttpClient {
                 Cause::Transport(text)
             })
         })?;
+        if let Some(target) = downgrade_location(&resp) {
+            return Err(AttemptError::Fatal(HttpError::InsecureRedirect {
+                url: redact_url(resp.url()),
+                location: redact_url(&target),
+            }));
+        }
         let too_large = || {
             AttemptError::Fatal(HttpError::BodyTooLarge {
                 method: req.method.clone(),
