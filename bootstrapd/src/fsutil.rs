@@ -123,21 +123,84 @@ thread_local! {
 }
 
 /// Host paths, optionally below a test root (`--root DIR`).
+///
+/// A tree below a root is not the running system: the running system's services (systemd
+/// over the system bus, the Docker Engine, netlink) are off limits to it unless the caller
+/// says so ([`HostRoot::with_live_system`], `--live-system`), so a test or an image build on
+/// a CI host cannot stop and mask that host's units.
 #[derive(Debug, Clone, Default)]
 pub struct HostRoot {
     root: Option<PathBuf>,
+    live_system: bool,
+}
+
+/// Refusal to use the running system's services for a tree below a root.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "--root {root}: not asking the running system's {service}; add --live-system to act on \
+     this machine's services as well"
+)]
+pub struct NotLiveSystem {
+    pub root: PathBuf,
+    pub service: &'static str,
 }
 
 impl HostRoot {
     pub fn new(root: Option<PathBuf>) -> Self {
         HostRoot {
             root: root.filter(|r| r != Path::new("/")),
+            live_system: false,
         }
+    }
+
+    /// Lets a tree below a root use the running system's services too.
+    pub fn with_live_system(mut self, live: bool) -> Self {
+        self.live_system = live;
+        self
     }
 
     /// True when acting on the real host (no prefix).
     pub fn is_live(&self) -> bool {
         self.root.is_none()
+    }
+
+    /// Ok when the running system's `service` may be asked: no root, or `--live-system`.
+    pub fn system_service(&self, service: &'static str) -> Result<(), NotLiveSystem> {
+        match &self.root {
+            Some(r) if !self.live_system => Err(NotLiveSystem {
+                root: r.clone(),
+                service,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ok when `path` (below this root) resolves inside the root, so that a symlink such as
+    /// a debootstrap tree's `var/run -> /run` does not lead to the running system's socket.
+    pub fn contained(&self, path: &Path, service: &'static str) -> Result<(), NotLiveSystem> {
+        let Some(root) = self.root.as_ref().filter(|_| !self.live_system) else {
+            return Ok(());
+        };
+        let outside = || NotLiveSystem {
+            root: root.clone(),
+            service,
+        };
+        let real_root = fs::canonicalize(root).map_err(|_| outside())?;
+        // The deepest existing ancestor decides: what does not exist yet cannot lead out.
+        let mut cur = path;
+        loop {
+            if let Ok(real) = fs::canonicalize(cur) {
+                return if real.starts_with(&real_root) {
+                    Ok(())
+                } else {
+                    Err(outside())
+                };
+            }
+            match cur.parent() {
+                Some(p) => cur = p,
+                None => return Err(outside()),
+            }
+        }
     }
 
     /// Maps an absolute host path such as `/etc/modules-load.d` below the root.
@@ -192,6 +255,34 @@ mod tests {
             );
         }
         assert_eq!(synced.last().unwrap(), &d.path().join("etc/rancher/agent"));
+    }
+
+    #[test]
+    fn a_root_tree_is_not_the_running_system() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("var")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("var/run")).unwrap();
+        let r = HostRoot::new(Some(d.path().to_path_buf()));
+        let e = crate::system::netlink::open(&r).unwrap_err().to_string();
+        assert!(e.contains("netlink") && e.contains("--live-system"), "{e}");
+        assert!(r.system_service("systemd").is_err());
+        assert!(HostRoot::new(None).system_service("systemd").is_ok());
+        let live = r.clone().with_live_system(true);
+        assert!(live.system_service("systemd").is_ok());
+
+        let sock = r.path("/var/run/docker.sock");
+        assert!(
+            r.contained(&sock, "Docker Engine").is_err(),
+            "var/run leads out"
+        );
+        assert!(live.contained(&sock, "Docker Engine").is_ok());
+        assert!(
+            r.contained(&r.path("/etc/x/y"), "x").is_ok(),
+            "not there yet: inside"
+        );
+        std::fs::create_dir_all(r.path("/run")).unwrap();
+        assert!(r.contained(&r.path("/run/docker.sock"), "x").is_ok());
     }
 
     #[test]

@@ -238,7 +238,7 @@ pub async fn register_with(
                 ),
             ));
             if root.is_live() {
-                let sd = Systemd::connect()
+                let sd = Systemd::connect(root)
                     .await
                     .map_err(systemd_err(system_agent::UNIT))?;
                 sd.reload().await.map_err(systemd_err(system_agent::UNIT))?;

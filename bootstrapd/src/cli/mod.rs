@@ -25,6 +25,10 @@ pub struct Cli {
     /// Prefix every host path with DIR (for tests and image builds).
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// With --root: still use this machine's systemd, Docker Engine and netlink (an image
+    /// build or a test that means to act on the running system).
+    #[arg(long, global = true)]
+    pub live_system: bool,
     /// Log level filter (tracing syntax), e.g. `debug` or `bootstrapd=trace`.
     #[arg(long, global = true, env = "BOOTSTRAPD_LOG", default_value = "info")]
     pub log: String,
@@ -68,7 +72,7 @@ pub enum Command {
 
 /// Runs the CLI; returns the process exit code.
 pub async fn main(cli: Cli) -> i32 {
-    let root = HostRoot::new(cli.root.clone());
+    let root = HostRoot::new(cli.root.clone()).with_live_system(cli.live_system);
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Status(args) => status::run(&root, &args).await,
