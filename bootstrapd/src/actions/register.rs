@@ -196,10 +196,14 @@ pub async fn register_with(
                 base,
             )
             .await?;
-            let (outcome, what) = match (r.created, r.started) {
-                (true, _) => (Outcome::Changed, "created and started"),
-                (false, true) => (Outcome::Changed, "existed stopped; started"),
-                (false, false) => (Outcome::Ok, "already running"),
+            let (outcome, what) = match (r.created, r.started, &r.replaced) {
+                (true, _, Some(differed)) => (
+                    Outcome::Changed,
+                    format!("recreated (the old one differed in: {differed}) and started"),
+                ),
+                (true, _, None) => (Outcome::Changed, "created and started".to_string()),
+                (false, true, _) => (Outcome::Changed, "existed stopped; started".to_string()),
+                (false, false, _) => (Outcome::Ok, "already running".to_string()),
             };
             record.findings.push(Finding::new(
                 "register.agent-container",

@@ -238,13 +238,14 @@ impl Journal {
         self
     }
 
-    /// Redacts every URL in the free text (errors, notes, findings, the current step): they
-    /// quote library errors, whose text carries whole URLs, and `status` shows them.
-    fn redact_urls(&mut self) {
-        use crate::http::redact_urls as r;
+    /// Redacts every URL and every token-shaped value in the free text (errors, notes,
+    /// findings, the current step): they quote library errors, whose text carries whole
+    /// URLs, and agents' logs, which may quote an earlier token; `status` shows them.
+    fn redact_free_text(&mut self) {
         let fix = |s: &mut String| {
-            if s.contains("://") {
-                *s = r(s);
+            let clean = crate::secret::scrub_token_shaped(&crate::http::redact_urls(s));
+            if clean != *s {
+                *s = clean;
             }
         };
         self.error.iter_mut().for_each(fix);
@@ -410,7 +411,7 @@ impl Store {
 
     pub fn save(&mut self) -> Result<(), JournalError> {
         self.journal.updated = now();
-        self.journal.redact_urls();
+        self.journal.redact_free_text();
         let mut data =
             serde_json::to_vec_pretty(&self.journal).map_err(|e| JournalError::Write {
                 path: self.path.clone(),
@@ -685,6 +686,32 @@ mod tests {
         assert_eq!(st, StageState::Failed);
         assert_eq!(s.journal.verdict, Verdict::Failed);
         assert!(s.journal.error.as_deref().unwrap().contains("runtime"));
+    }
+
+    #[test]
+    fn journal_free_text_keeps_no_url_query_nor_token() {
+        let (_d, root, mut s) = store();
+        s.begin("i", "local", "h").unwrap();
+        s.start_stage(Stage::Register).unwrap();
+        let old = "q8w7e6r5t4y3u2i1o0pzlxkcjvhbgnfmdsa9876543210zyxwvutsrq";
+        s.finish_stage(
+            Stage::Register,
+            vec![Finding::new(
+                "agent",
+                Outcome::Failed,
+                format!("log: token {old}"),
+            )],
+            Some(format!(
+                "GET https://s3/x?X-Amz-Signature=zz: CATTLE_TOKEN={old}"
+            )),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(journal_path(&root)).unwrap();
+        assert!(
+            !text.contains(old) && !text.contains("X-Amz-Signature"),
+            "{text}"
+        );
+        assert!(text.contains("https://s3/x?redacted"), "{text}");
     }
 
     #[test]
