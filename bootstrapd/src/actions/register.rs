@@ -214,10 +214,14 @@ async fn register_rke1(
         base,
     )
     .await?;
-    let (outcome, what) = match (r.created, r.started) {
-        (true, _) => (Outcome::Changed, "created and started"),
-        (false, true) => (Outcome::Changed, "existed stopped; started"),
-        (false, false) => (Outcome::Ok, "already running"),
+    let (outcome, what) = match (r.created, r.started, &r.replaced) {
+        (true, _, Some(differed)) => (
+            Outcome::Changed,
+            format!("recreated (the old one differed in: {differed}) and started"),
+        ),
+        (true, _, None) => (Outcome::Changed, "created and started".to_string()),
+        (false, true, _) => (Outcome::Changed, "existed stopped; started".to_string()),
+        (false, false, _) => (Outcome::Ok, "already running".to_string()),
     };
     record.findings.push(Finding::new(
         "register.agent-container",
@@ -284,7 +288,7 @@ async fn start_agent_unit(root: &HostRoot) -> Result<Finding, RegisterError> {
         ));
     }
     let err = systemd_err(unit);
-    let sd = Systemd::connect().await.map_err(&err)?;
+    let sd = Systemd::connect(root).await.map_err(&err)?;
     sd.reload().await.map_err(&err)?;
     sd.enable(&[unit]).await.map_err(&err)?;
     // As the installer's `systemctl restart`: a running agent must re-read the connection

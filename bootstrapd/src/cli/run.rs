@@ -116,7 +116,7 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::Cl
         return Ok(0);
     }
 
-    let systemd = match Systemd::connect().await {
+    let systemd = match Systemd::connect(root).await {
         Ok(s) => Some(s),
         Err(e) => {
             warn!("systemd is not reachable over D-Bus ({e}); unit steps will fail");
@@ -314,6 +314,11 @@ async fn stage_register(
     };
 
     store.set_step(Stage::Register, "registering")?;
+    // The unit's start timeout must not end a registration still within its own deadline;
+    // ten minutes on top for the agent's start and the journal's last writes.
+    notify::extend_timeout(std::time::Duration::from_secs(
+        settings.rancher.deadline_seconds.saturating_add(600),
+    ));
     notify::status(
         Stage::Register,
         &format!("registering with {}", settings.rancher.server),
@@ -423,7 +428,7 @@ async fn node_identity(
         .unwrap_or_else(|| "node".to_string());
     if r.mode == crate::userdata::RegistrationMode::SystemAgent {
         let resolve = async |key, v: &Option<String>| match v {
-            Some(v) => facts::network::resolve_address(key, v)
+            Some(v) => facts::network::resolve_address(root, key, v)
                 .await
                 .map(|a| Some(a.to_string())),
             None => Ok(None),
@@ -436,7 +441,7 @@ async fn node_identity(
     }
     let address = match &r.address {
         Some(a) => Some(a.clone()),
-        None if root.is_live() => default_route_address(findings).await,
+        None if root.is_live() => default_route_address(root, findings).await,
         None => None,
     };
     Ok(NodeIdentity {
@@ -447,8 +452,8 @@ async fn node_identity(
 }
 
 /// RKE1 mode: the default route's source address, with a finding either way.
-async fn default_route_address(findings: &mut Vec<Finding>) -> Option<String> {
-    match facts::network::node_address(std::time::Duration::from_secs(60)).await {
+async fn default_route_address(root: &HostRoot, findings: &mut Vec<Finding>) -> Option<String> {
+    match facts::network::node_address(root, std::time::Duration::from_secs(60)).await {
         Ok(a) => {
             findings.push(Finding::new(
                 "register.address",
@@ -538,7 +543,7 @@ pub async fn plan(root: &HostRoot, file: Option<&std::path::PathBuf>, json: bool
             return Ok(1);
         }
     };
-    let systemd = Systemd::connect().await.ok();
+    let systemd = Systemd::connect(root).await.ok();
     let host_facts = facts::host::gather(root, &settings, systemd.as_ref()).await;
     for step in plan::host::plan(&settings, &host_facts) {
         rows.push((Stage::Prepare, step.preview()));

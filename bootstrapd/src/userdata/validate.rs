@@ -1207,11 +1207,23 @@ fn check_version(s: &str) -> Result<(), String> {
 
 fn check_key_location(s: &str) -> Result<(), String> {
     if s.starts_with('/') {
-        check_abs_path(s)
-    } else {
-        check_url(s, &["https", "http", "file"])
-            .map_err(|e| format!("must be a URL or an absolute path: {e}"))
+        return check_abs_path(s);
     }
+    // A key fetched over plain http can be swapped in transit, and then it vouches for
+    // whatever the same attacker serves as the repository: it is worse than no key, which
+    // at least needs the explicit `trusted: true`.
+    if s.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+    {
+        return Err(
+            "a signing key over plain http:// can be replaced in transit: give an https:// \
+             URL or a path in the image, or leave the key out and set `trusted: true` for a \
+             repository inside the air gap"
+                .into(),
+        );
+    }
+    check_url(s, &["https", "file"])
+        .map_err(|e| format!("must be an https:// or file:// URL or an absolute path: {e}"))
 }
 
 fn check_apt_word(s: &str) -> Result<(), String> {
