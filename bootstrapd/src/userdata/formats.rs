@@ -9,6 +9,9 @@ use super::validate::Validator;
 use super::{Format, MAX_USERDATA_BYTES, Parsed, Problem, UserdataError};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Most leaf parts a MIME message may have. cloud-init userdata has a handful; every part
+/// costs a parse, a decode and a copy, so thousands of empty parts are refused.
+pub const MAX_MIME_PARTS: usize = 100;
 const CLOUD_CONFIG: &str = "#cloud-config";
 
 /// cloud-init userdata types bootstrapd cannot take its settings from, with what they are.
@@ -45,8 +48,13 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, UserdataError> {
 /// Decompresses at most [`MAX_USERDATA_BYTES`]; more is refused (a gzip bomb expands a few
 /// kilobytes into gigabytes).
 fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, UserdataError> {
+    gunzip_at_most(bytes, MAX_USERDATA_BYTES)
+}
+
+/// [`gunzip`] with a smaller budget: what is left of the limit for a MIME message's parts.
+fn gunzip_at_most(bytes: &[u8], max: usize) -> Result<Vec<u8>, UserdataError> {
     let mut out = Vec::new();
-    let limit = MAX_USERDATA_BYTES as u64 + 1;
+    let limit = max as u64 + 1;
     MultiGzDecoder::new(bytes)
         .take(limit)
         .read_to_end(&mut out)
@@ -55,9 +63,14 @@ fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, UserdataError> {
                 "userdata starts like gzip (1f 8b) but does not decompress: {e}"
             ))
         })?;
-    if out.len() > MAX_USERDATA_BYTES {
+    if out.len() > max {
+        let what = if max < MAX_USERDATA_BYTES {
+            "gunzipped, the MIME parts together are"
+        } else {
+            "gunzipped userdata is"
+        };
         return Err(UserdataError::whole(format!(
-            "gunzipped userdata is larger than {MAX_USERDATA_BYTES} bytes"
+            "{what} larger than {MAX_USERDATA_BYTES} bytes"
         )));
     }
     Ok(out)
@@ -221,74 +234,129 @@ struct Part {
     decoded: Option<&'static str>,
 }
 
-fn leaves<'a>(
-    mail: &'a mailparse::ParsedMail<'a>,
-    input: &[u8],
-    out: &mut Vec<Part>,
-) -> Result<(), String> {
-    if !mail.subparts.is_empty() {
-        for sub in &mail.subparts {
-            leaves(sub, input, out)?;
-        }
-        return Ok(());
-    }
-    let index = out.len() + 1;
-    let (body, line_offset, decoded) = match mail.get_body_encoded() {
-        mailparse::body::Body::Base64(b) => (
-            b.get_decoded()
-                .map_err(|e| format!("MIME part {index}: bad base64: {e}"))?,
-            None,
-            Some("base64-decoded"),
-        ),
-        mailparse::body::Body::QuotedPrintable(b) => (
-            b.get_decoded()
-                .map_err(|e| format!("MIME part {index}: bad quoted-printable: {e}"))?,
-            None,
-            Some("quoted-printable-decoded"),
-        ),
-        mailparse::body::Body::SevenBit(b) | mailparse::body::Body::EightBit(b) => {
-            let raw = b.get_raw();
-            (raw.to_vec(), lines_before(input, raw), None)
-        }
-        mailparse::body::Body::Binary(b) => {
-            let raw = b.get_raw();
-            (raw.to_vec(), lines_before(input, raw), None)
-        }
-    };
-    out.push(Part {
-        index,
-        mimetype: mail.ctype.mimetype.to_ascii_lowercase(),
-        body,
-        line_offset,
-        decoded,
-    });
-    Ok(())
+/// Walks a MIME tree into its leaf parts, decoded, in document order.
+struct Leaves<'i> {
+    input: &'i [u8],
+    out: Vec<Part>,
+    /// Bytes of decoded bodies so far: all parts together stay within the userdata limit.
+    decoded: usize,
+    /// Line count at an offset already passed: bodies come in document order, so counting
+    /// resumes there instead of from the start for every part (which was quadratic).
+    lines: LineCursor,
 }
 
-/// How many lines of `input` precede `inner`, when `inner` is a slice of it.
-fn lines_before(input: &[u8], inner: &[u8]) -> Option<usize> {
-    let start = (inner.as_ptr() as usize).checked_sub(input.as_ptr() as usize)?;
-    let before = input.get(..start)?;
-    Some(before.iter().filter(|b| **b == b'\n').count())
+impl Leaves<'_> {
+    fn walk(&mut self, mail: &mailparse::ParsedMail<'_>) -> Result<(), String> {
+        if !mail.subparts.is_empty() {
+            for sub in &mail.subparts {
+                self.walk(sub)?;
+            }
+            return Ok(());
+        }
+        let index = self.out.len() + 1;
+        if index > MAX_MIME_PARTS {
+            return Err(format!(
+                "MIME userdata has more than {MAX_MIME_PARTS} parts"
+            ));
+        }
+        let (body, line_offset, decoded) = match mail.get_body_encoded() {
+            mailparse::body::Body::Base64(b) => (
+                b.get_decoded()
+                    .map_err(|e| format!("MIME part {index}: bad base64: {e}"))?,
+                None,
+                Some("base64-decoded"),
+            ),
+            mailparse::body::Body::QuotedPrintable(b) => (
+                b.get_decoded()
+                    .map_err(|e| format!("MIME part {index}: bad quoted-printable: {e}"))?,
+                None,
+                Some("quoted-printable-decoded"),
+            ),
+            mailparse::body::Body::SevenBit(b) | mailparse::body::Body::EightBit(b) => {
+                let raw = b.get_raw();
+                (raw.to_vec(), self.lines.before(self.input, raw), None)
+            }
+            mailparse::body::Body::Binary(b) => {
+                let raw = b.get_raw();
+                (raw.to_vec(), self.lines.before(self.input, raw), None)
+            }
+        };
+        self.count(body.len())?;
+        self.out.push(Part {
+            index,
+            mimetype: mail.ctype.mimetype.to_ascii_lowercase(),
+            body,
+            line_offset,
+            decoded,
+        });
+        Ok(())
+    }
+
+    fn count(&mut self, bytes: usize) -> Result<(), String> {
+        self.decoded = self.decoded.saturating_add(bytes);
+        if self.decoded > MAX_USERDATA_BYTES {
+            return Err(format!(
+                "MIME userdata decodes to more than {MAX_USERDATA_BYTES} bytes (all parts \
+                 together, after base64 and gunzip)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct LineCursor {
+    offset: usize,
+    lines: usize,
+}
+
+impl LineCursor {
+    /// How many lines of `input` precede `inner`, when `inner` is a slice of it.
+    fn before(&mut self, input: &[u8], inner: &[u8]) -> Option<usize> {
+        let start = (inner.as_ptr() as usize).checked_sub(input.as_ptr() as usize)?;
+        if start > input.len() {
+            return None;
+        }
+        if start < self.offset {
+            // Out of order (never seen from mailparse): count again from the start.
+            *self = LineCursor::default();
+        }
+        let newlines = input[self.offset..start].iter().filter(|b| **b == b'\n');
+        self.lines += newlines.count();
+        self.offset = start;
+        Some(self.lines)
+    }
 }
 
 fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
     let mail = mailparse::parse_mail(bytes)
         .map_err(|e| UserdataError::whole(format!("MIME userdata does not parse: {e}")))?;
     // A single-part message (cloud-init accepts those too) is its own only leaf.
-    let mut parts = Vec::new();
-    leaves(&mail, bytes, &mut parts).map_err(UserdataError::whole)?;
+    let mut leaves = Leaves {
+        input: bytes,
+        out: Vec::new(),
+        decoded: 0,
+        lines: LineCursor::default(),
+    };
+    leaves.walk(&mail).map_err(UserdataError::whole)?;
     let mut candidates = Vec::new();
     let mut notes = Vec::new();
+    let parts = std::mem::take(&mut leaves.out);
     for mut part in parts {
         let mut gzipped = false;
         if part.body.starts_with(&GZIP_MAGIC) {
-            part.body = gunzip(&part.body).map_err(|mut e| {
+            // The compressed body was counted; its expansion takes its place in the budget.
+            leaves.decoded = leaves.decoded.saturating_sub(part.body.len());
+            let left = MAX_USERDATA_BYTES.saturating_sub(leaves.decoded);
+            part.body = gunzip_at_most(&part.body, left).map_err(|mut e| {
                 for p in &mut e.problems {
                     p.message = format!("MIME part {}: {}", part.index, p.message);
                 }
                 e
             })?;
+            leaves
+                .count(part.body.len())
+                .map_err(UserdataError::whole)?;
             gzipped = true;
         }
         let text_start = part
