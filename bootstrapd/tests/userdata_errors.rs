@@ -345,3 +345,37 @@ fn strict_verify_is_a_boolean() {
     assert_eq!(e.problems.len(), 1);
     assert_eq!(e.problems[0].path, "rancher.strict_verify");
 }
+
+#[test]
+fn a_huge_unknown_key_is_echoed_shortened() {
+    // A 900 KB key took 10 s of "did you mean" distances and came back twice (message and
+    // path). Now it is measured only against keys of about its length, and shown cut.
+    let key = "k".repeat(100_000);
+    let e = errors(&format!("roles: [worker]\n{GOOD_RANCHER}? {key}\n: 1\n"));
+    assert_eq!(e.problems.len(), 1, "{e}");
+    let p = &e.problems[0];
+    let cut = format!("{}...", "k".repeat(64));
+    assert_eq!(p.path, cut);
+    assert_eq!(
+        p.message,
+        format!("unknown key `{cut}`; expected one of `roles`, `rancher`, `runtime`, `host`")
+    );
+    // Nested keys, duplicate keys and values are cut the same way.
+    let e = errors(&format!(
+        "roles: [worker]\n{GOOD_RANCHER}  labels:\n    ? {key}\n    : v\n    ? {key}\n    : w\n"
+    ));
+    for p in &e.problems {
+        assert!(p.path.len() < 100, "path of {} bytes", p.path.len());
+        assert!(
+            p.message.len() < 400,
+            "message of {} bytes",
+            p.message.len()
+        );
+    }
+    assert_eq!(
+        e.problems[0].path,
+        format!("rancher.labels[{cut}]"),
+        "{:?}",
+        e.problems[0]
+    );
+}

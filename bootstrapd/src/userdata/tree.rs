@@ -234,8 +234,10 @@ impl Builder {
                             node.mark,
                             &join_key(path, text),
                             format!(
-                                "duplicate key `{text}` (first at {}:{})",
-                                first.mark.line, first.mark.column
+                                "duplicate key `{}` (first at {}:{})",
+                                shown(text),
+                                first.mark.line,
+                                first.mark.column
                             ),
                         ));
                     }
@@ -362,14 +364,31 @@ impl Builder {
     }
 }
 
-/// `path.key`, or `key` at the root.
+/// Characters of a key or value echoed in a message; the rest is cut (`...`).
+pub const SHOWN_CHARS: usize = 64;
+
+/// `text` as messages echo it: escaped, and cut after [`SHOWN_CHARS`] characters so that a
+/// huge key or value costs its own bytes once, not once per message and path that names it.
+pub fn shown(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// `path.key`, or `key` at the root; a long key is shortened as [`shown`] does.
 pub fn join_key(path: &str, key: &str) -> String {
     if key.is_empty() {
         path.to_string()
     } else if path.is_empty() {
-        key.to_string()
+        shown(key)
     } else {
-        format!("{path}.{key}")
+        format!("{path}.{}", shown(key))
     }
 }
 
