@@ -58,7 +58,7 @@ server: x
 10:21: rancher.deadline_seconds: expected a whole number, found a string `900`
 13:10: rancher.labels[bad]: expected a string, found a boolean `true`; quote it (\"true\") if you mean the text
 15:11: runtime.engine: unknown value `podman`; expected one of `docker`, `containerd`
-16:12: runtime.version: `latest` is not a version constraint such as `20.10`, `>=20.10` or `=24.0.7`
+16:12: runtime.version: `latest` is not a version constraint: expected numbers separated by dots, e.g. 20.10 or >=24.0.7
 18:5: runtime.source.repo: a repository without a signing `key` must say `trusted: true` (for local or lab repositories only)
 19:12: runtime.source.repo.url: must be an https://, http:// or file:// URL, found `ftp://`
 20:21: runtime.registry_mirrors: expected a list, found a string `https://mirror.example.com`

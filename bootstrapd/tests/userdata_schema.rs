@@ -303,3 +303,57 @@ fn agent_binary_needs_one_location_and_its_sha256() {
         vec!["`images/a` is not an absolute path"]
     );
 }
+
+/// Whether `value` matches the schema's `pattern` (JSON Schema patterns are unanchored
+/// searches, as here).
+fn pattern_matches(pattern: &str, value: &str) -> bool {
+    regex_automata::meta::Regex::new(pattern)
+        .unwrap_or_else(|e| panic!("{pattern}: {e}"))
+        .is_match(value)
+}
+
+/// `runtime.version` as the validator, the runtime stage and the schema see it: one parser,
+/// so all three agree on every value.
+#[test]
+fn version_constraints_agree_with_the_runtime_stage_and_the_schema() {
+    use bootstrapd::system::packages::VersionConstraint;
+    let s = schema();
+    let pattern = definition(&s, "RuntimeSettings")["properties"]["version"]["pattern"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let good = [
+        "20.10",
+        ">=20.10",
+        "=24.0.7",
+        "==24.0.7",
+        ">=20.10, <25",
+        "v24",
+        "< 25",
+    ];
+    let bad = [
+        "=5:24.0.7-1~debian.12~bookworm",
+        "24.0.7-1",
+        "20.10+dfsg",
+        "latest",
+        ">=",
+        "",
+        "20..10",
+        "1e5",
+        "20.10 24",
+    ];
+    for v in good {
+        let mut doc = base();
+        set(&mut doc, "runtime.version", json!(v));
+        assert_eq!(messages(&doc), Vec::<String>::new(), "{v:?}");
+        assert!(VersionConstraint::parse(v).is_ok(), "{v:?}");
+        assert!(pattern_matches(&pattern, v), "schema refuses {v:?}");
+    }
+    for v in bad {
+        let mut doc = base();
+        set(&mut doc, "runtime.version", json!(v));
+        assert_eq!(messages(&doc).len(), 1, "validate accepts {v:?}");
+        assert!(VersionConstraint::parse(v).is_err(), "{v:?}");
+        assert!(!pattern_matches(&pattern, v), "schema accepts {v:?}");
+    }
+}

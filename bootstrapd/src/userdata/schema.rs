@@ -21,7 +21,9 @@ pub const APT_WORD: &str = r"^[A-Za-z0-9._/-]+$";
 pub const ABS_PATH: &str = r"^/";
 pub const MODULE: &str = r"^[a-z0-9_-]{1,55}$";
 pub const SYSCTL_KEY: &str = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$";
-pub const VERSION: &str = r"^(<=|>=|=|<|>)?[0-9][0-9A-Za-z.:+~-]*$";
+/// What `VersionConstraint::parse` takes: comma-separated terms, each an optional operator,
+/// an optional `v` and dotted numbers.
+pub const VERSION: &str = r"^\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*(,\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*)*$";
 
 fn qualified_name() -> String {
     format!("^({DNS_PREFIX}/)?{NAME}$")

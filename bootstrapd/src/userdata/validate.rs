@@ -11,6 +11,7 @@ use super::Problem;
 use super::settings::*;
 use super::tree::{Mark, Node, Style, Value, join_key, shown};
 use crate::secret::Secret;
+use crate::system::packages::VersionConstraint;
 
 pub const ROOT_KEYS: &[&str] = &["roles", "rancher", "runtime", "host"];
 pub const RANCHER_KEYS: &[&str] = &[
@@ -1206,22 +1207,17 @@ pub fn parse_taint(s: &str) -> Result<Taint, String> {
     })
 }
 
+/// The runtime stage's own parser: a constraint `validate` accepts is one the runtime stage
+/// can apply (`=5:24.0.7-1~debian.12~bookworm` used to pass here and fail there, after the
+/// host had been prepared).
 fn check_version(s: &str) -> Result<(), String> {
-    let rest = ["<=", ">=", "=", "<", ">"]
-        .iter()
-        .find_map(|op| s.strip_prefix(op))
-        .unwrap_or(s);
-    let ok = rest.bytes().next().is_some_and(|b| b.is_ascii_digit())
-        && rest
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'+' | b'~' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a version constraint such as `20.10`, `>=20.10` or `=24.0.7`",
-            shown(s)
-        ))
+    match VersionConstraint::parse(s) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "`{}` is not a version constraint: {}",
+            shown(s),
+            e.reason()
+        )),
     }
 }
 
@@ -1406,9 +1402,11 @@ mod tests {
         assert!(check_label_value("a,b").is_err());
         assert!(check_version("20.10").is_ok());
         assert!(check_version(">=20.10").is_ok());
-        assert!(check_version("=5:24.0.7-1~debian.12~bookworm").is_ok());
+        // A distro version is not a constraint: the runtime stage could not apply it.
+        assert!(check_version("=5:24.0.7-1~debian.12~bookworm").is_err());
         assert!(check_version("latest").is_err());
-        assert!(check_version(">= 20").is_err());
+        // The runtime stage's parser takes spaces around the operator.
+        assert!(check_version(">= 20").is_ok());
         assert!(check_module("br_netfilter").is_ok());
         assert!(check_module("Br").is_err());
         assert!(check_module("../x").is_err());
