@@ -1015,7 +1015,24 @@ fn transpose<T>(v: Option<Option<T>>) -> Option<Option<T>> {
     }
 }
 
+/// A value written as it is into a configuration file (an apt list, a yum repo, a unit's
+/// argument) must be one word on one line: `Url::parse` drops tabs and line breaks, so the
+/// parsed URL can look fine while the raw string adds a line (`deb [trusted=yes] ...`).
+fn one_word(s: &str) -> Result<(), String> {
+    match s
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace() || c.is_control())
+    {
+        Some((i, c)) => Err(format!(
+            "must not contain spaces, line breaks or control characters (`{}` at offset {i})",
+            c.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+    one_word(s)?;
     let url = url::Url::parse(s).map_err(|e| format!("not a valid URL: {e}"))?;
     if !schemes.contains(&url.scheme()) {
         let list: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
@@ -1222,6 +1239,7 @@ fn check_version(s: &str) -> Result<(), String> {
 }
 
 fn check_key_location(s: &str) -> Result<(), String> {
+    one_word(s)?;
     if s.starts_with('/') {
         check_abs_path(s)
     } else {
