@@ -1117,7 +1117,7 @@ fn dns_label(l: &str) -> bool {
         && !l.ends_with('-')
 }
 
-fn check_node_name(s: &str) -> Result<(), String> {
+pub fn check_node_name(s: &str) -> Result<(), String> {
     if s.len() <= 253 && s.split('.').all(dns_label) {
         Ok(())
     } else {
