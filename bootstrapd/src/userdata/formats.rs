@@ -328,7 +328,12 @@ impl LineCursor {
     }
 }
 
-fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
+/// A cloud-config part, and whether it was gzipped.
+type Candidate = (Part, bool);
+
+/// The leaf parts of a MIME message that can hold bootstrapd's settings (cloud-config),
+/// decoded and gunzipped within the userdata limit, with notes for the parts ignored.
+fn cloud_config_parts(bytes: &[u8]) -> Result<(Vec<Candidate>, Vec<String>), UserdataError> {
     let mail = mailparse::parse_mail(bytes)
         .map_err(|e| UserdataError::whole(format!("MIME userdata does not parse: {e}")))?;
     // A single-part message (cloud-init accepts those too) is its own only leaf.
@@ -379,6 +384,12 @@ fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
             ));
         }
     }
+    Ok((candidates, notes))
+}
+
+/// Which cloud-config part holds the settings: the one with a `bootstrapd:` key, or the
+/// only one.
+fn pick_part(candidates: &[Candidate]) -> Result<usize, UserdataError> {
     let holds_settings = |p: &Part| {
         String::from_utf8_lossy(&p.body).lines().any(|l| {
             l.strip_prefix("bootstrapd")
@@ -388,31 +399,32 @@ fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
     let chosen: Vec<usize> = (0..candidates.len())
         .filter(|i| holds_settings(&candidates[*i].0))
         .collect();
-    let pick = match (candidates.len(), chosen.as_slice()) {
-        (0, _) => {
-            return Err(UserdataError::whole(
-                "MIME userdata has no text/cloud-config part",
-            ));
-        }
-        (_, [one]) => *one,
-        (1, []) => 0,
-        (_, []) => {
-            return Err(UserdataError::whole(format!(
-                "none of the {} cloud-config parts has a `bootstrapd:` key",
-                candidates.len()
-            )));
-        }
+    match (candidates.len(), chosen.as_slice()) {
+        (0, _) => Err(UserdataError::whole(
+            "MIME userdata has no text/cloud-config part",
+        )),
+        (_, [one]) => Ok(*one),
+        (1, []) => Ok(0),
+        (_, []) => Err(UserdataError::whole(format!(
+            "none of the {} cloud-config parts has a `bootstrapd:` key",
+            candidates.len()
+        ))),
         (_, many) => {
             let list = many
                 .iter()
                 .map(|i| candidates[*i].0.index.to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(UserdataError::whole(format!(
+            Err(UserdataError::whole(format!(
                 "MIME parts {list} all have a `bootstrapd:` key; keep it in one part"
-            )));
+            )))
         }
-    };
+    }
+}
+
+fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
+    let (mut candidates, mut notes) = cloud_config_parts(bytes)?;
+    let pick = pick_part(&candidates)?;
     for (i, (p, _)) in candidates.iter().enumerate() {
         if i != pick {
             notes.push(format!(
