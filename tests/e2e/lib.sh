@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Helpers for the VM end-to-end tests: reading the report that bootstrapd-e2e.service prints on
-# the serial console (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting
-# assertions. Sourced by tests/e2e/run.sh.
+# Helpers for the VM tests: the one host set-up (host_setup) that the e2e driver
+# (tests/e2e-driver), the campaigns, the boot benchmark and scripts/lab share; reading the
+# report that bootstrapd-e2e.service prints on the serial console
+# (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting assertions, for the
+# campaigns' and qcow2/pxe tests' bash checks.
 
 E2E_PASSED=0
 E2E_FAILED=0
@@ -70,7 +72,7 @@ e2e_summary() {
   echo "e2e: $E2E_PASSED passed, $E2E_FAILED failed"
 }
 
-# ---- host side, shared by tests/e2e/run.sh and scripts/lab ----
+# ---- host side, shared by the e2e driver, the campaigns, the benchmark and scripts/lab ----
 
 # The host tools the VM tests need (CI starts from a fresh Debian 12), as CHECK:PACKAGE for
 # scripts/host-tools.sh, including what scripts/build-agent-image.sh copies into the agent
@@ -132,6 +134,10 @@ host_start_apt_server() {
   echo "$pid"
 }
 
+# Extra `rancher-test-server serve` flags for host_start_rancher (the e2e driver's
+# --starting-while); none by default.
+HOST_RANCHER_ARGS=()
+
 # host_start_rancher PORT DIR LOG [ADDR]: starts the Rancher test server (tests/rancher-server)
 # on ADDR:PORT (default 127.0.0.1) with state in DIR and a fresh token in DIR/tokens (0600;
 # never on a command line). Prints "PID TOKEN CA_CHECKSUM". A qemu user network guest reaches
@@ -146,7 +152,7 @@ host_start_rancher() {
   token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   (umask 077 && echo "$token" >"$dir/tokens")
   setsid "$(host_target_dir)/debug/rancher-test-server" serve --listen "$addr:$port" \
-    "${san[@]}" --state-dir "$dir" --token-file "$dir/tokens" >"$log" 2>&1 &
+    "${san[@]}" --state-dir "$dir" --token-file "$dir/tokens" "${HOST_RANCHER_ARGS[@]}" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 150); do
     [ -s "$dir/ca.pem" ] && curl -fs --cacert "$dir/ca.pem" "https://$addr:$port/ping" >/dev/null 2>&1 && break
@@ -175,4 +181,101 @@ render_userdata() {
   t=${t//@MODE@/"${7:-system-agent}"}
   rm -f "$2"
   (umask 077 && printf '%s\n' "$t" >"$2")
+}
+
+# host_setup WORK APT_PORT RANCHER_PORT [--profile P] [--binary PATH] [--image-dir DIR]
+#     [--addr ADDR]: the host side of every VM test, in one place: host tools, the qemu check,
+# bootstrapd (built with cargo profile P, default dev, or copied from PATH), the rke1 agent image
+# archive, the node image (DIR, default WORK/image; its image.env is sourced), the image's apt
+# repository on ADDR:APT_PORT and the Rancher test server on ADDR:RANCHER_PORT (state in
+# WORK/rancher). Both servers run in their own sessions: the caller stops them (HOST_PIDS).
+# Sets HOST_PIDS, HOST_TOKEN, HOST_CA_CHECKSUM, HOST_SERVER_URL, HOST_RANCHER_DIR,
+# HOST_IMAGE_ENV and writes them, all but the token, to WORK/host.env, which the Rust driver
+# reads (the token stays in WORK/rancher/tokens, 0600). Logs in WORK/logs. Fails (status 1,
+# the reason on stderr) with nothing left running.
+host_setup() {
+  local work=$1 apt_port=$2 rancher_port=$3 profile=dev binary='' image_dir='' addr=127.0.0.1
+  shift 3
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --profile) profile=$2; shift 2 ;;
+      --binary) binary=$2; shift 2 ;;
+      --image-dir) image_dir=$2; shift 2 ;;
+      --addr) addr=$2; shift 2 ;;
+      *) echo "host_setup: unknown option $1" >&2; return 2 ;;
+    esac
+  done
+  image_dir=${image_dir:-$work/image}
+  HOST_PIDS=()
+  host_install_deps || return 1
+  local problem
+  problem=$(host_qemu_problem)
+  [ -z "$problem" ] || { echo "qemu cannot run the VM tests: $problem" >&2; return 1; }
+  mkdir -p "$work/logs"
+  host_build_images "$work" "$image_dir" "$apt_port" "$profile" "$binary" || return 1
+  host_start_servers "$work" "$apt_port" "$rancher_port" "$addr" || return 1
+  {
+    echo "HOST_PIDS='${HOST_PIDS[*]}'"
+    echo "HOST_CA_CHECKSUM=$HOST_CA_CHECKSUM"
+    echo "HOST_SERVER_URL=$HOST_SERVER_URL"
+    echo "HOST_RANCHER_DIR=$HOST_RANCHER_DIR"
+    echo "HOST_IMAGE_ENV=$HOST_IMAGE_ENV"
+    echo "HOST_BUILD_SECONDS=$HOST_BUILD_SECONDS"
+    echo "HOST_IMAGE_SECONDS=$HOST_IMAGE_SECONDS"
+  } >"$work/host.env"
+}
+
+# host_build_images WORK IMAGE_DIR APT_PORT PROFILE BINARY: host_setup's build half; sets
+# HOST_IMAGE_ENV, HOST_BUILD_SECONDS, HOST_IMAGE_SECONDS and sources the image.env.
+host_build_images() {
+  local work=$1 image_dir=$2 apt_port=$3 profile=$4 binary=$5 t
+  t=$(date +%s)
+  if [ -n "$binary" ]; then
+    install -m 0755 "$binary" "$work/bootstrapd"
+  else
+    echo "==> building bootstrapd (profile $profile)"
+    host_build_bootstrapd "$work/bootstrapd" "$profile" || return 1
+  fi
+  HOST_BUILD_SECONDS=$(( $(date +%s) - t ))
+  echo "    bootstrapd: $(du -h "$work/bootstrapd" | cut -f1) stripped"
+  echo "==> rke1 agent image archive, node image"
+  t=$(date +%s)
+  scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
+    || { echo "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)" >&2; return 1; }
+  scripts/build-image.sh --binary "$work/bootstrapd" --out "$image_dir" \
+    --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" \
+    >"$work/logs/image.log" 2>&1 \
+    || { tail -n 20 "$work/logs/image.log" >&2; echo "scripts/build-image.sh failed (see $work/logs/image.log)" >&2; return 1; }
+  HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
+  HOST_IMAGE_ENV=$image_dir/image.env
+  # shellcheck source=/dev/null
+  . "$HOST_IMAGE_ENV"
+}
+
+# host_start_servers WORK APT_PORT RANCHER_PORT ADDR: host_setup's server half (APT_REPO from
+# the image.env); appends to HOST_PIDS, sets HOST_TOKEN, HOST_CA_CHECKSUM, HOST_SERVER_URL,
+# HOST_RANCHER_DIR.
+host_start_servers() {
+  local work=$1 apt_port=$2 rancher_port=$3 addr=$4 pid started guest_addr=10.0.2.2
+  echo "==> host side: apt repository on $addr:$apt_port, Rancher test server on $addr:$rancher_port"
+  pid=$(host_start_apt_server "$apt_port" "$APT_REPO" "$work/logs/apt-http.log" "$addr") \
+    || { echo "the apt repository server did not come up (see $work/logs/apt-http.log)" >&2; return 1; }
+  HOST_PIDS+=("$pid")
+  HOST_RANCHER_DIR=$work/rancher
+  if ! started=$(host_start_rancher "$rancher_port" "$HOST_RANCHER_DIR" "$work/logs/rancher.log" "$addr"); then
+    kill "${HOST_PIDS[@]}" 2>/dev/null
+    echo "the Rancher test server did not start (see $work/logs/rancher.log)" >&2
+    return 1
+  fi
+  # shellcheck disable=SC2034 # HOST_TOKEN is for the caller (the campaigns' userdata)
+  read -r pid HOST_TOKEN HOST_CA_CHECKSUM <<<"$started"
+  HOST_PIDS+=("$pid")
+  [ "$addr" = 127.0.0.1 ] || guest_addr=$addr
+  HOST_SERVER_URL=https://$guest_addr:$rancher_port
+}
+
+# host_stop: stops what host_setup started (for an EXIT trap).
+host_stop() {
+  local p
+  for p in "${HOST_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 }

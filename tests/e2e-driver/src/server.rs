@@ -1,0 +1,76 @@
+//! The Rancher test server's side: its node record (`nodes.json`, read into the server's own
+//! types) and its request log.
+
+use std::path::Path;
+
+use rancher_test_server::NodeRecord;
+use rancher_test_server::record::read_records;
+
+use crate::report::clean;
+
+/// The records; none when the file does not exist yet (the server writes it at the first
+/// registration).
+pub fn records(path: &Path) -> Result<Vec<NodeRecord>, rancher_test_server::Error> {
+    if path.exists() {
+        read_records(path)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// The records of one hostname.
+pub fn for_host<'a>(records: &'a [NodeRecord], hostname: &str) -> Vec<&'a NodeRecord> {
+    records
+        .iter()
+        .filter(|r| r.hostname.as_deref() == Some(hostname))
+        .collect()
+}
+
+/// How many `/v3/connect/agent` requests the server's log shows answered 401 (its request
+/// lines: `request method=GET path=/v3/connect/agent status=401`, possibly coloured).
+pub fn agent_401s(log: &str) -> usize {
+    clean(log)
+        .lines()
+        .filter(|l| {
+            l.contains("request")
+                && l.contains("path=/v3/connect/agent")
+                && l.split_whitespace().any(|w| w == "status=401")
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_401s_on_the_agent_endpoint_only() {
+        let log = "2026-12-03T17:00:00Z  INFO rancher_test_server::server: request method=GET path=/v3/connect/agent status=401\n\
+2026-12-03T17:00:01Z  INFO rancher_test_server::server: request method=GET path=/cacerts status=200\n\
+\x1b[2m2026-12-03T17:00:02Z\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2mrancher_test_server::server\x1b[0m\x1b[2m:\x1b[0m request \x1b[3mmethod\x1b[0m\x1b[2m=\x1b[0mGET \x1b[3mpath\x1b[0m\x1b[2m=\x1b[0m/v3/connect/agent \x1b[3mstatus\x1b[0m\x1b[2m=\x1b[0m401\n\
+2026-12-03T17:00:03Z  INFO rancher_test_server::server: request method=GET path=/v3/connect/agent status=200\n\
+2026-12-03T17:00:04Z  INFO rancher_test_server::server: request method=GET path=/v3/connect/register status=401\n";
+        assert_eq!(agent_401s(log), 2);
+    }
+
+    #[test]
+    fn records_from_the_servers_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nodes.json");
+        assert!(records(&path).expect("absent file").is_empty());
+        std::fs::write(
+            &path,
+            r#"[{"name":"custom-ab","generation":"system-agent","roles":["worker"],
+            "labels":{},"taints":[],"hostname":"node1","first_seen":"t","last_seen":"t",
+            "connect_count":1}]"#,
+        )
+        .expect("write");
+        let all = records(&path).expect("records");
+        let node1 = for_host(&all, "node1");
+        assert_eq!(node1.len(), 1);
+        assert_eq!(node1[0].connect_count, 1);
+        assert!(for_host(&all, "node2").is_empty());
+        std::fs::write(&path, "{").expect("write");
+        assert!(records(&path).is_err());
+    }
+}
