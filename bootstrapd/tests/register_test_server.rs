@@ -107,6 +107,60 @@ async fn a_starting_server_is_waited_for() {
 }
 
 #[tokio::test]
+async fn a_node_that_comes_while_rancher_restarts_registers_once_when_it_is_ready() {
+    // Current Rancher answers every /v3/connect/agent with 401 until its informers have synced
+    // (pkg/capr/configserver/server.go); bootstrapd must keep trying, not take it as final.
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("starting");
+    std::fs::write(&flag, b"").unwrap();
+    let srv = start(Config {
+        tokens: vec![TOKEN.into()],
+        starting_while: Some(flag.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let root = HostRoot::new(Some(dir.path().join("root")));
+    let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 120);
+    let node = node("node4");
+    let registering = register(&root, &s, &node);
+    let release = async {
+        // Ends the "starting" window once the node has been refused at least twice.
+        loop {
+            let (entries, _) = srv.requests();
+            let refused = entries
+                .iter()
+                .filter(|e| e.path == "/v3/connect/agent" && e.status == 401)
+                .count();
+            if refused >= 2 {
+                std::fs::remove_file(&flag).unwrap();
+                return refused;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (result, refused) = tokio::join!(registering, release);
+    result.unwrap();
+    assert!(refused >= 2);
+    let nodes = srv.record();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0].connect_count, 1, "registered exactly once");
+    let (entries, _) = srv.requests();
+    let connects: Vec<u16> = entries
+        .iter()
+        .filter(|e| e.path == "/v3/connect/agent")
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(connects.last(), Some(&200), "{connects:?}");
+    assert_eq!(
+        connects.iter().filter(|s| **s == 200).count(),
+        1,
+        "{connects:?}"
+    );
+    srv.shutdown();
+}
+
+#[tokio::test]
 async fn a_wrong_ca_is_refused_before_anything_is_recorded() {
     let srv = start(Config {
         tokens: vec![TOKEN.into()],

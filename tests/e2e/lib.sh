@@ -134,17 +134,14 @@ host_start_apt_server() {
   echo "$pid"
 }
 
-# Extra `rancher-test-server serve` flags for host_start_rancher (the e2e driver's
-# --starting-while); none by default.
-HOST_RANCHER_ARGS=()
-
-# host_start_rancher PORT DIR LOG [ADDR]: starts the Rancher test server (tests/rancher-server)
-# on ADDR:PORT (default 127.0.0.1) with state in DIR and a fresh token in DIR/tokens (0600;
-# never on a command line). Prints "PID TOKEN CA_CHECKSUM". A qemu user network guest reaches
-# 127.0.0.1 as https://10.0.2.2:PORT, a SAN of the server's certificate; another ADDR (a
-# libvirt gateway) is added as a SAN.
+# host_start_rancher PORT DIR LOG [ADDR [SERVER_ARG...]]: starts the Rancher test server
+# (tests/rancher-server) on ADDR:PORT (default 127.0.0.1) with state in DIR and a fresh token in
+# DIR/tokens (0600; never on a command line), and any further `serve` flags. Prints "PID TOKEN
+# CA_CHECKSUM". A qemu user network guest reaches 127.0.0.1 as https://10.0.2.2:PORT, a SAN of
+# the server's certificate; another ADDR (a libvirt gateway) is added as a SAN.
 host_start_rancher() {
   local port=$1 dir=$2 log=$3 addr=${4:-127.0.0.1} pid token sum san=()
+  shift $(($# < 4 ? $# : 4))
   [ "$addr" = 127.0.0.1 ] || san=(--san "$addr")
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -152,7 +149,7 @@ host_start_rancher() {
   token=e2e$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   (umask 077 && echo "$token" >"$dir/tokens")
   setsid "$(host_target_dir)/debug/rancher-test-server" serve --listen "$addr:$port" \
-    "${san[@]}" --state-dir "$dir" --token-file "$dir/tokens" "${HOST_RANCHER_ARGS[@]}" >"$log" 2>&1 &
+    "${san[@]}" --state-dir "$dir" --token-file "$dir/tokens" "$@" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 150); do
     [ -s "$dir/ca.pem" ] && curl -fs --cacert "$dir/ca.pem" "https://$addr:$port/ping" >/dev/null 2>&1 && break
@@ -166,6 +163,12 @@ host_start_rancher() {
     return 1
   fi
   echo "$pid $token $sum"
+}
+
+# rancher_refusals LOG STATUS: how many /v3/connect/agent requests the server's LOG shows
+# answered with STATUS.
+rancher_refusals() {
+  e2e_clean "$1" | grep -c "path=/v3/connect/agent status=$2\b" || true
 }
 
 # render_userdata TEMPLATE OUT SERVER TOKEN CA_CHECKSUM [ROLES [MODE]]: fills a
@@ -184,11 +187,11 @@ render_userdata() {
 }
 
 # host_setup WORK APT_PORT RANCHER_PORT [--profile P] [--binary PATH] [--image-dir DIR]
-#     [--addr ADDR]: the host side of every VM test, in one place: host tools, the qemu check,
+#     [--addr ADDR] [-- SERVE_FLAG...]: the host side of every VM test, in one place: host tools, the qemu check,
 # bootstrapd (built with cargo profile P, default dev, or copied from PATH), the rke1 agent image
 # archive, the node image (DIR, default WORK/image; its image.env is sourced), the image's apt
 # repository on ADDR:APT_PORT and the Rancher test server on ADDR:RANCHER_PORT (state in
-# WORK/rancher). Both servers run in their own sessions: the caller stops them (HOST_PIDS).
+# WORK/rancher; the SERVE_FLAGs added to `rancher-test-server serve`). Both servers run in their own sessions: the caller stops them (HOST_PIDS).
 # Sets HOST_PIDS, HOST_TOKEN, HOST_CA_CHECKSUM, HOST_SERVER_URL, HOST_RANCHER_DIR,
 # HOST_IMAGE_ENV and writes them, all but the token, to WORK/host.env, which the Rust driver
 # reads (the token stays in WORK/rancher/tokens, 0600). Logs in WORK/logs. Fails (status 1,
@@ -202,6 +205,7 @@ host_setup() {
       --binary) binary=$2; shift 2 ;;
       --image-dir) image_dir=$2; shift 2 ;;
       --addr) addr=$2; shift 2 ;;
+      --) shift; break ;;
       *) echo "host_setup: unknown option $1" >&2; return 2 ;;
     esac
   done
@@ -213,7 +217,7 @@ host_setup() {
   [ -z "$problem" ] || { echo "qemu cannot run the VM tests: $problem" >&2; return 1; }
   mkdir -p "$work/logs"
   host_build_images "$work" "$image_dir" "$apt_port" "$profile" "$binary" || return 1
-  host_start_servers "$work" "$apt_port" "$rancher_port" "$addr" || return 1
+  host_start_servers "$work" "$apt_port" "$rancher_port" "$addr" "$@" || return 1
   {
     echo "HOST_PIDS='${HOST_PIDS[*]}'"
     echo "HOST_CA_CHECKSUM=$HOST_CA_CHECKSUM"
@@ -252,17 +256,18 @@ host_build_images() {
   . "$HOST_IMAGE_ENV"
 }
 
-# host_start_servers WORK APT_PORT RANCHER_PORT ADDR: host_setup's server half (APT_REPO from
+# host_start_servers WORK APT_PORT RANCHER_PORT ADDR [SERVE_FLAG...]: host_setup's server half (APT_REPO from
 # the image.env); appends to HOST_PIDS, sets HOST_TOKEN, HOST_CA_CHECKSUM, HOST_SERVER_URL,
 # HOST_RANCHER_DIR.
 host_start_servers() {
   local work=$1 apt_port=$2 rancher_port=$3 addr=$4 pid started guest_addr=10.0.2.2
+  shift 4
   echo "==> host side: apt repository on $addr:$apt_port, Rancher test server on $addr:$rancher_port"
   pid=$(host_start_apt_server "$apt_port" "$APT_REPO" "$work/logs/apt-http.log" "$addr") \
     || { echo "the apt repository server did not come up (see $work/logs/apt-http.log)" >&2; return 1; }
   HOST_PIDS+=("$pid")
   HOST_RANCHER_DIR=$work/rancher
-  if ! started=$(host_start_rancher "$rancher_port" "$HOST_RANCHER_DIR" "$work/logs/rancher.log" "$addr"); then
+  if ! started=$(host_start_rancher "$rancher_port" "$HOST_RANCHER_DIR" "$work/logs/rancher.log" "$addr" "$@"); then
     kill "${HOST_PIDS[@]}" 2>/dev/null
     echo "the Rancher test server did not start (see $work/logs/rancher.log)" >&2
     return 1

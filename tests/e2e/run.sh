@@ -73,7 +73,12 @@ pids+=("$pid")
 echo "==> host side: Rancher test server on 127.0.0.1:$rancher_port"
 rancher_dir=$work/rancher
 server_url=https://10.0.2.2:$rancher_port
-if started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log"); then
+# While this file exists the server answers /v3/connect/agent with 401, as a current Rancher
+# does until its caches have synced after a (re)start; node1's first boot comes then.
+starting=$work/rancher-starting
+touch "$starting"
+if started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log" 127.0.0.1 \
+  --starting-while "$starting"); then
   read -r pid token ca_checksum <<<"$started"
   pids+=("$pid")
 elif [ "$level" = full ]; then
@@ -177,6 +182,19 @@ check_outcome() { # NAME N MODE
   esac
 }
 
+# release_when_refused LOG: removes $starting ("Rancher has started") once the server has
+# refused a registration with 401; in the background while node1's first boot runs.
+release_when_refused() {
+  while [ -e "$starting" ]; do
+    if [ "$(rancher_refusals "$1" 401)" -ge 1 ]; then
+      rm -f "$starting"
+      echo "    Rancher test server: 'started' after it refused a registration with 401"
+      return
+    fi
+    sleep 1
+  done
+}
+
 run_node() { # NAME TEMPLATE MODE ROLES
   local name=$1 ud=$work/$1.user-data n
   render_userdata "$2" "$ud" "$server_url" "$token" "$ca_checksum" "$4" "$3"
@@ -207,8 +225,16 @@ server_node() {
   python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | awk -v h="$1" '$1 == h { $1 = ""; print substr($0, 2) }'
 }
 
-# node1: Rancher >= 2.6 custom cluster worker through rancher-system-agent.
+# node1: RKE2/K3s custom cluster worker through rancher-system-agent; its first boot comes
+# while the server is still "starting" (401 for every registration).
+release_when_refused "$work/logs/rancher.log" &
+pids+=("$!")
 run_node node1 tests/e2e/userdata/node.yaml system-agent worker
+rm -f "$starting"
+if [ "$level" = full ]; then
+  check "node1: refused with 401 while Rancher was starting, and kept trying" \
+    test "$(rancher_refusals "$work/logs/rancher.log" 401)" -ge 1
+fi
 # node2: the seed scenario, Rancher 2.x "existing nodes": Docker from the distribution's
 # repositories, then the rancher-agent container (loaded from the image's archive).
 run_node node2 tests/e2e/userdata/node.yaml rke1 "etcd, controlplane, worker"

@@ -3,7 +3,6 @@
 //! plumbing and stay shell), read back from WORK/host.env, stopped when dropped.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,8 +32,9 @@ pub struct HostConfig {
     pub apt_port: u16,
     pub rancher_port: u16,
     pub profile: String,
-    /// `--starting-while PATH` for the Rancher test server, when it knows the flag.
-    pub starting_while: Option<PathBuf>,
+    /// `--starting-while PATH` for the Rancher test server: while PATH exists it answers
+    /// every `/v3/connect/agent` 401.
+    pub starting_while: PathBuf,
 }
 
 /// The running host side.
@@ -49,33 +49,17 @@ pub struct Host {
     pub image_env: PathBuf,
     pub build_seconds: u64,
     pub image_seconds: u64,
-    /// The flag file when the server runs with `--starting-while`.
-    pub starting_while: Option<PathBuf>,
 }
 
-/// bash: source lib.sh, add `--starting-while PATH` when the server knows it, run host_setup.
-/// Arguments, not interpolation: no path is parsed as shell.
+/// bash: source lib.sh, run host_setup. Arguments, not interpolation: no path is parsed as
+/// shell.
 const SETUP: &str = r#"set -e
 . tests/e2e/lib.sh
-work=$1 apt=$2 rancher=$3 profile=$4 starting=$5
-if [ -n "$starting" ]; then
-  cargo build -q -p rancher-test-server
-  if "$(host_target_dir)/debug/rancher-test-server" serve --help | grep -q -- --starting-while; then
-    HOST_RANCHER_ARGS=(--starting-while "$starting")
-  else
-    echo "    the Rancher test server has no --starting-while: that scenario is not run"
-  fi
-fi
-host_setup "$work" "$apt" "$rancher" --profile "$profile"
-echo "HOST_RANCHER_ARGS='${HOST_RANCHER_ARGS[*]}'" >>"$work/host.env"
+host_setup "$1" "$2" "$3" --profile "$4" -- --starting-while "$5"
 "#;
 
 impl Host {
     pub fn setup(cfg: &HostConfig) -> Result<Host, HostError> {
-        let starting: OsString = cfg
-            .starting_while
-            .as_ref()
-            .map_or_else(OsString::new, |p| p.clone().into_os_string());
         let status = Command::new("bash")
             .current_dir(&cfg.repo)
             .args(["-c", SETUP, "host-setup"])
@@ -83,7 +67,7 @@ impl Host {
             .arg(cfg.apt_port.to_string())
             .arg(cfg.rancher_port.to_string())
             .arg(&cfg.profile)
-            .arg(&starting)
+            .arg(&cfg.starting_while)
             .status()
             .map_err(HostError::Spawn)?;
         let env_file = cfg.work.join("host.env");
@@ -96,10 +80,6 @@ impl Host {
             return Err(HostError::Setup(status.code().unwrap_or(-1)));
         }
         let mut host = Host::from_env(&env, &env_file)?;
-        host.starting_while = cfg.starting_while.clone().filter(|_| {
-            env.get("HOST_RANCHER_ARGS")
-                .is_some_and(|a| a.contains("--starting-while"))
-        });
         let tokens = host.rancher_dir.join("tokens");
         let text = fs::read_to_string(&tokens).map_err(|source| HostError::Read {
             path: tokens.clone(),
@@ -128,7 +108,6 @@ impl Host {
             image_env: get("HOST_IMAGE_ENV")?.into(),
             build_seconds: get("HOST_BUILD_SECONDS")?.parse().unwrap_or(0),
             image_seconds: get("HOST_IMAGE_SECONDS")?.parse().unwrap_or(0),
-            starting_while: None,
         };
         Ok(host)
     }
@@ -187,7 +166,7 @@ mod tests {
         let env = parse_env(
             "HOST_PIDS='101 202'\nHOST_CA_CHECKSUM=abc\nHOST_SERVER_URL=https://10.0.2.2:8443\n\
 HOST_RANCHER_DIR=/w/rancher\nHOST_IMAGE_ENV=/w/image/image.env\nHOST_BUILD_SECONDS=12\n\
-HOST_IMAGE_SECONDS=40\nHOST_RANCHER_ARGS=''\n",
+HOST_IMAGE_SECONDS=40\n",
         );
         assert_eq!(pids(&env), vec![101, 202]);
         let host = Host::from_env(&env, Path::new("host.env")).expect("host");

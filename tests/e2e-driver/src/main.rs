@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     let work = args.work.unwrap_or_else(|| repo.join("build/e2e"));
     let opts = driver::Options {
         host: host::HostConfig {
-            starting_while: Some(work.join("rancher-starting")),
+            starting_while: work.join("rancher-starting"),
             repo,
             work,
             apt_port: args.apt_port,

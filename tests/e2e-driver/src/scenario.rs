@@ -83,10 +83,8 @@ fn done(before: Option<ServerCondition>) -> Boot {
     }
 }
 
-/// The e2e suite, in boot order. `starting` adds the server condition to node1's first boot
-/// (false when the server lacks `--starting-while`).
-pub fn all(starting: bool) -> Vec<Scenario> {
-    let node1_first = starting.then_some(ServerCondition::Starting);
+/// The e2e suite, in boot order.
+pub fn all() -> Vec<Scenario> {
     vec![
         // A Rancher >= 2.6 custom cluster worker through rancher-system-agent; its first
         // registration meets a server that is still starting.
@@ -97,7 +95,7 @@ pub fn all(starting: bool) -> Vec<Scenario> {
                 template: NODE_TEMPLATE,
                 mode: Mode::SystemAgent,
                 roles: "worker",
-                boots: vec![done(node1_first), done(None)],
+                boots: vec![done(Some(ServerCondition::Starting)), done(None)],
                 record: ExpectedRecord {
                     generation: Generation::SystemAgent,
                     roles: &["worker"],
@@ -136,7 +134,7 @@ mod tests {
 
     #[test]
     fn the_suite_boots_each_node_twice_and_one_control() {
-        let s = all(true);
+        let s = all();
         let boots = |s: &Scenario| match &s.kind {
             Kind::Node { boots, .. } => boots.len(),
             Kind::Control => 1,
@@ -148,9 +146,5 @@ mod tests {
         };
         assert_eq!(boots[0].before, Some(ServerCondition::Starting));
         assert_eq!(boots[1].before, None);
-        let Kind::Node { boots, .. } = &all(false)[0].kind else {
-            panic!("node1 is a node scenario");
-        };
-        assert_eq!(boots[0].before, None);
     }
 }

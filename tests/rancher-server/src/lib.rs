@@ -68,6 +68,9 @@ pub struct Config {
     /// Current rules: `/v3/connect/agent` answers 401 during this long after start, even for a
     /// good token, as Rancher's config server does until its informers have synced.
     pub starting_for: Duration,
+    /// Current rules: `/v3/connect/agent` also answers 401 while this file exists, so that a
+    /// test can hold the server "starting" exactly as long as it needs (the VM e2e test).
+    pub starting_while: Option<std::path::PathBuf>,
     /// The first accepted `/v3/connect/agent` of a machine is held this long before the answer
     /// (Rancher waits for the custom machine to be created; it gives up after 120 s).
     pub hold_first_connect: Duration,
@@ -150,6 +153,7 @@ impl Default for Config {
             plan_ready: false,
             rules: Rules::default(),
             starting_for: Duration::ZERO,
+            starting_while: None,
             hold_first_connect: Duration::ZERO,
             agent_tls_mode: AgentTlsMode::default(),
             expired_tokens: Vec::new(),

@@ -76,6 +76,9 @@ struct ServeArgs {
     /// synced yet), even for a good token.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     starting_for: u64,
+    /// Current rules: /v3/connect/agent also answers 401 while PATH exists.
+    #[arg(long, value_name = "PATH")]
+    starting_while: Option<PathBuf>,
     /// Hold the first accepted /v3/connect/agent of each machine N milliseconds.
     #[arg(long, value_name = "N", default_value_t = 0)]
     hold_first_connect_ms: u64,
@@ -176,6 +179,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         plan_ready: args.plan_ready,
         rules: args.rules,
         starting_for: Duration::from_secs(args.starting_for),
+        starting_while: args.starting_while.clone(),
         hold_first_connect: Duration::from_millis(args.hold_first_connect_ms),
         agent_tls_mode: args.agent_tls_mode,
         expired_tokens,

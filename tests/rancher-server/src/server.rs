@@ -88,6 +88,7 @@ struct AppState {
     expired_tokens: Vec<String>,
     rules: Rules,
     starting_for: Duration,
+    starting_while: Option<std::path::PathBuf>,
     hold_first_connect: Duration,
     agent_tls_mode: AgentTlsMode,
     /// `CATTLE_CA_CHECKSUM` of the install script: over the served setting, as Rancher's
@@ -233,6 +234,7 @@ fn app_state(
         expired_tokens: config.expired_tokens.clone(),
         rules: config.rules,
         starting_for: config.starting_for,
+        starting_while: config.starting_while.clone(),
         hold_first_connect: config.hold_first_connect,
         agent_tls_mode: config.agent_tls_mode,
         served_checksum: ca::ca_checksum(&served_setting),
@@ -652,12 +654,20 @@ async fn connect_agent(State(state): State<Arc<AppState>>, headers: HeaderMap) -
     connection_info(&state, &headers, &name)
 }
 
+impl AppState {
+    /// Whether the config server still answers as before its informers synced.
+    fn starting(&self) -> bool {
+        self.started.elapsed() < self.starting_for
+            || self.starting_while.as_deref().is_some_and(|p| p.exists())
+    }
+}
+
 /// The refusals of `ServeHTTP`/`findSA`, in their order; `None` lets the request through.
 fn refuse_agent(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let current = state.rules == Rules::Current;
     // server.go: while the secrets or cluster-token informers have not synced, a bare 401
     // for everyone, good token or not.
-    if current && state.started.elapsed() < state.starting_for {
+    if current && state.starting() {
         return Some(StatusCode::UNAUTHORIZED.into_response());
     }
     // findSA returns no secret without X-Cattle-Id: a bare 401 (2.6 and current alike).

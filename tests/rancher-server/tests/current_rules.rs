@@ -437,3 +437,27 @@ async fn the_binary_takes_the_new_flags() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected current or 2.6"));
 }
+
+#[tokio::test]
+async fn a_server_held_starting_by_a_file_refuses_until_the_file_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flag = dir.path().join("starting");
+    std::fs::write(&flag, b"").expect("flag");
+    let server = server(Config {
+        starting_while: Some(flag.clone()),
+        ..Default::default()
+    })
+    .await;
+    let good = bearer(TOKEN);
+    for _ in 0..2 {
+        let (status, _) =
+            status_and_body(agent_request(&server, Some(&good), Some(CATTLE_ID))).await;
+        assert_eq!(status, 401, "a good token, refused while the file exists");
+    }
+    assert!(server.record().is_empty());
+    std::fs::remove_file(&flag).expect("remove flag");
+    let (status, _) = status_and_body(agent_request(&server, Some(&good), Some(CATTLE_ID))).await;
+    assert_eq!(status, 200, "accepted once the file is gone");
+    assert_eq!(server.record().len(), 1);
+    server.shutdown();
+}
