@@ -28,7 +28,7 @@ cd "$repo_root"
 level=${E2E_LEVEL:-full}
 work=${E2E_WORK:-$repo_root/build/e2e-qcow2}
 boot_timeout=${E2E_BOOT_TIMEOUT:-1500}
-# Ports of their own: tests/e2e/run.sh may run at the same time.
+# Ports of their own: the e2e driver may run at the same time.
 apt_port=${QCOW2_APT_PORT:-18094}
 rancher_port=${QCOW2_RANCHER_PORT:-8453}
 t_total=$(date +%s)

@@ -4,7 +4,7 @@
                                       "generation roles hostname connect_count"
                                       (tests/e2e/qcow2.sh, pxe.sh)
     server_record.py --per-node FILE  one line per node: "hostname generation roles connect_count"
-                                      (tests/e2e/run.sh); nothing when no node was recorded
+                                      (scripts/crash-campaign.sh, scripts/lab); nothing when no node was recorded
 
 Roles are comma-joined. A missing file means the server recorded no node."""
 
