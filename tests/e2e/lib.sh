@@ -74,6 +74,9 @@ e2e_summary() {
 
 # ---- host side, shared by the e2e driver, the campaigns, the benchmark and scripts/lab ----
 
+# The pids of the servers host_setup/host_start_servers started (host_stop stops them).
+HOST_PIDS=()
+
 # The host tools the VM tests need (CI starts from a fresh Debian 12), as CHECK:PACKAGE for
 # scripts/host-tools.sh, including what scripts/build-agent-image.sh copies into the agent
 # image (jq, openssl, file).
@@ -210,7 +213,6 @@ host_setup() {
     esac
   done
   image_dir=${image_dir:-$work/image}
-  HOST_PIDS=()
   host_install_deps || return 1
   local problem
   problem=$(host_qemu_problem)

@@ -71,18 +71,12 @@ else
 fi
 # shellcheck source=/dev/null
 . "$image_env"
-apt_repo=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
-[ -d "$apt_repo" ] || die "no local apt repository at $apt_repo"
-
-echo "==> host side: apt repository on 127.0.0.1:$apt_port, Rancher test server on 127.0.0.1:$rancher_port"
-apt_pid=$(host_start_apt_server "$apt_port" "$apt_repo" "$work/logs/apt-http.log") \
-  || die "the apt repository server did not start (port $apt_port taken? see $work/logs/apt-http.log)"
-pids+=("$apt_pid")
-rancher_dir=$work/rancher
-started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log") \
-  || die "the Rancher test server did not start (see $work/logs/rancher.log)"
-read -r rancher_pid token ca_checksum <<<"$started"
-pids+=("$rancher_pid")
+APT_REPO=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
+[ -d "$APT_REPO" ] || die "no local apt repository at $APT_REPO"
+# The servers of tests/e2e/lib.sh's host set-up (this test builds its own image).
+host_start_servers "$work" "$apt_port" "$rancher_port" 127.0.0.1 || die "the host side did not start"
+pids+=("${HOST_PIDS[@]}")
+rancher_dir=$HOST_RANCHER_DIR token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM
 
 seed=$work/seed
 rm -rf "$seed"
