@@ -281,6 +281,76 @@ host_start_servers() {
   HOST_SERVER_URL=https://$guest_addr:$rancher_port
 }
 
+# e2e_deb_test_init NAME TOOL...: the head of the .deb tests (qcow2.sh, pxe.sh): `level` from
+# E2E_LEVEL (full|boot), `t_total`, `timings` and timed(), die() (prefix NAME-e2e), root
+# required, the host tools (CHECK:PACKAGE, scripts/host-tools.sh: commands and files, not
+# package names).
+e2e_deb_test_init() {
+  E2E_TEST_NAME=$1
+  shift
+  level=${E2E_LEVEL:-full}
+  # shellcheck disable=SC2034 # the durations table of the caller
+  t_total=$(date +%s)
+  timings=()
+  case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
+  [ "$(id -u)" = 0 ] || die "must run as root (image build, loop mounts)"
+  # shellcheck source=scripts/host-tools.sh
+  . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
+  host_tools_need "$E2E_TEST_NAME" "$@" || exit 1
+}
+
+# timed WHAT SECONDS: a line of the durations table (e2e_deb_test_init's tests).
+timed() { timings+=("$(printf '%-40s %5ss' "$1" "$2")"); }
+
+# die MESSAGE: a failed .deb test, counted as one failure.
+die() { echo "${E2E_TEST_NAME:-e2e}-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
+
+# e2e_wait_bootstrapd SERIAL QEMU_PID T_BOOT TIMEOUT: waits (while qemu runs, until T_BOOT +
+# TIMEOUT s) for systemd's status line saying bootstrapd.service finished on the serial console
+# (no "quiet" in the .deb images' kernel command line) and prints it; nothing when it never came.
+e2e_wait_bootstrapd() {
+  local serial=$1 qemu_pid=$2 t_boot=$3 timeout=$4 line
+  # systemd shortens "bootstrapd.service - DESCRIPTION" to the console width: match both ends.
+  local done_re='(Started|Failed to start|Finished) bootstrapd.*bootstrapd node bootstrap agent'
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    if line=$(e2e_clean "$serial" | grep -Em1 "$done_re"); then
+      echo "$line"
+      return
+    fi
+    [ $(( $(date +%s) - t_boot )) -lt "$timeout" ] || return 0
+    sleep 5
+  done
+}
+
+# host_setup_deb_image WORK KIND APT_PORT RANCHER_PORT: the host side of the tests that boot
+# bootstrapd installed from its .deb (KIND qcow2: tests/e2e/qcow2.sh; pxe: tests/e2e/pxe.sh):
+# the packages (scripts/build-packages.sh), scripts/build-KIND.sh's image from the .deb (kept
+# with E2E_REUSE_IMAGE=1 when WORK/KIND/KIND.env exists), that env file sourced, then the
+# servers (host_start_servers) with the cached base's apt repository. Logs in WORK/logs.
+host_setup_deb_image() {
+  local work=$1 kind=$2 apt_port=$3 rancher_port=$4 env t deb
+  env=$work/$kind/$kind.env
+  if [ "${E2E_REUSE_IMAGE:-0}" = 1 ] && [ -f "$env" ]; then
+    echo "==> reusing $env"
+  else
+    echo "==> packages"
+    t=$(date +%s)
+    scripts/build-packages.sh --out "$work/pkg" | tee "$work/logs/build-packages.log" || return 1
+    echo "    build-packages.sh: $(( $(date +%s) - t ))s"
+    echo "==> $kind image"
+    t=$(date +%s)
+    deb=$(. "$work/pkg/packages.env" && echo "$DEB")
+    "scripts/build-$kind.sh" --deb "$deb" --out "$work/$kind" --apt-url "http://10.0.2.2:$apt_port/" \
+      | tee "$work/logs/build-$kind.log" || return 1
+    echo "    build-$kind.sh: $(( $(date +%s) - t ))s"
+  fi
+  # shellcheck source=/dev/null
+  . "$env"
+  APT_REPO=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
+  [ -d "$APT_REPO" ] || { echo "no local apt repository at $APT_REPO" >&2; return 1; }
+  host_start_servers "$work" "$apt_port" "$rancher_port" 127.0.0.1
+}
+
 # host_stop: stops what host_setup started (for an EXIT trap).
 host_stop() {
   local p

@@ -25,23 +25,13 @@ cd "$repo_root"
 # shellcheck source=tests/e2e/lib.sh
 . tests/e2e/lib.sh
 
-level=${E2E_LEVEL:-full}
 work=${E2E_WORK:-$repo_root/build/e2e-qcow2}
 boot_timeout=${E2E_BOOT_TIMEOUT:-1500}
 # Ports of their own: the e2e driver may run at the same time.
 apt_port=${QCOW2_APT_PORT:-18094}
 rancher_port=${QCOW2_RANCHER_PORT:-8453}
-t_total=$(date +%s)
-timings=()
-timed() { timings+=("$(printf '%-40s %5ss' "$1" "$2")"); }
-die() { echo "qcow2-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
-case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
-[ "$(id -u)" = 0 ] || die "must run as root (image build, loop mounts)"
-
-# What is checked is the commands and files, not package names (scripts/host-tools.sh).
-# shellcheck source=scripts/host-tools.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
-host_tools_need qcow2 qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils genisoimage:genisoimage python3:python3 curl:curl || exit 1
+e2e_deb_test_init qcow2 qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
+  genisoimage:genisoimage python3:python3 curl:curl
 
 mkdir -p "$work/logs"
 pids=() loopdev='' mnt=''
@@ -54,27 +44,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-image_env=$work/qcow2/qcow2.env
-if [ "${E2E_REUSE_IMAGE:-0}" = 1 ] && [ -f "$image_env" ]; then
-  echo "==> reusing $image_env"
-else
-  echo "==> packages"
-  t=$(date +%s)
-  scripts/build-packages.sh --out "$work/pkg" | tee "$work/logs/build-packages.log"
-  timed "build-packages.sh" $(( $(date +%s) - t ))
-  echo "==> qcow2 image"
-  t=$(date +%s)
-  deb=$(. "$work/pkg/packages.env" && echo "$DEB")
-  scripts/build-qcow2.sh --deb "$deb" --out "$work/qcow2" --apt-url "http://10.0.2.2:$apt_port/" \
-    | tee "$work/logs/build-qcow2.log"
-  timed "build-qcow2.sh" $(( $(date +%s) - t ))
-fi
-# shellcheck source=/dev/null
-. "$image_env"
-APT_REPO=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
-[ -d "$APT_REPO" ] || die "no local apt repository at $APT_REPO"
-# The servers of tests/e2e/lib.sh's host set-up (this test builds its own image).
-host_start_servers "$work" "$apt_port" "$rancher_port" 127.0.0.1 || die "the host side did not start"
+t=$(date +%s)
+host_setup_deb_image "$work" qcow2 "$apt_port" "$rancher_port" || die "the host set-up failed (see above)"
+timed "host set-up (packages, qcow2 image, servers)" $(( $(date +%s) - t ))
 pids+=("${HOST_PIDS[@]}")
 rancher_dir=$HOST_RANCHER_DIR token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM
 
@@ -105,15 +77,7 @@ qemu_pid=$!
 pids+=("$qemu_pid")
 
 log() { tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g'; }
-# systemd's status lines on the serial console (no "quiet" in the image's GRUB config).
-# systemd shortens "bootstrapd.service - DESCRIPTION" to the console width: match both ends.
-done_re='(Started|Failed to start|Finished) bootstrapd.*bootstrapd node bootstrap agent'
-outcome=''
-while kill -0 "$qemu_pid" 2>/dev/null; do
-  if outcome=$(log | grep -Em1 "$done_re"); then break; fi
-  if [ $(( $(date +%s) - t_boot )) -ge "$boot_timeout" ]; then outcome=''; break; fi
-  sleep 5
-done
+outcome=$(e2e_wait_bootstrapd "$serial" "$qemu_pid" "$t_boot" "$boot_timeout")
 timed "qemu start to bootstrapd.service done" $(( $(date +%s) - t_boot ))
 echo "    serial: ${outcome:-bootstrapd.service did not finish within ${boot_timeout}s}"
 
