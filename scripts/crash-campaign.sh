@@ -172,8 +172,8 @@ run_point() { # ID MODE SPECS
     corrupt=$((corrupt + 1))
     notes+=("final status --json is not JSON")
   fi
-  records=$(python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h' | grep -c . || true)
-  connects=$(python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h { print $4 }' | paste -sd, -)
+  records=$(e2e_records "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h' | grep -c . || true)
+  connects=$(e2e_records "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h { print $4 }' | paste -sd, -)
   agents=-
   if [ "$mode" = rke1 ]; then
     agents=$(e2e_section "$log" docker-ps | grep -c ' rancher/rancher-agent:' || true)
@@ -217,7 +217,7 @@ echo "crash campaign: $((${#rows[@]})) points, $(( $(date +%s) - t_total ))s"
 printf '%-26s %-12s %-34s %-7s %-4s %-7s %-8s %-6s %-5s %s\n' point mode "fired at" verdict rc records connects agents time result
 printf '%s\n' "${rows[@]}"
 echo "servers' records (hostname generation roles connect_count):"
-python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | sed 's/^/  /'
+e2e_records "$rancher_dir/nodes.json" | sed 's/^/  /'
 echo "tally: $(( ${#rows[@]} - failed_points )) ok, $failed_points not ok"
 [ "$failed_points" = 0 ]
 }

@@ -168,6 +168,14 @@ host_start_rancher() {
   echo "$pid $token $sum"
 }
 
+# e2e_records [--summary] FILE: the Rancher test server's node record (FILE, its nodes.json)
+# read into the server's own types by the e2e driver: one line per node, "hostname generation
+# roles connect_count"; with --summary one line, the number of nodes, then per node
+# "generation roles hostname connect_count".
+e2e_records() {
+  cargo run -q -p e2e-driver -- records "$@"
+}
+
 # rancher_refusals LOG STATUS: how many /v3/connect/agent requests the server's LOG shows
 # answered with STATUS.
 rancher_refusals() {

@@ -113,7 +113,7 @@ sed -n 's/.*"\(GET [^"]*\)" \([0-9]*\).*/      \1 -> \2/p' "$http_log" | sort | 
 
 if [ "$level" = full ]; then
   check_eq "bootstrapd.service succeeded" yes "$(echo "$outcome" | grep -q 'Failed' && echo no || echo yes)"
-  record=$(python3 tests/e2e/server_record.py "$rancher_dir/nodes.json" 2>&1 || true)
+  record=$(e2e_records --summary "$rancher_dir/nodes.json" 2>&1 || true)
   echo "    server record: $record"
   check "the Rancher test server recorded one system-agent worker, registered once" \
     sh -c "echo '$record' | grep -Eqx '1 system-agent worker [^ ]+ 1'"

@@ -177,7 +177,7 @@ if [ "$level" = full ]; then
   # The userdata says firewalld: disable; bootstrapd masks it over systemd's D-Bus API.
   check_eq "firewalld masked by bootstrapd (userdata firewalld: disable)" /dev/null \
     "$(readlink "$mnt/etc/systemd/system/firewalld.service" 2>/dev/null)"
-  record=$(python3 tests/e2e/server_record.py "$rancher_dir/nodes.json" 2>&1 || true)
+  record=$(e2e_records --summary "$rancher_dir/nodes.json" 2>&1 || true)
   echo "    server record: $record"
   check "the Rancher test server recorded one system-agent worker, registered once" \
     sh -c "echo '$record' | grep -Eqx '1 system-agent worker [^ ]+ 1'"

@@ -22,8 +22,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(about = "The VM end-to-end tests of bootstrapd (root; qemu TCG)")]
+#[command(
+    about = "The VM end-to-end tests of bootstrapd (root; qemu TCG)",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// full: every check; boot: only the checks every boot must pass (the rest is listed).
     #[arg(long, env = "E2E_LEVEL", value_enum, default_value = "full")]
     level: driver::Level,
@@ -42,6 +47,35 @@ struct Args {
     rancher_port: u16,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Prints the Rancher test server's node record for the shell: one line per node,
+    /// "hostname generation roles connect_count" (nothing when no node was recorded).
+    Records {
+        /// One line instead: the number of nodes, then per node "generation roles hostname
+        /// connect_count".
+        #[arg(long)]
+        summary: bool,
+        /// The server's nodes.json (absent: no node recorded).
+        file: PathBuf,
+    },
+}
+
+/// `records`: the record as the campaigns' bash reads it.
+fn records(summary: bool, file: &std::path::Path) -> ExitCode {
+    match server::records(file) {
+        Ok(r) if summary => println!("{}", server::summary_line(&r)),
+        Ok(r) => server::per_node_lines(&r)
+            .iter()
+            .for_each(|l| println!("{l}")),
+        Err(e) => {
+            eprintln!("e2e-driver records: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// The repository root: this crate lives in tests/e2e-driver.
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -52,6 +86,9 @@ fn repo_root() -> PathBuf {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Records { summary, file }) = &args.command {
+        return records(*summary, file);
+    }
     let repo = repo_root();
     let work = args.work.unwrap_or_else(|| repo.join("build/e2e"));
     let opts = driver::Options {

@@ -26,6 +26,39 @@ pub fn for_host<'a>(records: &'a [NodeRecord], hostname: &str) -> Vec<&'a NodeRe
         .collect()
 }
 
+/// One line per node, "hostname generation roles connect_count" (roles comma-joined, "-" for
+/// an unknown hostname): the shell's view of the record (the crash campaign, the lab).
+pub fn per_node_lines(records: &[NodeRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.hostname.as_deref().unwrap_or("-"),
+                r.generation.as_str(),
+                r.roles.join(","),
+                r.connect_count
+            )
+        })
+        .collect()
+}
+
+/// One line: the number of nodes, then per node "generation roles hostname connect_count"
+/// (qcow2.sh and pxe.sh match it whole).
+pub fn summary_line(records: &[NodeRecord]) -> String {
+    let mut parts = vec![records.len().to_string()];
+    for r in records {
+        parts.push(format!(
+            "{} {} {} {}",
+            r.generation.as_str(),
+            r.roles.join(","),
+            r.hostname.as_deref().unwrap_or("-"),
+            r.connect_count
+        ));
+    }
+    parts.join(" ")
+}
+
 /// How many `/v3/connect/agent` requests the server's log shows answered 401 (its request
 /// lines: `request method=GET path=/v3/connect/agent status=401`, possibly coloured).
 pub fn agent_401s(log: &str) -> usize {
@@ -70,6 +103,9 @@ mod tests {
         assert_eq!(node1.len(), 1);
         assert_eq!(node1[0].connect_count, 1);
         assert!(for_host(&all, "node2").is_empty());
+        assert_eq!(per_node_lines(&all), vec!["node1 system-agent worker 1"]);
+        assert_eq!(summary_line(&all), "1 system-agent worker node1 1");
+        assert_eq!(summary_line(&[]), "0");
         std::fs::write(&path, "{").expect("write");
         assert!(records(&path).is_err());
     }
