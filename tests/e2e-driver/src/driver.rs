@@ -52,6 +52,21 @@ struct NodeRun<'s> {
     reports: Vec<(u32, PathBuf, Report)>,
 }
 
+impl NodeRun<'_> {
+    /// The machine name the node reports in `status --json` (system-agent mode), from its last
+    /// boot that has one.
+    fn machine_name(&self) -> Option<String> {
+        self.reports.iter().rev().find_map(|(_, _, r)| {
+            let journal = r.status_json().ok()?;
+            journal
+                .registration?
+                .pointer("/system_agent/machine_name")?
+                .as_str()
+                .map(str::to_string)
+        })
+    }
+}
+
 pub struct Driver {
     opts: Options,
     host: Host,
@@ -467,7 +482,8 @@ impl Driver {
             let Kind::Node { record, .. } = &run.scenario.kind else {
                 continue;
             };
-            let mine = server::for_host(&records, run.scenario.name);
+            let machine = run.machine_name();
+            let mine = server::for_node(&records, run.scenario.name, machine.as_deref());
             let seen: Vec<String> = mine
                 .iter()
                 .map(|r| describe(r.generation, &r.roles, Some(r.connect_count)))
@@ -711,6 +727,29 @@ fn watch_401s(log: &Path, offset: u64, flag: &Path, done: &AtomicBool) -> usize 
 mod tests {
     use super::*;
     use rancher_test_server::Generation;
+
+    #[test]
+    fn the_machine_name_comes_from_the_last_journal_that_has_one() {
+        let scenario = &crate::scenario::all()[0];
+        let journal = |reg: &str| {
+            format!(
+                "@@E2E status-json| {{\"version\": 1, \"verdict\": \"done\", \"updated\": 1{reg}}}\n@@E2E status-json| rc=0\n"
+            )
+        };
+        let with =
+            journal(r#", "registration": {"system_agent": {"machine_name": "custom-e8a1"}}"#);
+        let mut run = NodeRun {
+            scenario,
+            mode: Mode::SystemAgent,
+            reports: vec![(1, PathBuf::new(), Report::parse(&with))],
+        };
+        assert_eq!(run.machine_name().as_deref(), Some("custom-e8a1"));
+        run.reports
+            .push((2, PathBuf::new(), Report::parse(&journal(""))));
+        assert_eq!(run.machine_name().as_deref(), Some("custom-e8a1"));
+        run.reports.remove(0);
+        assert_eq!(run.machine_name(), None);
+    }
 
     #[test]
     fn sysctl_lines() {

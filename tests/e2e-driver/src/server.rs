@@ -18,23 +18,33 @@ pub fn records(path: &Path) -> Result<Vec<NodeRecord>, rancher_test_server::Erro
     }
 }
 
-/// The records of one hostname.
-pub fn for_host<'a>(records: &'a [NodeRecord], hostname: &str) -> Vec<&'a NodeRecord> {
+/// The records of one node: by the hostname it sent, or by its machine name (a system-agent
+/// node without `rancher.node_name` sends no name: Rancher lets RKE2/K3s pick it).
+pub fn for_node<'a>(
+    records: &'a [NodeRecord],
+    hostname: &str,
+    machine: Option<&str>,
+) -> Vec<&'a NodeRecord> {
     records
         .iter()
-        .filter(|r| r.hostname.as_deref() == Some(hostname))
+        .filter(|r| r.hostname.as_deref() == Some(hostname) || Some(r.name.as_str()) == machine)
         .collect()
 }
 
-/// One line per node, "hostname generation roles connect_count" (roles comma-joined, "-" for
-/// an unknown hostname): the shell's view of the record (the crash campaign, the lab).
+/// How the shell names a record: its hostname, else its machine name.
+fn label(r: &NodeRecord) -> &str {
+    r.hostname.as_deref().unwrap_or(&r.name)
+}
+
+/// One line per node, "hostname generation roles connect_count" (roles comma-joined, the
+/// machine name for a node that sent no hostname): the shell's view of the record (the crash campaign, the lab).
 pub fn per_node_lines(records: &[NodeRecord]) -> Vec<String> {
     records
         .iter()
         .map(|r| {
             format!(
                 "{} {} {} {}",
-                r.hostname.as_deref().unwrap_or("-"),
+                label(r),
                 r.generation.as_str(),
                 r.roles.join(","),
                 r.connect_count
@@ -52,7 +62,7 @@ pub fn summary_line(records: &[NodeRecord]) -> String {
             "{} {} {} {}",
             r.generation.as_str(),
             r.roles.join(","),
-            r.hostname.as_deref().unwrap_or("-"),
+            label(r),
             r.connect_count
         ));
     }
@@ -99,10 +109,11 @@ mod tests {
         )
         .expect("write");
         let all = records(&path).expect("records");
-        let node1 = for_host(&all, "node1");
+        let node1 = for_node(&all, "node1", None);
         assert_eq!(node1.len(), 1);
         assert_eq!(node1[0].connect_count, 1);
-        assert!(for_host(&all, "node2").is_empty());
+        assert!(for_node(&all, "node2", None).is_empty());
+        assert_eq!(for_node(&all, "node2", Some("custom-ab")).len(), 1);
         assert_eq!(per_node_lines(&all), vec!["node1 system-agent worker 1"]);
         assert_eq!(summary_line(&all), "1 system-agent worker node1 1");
         assert_eq!(summary_line(&[]), "0");
