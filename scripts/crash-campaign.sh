@@ -135,6 +135,9 @@ run_point() { # ID MODE SPECS
   read -r -a specs_a <<<"$specs"
   render_userdata tests/e2e/userdata/node.yaml "$ud" "$server_url" "$token" "$ca_checksum" \
     "$( [ "$mode" = rke1 ] && echo 'etcd, controlplane, worker' || echo worker)" "$mode"
+  # The point's ID as rancher.node_name: a system-agent node sends no name by default, and the
+  # records are counted per node name (a second record is a second registration).
+  sed -i "s|^  rancher:\$|  rancher:\n    node_name: $id|" "$ud"
   t0=$(date +%s)
   for spec in "${specs_a[@]}" ""; do
     n=$((n + 1))

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Deadline, endpoint};
 use crate::http::{
-    HttpClientBuilder, HttpError, Request, RetryPolicy, StatusCode, TlsTrust, Verdict,
+    HttpClientBuilder, HttpError, Request, Response, RetryPolicy, StatusCode, TlsTrust, Verdict,
 };
 use crate::secret::Secret;
 
@@ -195,14 +195,15 @@ fn starting_server(r: &crate::http::Response) -> Verdict {
     }
 }
 
-/// No checksum: asks `/cacerts` (unverified TLS) to authenticate itself with the token's
-/// HMAC. Only the token's sha256 travels; the body is trusted only with a right hash.
-async fn establish_by_hmac(
+/// GET `url` without verifying the server (the CA is what is being fetched; the caller proves
+/// it by checksum or HMAC before trusting it), retried while the server starts. `prepare` adds
+/// the request's headers.
+async fn fetch_unverified(
     server: &str,
-    token: &Secret,
+    url: &str,
     deadline: &Deadline,
-) -> Result<ServerTrust, CaError> {
-    let url = endpoint(server, "/cacerts");
+    prepare: impl FnOnce(Request) -> Request,
+) -> Result<Response, CaError> {
     let fetch_err = |source: HttpError| CaError::Fetch {
         server: server.to_string(),
         source: Box::new(source),
@@ -213,18 +214,29 @@ async fn establish_by_hmac(
         .max_body(1 << 20)
         .build()
         .map_err(fetch_err)?;
-    let nonce = new_nonce()?;
-    let req = Request::get(&url)
-        .map_err(fetch_err)?
-        .header("X-Cattle-Nonce", nonce.clone())
-        .secret_header(
-            "Authorization",
-            &Secret::new(format!("Bearer {}", token_hash(token))),
-        );
-    let resp = client
+    let req = prepare(Request::get(url).map_err(fetch_err)?);
+    client
         .send_with(&req, starting_server)
         .await
-        .map_err(fetch_err)?;
+        .map_err(fetch_err)
+}
+
+/// No checksum: asks `/cacerts` (unverified TLS) to authenticate itself with the token's
+/// HMAC. Only the token's sha256 travels; the body is trusted only with a right hash.
+async fn establish_by_hmac(
+    server: &str,
+    token: &Secret,
+    deadline: &Deadline,
+) -> Result<ServerTrust, CaError> {
+    let url = endpoint(server, "/cacerts");
+    let nonce = new_nonce()?;
+    let resp = fetch_unverified(server, &url, deadline, |req| {
+        req.header("X-Cattle-Nonce", nonce.clone()).secret_header(
+            "Authorization",
+            &Secret::new(format!("Bearer {}", token_hash(token))),
+        )
+    })
+    .await?;
     let system = |reason: &str| ServerTrust::System {
         reason: reason.to_string(),
     };
@@ -332,21 +344,7 @@ async fn fetch(
         CaSource::Cacerts | CaSource::CacertsHmac => endpoint(server, "/cacerts"),
         CaSource::Setting => endpoint(server, "/v3/settings/cacerts"),
     };
-    let fetch_err = |source: HttpError| CaError::Fetch {
-        server: server.to_string(),
-        source: Box::new(source),
-    };
-    let client = HttpClientBuilder::insecure_for_cacerts_fetch()
-        .retry(deadline.retry_policy())
-        .attempt_timeout(Duration::from_secs(30))
-        .max_body(1 << 20)
-        .build()
-        .map_err(fetch_err)?;
-    let req = Request::get(&url).map_err(fetch_err)?;
-    let resp = client
-        .send_with(&req, starting_server)
-        .await
-        .map_err(fetch_err)?;
+    let resp = fetch_unverified(server, &url, deadline, |req| req).await?;
     if resp.status == StatusCode::NOT_FOUND {
         return Ok(None);
     }

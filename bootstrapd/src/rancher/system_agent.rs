@@ -527,11 +527,51 @@ pub async fn install_with(
     how: &AgentInstall,
     tuning: &Tuning<'_>,
 ) -> Result<(SystemAgentRecord, ServerTrust), SystemAgentError> {
-    let server = reg.server;
     let arch = asset_arch(std::env::consts::ARCH)?;
+    let (trust, strict) = prove_server(reg, deadline).await?;
+
+    // 2. Binary and uninstall script.
+    ensure_private_dir(root, VAR_DIR)?;
+    ensure_private_dir(root, CONFIG_DIR)?;
+    let (binary, binary_source) =
+        install_binary(root, reg.server, arch, &trust, deadline, how).await?;
+
+    // 3. CATTLE_ID.
+    let (cattle_id, created) = load_or_create_cattle_id(root)?;
+
+    // 4. Connection info.
+    let resp = connect(reg, &trust, &cattle_id, deadline, tuning).await?;
+    check_connection_info(&endpoint(reg.server, "/v3/connect/agent"), &resp.body)?;
+    let path = root.path(CONNECTION_INFO_FILE);
+    write_atomic(&path, &resp.body, 0o600).map_err(io_err(path))?;
+
+    // 5. Config, unit, env file.
+    write_agent_files(root, &binary, &how.paths, strict)?;
+
+    Ok((
+        SystemAgentRecord {
+            machine_name: machine_name(&cattle_id),
+            cattle_id,
+            cattle_id_created: created,
+            connection_info_file: CONNECTION_INFO_FILE.to_string(),
+            strict_verify: strict,
+            binary,
+            binary_sha256: how.binary.as_ref().map(|b| b.sha256.clone()),
+            binary_source,
+        },
+        trust,
+    ))
+}
+
+/// Step 1: the CA proven (checksum, HMAC or system store), the server reachable under that
+/// trust, and whether the agent verifies strictly: all before the token goes anywhere.
+async fn prove_server(
+    reg: &Registration<'_>,
+    deadline: &Deadline,
+) -> Result<(ServerTrust, bool), SystemAgentError> {
+    let server = reg.server;
     let trust =
         cacerts::establish_system_agent(server, reg.ca_checksum, reg.token, deadline).await?;
-    let tls = trust.tls();
     let http = |step| http_err(step, &trust);
     let pinned = matches!(trust, ServerTrust::Pinned { .. });
     if reg.strict_verify == Some(true) && !pinned {
@@ -540,11 +580,10 @@ pub async fn install_with(
             why: "rancher.strict_verify".into(),
         });
     }
-
-    // 1. The server is reachable under the proven trust; a certificate it does not accept
-    // fails after CERT_FAIL_ATTEMPTS (rancher/mod.rs), not at the deadline.
-    let small =
-        client(&tls, deadline, Duration::from_secs(30), 1 << 20).map_err(http("healthz"))?;
+    // A certificate the proven trust does not accept fails after CERT_FAIL_ATTEMPTS
+    // (rancher/mod.rs), not at the deadline.
+    let small = client(&trust.tls(), deadline, Duration::from_secs(30), 1 << 20)
+        .map_err(http("healthz"))?;
     let url = endpoint(server, "/healthz");
     let resp = small
         .send_with(&Request::get(&url).map_err(http("healthz"))?, |r| {
@@ -563,8 +602,6 @@ pub async fn install_with(
             status: resp.status,
         });
     }
-
-    // 1b. Strict TLS: decided before the token goes anywhere.
     let (strict, why) = strict_verify(reg, &small, &trust).await?;
     if strict && !pinned {
         return Err(SystemAgentError::StrictWithoutCa {
@@ -573,12 +610,21 @@ pub async fn install_with(
         });
     }
     tracing::info!(strict, why, "agent TLS verification");
+    Ok((trust, strict))
+}
 
-    // 2. Binary and uninstall script.
-    ensure_private_dir(root, VAR_DIR)?;
-    ensure_private_dir(root, CONFIG_DIR)?;
-    let big =
-        client(&tls, deadline, Duration::from_secs(300), 512 << 20).map_err(http("download"))?;
+/// Step 2: the agent binary (checked source, or `<server>/assets`) and the uninstall script.
+/// Returns the binary's path on the node and where it came from.
+async fn install_binary(
+    root: &HostRoot,
+    server: &str,
+    arch: &str,
+    trust: &ServerTrust,
+    deadline: &Deadline,
+    how: &AgentInstall,
+) -> Result<(String, String), SystemAgentError> {
+    let big = client(&trust.tls(), deadline, Duration::from_secs(300), 512 << 20)
+        .map_err(http_err("download", trust))?;
     let binary = how.paths.binary();
     let binary_source = match &how.binary {
         // Checked before anything was written (agent_binary::fetch); checked again as written.
@@ -607,39 +653,24 @@ pub async fn install_with(
     let path = root.path(&script);
     write_atomic(&path, &body, 0o755).map_err(io_err(path))?;
     tracing::info!(%url, dest = %script, bytes = body.len(), "downloaded");
+    Ok((binary, binary_source))
+}
 
-    // 3. CATTLE_ID.
-    let (cattle_id, created) = load_or_create_cattle_id(root)?;
-
-    // 4. Connection info.
-    let resp = connect(reg, &trust, &cattle_id, deadline, tuning).await?;
-    check_connection_info(&endpoint(server, "/v3/connect/agent"), &resp.body)?;
-    let path = root.path(CONNECTION_INFO_FILE);
-    write_atomic(&path, &resp.body, 0o600).map_err(io_err(path))?;
-
-    // 5. Config, unit, env file.
+/// Step 5: `config.yaml`, the unit and its env file (proxy variables, strict verify, PATH).
+fn write_agent_files(
+    root: &HostRoot,
+    binary: &str,
+    paths: &AgentPaths,
+    strict: bool,
+) -> Result<(), SystemAgentError> {
     let path = root.path(CONFIG_FILE);
     write_atomic(&path, config_yaml().as_bytes(), 0o600).map_err(io_err(path))?;
     let path = root.path(UNIT_FILE);
-    write_atomic(&path, unit_file(&binary).as_bytes(), 0o644).map_err(io_err(path))?;
+    write_atomic(&path, unit_file(binary).as_bytes(), 0o644).map_err(io_err(path))?;
     let vars: Vec<(String, String)> = std::env::vars().collect();
     let path = root.path(ENV_FILE);
-    let env = env_file(&vars, strict) + &how.paths.env_path_line(&vars);
-    write_atomic(&path, env.as_bytes(), 0o600).map_err(io_err(path))?;
-
-    Ok((
-        SystemAgentRecord {
-            machine_name: machine_name(&cattle_id),
-            cattle_id,
-            cattle_id_created: created,
-            connection_info_file: CONNECTION_INFO_FILE.to_string(),
-            strict_verify: strict,
-            binary,
-            binary_sha256: how.binary.as_ref().map(|b| b.sha256.clone()),
-            binary_source,
-        },
-        trust,
-    ))
+    let env = env_file(&vars, strict) + &paths.env_path_line(&vars);
+    write_atomic(&path, env.as_bytes(), 0o600).map_err(io_err(path))
 }
 
 /// GET `url` from the server (under its CA) and the body, or the status as an error.
