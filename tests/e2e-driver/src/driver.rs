@@ -366,70 +366,7 @@ impl Driver {
             }
             Err(e) => c.fail(&format!("{p}: status --json is JSON"), &e.to_string()),
         }
-        c.eq(
-            &format!("{p}: firewalld inactive"),
-            Some("inactive"),
-            r.prop("unit-firewalld", "ActiveState"),
-        );
-        c.eq(
-            &format!("{p}: firewalld masked"),
-            Some("masked"),
-            r.prop("unit-firewalld", "UnitFileState"),
-        );
-        has(
-            c,
-            &format!("{p}: firewalld masked (D-Bus)"),
-            r,
-            "busctl-firewalld",
-            "UnitFileState=s \"masked\"",
-            |l| l.contains("UnitFileState=s \"masked\""),
-        );
-        for m in [
-            "br_netfilter",
-            "overlay",
-            "iptable_nat",
-            "iptable_filter",
-            "nf_conntrack",
-        ] {
-            has(
-                c,
-                &format!("{p}: {m} in modules-load.d"),
-                r,
-                "modules-load",
-                &format!("^{m}$"),
-                |l| l == m,
-            );
-        }
-        for m in ["br_netfilter", "overlay"] {
-            let prefix = format!("{m} ");
-            has(
-                c,
-                &format!("{p}: {m} loaded"),
-                r,
-                "lsmod",
-                &format!("^{m} "),
-                |l| l.starts_with(&prefix),
-            );
-        }
-        for s in ["net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"] {
-            has(
-                c,
-                &format!("{p}: {s}=1 persisted"),
-                r,
-                "sysctl-conf",
-                &format!("^{s} *= *1$"),
-                |l| sysctl_line_is_one(l, s),
-            );
-            let live = format!("{s} = 1");
-            has(
-                c,
-                &format!("{p}: {s}=1 live"),
-                r,
-                "sysctl-live",
-                &format!("^{live}$"),
-                |l| l == live,
-            );
-        }
+        check_host_prep(c, &p, r);
         match mode {
             Mode::SystemAgent => check_system_agent(c, &p, r),
             Mode::Rke1 => check_rke1(c, &p, r),
@@ -572,6 +509,74 @@ fn sysctl_line_is_one(line: &str, key: &str) -> bool {
         .map(|r| r.trim_start_matches(' '))
         .and_then(|r| r.strip_prefix('='))
         .is_some_and(|r| r.trim_start_matches(' ') == "1")
+}
+
+/// The host preparation: firewalld off, kernel modules and sysctls live and persisted.
+fn check_host_prep(c: &mut Checks, p: &str, r: &Report) {
+    c.eq(
+        &format!("{p}: firewalld inactive"),
+        Some("inactive"),
+        r.prop("unit-firewalld", "ActiveState"),
+    );
+    c.eq(
+        &format!("{p}: firewalld masked"),
+        Some("masked"),
+        r.prop("unit-firewalld", "UnitFileState"),
+    );
+    has(
+        c,
+        &format!("{p}: firewalld masked (D-Bus)"),
+        r,
+        "busctl-firewalld",
+        "UnitFileState=s \"masked\"",
+        |l| l.contains("UnitFileState=s \"masked\""),
+    );
+    for m in [
+        "br_netfilter",
+        "overlay",
+        "iptable_nat",
+        "iptable_filter",
+        "nf_conntrack",
+    ] {
+        has(
+            c,
+            &format!("{p}: {m} in modules-load.d"),
+            r,
+            "modules-load",
+            &format!("^{m}$"),
+            |l| l == m,
+        );
+    }
+    for m in ["br_netfilter", "overlay"] {
+        let prefix = format!("{m} ");
+        has(
+            c,
+            &format!("{p}: {m} loaded"),
+            r,
+            "lsmod",
+            &format!("^{m} "),
+            |l| l.starts_with(&prefix),
+        );
+    }
+    for s in ["net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"] {
+        has(
+            c,
+            &format!("{p}: {s}=1 persisted"),
+            r,
+            "sysctl-conf",
+            &format!("^{s} *= *1$"),
+            |l| sysctl_line_is_one(l, s),
+        );
+        let live = format!("{s} = 1");
+        has(
+            c,
+            &format!("{p}: {s}=1 live"),
+            r,
+            "sysctl-live",
+            &format!("^{live}$"),
+            |l| l == live,
+        );
+    }
 }
 
 fn check_system_agent(c: &mut Checks, p: &str, r: &Report) {
