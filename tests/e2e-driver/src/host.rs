@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -80,6 +81,7 @@ impl Host {
             return Err(HostError::Setup(status.code().unwrap_or(-1)));
         }
         let mut host = Host::from_env(&env, &env_file)?;
+        stop_on_signals(&host.pids);
         let tokens = host.rancher_dir.join("tokens");
         let text = fs::read_to_string(&tokens).map_err(|source| HostError::Read {
             path: tokens.clone(),
@@ -131,6 +133,38 @@ fn pids(env: &BTreeMap<String, String>) -> Vec<i32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The servers' pids for the signal handler (Drop does not run when SIGINT/SIGTERM end the
+/// driver, and the servers run in their own sessions: nothing else would stop them).
+static SERVER_PIDS: [AtomicI32; 4] = [const { AtomicI32::new(0) }; 4];
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    for p in &SERVER_PIDS {
+        let pid = p.load(Ordering::Relaxed);
+        if pid > 1 {
+            // SAFETY: kill(2) and _exit(2) are async-signal-safe.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(128 + sig) }
+}
+
+/// On SIGINT/SIGTERM: stop the servers, exit 128+signal (exec resets the handler: the
+/// children keep the default).
+fn stop_on_signals(pids: &[i32]) {
+    for (slot, pid) in SERVER_PIDS.iter().zip(pids) {
+        slot.store(*pid, Ordering::Relaxed);
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
 }
 
 /// SIGTERM to the servers host_setup started (by their pids, nothing broader).
