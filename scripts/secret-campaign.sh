@@ -14,6 +14,12 @@
 # the same rules to its own boots (CI).
 #
 #   scripts/secret-campaign.sh [--binary PATH] [--boots N] [--modes "system-agent rke1"]
+#                              [--log-forms "FORM FORM..."]
+#
+# Boot n of each node runs bootstrapd with BOOTSTRAPD_LOG set to the ((n-1) mod count)th log
+# form (kernel command line systemd.setenv=, inherited by the unit): global debug/trace and
+# per-module directives for the client libraries, which must print no secret whatever the
+# operator asks for. Use --boots 2 or more to try every default form.
 #
 # Environment: SECRET_WORK (build/secrets), SECRET_APT_PORT (18091), SECRET_RANCHER_PORT
 # (8451), SECRET_BOOT_TIMEOUT (900 s), E2E_CARGO_PROFILE (dev), BOOTSTRAPD_CACHE.
@@ -32,12 +38,14 @@ main() {
   local apt_port=${SECRET_APT_PORT:-18091} rancher_port=${SECRET_RANCHER_PORT:-8451}
   local boot_timeout=${SECRET_BOOT_TIMEOUT:-900} profile=${E2E_CARGO_PROFILE:-dev}
   local binary='' boots=1 modes='system-agent rke1' token ca_checksum mode name n
-  local t_total rc log ud
+  local t_total rc log ud form
+  local log_forms='info,bootstrapd=debug,bollard::docker=debug,bollard::read=trace,hyper_util::client=trace,hyper::proto=trace,reqwest::connect=debug,h2::codec=trace,zbus::connection=trace trace'
   while [ $# -gt 0 ]; do
     case $1 in
       --binary) binary=${2:?}; shift 2 ;;
       --boots) boots=${2:?}; shift 2 ;;
       --modes) modes=${2:?}; shift 2 ;;
+      --log-forms) log_forms=${2:?}; shift 2 ;;
       -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) echo "secret-campaign: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -67,9 +75,14 @@ main() {
       local t extra=()
       t=$(date +%s)
       [ "$n" = 1 ] && extra+=(--fresh)
+      # shellcheck disable=SC2086 # the forms are space-separated on purpose
+      set -- $log_forms
+      shift $(( (n - 1) % $# ))
+      form=$1
+      echo "    BOOTSTRAPD_LOG=$form"
       rc=0
       scripts/vm.sh --image-env "$work/image/image.env" --overlay "$work/$name.qcow2" "${extra[@]}" \
-        --user-data "$ud" --hostname "$name" --append bootstrapd.e2e \
+        --user-data "$ud" --hostname "$name" --append "bootstrapd.e2e systemd.setenv=BOOTSTRAPD_LOG=$form" \
         --serial "$log" --timeout "$boot_timeout" >/dev/null || rc=$?
       echo "    $(( $(date +%s) - t ))s, vm.sh status $rc, bootstrapd $(e2e_prop "$log" unit-bootstrapd Result), verdict $(e2e_section "$log" status-json | sed -n 's/^  "verdict": "\(.*\)",$/\1/p')"
       secrets_check "$name boot $n" "$log" "$token" "$mode"

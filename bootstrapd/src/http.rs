@@ -69,6 +69,9 @@ pub enum HttpError {
         attempts: u32,
         detail: String,
     },
+    /// An https request redirected to a plain-http URL: what comes back could be anything.
+    #[error("{url} redirects to {location}: refusing to leave https for plain http")]
+    InsecureRedirect { url: String, location: String },
     #[error("{method} {url}: unexpected status {status}")]
     Status {
         method: Method,
@@ -300,7 +303,16 @@ impl HttpClientBuilder {
             };
             b.build().map_err(|e| HttpError::Build(error_chain(&e)))
         };
-        let inner = build(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?;
+        let inner = build(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if is_downgrade(&attempt) {
+                // Handed to the caller, which refuses it (HttpError::InsecureRedirect).
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))?;
         let inner_same_origin = build(reqwest::redirect::Policy::custom(|attempt| {
             let same = attempt
                 .previous()
@@ -308,7 +320,7 @@ impl HttpClientBuilder {
                 .is_some_and(|first| first.origin() == attempt.url().origin());
             if attempt.previous().len() > MAX_REDIRECTS {
                 attempt.error("too many redirects")
-            } else if same {
+            } else if same && !is_downgrade(&attempt) {
                 attempt.follow()
             } else {
                 // Hand the 3xx to the caller rather than carry a secret header elsewhere.
@@ -327,6 +339,29 @@ impl HttpClientBuilder {
 }
 
 const MAX_REDIRECTS: usize = 5;
+
+/// True when a redirect leaves https for anything else: signing keys, the agent binary from
+/// `/assets` and userdata fetched over https must not come back over plain http.
+fn is_downgrade(attempt: &reqwest::redirect::Attempt<'_>) -> bool {
+    attempt
+        .previous()
+        .last()
+        .is_some_and(|prev| prev.scheme() == "https" && attempt.url().scheme() != "https")
+}
+
+/// The redirect target of a 3xx answer to an https URL when it is not https itself.
+fn downgrade_location(resp: &reqwest::Response) -> Option<Url> {
+    if !resp.status().is_redirection() || resp.url().scheme() != "https" {
+        return None;
+    }
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    let target = resp.url().join(location).ok()?;
+    (target.scheme() != "https").then_some(target)
+}
 
 fn rustls_config(trust: &TlsTrust) -> Result<rustls::ClientConfig, HttpError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -659,6 +694,12 @@ impl HttpClient {
                 Cause::Transport(text)
             })
         })?;
+        if let Some(target) = downgrade_location(&resp) {
+            return Err(AttemptError::Fatal(HttpError::InsecureRedirect {
+                url: redact_url(resp.url()),
+                location: redact_url(&target),
+            }));
+        }
         let too_large = || {
             AttemptError::Fatal(HttpError::BodyTooLarge {
                 method: req.method.clone(),
@@ -740,7 +781,59 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = c.source();
     }
-    s
+    // reqwest's own text carries the whole URL ("error sending request for url (...)"),
+    // query included: a presigned URL's signature would reach the logs and the journal.
+    redact_urls(&s)
+}
+
+/// `text` with every URL in it redacted as [`redact_url`] does (password and query
+/// removed). For text we do not build ourselves: library error chains, tool output.
+pub fn redact_urls(text: &str) -> String {
+    let is_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .char_indices()
+            .rev()
+            .take_while(|&(_, c)| is_scheme(c))
+            .last()
+            .map_or(i, |(j, _)| j);
+        let end = rest[i..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .map_or(rest.len(), |e| i + e);
+        if start == i {
+            out.push_str(&rest[..i + 3]);
+            rest = &rest[i + 3..];
+            continue;
+        }
+        // Closing punctuation around a URL in prose ("(url): ...") is not part of it.
+        let url = rest[start..end].trim_end_matches([')', ']', '}', ',', ';', ':', '.']);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url_text(url));
+        out.push_str(&rest[start + url.len()..end]);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One URL found in free text: parsed when it parses, else cut by hand (query, fragment and
+/// user information dropped), never returned as it came.
+fn redact_url_text(url: &str) -> String {
+    if let Ok(u) = Url::parse(url) {
+        return redact_url(&u);
+    }
+    let cut = url.split(['?', '#']).next().unwrap_or_default();
+    let (scheme, after) = cut.split_once("://").unwrap_or(("", cut));
+    let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let query = if cut.len() < url.len() {
+        "?redacted"
+    } else {
+        ""
+    };
+    format!("{scheme}://{host}{path}{query}")
 }
 
 /// The URL fit for logs and errors: no password, no query string (seed URLs and tokens
@@ -823,6 +916,27 @@ mod tests {
         assert_eq!(default_verdict(StatusCode::UNAUTHORIZED), Verdict::Accept);
         assert_eq!(default_verdict(StatusCode::NOT_FOUND), Verdict::Accept);
         assert_eq!(default_verdict(StatusCode::OK), Verdict::Accept);
+    }
+
+    #[test]
+    fn urls_in_free_text_are_redacted() {
+        let t = "error sending request for url (https://s3.lab/b/u?X-Amz-Signature=abc&x=1): \
+                 client error; next http://u:pw@h:8/p#frag and s3://b/k?sig=zz, ftp:// alone";
+        let r = redact_urls(t);
+        for secret in ["abc", "x=1", "pw", "frag", "sig=zz"] {
+            assert!(!r.contains(secret), "{secret} left in {r}");
+        }
+        assert!(
+            r.starts_with("error sending request for url (https://s3.lab/b/u?redacted): client"),
+            "{r}"
+        );
+        assert!(r.contains("http://u:redacted@h:8/p and"), "{r}");
+        assert!(r.ends_with("ftp:// alone"), "{r}");
+        assert_eq!(redact_urls("no url here: a:b"), "no url here: a:b");
+        assert_eq!(
+            redact_url_text("http://u:p@[bad/x?q"),
+            "http://[bad/x?redacted"
+        );
     }
 
     #[test]

@@ -53,7 +53,8 @@ impl schemars::JsonSchema for Secret {
     }
 }
 
-/// Replaces every occurrence of each secret in `text` with `<redacted>`.
+/// Replaces every occurrence of each secret in `text` with `<redacted>`, and every
+/// token-shaped value ([`scrub_token_shaped`]).
 ///
 /// A last line of defence for text we do not build ourselves (child process output,
 /// server error bodies) before it reaches a log or the journal.
@@ -64,6 +65,50 @@ pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
             out = out.replace(s.expose(), REDACTED);
         }
     }
+    scrub_token_shaped(&out)
+}
+
+/// Shortest run of letters and digits taken for a token: Rancher's registration and API
+/// tokens are 54-64 characters; nothing this long in an agent's log is meant for a reader.
+const TOKEN_MIN_LEN: usize = 40;
+
+/// Redacts values that look like tokens whatever the current one is: a log may quote an
+/// earlier, rotated token. Those are the values of `CATTLE_TOKEN=` / `token=` / `--token`,
+/// and runs of at least [`TOKEN_MIN_LEN`] letters and digits holding both, except hex
+/// (checksums, digests and container ids are not secret and must stay readable).
+pub fn scrub_token_shaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphanumeric()) {
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let len = rest
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        let (word, after) = rest.split_at(len);
+        let has_digit = word.bytes().any(|b| b.is_ascii_digit());
+        let has_letter = word.bytes().any(|b| b.is_ascii_alphabetic());
+        let hex = word.bytes().all(|b| b.is_ascii_hexdigit());
+        if word.len() >= TOKEN_MIN_LEN && has_digit && has_letter && !hex {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(word);
+        }
+        rest = after;
+        // `KEY=value` with a token or password key: the value goes whatever its shape.
+        let lower = word.to_ascii_lowercase();
+        if (lower.ends_with("token") || lower.ends_with("password")) && rest.starts_with('=') {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ';'))
+                .unwrap_or(rest.len());
+            if end > 1 {
+                out.push('=');
+                out.push_str(REDACTED);
+                rest = &rest[end..];
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -126,6 +171,36 @@ mod tests {
         assert_eq!(v["nested"][0]["admin_password"], REDACTED);
         assert_eq!(v["nested"][0]["name"], "n");
         assert_eq!(v["Token"], REDACTED);
+    }
+
+    #[test]
+    fn token_shaped_values_are_scrubbed_but_hex_stays() {
+        let old = "q8w7e6r5t4y3u2i1o0pzlxkcjvhbgnfmdsa9876543210zyxwvutsrq";
+        let t = format!(
+            "token {old} refused; CATTLE_TOKEN=abc,x password=p1 sha256:{} id {} word{}",
+            "0f".repeat(32),
+            "a1".repeat(32),
+            "x".repeat(50)
+        );
+        let r = scrub_token_shaped(&t);
+        assert!(
+            !r.contains(old) && !r.contains("abc") && !r.contains("p1"),
+            "{r}"
+        );
+        assert!(
+            r.starts_with(
+                "token <redacted> refused; CATTLE_TOKEN=<redacted>,x password=<redacted> "
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains(&"0f".repeat(32)) && r.contains(&"a1".repeat(32)),
+            "{r}"
+        );
+        assert!(
+            r.contains(&"x".repeat(50)),
+            "letters alone are not a token: {r}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::fsutil::{HostRoot, write_atomic};
+use crate::fsutil::{HostRoot, write_new};
 
 pub const TRUSTED_KEY: &str = "/etc/bootstrapd/trusted.pub";
 
@@ -23,6 +23,8 @@ pub enum SignatureError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} already exists: refusing to replace a key (move it away first)")]
+    KeyExists { path: PathBuf },
     #[error("{path} is not an ed25519 public key in PEM form: {reason}")]
     BadPublicKey { path: PathBuf, reason: String },
     #[error("{path} is not an ed25519 private key in PKCS#8 PEM form: {reason}")]
@@ -104,7 +106,17 @@ pub fn sign(key: &SigningKey, data: &[u8]) -> String {
 }
 
 /// Makes a new key pair: the private key (0600) at `path`, the public key at `path.pub`.
+/// Refuses when either exists: a replaced private key cannot be recovered, and every image
+/// that trusts the old public key would refuse userdata signed with the new one.
 pub fn generate(path: &Path) -> Result<PathBuf, SignatureError> {
+    let pub_path = PathBuf::from(format!("{}.pub", path.display()));
+    for p in [path, pub_path.as_path()] {
+        if std::fs::symlink_metadata(p).is_ok() {
+            return Err(SignatureError::KeyExists {
+                path: p.to_path_buf(),
+            });
+        }
+    }
     let io = |source| SignatureError::Io {
         path: path.to_path_buf(),
         source,
@@ -127,9 +139,20 @@ pub fn generate(path: &Path) -> Result<PathBuf, SignatureError> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-    write_atomic(path, private.as_bytes(), 0o600).map_err(io)?;
-    let pub_path = PathBuf::from(format!("{}.pub", path.display()));
-    write_atomic(&pub_path, public.as_bytes(), 0o644).map_err(io)?;
+    // write_new also refuses, should a key appear between the check and the write.
+    fn exists(p: &Path) -> impl FnOnce(std::io::Error) -> SignatureError + '_ {
+        move |source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => SignatureError::KeyExists {
+                path: p.to_path_buf(),
+            },
+            _ => SignatureError::Io {
+                path: p.to_path_buf(),
+                source,
+            },
+        }
+    }
+    write_new(path, private.as_bytes(), 0o600).map_err(exists(path))?;
+    write_new(&pub_path, public.as_bytes(), 0o644).map_err(exists(&pub_path))?;
     Ok(pub_path)
 }
 
@@ -162,6 +185,40 @@ mod tests {
             !verify(None, "t", data, None).unwrap(),
             "no key: nothing to check"
         );
+    }
+
+    #[test]
+    fn generate_key_never_overwrites_a_key() {
+        let d = tempfile::tempdir().unwrap();
+        let keyfile = d.path().join("key.pem");
+        let pubfile = generate(&keyfile).unwrap();
+        let (private, public) = (
+            std::fs::read(&keyfile).unwrap(),
+            std::fs::read(&pubfile).unwrap(),
+        );
+        let e = generate(&keyfile).unwrap_err();
+        assert!(matches!(e, SignatureError::KeyExists { .. }), "{e}");
+        assert!(e.to_string().contains("key.pem"), "{e}");
+        assert_eq!(
+            std::fs::read(&keyfile).unwrap(),
+            private,
+            "private key replaced"
+        );
+        assert_eq!(
+            std::fs::read(&pubfile).unwrap(),
+            public,
+            "public key replaced"
+        );
+
+        // A public key alone (the private one moved to a vault) is not replaced either.
+        std::fs::remove_file(&keyfile).unwrap();
+        let e = generate(&keyfile).unwrap_err();
+        assert!(e.to_string().contains("key.pem.pub"), "{e}");
+        assert!(
+            !keyfile.exists(),
+            "a private key without its public half was written"
+        );
+        assert_eq!(std::fs::read(&pubfile).unwrap(), public);
     }
 
     #[test]

@@ -76,6 +76,8 @@ enum Fault {
     Stall,
     Truncate,
     Oversize,
+    /// 302 to the same path on a plain-http server ([`FrontState::downgrade_to`]).
+    Downgrade,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +153,8 @@ struct FrontState {
     seen: Mutex<Vec<(String, Fault, bool)>>,
     resets: AtomicU64,
     stalled_once: AtomicBool,
+    /// When set, every request after the CA fetch is redirected to this plain-http base.
+    downgrade_to: std::sync::OnceLock<String>,
 }
 
 impl FrontState {
@@ -160,6 +164,10 @@ impl FrontState {
         }
         if self.plan.stall_first && !self.stalled_once.swap(true, Ordering::SeqCst) {
             return Fault::Stall;
+        }
+        // The CA is proven over https first; everything after it leaves for plain http.
+        if self.downgrade_to.get().is_some() && !path.contains("cacerts") {
+            return Fault::Downgrade;
         }
         let p = &self.plan;
         // An oversized asset would be taken for the agent binary (bootstrapd allows 512 MiB
@@ -325,6 +333,14 @@ async fn handle(State(st): State<Arc<FrontState>>, req: Request) -> Response {
             relay(&st, req).await
         }
         Fault::Truncate => truncate(relay(&st, req).await).await,
+        Fault::Downgrade => {
+            let base = st.downgrade_to.get().cloned().unwrap_or_default();
+            let to = match req.uri().path_and_query() {
+                Some(pq) => format!("{base}{pq}"),
+                None => base,
+            };
+            (StatusCode::FOUND, [(header::LOCATION, to)]).into_response()
+        }
         Fault::Oversize => {
             let announced = lock(&st.rng).bool();
             oversize(st.plan.oversize_bytes, announced)
@@ -349,6 +365,7 @@ impl Front {
             seen: Mutex::new(Vec::new()),
             resets: AtomicU64::new(0),
             stalled_once: AtomicBool::new(false),
+            downgrade_to: std::sync::OnceLock::new(),
         });
         let app = Router::new()
             .fallback(handle)
@@ -433,6 +450,7 @@ fn pinned_client(ca_pem: &str) -> reqwest::Client {
 fn http_cause(e: &HttpError) -> &'static str {
     match e {
         HttpError::BodyTooLarge { .. } => "failed: oversized reply refused",
+        HttpError::InsecureRedirect { .. } => "refused: redirect from https to plain http",
         HttpError::Exhausted {
             last: Cause::Timeout(_),
             ..
@@ -494,6 +512,13 @@ fn classify_register(r: &Result<RegistrationRecord, RegisterError>) -> String {
         }
         Err(e) => match find_http(e) {
             Some(h) => http_cause(h).into(),
+            // Some steps (healthz) keep the HTTP error as text, not as a source.
+            None if e
+                .to_string()
+                .contains("refusing to leave https for plain http") =>
+            {
+                "refused: redirect from https to plain http".into()
+            }
             None => format!("failed: {e}"),
         },
     }
@@ -534,6 +559,10 @@ enum Scenario {
     /// Straight to the `wrong_ca` server with the decoy's checksum: the decoy is pinned, the
     /// TLS chain then fails it; must never register.
     DecoyPinned,
+    /// A faithful front that, once the CA is proven, redirects everything (install script,
+    /// agent binary from /assets, the connect call) to a plain-http server: must never
+    /// register, and nothing may reach the http server.
+    Downgrade,
 }
 
 impl Scenario {
@@ -590,6 +619,8 @@ struct RancherRound {
     resets: u64,
     machine: Option<String>,
     files_ok: bool,
+    /// Requests that reached the plain-http server of a Downgrade round.
+    plain_http_requests: usize,
 }
 
 fn private_file(path: &Path) -> bool {
@@ -618,6 +649,7 @@ async fn rancher_round(
         client: pinned_client(&server.ca_pem),
     };
     let cert = |c: &(String, String)| (c.0.clone(), c.1.clone());
+    let mut plain_http: Option<Front> = None;
     let (front, url, checksum) = match scenario {
         Scenario::DecoyPinned => (None, b.wrong.url.clone(), b.decoy_checksum.clone()),
         _ => {
@@ -647,8 +679,12 @@ async fn rancher_round(
                     cert(&b.good_cert),
                     &b.good.ca_checksum,
                 ),
-                Scenario::Flaky => (
-                    flaky,
+                Scenario::Flaky | Scenario::Downgrade => (
+                    if scenario == Scenario::Flaky {
+                        flaky
+                    } else {
+                        Plan::clean()
+                    },
                     relay_to(&b.good),
                     cert(&b.good_cert),
                     &b.good.ca_checksum,
@@ -668,6 +704,12 @@ async fn rancher_round(
                 Scenario::DecoyPinned => unreachable!("handled above"),
             };
             let front = Front::start(plan, seed, backend, Some((&tls.0, &tls.1)));
+            if scenario == Scenario::Downgrade {
+                let plain =
+                    Front::start(Plan::clean(), seed, Backend::Static(BTreeMap::new()), None);
+                let _ = front.state.downgrade_to.set(plain.url.clone());
+                plain_http = Some(plain);
+            }
             let url = front.url.clone();
             (Some(front), url, checksum.clone())
         }
@@ -692,6 +734,7 @@ async fn rancher_round(
         // Straight to the shared wrong_ca server: its own log is checked once at the end.
         None => (0, Vec::new(), 0),
     };
+    let plain_http_requests = plain_http.map_or(0, |p| lock(&p.state.seen).len());
     RancherRound {
         scenario,
         outcome,
@@ -700,6 +743,7 @@ async fn rancher_round(
         resets,
         machine,
         files_ok,
+        plain_http_requests,
     }
 }
 
@@ -875,6 +919,7 @@ async fn fault_campaign() {
         Scenario::WrongCa,
         Scenario::Mitm,
         Scenario::DecoyPinned,
+        Scenario::Downgrade,
     ];
     let limit = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut rancher_tasks = tokio::task::JoinSet::new();
@@ -980,6 +1025,13 @@ async fn fault_campaign() {
                 "{:?} must never register",
                 r.scenario
             );
+        }
+        if r.scenario == Scenario::Downgrade {
+            assert_eq!(
+                r.plain_http_requests, 0,
+                "Downgrade: a request followed the redirect to plain http"
+            );
+            assert_eq!(r.outcome, "refused: redirect from https to plain http");
         }
         if matches!(r.scenario, Scenario::Control | Scenario::Window503) {
             assert_eq!(

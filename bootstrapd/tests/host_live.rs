@@ -45,7 +45,9 @@ fn settings() -> Settings {
 #[tokio::test]
 #[ignore = "changes the host: needs systemd as PID 1 and root; run in the VM"]
 async fn unit_jobs_over_dbus() {
-    let sd = Systemd::connect().await.expect("system bus");
+    let sd = Systemd::connect(&HostRoot::default())
+        .await
+        .expect("system bus");
     let missing = sd
         .unit_state("bootstrapd-no-such-unit.service")
         .await
@@ -77,7 +79,9 @@ async fn unit_jobs_over_dbus() {
 #[tokio::test]
 #[ignore = "changes the host: needs systemd as PID 1 and root; run in the VM"]
 async fn prepare_live_host_then_nothing_to_do() {
-    let sd = Systemd::connect().await.expect("system bus");
+    let sd = Systemd::connect(&HostRoot::default())
+        .await
+        .expect("system bus");
     let root = HostRoot::new(None);
     let s = settings();
 
@@ -103,6 +107,8 @@ async fn prepare_live_host_then_nothing_to_do() {
             "second run changed or failed: {f:?}"
         );
     }
-    let addr = node_address(Duration::from_secs(60)).await.unwrap();
+    let addr = node_address(&HostRoot::default(), Duration::from_secs(60))
+        .await
+        .unwrap();
     eprintln!("node address: {addr}");
 }

@@ -199,3 +199,75 @@ fn mutated_filesystem_superblocks_never_panic() {
         }
     }
 }
+
+/// The hostile inputs of issue 13 (items 1-3) at full size, generated here rather than kept
+/// in the corpus: each must be refused with the bound it hits, under the same contract as
+/// every mutation. Before the bounds they needed gigabytes or minutes.
+fn hostile_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    use std::io::Write;
+    let gzip = |bytes: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    };
+    let base = "roles: [worker]\nrancher:\n  server: https://rancher.example.com\n  token: t\n";
+    let aliases = format!(
+        "{base}big: &a {}\nb: [{}]\n",
+        "x".repeat(700_000),
+        vec!["*a"; 9_900].join(", ")
+    );
+    let header = "Content-Type: multipart/mixed; boundary=\"B\"\nMIME-Version: 1.0\n\n";
+    let parts = |n: usize, part: &str| format!("{header}{}--B--\n", part.repeat(n)).into_bytes();
+    let gz_part = {
+        use base64::Engine;
+        let body = gzip(format!("#cloud-config\n{}", "#".repeat(1 << 20).as_str()).as_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&body[..]);
+        format!("--B\nContent-Type: text/plain\nContent-Transfer-Encoding: base64\n\n{b64}\n")
+    };
+    vec![
+        (
+            "alias bomb by bytes",
+            gzip(aliases.as_bytes()),
+            "expand to more than",
+        ),
+        (
+            "20,000 MIME parts",
+            parts(20_000, "--B\nContent-Type: text/x-shellscript\n\nx\n"),
+            "more than 100 parts",
+        ),
+        (
+            "142,848 MIME parts",
+            parts(142_848, "--B\n\n"),
+            "more than 100 parts",
+        ),
+        (
+            "gzipped MIME parts",
+            parts(90, &gz_part),
+            "the MIME parts together are larger",
+        ),
+        (
+            "900 KB key",
+            format!("{base}? {}\n: 1\n", "k".repeat(900_000)).into_bytes(),
+            "unknown key `kkkk",
+        ),
+    ]
+}
+
+#[test]
+fn hostile_inputs_at_full_size_are_refused_by_their_bounds() {
+    for (name, input, why) in hostile_inputs() {
+        assert!(
+            input.len() <= userdata::MAX_USERDATA_BYTES,
+            "{name}: {} bytes",
+            input.len()
+        );
+        check_userdata(name, &input);
+        let e = userdata::parse(&input).expect_err(name);
+        assert!(e.to_string().contains(why), "{name}: {e}");
+        assert!(
+            e.to_string().len() < 1000,
+            "{name}: {} bytes of error",
+            e.to_string().len()
+        );
+    }
+}

@@ -84,6 +84,9 @@ struct Engine {
     loaded: Vec<Bytes>,
     /// Started containers exit at once (as run.sh does on a bad option or CA).
     crash_on_start: bool,
+    /// What the agent's log says, when not the default line with the current token.
+    log_line: Option<String>,
+    removed: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Engine>>;
@@ -158,7 +161,7 @@ async fn engine(State(e): State<Shared>, req: Request) -> Response {
                 )
                     .into_response();
             }
-            let id = format!("{:064x}", e.containers.len() + 0xabc);
+            let id = format!("{:064x}", e.creates.len() + 0xabc);
             e.creates.push(v.clone());
             e.containers.insert(id.clone(), (v, false));
             axum::Json(json!({"Id": id, "Warnings": []})).into_response()
@@ -183,8 +186,9 @@ async fn engine(State(e): State<Shared>, req: Request) -> Response {
                 .trim_end_matches("/json")
                 .to_string();
             match e.containers.get(&id) {
-                Some((_, running)) => axum::Json(json!({
+                Some((body, running)) => axum::Json(json!({
                     "Id": id,
+                    "Config": {"Image": body["Image"], "Cmd": body["Cmd"], "Env": body["Env"]},
                     "RestartCount": 0,
                     "State": {
                         "Status": if *running { "running" } else { "exited" },
@@ -199,8 +203,9 @@ async fn engine(State(e): State<Shared>, req: Request) -> Response {
         }
         (Method::GET, p) if p.starts_with("/containers/") && p.ends_with("/logs") => {
             // Docker's multiplexed stream: 8-byte header (stream 2 = stderr, size), payload.
-            let line =
-                format!("ERROR: Configured cacerts checksum does not match; token was {TOKEN}\n");
+            let line = e.log_line.clone().unwrap_or_else(|| {
+                format!("ERROR: Configured cacerts checksum does not match; token was {TOKEN}\n")
+            });
             let mut frame = vec![2u8, 0, 0, 0];
             frame.extend_from_slice(&(line.len() as u32).to_be_bytes());
             frame.extend_from_slice(line.as_bytes());
@@ -209,6 +214,16 @@ async fn engine(State(e): State<Shared>, req: Request) -> Response {
                 frame,
             )
                 .into_response()
+        }
+        (Method::DELETE, p) if p.starts_with("/containers/") => {
+            let id = p.trim_start_matches("/containers/").to_string();
+            match e.containers.remove(&id) {
+                Some(_) => {
+                    e.removed.push(id);
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
         }
         (Method::GET, p) if p.starts_with("/images/") && p.ends_with("/json") => {
             let name = p.trim_start_matches("/images/").trim_end_matches("/json");
@@ -365,10 +380,17 @@ async fn a_stopped_agent_is_started_not_recreated() {
     let (_d, root) = tmp_root();
     let eng = start_engine(&root);
     let id = "f".repeat(64);
+    // Exactly what this userdata wants: image, arguments and token.
+    let cmd = format!(
+        "--server {url} --ca-checksum {sum} --etcd --controlplane --worker --node-name node1 \
+         --address 192.168.56.11 --label zone=lab"
+    );
     eng.lock().unwrap().containers.insert(
         id.clone(),
         (
-            json!({"Image": IMAGE, "Labels": {SERVER_LABEL: url.clone()}}),
+            json!({"Image": IMAGE, "Labels": {SERVER_LABEL: url.clone()},
+                   "Cmd": cmd.split(' ').collect::<Vec<_>>(),
+                   "Env": [format!("CATTLE_TOKEN={TOKEN}")]}),
             false,
         ),
     );
@@ -480,4 +502,93 @@ async fn an_agent_that_exits_is_reported_with_its_log_and_no_token() {
         "{msg}"
     );
     assert!(msg.contains("<redacted>") && !msg.contains(TOKEN), "{msg}");
+}
+
+const NEW_TOKEN: &str = "rke1newtokenzx9c8v7b6n5m4l3k2j1h0gfdsaqwertyuiop123456";
+
+/// The userdata is corrected (token, roles, labels, image): the agent an earlier run created
+/// with the old values is replaced, not restarted with them.
+#[tokio::test]
+async fn a_changed_token_roles_or_image_recreates_the_agent() {
+    let (url, ca, _) = rancher().await;
+    let sum = cacerts::checksum(format!("{}\n", ca.trim_end_matches('\n')).as_bytes());
+    let (_d, root) = tmp_root();
+    let eng = start_engine(&root);
+    let first = register(&root, &settings(&url, Some(sum.clone())), &node())
+        .await
+        .unwrap()
+        .rke1
+        .unwrap();
+    assert!(first.created);
+
+    let mut s = settings(&url, Some(sum.clone()));
+    s.rancher.token = Secret::new(NEW_TOKEN);
+    s.roles = vec![Role::Worker];
+    let second = register(&root, &s, &node()).await.unwrap();
+    let r = second.rke1.clone().unwrap();
+    assert!(r.created && r.started, "{r:?}");
+    assert_ne!(r.container_id, first.container_id);
+    assert!(!serde_json::to_string(&second).unwrap().contains(NEW_TOKEN));
+    {
+        let e = eng.lock().unwrap();
+        assert_eq!(e.removed, vec![first.container_id.clone()]);
+        assert_eq!(e.containers.len(), 1, "exactly one agent container");
+        let (body, running) = e.containers.values().next().unwrap();
+        assert!(*running);
+        assert_eq!(body["Env"], json!([format!("CATTLE_TOKEN={NEW_TOKEN}")]));
+        let cmd = body["Cmd"].to_string();
+        assert!(
+            cmd.contains("\"--worker\"") && !cmd.contains("--etcd"),
+            "{cmd}"
+        );
+    }
+
+    // Same userdata again: kept as it is.
+    let third = register(&root, &s, &node()).await.unwrap().rke1.unwrap();
+    assert!(!third.created && !third.started);
+    assert_eq!(third.container_id, r.container_id);
+
+    // A new agent image: pulled, and the container recreated on it.
+    s.rancher.agent_image = "rancher/rancher-agent:v2.6.15".into();
+    let fourth = register(&root, &s, &node()).await.unwrap().rke1.unwrap();
+    assert!(fourth.created, "{fourth:?}");
+    assert_eq!(fourth.image, "rancher/rancher-agent:v2.6.15");
+    let e = eng.lock().unwrap();
+    assert!(
+        e.pulls
+            .contains(&"rancher/rancher-agent:v2.6.15".to_string())
+    );
+    assert_eq!(e.containers.len(), 1);
+    assert_eq!(
+        e.containers.values().next().unwrap().0["Image"],
+        "rancher/rancher-agent:v2.6.15"
+    );
+}
+
+/// The agent's log may quote a token the userdata no longer holds (an earlier, rotated
+/// one): no token-shaped value reaches the error, the journal or `status`.
+#[tokio::test]
+async fn an_old_token_in_the_agent_log_is_scrubbed() {
+    let (url, ca, _) = rancher().await;
+    let sum = cacerts::checksum(format!("{}\n", ca.trim_end_matches('\n')).as_bytes());
+    let (_d, root) = tmp_root();
+    let eng = start_engine(&root);
+    const OLD: &str = "oldtokenq8w7e6r5t4y3u2i1o0pzlxkcjvhbgnfmdsa98765432xyz";
+    {
+        let mut e = eng.lock().unwrap();
+        e.crash_on_start = true;
+        e.log_line = Some(format!(
+            "level=fatal msg=\"token {OLD} rejected\" CATTLE_TOKEN=short-1 image sha256:{}\n",
+            "ab12".repeat(16)
+        ));
+    }
+    let msg = register(&root, &settings(&url, Some(sum)), &node())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!msg.contains(OLD), "{msg}");
+    assert!(!msg.contains("short-1"), "{msg}");
+    assert!(msg.contains("token <redacted> rejected"), "{msg}");
+    // Digests and checksums (hex) are not tokens: they stay readable.
+    assert!(msg.contains(&"ab12".repeat(16)), "{msg}");
 }

@@ -562,9 +562,13 @@ async fn node_name_and_addresses_only_when_the_userdata_sets_them() {
 async fn interface_name_address_is_sent_as_its_ipv4() {
     use bootstrapd::facts::network::{NetworkError, resolve_address};
     // Loopback is the one interface every test host has.
-    let lo = resolve_address("internal_address", "lo").await.unwrap();
+    let lo = resolve_address(&HostRoot::default(), "internal_address", "lo")
+        .await
+        .unwrap();
     assert_eq!(lo.to_string(), "127.0.0.1");
-    let err = resolve_address("address", "nosuchif0").await.unwrap_err();
+    let err = resolve_address(&HostRoot::default(), "address", "nosuchif0")
+        .await
+        .unwrap_err();
     assert!(matches!(
         err,
         NetworkError::NoInterface { key: "address", .. }

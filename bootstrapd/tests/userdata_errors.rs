@@ -58,7 +58,7 @@ server: x
 10:21: rancher.deadline_seconds: expected a whole number, found a string `900`
 13:10: rancher.labels[bad]: expected a string, found a boolean `true`; quote it (\"true\") if you mean the text
 15:11: runtime.engine: unknown value `podman`; expected one of `docker`, `containerd`
-16:12: runtime.version: `latest` is not a version constraint such as `20.10`, `>=20.10` or `=24.0.7`
+16:12: runtime.version: `latest` is not a version constraint: expected numbers separated by dots, e.g. 20.10 or >=24.0.7
 18:5: runtime.source.repo: a repository without a signing `key` must say `trusted: true` (for local or lab repositories only)
 19:12: runtime.source.repo.url: must be an https://, http:// or file:// URL, found `ftp://`
 20:21: runtime.registry_mirrors: expected a list, found a string `https://mirror.example.com`
@@ -344,4 +344,38 @@ fn strict_verify_is_a_boolean() {
     ));
     assert_eq!(e.problems.len(), 1);
     assert_eq!(e.problems[0].path, "rancher.strict_verify");
+}
+
+#[test]
+fn a_huge_unknown_key_is_echoed_shortened() {
+    // A 900 KB key took 10 s of "did you mean" distances and came back twice (message and
+    // path). Now it is measured only against keys of about its length, and shown cut.
+    let key = "k".repeat(100_000);
+    let e = errors(&format!("roles: [worker]\n{GOOD_RANCHER}? {key}\n: 1\n"));
+    assert_eq!(e.problems.len(), 1, "{e}");
+    let p = &e.problems[0];
+    let cut = format!("{}...", "k".repeat(64));
+    assert_eq!(p.path, cut);
+    assert_eq!(
+        p.message,
+        format!("unknown key `{cut}`; expected one of `roles`, `rancher`, `runtime`, `host`")
+    );
+    // Nested keys, duplicate keys and values are cut the same way.
+    let e = errors(&format!(
+        "roles: [worker]\n{GOOD_RANCHER}  labels:\n    ? {key}\n    : v\n    ? {key}\n    : w\n"
+    ));
+    for p in &e.problems {
+        assert!(p.path.len() < 100, "path of {} bytes", p.path.len());
+        assert!(
+            p.message.len() < 400,
+            "message of {} bytes",
+            p.message.len()
+        );
+    }
+    assert_eq!(
+        e.problems[0].path,
+        format!("rancher.labels[{cut}]"),
+        "{:?}",
+        e.problems[0]
+    );
 }

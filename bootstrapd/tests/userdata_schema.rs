@@ -303,3 +303,151 @@ fn agent_binary_needs_one_location_and_its_sha256() {
         vec!["`images/a` is not an absolute path"]
     );
 }
+
+/// Whether `value` matches the schema's `pattern` (JSON Schema patterns are unanchored
+/// searches, as here).
+fn pattern_matches(pattern: &str, value: &str) -> bool {
+    regex_automata::meta::Regex::new(pattern)
+        .unwrap_or_else(|e| panic!("{pattern}: {e}"))
+        .is_match(value)
+}
+
+/// `runtime.version` as the validator, the runtime stage and the schema see it: one parser,
+/// so all three agree on every value.
+#[test]
+fn version_constraints_agree_with_the_runtime_stage_and_the_schema() {
+    use bootstrapd::system::packages::VersionConstraint;
+    let s = schema();
+    let pattern = definition(&s, "RuntimeSettings")["properties"]["version"]["pattern"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let good = [
+        "20.10",
+        ">=20.10",
+        "=24.0.7",
+        "==24.0.7",
+        ">=20.10, <25",
+        "v24",
+        "< 25",
+    ];
+    let bad = [
+        "=5:24.0.7-1~debian.12~bookworm",
+        "24.0.7-1",
+        "20.10+dfsg",
+        "latest",
+        ">=",
+        "",
+        "20..10",
+        "1e5",
+        "20.10 24",
+    ];
+    for v in good {
+        let mut doc = base();
+        set(&mut doc, "runtime.version", json!(v));
+        assert_eq!(messages(&doc), Vec::<String>::new(), "{v:?}");
+        assert!(VersionConstraint::parse(v).is_ok(), "{v:?}");
+        assert!(pattern_matches(&pattern, v), "schema refuses {v:?}");
+    }
+    for v in bad {
+        let mut doc = base();
+        set(&mut doc, "runtime.version", json!(v));
+        assert_eq!(messages(&doc).len(), 1, "validate accepts {v:?}");
+        assert!(VersionConstraint::parse(v).is_err(), "{v:?}");
+        assert!(!pattern_matches(&pattern, v), "schema accepts {v:?}");
+    }
+}
+
+/// URLs and key locations are written as they are into apt lists and yum repos; `Url::parse`
+/// drops line breaks and tabs, so the raw string must be checked. The schema says the same.
+#[test]
+fn urls_and_keys_are_one_word_for_the_validator_and_the_schema() {
+    let s = schema();
+    let repo = definition(&s, "RepoSource");
+    let fields = [
+        (
+            "rancher.server",
+            definition(&s, "RancherSettings")["properties"]["server"]["pattern"].clone(),
+            "https://rancher.example.com",
+        ),
+        (
+            "runtime.source.repo.url",
+            repo["properties"]["url"]["pattern"].clone(),
+            "http://repo.example.com/debian",
+        ),
+        (
+            "runtime.source.repo.key",
+            repo["properties"]["key"]["pattern"].clone(),
+            "https://repo.example.com/gpg",
+        ),
+        (
+            "runtime.source.repo.key",
+            repo["properties"]["key"]["pattern"].clone(),
+            "/etc/keys/docker.gpg",
+        ),
+        (
+            "rancher.system_agent.binary.url",
+            definition(&s, "AgentBinary")["properties"]["url"]["pattern"].clone(),
+            "https://mirror.example.com/agent",
+        ),
+        (
+            "runtime.registry_mirrors",
+            definition(&s, "RuntimeSettings")["properties"]["registry_mirrors"]["items"]["pattern"]
+                .clone(),
+            "https://mirror.example.com",
+        ),
+    ];
+    let doc_with = |path: &str, value: &str| {
+        let mut doc = base();
+        match path {
+            "rancher.system_agent.binary.url" => set(
+                &mut doc,
+                "rancher.system_agent.binary",
+                json!({"url": value, "sha256": "ab".repeat(32)}),
+            ),
+            "runtime.registry_mirrors" => set(&mut doc, path, json!([value])),
+            p if p.starts_with("runtime.source.repo.") => {
+                let mut r = json!({"url": "http://repo.example.com/debian", "trusted": true});
+                r[p.rsplit('.').next().unwrap()] = json!(value);
+                set(&mut doc, "runtime.source.repo", r);
+            }
+            p => set(&mut doc, p, json!(value)),
+        }
+        doc
+    };
+    for (path, pattern, good) in fields {
+        let pattern = pattern
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: no pattern"));
+        assert_eq!(
+            messages(&doc_with(path, good)),
+            Vec::<String>::new(),
+            "{path}"
+        );
+        assert!(
+            pattern_matches(pattern, good),
+            "{path}: schema refuses {good}"
+        );
+        for bad in [
+            format!("{good}\ndeb [trusted=yes] http://evil.example.com/ ./"),
+            format!("{good}\n[evil]\nbaseurl=http://evil.example.com/\ngpgcheck=0"),
+            format!("{good}\tx"),
+            format!("{good}\r"),
+            format!("{good}\n"),
+            format!(" {good}"),
+            format!("{good}/a b"),
+            format!("{good}/\u{1}"),
+        ] {
+            let m = messages(&doc_with(path, &bad));
+            assert_eq!(m.len(), 1, "{path}: {bad:?} gave {m:?}");
+            assert!(
+                m[0].contains("must not contain spaces, line breaks or control characters"),
+                "{path}: {bad:?} gave {m:?}"
+            );
+            assert!(
+                !pattern_matches(pattern, &bad),
+                "{path}: schema accepts {bad:?}"
+            );
+        }
+    }
+}

@@ -101,7 +101,7 @@ async fn splay(max_seconds: u64) {
     tokio::time::sleep(wait).await;
 }
 
-fn systemd_err(unit: &str) -> impl FnOnce(SystemdError) -> RegisterError + '_ {
+fn systemd_err(unit: &str) -> impl Fn(SystemdError) -> RegisterError + '_ {
     move |source| RegisterError::Systemd {
         unit: unit.to_string(),
         source,
@@ -146,145 +146,164 @@ pub async fn register_with(
     tracing::info!(server = %reg.server, ?mode, roles = ?record.roles, node = %node.node_name, "registering with Rancher");
     match mode {
         RegistrationMode::Rke1 => {
-            let splay_then_ca = async {
-                splay(settings.rancher.splay_seconds).await;
-                cacerts::establish(reg.server, reg.ca_checksum, &deadline).await
-            };
-            // Air-gapped images carry the agent image as an archive: in the offline bundle, or
-            // baked into the image at IMAGE_ARCHIVE_DIR whatever the runtime's source.
-            let bundle = match &settings.runtime.source {
-                RuntimeSource::Offline(o) => Some(root.path(&o.path)),
-                _ => Some(root.path(IMAGE_ARCHIVE_DIR)).filter(|d| d.is_dir()),
-            };
-            // The agent repeats the CA check itself, but only after it holds the token: check
-            // first so a wrong server never gets a container carrying it. Loading the image
-            // from a local archive needs neither network, server nor token, so it runs during
-            // the splay and the check; a pull waits for the verdict.
-            let base = async {
-                let engine = docker::connect(root)?;
-                let base = match rke1::existing_agent(&engine, reg.server).await? {
-                    Some(c) => rke1::AgentBase::Existing(Box::new(c)),
-                    None => {
-                        rke1::local_image(
-                            &engine,
-                            &docker::socket_path(root),
-                            &settings.rancher.agent_image,
-                            bundle.as_deref(),
-                        )
-                        .await
-                    }
-                };
-                Ok::<_, RegisterError>((engine, base))
-            };
-            let (trust, base) = tokio::join!(splay_then_ca, base);
-            // A server that fails the check is the error to report, whatever the engine did.
-            let (trust, (engine, base)) = (trust?, base?);
-            record.trust = trust.describe();
-            record.ca_checksum = trust.checksum().map(str::to_string);
-            record.findings.push(Finding::new(
-                "register.ca",
-                Outcome::Ok,
-                format!("{}: {}", reg.server, trust.describe()),
-            ));
-            let args = rke1::agent_args(&reg);
-            let r = rke1::ensure_agent(
-                &engine,
-                &settings.rancher.agent_image,
-                reg.server,
-                reg.token,
-                args,
-                base,
-            )
-            .await?;
-            let (outcome, what) = match (r.created, r.started) {
-                (true, _) => (Outcome::Changed, "created and started"),
-                (false, true) => (Outcome::Changed, "existed stopped; started"),
-                (false, false) => (Outcome::Ok, "already running"),
-            };
-            record.findings.push(Finding::new(
-                "register.agent-container",
-                outcome,
-                format!(
-                    "rancher-agent container {} ({}) {what}; image {}",
-                    short_id(&r.container_id),
-                    r.image,
-                    r.image_source
-                ),
-            ));
-            record.rke1 = Some(r);
+            register_rke1(root, settings, &reg, &deadline, &mut record).await?
         }
         RegistrationMode::SystemAgent => {
-            // system_agent::install checks the CA itself, before anything else.
-            splay(settings.rancher.splay_seconds).await;
-            // The binary is read and checked before anything on the host changes; then
-            // install.sh's restart-pending handshake, before the running agent is touched.
-            let how = prepare_agent(root, settings, &deadline, &mut record.findings).await?;
-            let (pending, waited) =
-                interlock::hold_for_restart(root, &mut TokioClock::new(), deadline.remaining())
-                    .await?;
-            record.findings.push(interlock_finding(&waited));
-            let (r, trust) =
-                system_agent::install_with(root, &reg, &deadline, &how, tuning).await?;
-            record.trust = trust.describe();
-            record.ca_checksum = trust.checksum().map(str::to_string);
-            record.findings.push(Finding::new(
-                "register.connect",
-                Outcome::Changed,
-                format!(
-                    "connection info saved; machine {} (cattle id {}, {})",
-                    r.machine_name,
-                    r.cattle_id,
-                    if r.cattle_id_created { "new" } else { "reused" }
-                ),
-            ));
-            if root.is_live() {
-                let sd = Systemd::connect()
-                    .await
-                    .map_err(systemd_err(system_agent::UNIT))?;
-                sd.reload().await.map_err(systemd_err(system_agent::UNIT))?;
-                sd.enable(&[system_agent::UNIT])
-                    .await
-                    .map_err(systemd_err(system_agent::UNIT))?;
-                // As the installer's `systemctl restart`: a running agent must re-read the
-                // connection info just written.
-                let was_active = sd
-                    .unit_state(system_agent::UNIT)
-                    .await
-                    .map_err(systemd_err(system_agent::UNIT))?
-                    .is_active();
-                if was_active {
-                    sd.stop_and_wait(system_agent::UNIT)
-                        .await
-                        .map_err(systemd_err(system_agent::UNIT))?;
-                }
-                sd.start_and_wait(system_agent::UNIT)
-                    .await
-                    .map_err(systemd_err(system_agent::UNIT))?;
-                record.findings.push(Finding::new(
-                    "register.service",
-                    Outcome::Changed,
-                    format!(
-                        "{} enabled and {}",
-                        system_agent::UNIT,
-                        if was_active { "restarted" } else { "started" }
-                    ),
-                ));
-            } else {
-                record.findings.push(Finding::new(
-                    "register.service",
-                    Outcome::Skipped,
-                    format!(
-                        "{} written but not started: acting below a test root, not on the live host",
-                        system_agent::UNIT
-                    ),
-                ));
-            }
-            // install.sh removes restart-pending once the agent has been restarted.
-            pending.release()?;
-            record.system_agent = Some(r);
+            register_system_agent(root, settings, &reg, &deadline, tuning, &mut record).await?
         }
     }
     Ok(record)
+}
+
+/// rke1: the CA checked (during the splay) while a local agent image loads, then the
+/// rancher-agent container created or reused.
+async fn register_rke1(
+    root: &HostRoot,
+    settings: &Settings,
+    reg: &Registration<'_>,
+    deadline: &Deadline,
+    record: &mut RegistrationRecord,
+) -> Result<(), RegisterError> {
+    let splay_then_ca = async {
+        splay(settings.rancher.splay_seconds).await;
+        cacerts::establish(reg.server, reg.ca_checksum, deadline).await
+    };
+    // Air-gapped images carry the agent image as an archive: in the offline bundle, or
+    // baked into the image at IMAGE_ARCHIVE_DIR whatever the runtime's source.
+    let bundle = match &settings.runtime.source {
+        RuntimeSource::Offline(o) => Some(root.path(&o.path)),
+        _ => Some(root.path(IMAGE_ARCHIVE_DIR)).filter(|d| d.is_dir()),
+    };
+    // The agent repeats the CA check itself, but only after it holds the token: check
+    // first so a wrong server never gets a container carrying it. Loading the image
+    // from a local archive needs neither network, server nor token, so it runs during
+    // the splay and the check; a pull waits for the verdict.
+    let base = async {
+        let engine = docker::connect(root)?;
+        let base = match rke1::existing_agent(&engine, reg.server).await? {
+            Some(c) => rke1::AgentBase::Existing(Box::new(c)),
+            None => {
+                rke1::local_image(
+                    &engine,
+                    &docker::socket_path(root),
+                    &settings.rancher.agent_image,
+                    bundle.as_deref(),
+                )
+                .await
+            }
+        };
+        Ok::<_, RegisterError>((engine, base))
+    };
+    let (trust, base) = tokio::join!(splay_then_ca, base);
+    // A server that fails the check is the error to report, whatever the engine did.
+    let (trust, (engine, base)) = (trust?, base?);
+    record.trust = trust.describe();
+    record.ca_checksum = trust.checksum().map(str::to_string);
+    record.findings.push(Finding::new(
+        "register.ca",
+        Outcome::Ok,
+        format!("{}: {}", reg.server, trust.describe()),
+    ));
+    let args = rke1::agent_args(reg);
+    let r = rke1::ensure_agent(
+        &engine,
+        &settings.rancher.agent_image,
+        reg.server,
+        reg.token,
+        args,
+        base,
+    )
+    .await?;
+    let (outcome, what) = match (r.created, r.started, &r.replaced) {
+        (true, _, Some(differed)) => (
+            Outcome::Changed,
+            format!("recreated (the old one differed in: {differed}) and started"),
+        ),
+        (true, _, None) => (Outcome::Changed, "created and started".to_string()),
+        (false, true, _) => (Outcome::Changed, "existed stopped; started".to_string()),
+        (false, false, _) => (Outcome::Ok, "already running".to_string()),
+    };
+    record.findings.push(Finding::new(
+        "register.agent-container",
+        outcome,
+        format!(
+            "rancher-agent container {} ({}) {what}; image {}",
+            short_id(&r.container_id),
+            r.image,
+            r.image_source
+        ),
+    ));
+    record.rke1 = Some(r);
+    Ok(())
+}
+
+/// system-agent: what install.sh does, natively (system_agent.rs), with its interlock.
+async fn register_system_agent(
+    root: &HostRoot,
+    settings: &Settings,
+    reg: &Registration<'_>,
+    deadline: &Deadline,
+    tuning: &Tuning<'_>,
+    record: &mut RegistrationRecord,
+) -> Result<(), RegisterError> {
+    // system_agent::install checks the CA itself, before anything else.
+    splay(settings.rancher.splay_seconds).await;
+    // The binary is read and checked before anything on the host changes; then
+    // install.sh's restart-pending handshake, before the running agent is touched.
+    let how = prepare_agent(root, settings, deadline, &mut record.findings).await?;
+    let (pending, waited) =
+        interlock::hold_for_restart(root, &mut TokioClock::new(), deadline.remaining()).await?;
+    record.findings.push(interlock_finding(&waited));
+    let (r, trust) = system_agent::install_with(root, reg, deadline, &how, tuning).await?;
+    record.trust = trust.describe();
+    record.ca_checksum = trust.checksum().map(str::to_string);
+    record.findings.push(Finding::new(
+        "register.connect",
+        Outcome::Changed,
+        format!(
+            "connection info saved; machine {} (cattle id {}, {})",
+            r.machine_name,
+            r.cattle_id,
+            if r.cattle_id_created { "new" } else { "reused" }
+        ),
+    ));
+    record.findings.push(start_agent_unit(root).await?);
+    // install.sh removes restart-pending once the agent has been restarted.
+    pending.release()?;
+    record.system_agent = Some(r);
+    Ok(())
+}
+
+/// Enables and (re)starts the system agent over D-Bus, as the installer's `systemctl restart`;
+/// below a test root it only says what it would have done.
+async fn start_agent_unit(root: &HostRoot) -> Result<Finding, RegisterError> {
+    let unit = system_agent::UNIT;
+    if !root.is_live() {
+        return Ok(Finding::new(
+            "register.service",
+            Outcome::Skipped,
+            format!(
+                "{unit} written but not started: acting below a test root, not on the live host"
+            ),
+        ));
+    }
+    let err = systemd_err(unit);
+    let sd = Systemd::connect(root).await.map_err(&err)?;
+    sd.reload().await.map_err(&err)?;
+    sd.enable(&[unit]).await.map_err(&err)?;
+    // As the installer's `systemctl restart`: a running agent must re-read the connection
+    // info just written.
+    let was_active = sd.unit_state(unit).await.map_err(&err)?.is_active();
+    if was_active {
+        sd.stop_and_wait(unit).await.map_err(&err)?;
+    }
+    sd.start_and_wait(unit).await.map_err(&err)?;
+    let how = if was_active { "restarted" } else { "started" };
+    Ok(Finding::new(
+        "register.service",
+        Outcome::Changed,
+        format!("{unit} enabled and {how}"),
+    ))
 }
 
 /// Install prefix (from the `/usr/local` fact) and the agent binary, read and checked; writes

@@ -25,6 +25,10 @@ pub struct Cli {
     /// Prefix every host path with DIR (for tests and image builds).
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// With --root: still use this machine's systemd, Docker Engine and netlink (an image
+    /// build or a test that means to act on the running system).
+    #[arg(long, global = true)]
+    pub live_system: bool,
     /// Log level filter (tracing syntax), e.g. `debug` or `bootstrapd=trace`.
     #[arg(long, global = true, env = "BOOTSTRAPD_LOG", default_value = "info")]
     pub log: String,
@@ -68,7 +72,7 @@ pub enum Command {
 
 /// Runs the CLI; returns the process exit code.
 pub async fn main(cli: Cli) -> i32 {
-    let root = HostRoot::new(cli.root.clone());
+    let root = HostRoot::new(cli.root.clone()).with_live_system(cli.live_system);
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Status(args) => status::run(&root, &args).await,
@@ -83,7 +87,7 @@ pub async fn main(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bootstrapd: {e}");
+            eprintln!("bootstrapd: {}", crate::http::redact_urls(&e.0));
             1
         }
     }
@@ -112,7 +116,7 @@ impl<E: std::error::Error> From<E> for CliError {
             }
             src = s.source();
         }
-        CliError(msg)
+        CliError(crate::http::redact_urls(&msg))
     }
 }
 
@@ -122,26 +126,15 @@ pub type CliResult = Result<i32, CliError>;
 /// stderr otherwise. journald may be absent (containers, tests): then stderr.
 fn init_logging(filter: &str) {
     use tracing_subscriber::prelude::*;
-    // Client libraries log whole requests at debug, headers and bodies included: the Engine
-    // API create-container request carries CATTLE_TOKEN. They stay at info whatever the
-    // operator asks for, so `--log debug` can never print a token.
-    const QUIET: [&str; 6] = ["bollard", "hyper", "hyper_util", "reqwest", "h2", "zbus"];
-    let mut spec = filter.to_string();
-    for c in QUIET {
-        spec.push_str(&format!(",{c}=info"));
-    }
-    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
     let journald = if under_systemd {
         tracing_journald::layer().ok()
     } else {
         None
     };
-    let registry = tracing_subscriber::registry().with(filter);
     let result = match journald {
-        Some(layer) => registry.with(layer).try_init(),
-        None => registry
+        Some(layer) => log_filters(filter).with(layer).try_init(),
+        None => log_filters(filter)
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
@@ -150,4 +143,126 @@ fn init_logging(filter: &str) {
             .try_init(),
     };
     let _ = result;
+}
+
+/// Crates that log whole requests at debug and trace, headers and bodies included (the
+/// Engine API create-container request carries CATTLE_TOKEN), and what they depend on.
+const QUIET: [&str; 9] = [
+    "bollard",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "h2",
+    "zbus",
+    "rustls",
+    "tower",
+    "http",
+];
+
+/// True for an event of a [`QUIET`] crate or one of its modules.
+fn is_quiet(target: &str) -> bool {
+    QUIET.iter().any(|c| {
+        target
+            .strip_prefix(c)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// The registry with the operator's filter and the cap on the client libraries.
+///
+/// The cap is a filter of its own, not directives appended to the operator's: an EnvFilter
+/// lets the most specific directive win, so `bollard::docker=debug` beat `bollard=info`. A
+/// separate filter vetoes whatever the operator's says, so no `--log` form can print them
+/// above info.
+fn log_filters(
+    filter: &str,
+) -> impl tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let cap = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() <= tracing::Level::INFO || !is_quiet(meta.target())
+    });
+    tracing_subscriber::registry().with(filter).with(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the client libraries would print at debug and trace: request bodies with the token.
+    fn emit_library_logs() {
+        tracing::debug!(target: "bollard::docker", "request body {{\"Env\":[\"CATTLE_TOKEN=s3cr3t\"]}}");
+        tracing::trace!(target: "bollard::read", "CATTLE_TOKEN=s3cr3t");
+        tracing::trace!(target: "hyper_util::client::legacy::pool", "CATTLE_TOKEN=s3cr3t");
+        tracing::debug!(target: "reqwest::connect", "authorization: Bearer s3cr3t");
+        tracing::trace!(target: "h2::codec::framed_write", "s3cr3t");
+        tracing::debug!(target: "zbus::connection", body = "s3cr3t", "message");
+        tracing::trace!(target: "hyper::proto::h1", "s3cr3t");
+        tracing::info!(target: "bollard::docker", "library info line");
+        tracing::debug!(target: "bootstrapd::cli", "own debug line");
+        tracing::debug!(target: "hyperion", "a crate that only shares a prefix");
+    }
+
+    #[test]
+    fn no_log_setting_prints_a_library_secret() {
+        use tracing_subscriber::prelude::*;
+        // Every form an operator may write: global levels, per-crate and per-module
+        // directives (more specific than the cap's), span and field filters.
+        let forms = [
+            "debug",
+            "trace",
+            "info,bollard=debug",
+            "info,bollard::docker=debug",
+            "bollard::docker=trace,bollard::read=trace",
+            "warn,hyper_util::client::legacy::pool=trace,hyper::proto=trace",
+            "reqwest::connect=debug,h2::codec=trace",
+            "zbus::connection=trace",
+            "[{body}]=trace",
+            "bollard::docker[request]=trace",
+            "trace,bollard=off,bollard::docker=trace",
+        ];
+        for form in forms {
+            let out = Capture::default();
+            let w = out.clone();
+            let sub = log_filters(form).with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || w.clone())
+                    .with_ansi(false),
+            );
+            tracing::subscriber::with_default(sub, emit_library_logs);
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            assert!(
+                !text.contains("s3cr3t"),
+                "--log {form:?} printed a secret:\n{text}"
+            );
+            if form.starts_with("debug") || form.starts_with("trace,") || form == "trace" {
+                assert!(text.contains("own debug line"), "--log {form:?}: {text}");
+                assert!(
+                    text.contains("only shares a prefix"),
+                    "--log {form:?}: {text}"
+                );
+            }
+            let global = ["debug", "trace", "info"]
+                .iter()
+                .any(|l| form.starts_with(l));
+            if global && !form.contains("bollard=off") {
+                assert!(text.contains("library info line"), "--log {form:?}: {text}");
+            }
+        }
+    }
 }

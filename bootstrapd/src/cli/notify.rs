@@ -19,12 +19,48 @@ pub fn status(stage: Stage, step: &str) {
             stage.as_str()
         )
     };
+    // STATUS= is readable by every local user (`systemctl status`): no URL query in it.
+    let line = crate::http::redact_urls(&line);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
 }
 
 pub fn ready(summary: &str) {
+    let summary = crate::http::redact_urls(summary);
     let _ = sd_notify::notify(&[
-        sd_notify::NotifyState::Status(summary),
+        sd_notify::NotifyState::Status(&summary),
         sd_notify::NotifyState::Ready,
     ]);
+}
+
+/// Asks systemd for `budget` more start-up time from now. The unit's TimeoutStartSec (45 min)
+/// covers the install stages; registration waits up to `rancher.deadline_seconds`, which may
+/// be far longer (a week at most), and a timeout would kill the run mid-registration.
+pub fn extend_timeout(budget: std::time::Duration) {
+    let line = extend_timeout_line(budget);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Custom(&line)]);
+}
+
+/// sd-notify's own `ExtendTimeoutUsec` takes a u32: 71 minutes at most, a deadline of a day
+/// would wrap. The protocol takes any u64.
+fn extend_timeout_line(budget: std::time::Duration) -> String {
+    let usec = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
+    format!("EXTEND_TIMEOUT_USEC={usec}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extend_timeout_carries_a_week_without_wrapping() {
+        let week = std::time::Duration::from_secs(7 * 24 * 3600 + 600);
+        assert_eq!(
+            extend_timeout_line(week),
+            "EXTEND_TIMEOUT_USEC=605400000000"
+        );
+        assert_eq!(
+            extend_timeout_line(std::time::Duration::from_secs(900)),
+            "EXTEND_TIMEOUT_USEC=900000000"
+        );
+    }
 }

@@ -116,7 +116,7 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::Cl
         return Ok(0);
     }
 
-    let systemd = match Systemd::connect().await {
+    let systemd = match Systemd::connect(root).await {
         Ok(s) => Some(s),
         Err(e) => {
             warn!("systemd is not reachable over D-Bus ({e}); unit steps will fail");
@@ -294,35 +294,7 @@ async fn stage_register(
     hostname: Option<&str>,
 ) -> Result<(Vec<Finding>, Option<String>), super::CliError> {
     store.start_stage(Stage::Register)?;
-    if let Some(previous) = store.journal.registration.clone() {
-        let same_server = previous.get("server").and_then(|s| s.as_str())
-            == Some(settings.rancher.server.as_str());
-        if same_server {
-            let f = Finding::new(
-                "register",
-                Outcome::Ok,
-                format!(
-                    "already registered with {} on this instance: not registering again",
-                    settings.rancher.server
-                ),
-            );
-            return Ok((vec![f], None));
-        }
-        let f = Finding::new(
-            "register",
-            Outcome::Failed,
-            format!(
-                "registered with {} on this instance, and the userdata now names {}",
-                previous
-                    .get("server")
-                    .and_then(|s| s.as_str())
-                    .unwrap_or("?"),
-                settings.rancher.server
-            ),
-        )
-        .with_remedy(
-            "remove the old agent, then `bootstrapd reset` to register with the new server",
-        );
+    if let Some(f) = registered_before(store, settings) {
         return Ok((vec![f], None));
     }
 
@@ -342,6 +314,11 @@ async fn stage_register(
     };
 
     store.set_step(Stage::Register, "registering")?;
+    // The unit's start timeout must not end a registration still within its own deadline;
+    // ten minutes on top for the agent's start and the journal's last writes.
+    notify::extend_timeout(std::time::Duration::from_secs(
+        settings.rancher.deadline_seconds.saturating_add(600),
+    ));
     notify::status(
         Stage::Register,
         &format!("registering with {}", settings.rancher.server),
@@ -369,24 +346,59 @@ async fn stage_register(
             Ok((findings, None))
         }
         Err(e) => {
-            let remedy = if e.is_token_refused() {
-                "take the current registration command from Rancher and update rancher.token"
-            } else if e.is_untrusted_server() {
-                "check rancher.server and rancher.ca_checksum against the current registration command"
-            } else {
-                "check that the server is reachable and rancher.ca_checksum matches, then rerun `bootstrapd run`"
-            };
-            findings.push(
-                Finding::new(
-                    "register",
-                    Outcome::Failed,
-                    super::CliError::from(e).0.clone(),
-                )
-                .with_remedy(remedy),
-            );
+            findings.push(register_failed(e));
             Ok((findings, None))
         }
     }
+}
+
+/// The journal's earlier registration, if any: the same server means nothing to do (never
+/// twice); another server is an error with its remedy.
+fn registered_before(store: &Store, settings: &Settings) -> Option<Finding> {
+    if let Some(previous) = store.journal.registration.as_ref() {
+        let same_server = previous.get("server").and_then(|s| s.as_str())
+            == Some(settings.rancher.server.as_str());
+        if same_server {
+            let f = Finding::new(
+                "register",
+                Outcome::Ok,
+                format!(
+                    "already registered with {} on this instance: not registering again",
+                    settings.rancher.server
+                ),
+            );
+            return Some(f);
+        }
+        let f = Finding::new(
+            "register",
+            Outcome::Failed,
+            format!(
+                "registered with {} on this instance, and the userdata now names {}",
+                previous
+                    .get("server")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("?"),
+                settings.rancher.server
+            ),
+        )
+        .with_remedy(
+            "remove the old agent, then `bootstrapd reset` to register with the new server",
+        );
+        return Some(f);
+    }
+    None
+}
+
+/// The register stage's failure, with the remedy for its kind.
+fn register_failed(e: actions::register::RegisterError) -> Finding {
+    let remedy = if e.is_token_refused() {
+        "take the current registration command from Rancher and update rancher.token"
+    } else if e.is_untrusted_server() {
+        "check rancher.server and rancher.ca_checksum against the current registration command"
+    } else {
+        "check that the server is reachable and rancher.ca_checksum matches, then rerun `bootstrapd run`"
+    };
+    Finding::new("register", Outcome::Failed, super::CliError::from(e).0).with_remedy(remedy)
 }
 
 /// Node name, address and internal address: the userdata's, else derived from the host.
@@ -416,7 +428,7 @@ async fn node_identity(
         .unwrap_or_else(|| "node".to_string());
     if r.mode == crate::userdata::RegistrationMode::SystemAgent {
         let resolve = async |key, v: &Option<String>| match v {
-            Some(v) => facts::network::resolve_address(key, v)
+            Some(v) => facts::network::resolve_address(root, key, v)
                 .await
                 .map(|a| Some(a.to_string())),
             None => Ok(None),
@@ -429,7 +441,7 @@ async fn node_identity(
     }
     let address = match &r.address {
         Some(a) => Some(a.clone()),
-        None if root.is_live() => default_route_address(findings).await,
+        None if root.is_live() => default_route_address(root, findings).await,
         None => None,
     };
     Ok(NodeIdentity {
@@ -440,8 +452,8 @@ async fn node_identity(
 }
 
 /// RKE1 mode: the default route's source address, with a finding either way.
-async fn default_route_address(findings: &mut Vec<Finding>) -> Option<String> {
-    match facts::network::node_address(std::time::Duration::from_secs(60)).await {
+async fn default_route_address(root: &HostRoot, findings: &mut Vec<Finding>) -> Option<String> {
+    match facts::network::node_address(root, std::time::Duration::from_secs(60)).await {
         Ok(a) => {
             findings.push(Finding::new(
                 "register.address",
@@ -531,7 +543,7 @@ pub async fn plan(root: &HostRoot, file: Option<&std::path::PathBuf>, json: bool
             return Ok(1);
         }
     };
-    let systemd = Systemd::connect().await.ok();
+    let systemd = Systemd::connect(root).await.ok();
     let host_facts = facts::host::gather(root, &settings, systemd.as_ref()).await;
     for step in plan::host::plan(&settings, &host_facts) {
         rows.push((Stage::Prepare, step.preview()));

@@ -53,10 +53,15 @@ pub(super) async fn fetch(base: &str, cfg: &AgentConfig) -> Result<Fetched, Data
             place: imds.url("latest/meta-data/instance-id"),
             message: "not found".into(),
         })?;
-    let hostname = metadata
-        .get("local-hostname")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let hostname = super::metadata_hostname(
+        metadata
+            .get("local-hostname")
+            .and_then(|v| v.as_str())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+        &imds.url("latest/meta-data/local-hostname"),
+        "local-hostname",
+    )?;
 
     let (userdata, signature) = match imds.get("latest/user-data").await? {
         // No user-data configured for this instance.

@@ -604,6 +604,30 @@ fn read_limited(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, Datasource
     Ok(Some(buf))
 }
 
+/// A node name taken from metadata (`local-hostname`, OpenStack `hostname`, `h=`), checked
+/// as `rancher.node_name` is: it reaches the rke1 agent's `--node-name` when the userdata
+/// names none. DNS names are case-insensitive, so it is lowercased first, and a fully
+/// qualified name's final dot is dropped; anything else that is not a DNS name is refused
+/// here, before any stage changes the host, with the file (or source) and key.
+pub(crate) fn metadata_hostname(
+    raw: Option<String>,
+    place: &str,
+    key: &str,
+) -> Result<Option<String>, DatasourceError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let name = raw.to_ascii_lowercase();
+    let name = name.strip_suffix('.').unwrap_or(&name).to_string();
+    match crate::userdata::check_node_name(&name) {
+        Ok(()) => Ok(Some(name)),
+        Err(why) => Err(DatasourceError::Invalid {
+            place: place.to_string(),
+            message: format!("`{key}`: {why}"),
+        }),
+    }
+}
+
 /// Decodes an `X-Bootstrapd-Signature` header value.
 fn decode_signature_header(value: &str, place: &str) -> Result<Vec<u8>, DatasourceError> {
     use base64::Engine;

@@ -168,11 +168,16 @@ async fn read_seed(
         Some(id) => id,
         None => fallback_instance_id(root, "nocloud")?,
     };
-    let hostname = overrides
-        .hostname
-        .clone()
-        .or_else(|| str_field("local-hostname"))
-        .or_else(|| str_field("hostname"));
+    let hostname = match &overrides.hostname {
+        Some(h) => super::metadata_hostname(Some(h.clone()), "ds=nocloud", "h")?,
+        None => {
+            let key = ["local-hostname", "hostname"]
+                .into_iter()
+                .find(|k| str_field(k).is_some())
+                .unwrap_or("local-hostname");
+            super::metadata_hostname(str_field(key), &tree.place("meta-data"), key)?
+        }
+    };
     let (userdata, signature) = user.unwrap_or_default();
     Ok(Some(Fetched {
         source: DatasourceKind::Nocloud.to_string(),
@@ -297,5 +302,56 @@ mod tests {
             .unwrap();
         assert_eq!(f.instance_id, "0123abcd");
         assert!(f.signature.is_none());
+    }
+
+    #[tokio::test]
+    async fn metadata_hostnames_are_node_names_or_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().into()));
+        let seed = root.path(SEED_DIRS[0]);
+        std::fs::create_dir_all(&seed).unwrap();
+        std::fs::write(seed.join("user-data"), "#cloud-config\n").unwrap();
+        let cfg = AgentConfig::default();
+        let fetch_with = |meta: &'static str, cmdline: &'static str| {
+            let (root, seed, cfg) = (&root, seed.clone(), &cfg);
+            async move {
+                std::fs::write(seed.join("meta-data"), meta).unwrap();
+                let cands = detect(root, &KernelCmdline::parse(cmdline), &Dmi::default(), &[]);
+                fetch(&cands[0].location, root, cfg).await
+            }
+        };
+        // Case and a final dot are DNS spelling, not a different name.
+        let f = fetch_with("instance-id: i\nlocal-hostname: Node-1.Example.com.\n", "")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.hostname.as_deref(), Some("node-1.example.com"));
+        // What reached the agent's --node-name before: refused, naming the file and key.
+        let e = fetch_with(
+            "instance-id: i\nlocal-hostname: \"Evil Node/../../x\"\n",
+            "",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        let place = seed.join("meta-data").display().to_string();
+        assert!(
+            e.starts_with(&format!("{place}: `local-hostname`: ")),
+            "{e}"
+        );
+        assert!(e.contains("is not a valid node name"), "{e}");
+        let e = fetch_with("instance-id: i\nhostname: a_b\n", "")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`hostname`: `a_b` is not a valid node name"),
+            "{e}"
+        );
+        let e = fetch_with("instance-id: i\n", "ds=nocloud;h=x/../y")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ds=nocloud: `h`: "), "{e}");
     }
 }

@@ -80,7 +80,12 @@ async fn read(tree: &Tree<'_>, cfg: &AgentConfig) -> Result<Fetched, DatasourceE
         place: place.clone(),
         message: "no \"uuid\"".into(),
     })?;
-    let hostname = field("hostname").or_else(|| field("name"));
+    let key = if field("hostname").is_some() {
+        "hostname"
+    } else {
+        "name"
+    };
+    let hostname = super::metadata_hostname(field(key), &place, key)?;
     let (userdata, signature) = tree
         .read_signed(USER, cfg.max_userdata_bytes)
         .await?
@@ -140,5 +145,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("meta_data.json") && e.contains("uuid"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn config_drive_hostname_must_be_a_node_name() {
+        let d = tempfile::tempdir().unwrap();
+        let latest = d.path().join("openstack/latest");
+        std::fs::create_dir_all(&latest).unwrap();
+        std::fs::write(
+            latest.join("meta_data.json"),
+            r#"{"uuid":"u1","hostname":"Evil Node/../../x"}"#,
+        )
+        .unwrap();
+        let e = read(&Tree::Dir(d.path().into()), &AgentConfig::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("meta_data.json: `hostname`: `evil node/../../x` is not a valid node name"),
+            "{e}"
+        );
     }
 }

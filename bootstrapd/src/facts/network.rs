@@ -25,10 +25,16 @@ pub enum NetworkError {
 
 /// The address `rancher.<key>` names: an IP as is, an interface name as its first IPv4
 /// address, as system-agent's `install.sh` (`get_address`) resolves `--address eth1`.
-pub async fn resolve_address(key: &'static str, value: &str) -> Result<IpAddr, NetworkError> {
+pub async fn resolve_address(
+    root: &crate::fsutil::HostRoot,
+    key: &'static str,
+    value: &str,
+) -> Result<IpAddr, NetworkError> {
     if let Ok(ip) = value.parse::<IpAddr>() {
         return Ok(ip);
     }
+    // An interface name is a question for the running system's network.
+    root.system_service("netlink").map_err(NetlinkError::from)?;
     let no_interface = || NetworkError::NoInterface {
         key,
         value: value.to_string(),
@@ -40,7 +46,7 @@ pub async fn resolve_address(key: &'static str, value: &str) -> Result<IpAddr, N
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .ok_or_else(no_interface)?;
-    let snap = netlink::snapshot(&netlink::open()?).await?;
+    let snap = netlink::snapshot(&netlink::open(root)?).await?;
     first_ipv4(&snap, index).ok_or_else(|| NetworkError::NoIpv4 {
         key,
         value: value.to_string(),
@@ -99,8 +105,11 @@ pub fn pick_node_address(s: &NetSnapshot) -> Option<IpAddr> {
 }
 
 /// Waits (bounded) for a default route and a global address and returns the node address.
-pub async fn node_address(timeout: Duration) -> Result<IpAddr, NetworkError> {
-    let handle = netlink::open()?;
+pub async fn node_address(
+    root: &crate::fsutil::HostRoot,
+    timeout: Duration,
+) -> Result<IpAddr, NetworkError> {
+    let handle = netlink::open(root)?;
     let start = Instant::now();
     loop {
         let snap = netlink::snapshot(&handle).await?;

@@ -249,7 +249,7 @@ pub fn install_checked(
     source_desc: &str,
 ) -> Result<(), AgentBinaryError> {
     let dir = dest.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    crate::fsutil::create_dir_all_durable(dir).map_err(io_err(dir))?;
     let name = dest.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = write_hashed(&tmp, bytes).and_then(|actual| {

@@ -156,7 +156,7 @@ fn remove(path: &std::path::Path) -> Result<(), InterlockError> {
 pub fn announce(root: &HostRoot) -> Result<RestartPending, InterlockError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = root.path(INTERLOCK_DIR);
-    std::fs::create_dir_all(&dir).map_err(io_err(dir.clone()))?;
+    crate::fsutil::create_dir_all_durable(&dir).map_err(io_err(dir.clone()))?;
     // install.sh chmods the var dir and the interlock dir to 700 (ensure_directories).
     for d in [root.path(super::system_agent::VAR_DIR), dir.clone()] {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))

@@ -160,6 +160,10 @@ pub struct Rke1Record {
     pub started: bool,
     /// How the image got there: "present", "loaded <archive>" or "pulled".
     pub image_source: String,
+    /// This run replaced an agent container that ran other settings (what differed; never
+    /// the values of a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
 }
 
 /// Image archives in an offline bundle directory (`*.tar`, `*.tar.gz`, `*.tgz`, `*.tar.zst`,
@@ -296,7 +300,113 @@ pub enum AgentBase {
     Pull { bundle: String },
 }
 
-/// Makes sure exactly one agent container for `server` exists and runs.
+/// What differs between container `id` and the one the userdata wants now (image, the
+/// agent's arguments, the token), without any value of the token; `None` when nothing does.
+/// The container is found by its server label alone, so without this a corrected token,
+/// checksum, roles or image would never take effect.
+async fn drift(
+    docker: &Docker,
+    id: &str,
+    image: &str,
+    args: &[String],
+    token: &Secret,
+) -> Result<Option<String>, Rke1Error> {
+    let info = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|source| Rke1Error::Api {
+            action: format!("inspecting container {id}"),
+            source,
+        })?;
+    let cfg = info.config.unwrap_or_default();
+    let mut what = Vec::new();
+    if cfg.image.as_deref() != Some(image) {
+        what.push(format!(
+            "image {} -> {image}",
+            cfg.image.as_deref().unwrap_or("?")
+        ));
+    }
+    if cfg.cmd.as_deref() != Some(args) {
+        what.push("agent arguments (server, checksum, roles, node, labels or taints)".into());
+    }
+    let wanted_env = format!("CATTLE_TOKEN={}", token.expose());
+    if !cfg.env.unwrap_or_default().contains(&wanted_env) {
+        what.push("token".into());
+    }
+    Ok((!what.is_empty()).then(|| what.join(", ")))
+}
+
+/// The image from the engine, else pulled.
+async fn present_or_pull(
+    docker: &Docker,
+    image: &str,
+    bundle: String,
+) -> Result<String, Rke1Error> {
+    if engine::image_present(docker, image).await {
+        return Ok("present".into());
+    }
+    match engine::pull(docker, image).await {
+        Ok(()) => Ok("pulled".to_string()),
+        Err(e) => Err(Rke1Error::NoImage {
+            image: image.to_string(),
+            bundle,
+            pull: e.to_string(),
+        }),
+    }
+}
+
+/// Keeps the existing agent container `c` when it runs what is wanted (starting it when
+/// stopped), else removes it and says what differed: the caller creates the new one.
+async fn keep_or_remove(
+    docker: &Docker,
+    c: ContainerSummary,
+    image: &str,
+    args: &[String],
+    token: &Secret,
+) -> Result<Result<Rke1Record, String>, Rke1Error> {
+    let id = c.id.unwrap_or_default();
+    if let Some(what) = drift(docker, &id, image, args, token).await? {
+        tracing::info!(container = %id, changed = %what, "the agent container runs other settings than the userdata; recreating it");
+        let opts = bollard::query_parameters::RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        docker
+            .remove_container(&id, Some(opts))
+            .await
+            .map_err(|source| Rke1Error::Api {
+                action: format!("removing container {id}"),
+                source,
+            })?;
+        return Ok(Err(what));
+    }
+    let running = matches!(
+        c.state,
+        Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)
+    );
+    if !running {
+        tracing::info!(container = %id, "agent container exists but is stopped; starting it");
+        docker
+            .start_container(&id, None)
+            .await
+            .map_err(|source| Rke1Error::Api {
+                action: format!("starting container {id}"),
+                source,
+            })?;
+        check_stays_up(docker, &id, token).await?;
+    }
+    Ok(Ok(Rke1Record {
+        container_id: id,
+        image: c.image.unwrap_or_else(|| image.to_string()),
+        created: false,
+        started: !running,
+        image_source: "present".into(),
+        replaced: None,
+    }))
+}
+
+/// Makes sure exactly one agent container for `server` exists and runs what the userdata
+/// wants: an existing one with other settings is replaced.
 pub async fn ensure_agent(
     docker: &Docker,
     image: &str,
@@ -309,42 +419,17 @@ pub async fn ensure_agent(
         let action = action.to_string();
         move |source| Rke1Error::Api { action, source }
     };
+    let mut replaced = None;
     let image_source = match base {
         AgentBase::Image(source) => source,
-        AgentBase::Pull { bundle } => match engine::pull(docker, image).await {
-            Ok(()) => "pulled".to_string(),
-            Err(e) => {
-                return Err(Rke1Error::NoImage {
-                    image: image.to_string(),
-                    bundle,
-                    pull: e.to_string(),
-                });
+        AgentBase::Pull { bundle } => present_or_pull(docker, image, bundle).await?,
+        AgentBase::Existing(c) => match keep_or_remove(docker, *c, image, &args, token).await? {
+            Ok(kept) => return Ok(kept),
+            Err(what) => {
+                replaced = Some(what);
+                present_or_pull(docker, image, "an agent container replaced".into()).await?
             }
         },
-        AgentBase::Existing(c) => {
-            let c = *c;
-            let id = c.id.unwrap_or_default();
-            let image = c.image.unwrap_or_else(|| image.to_string());
-            let running = matches!(
-                c.state,
-                Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)
-            );
-            if !running {
-                tracing::info!(container = %id, "agent container exists but is stopped; starting it");
-                docker
-                    .start_container(&id, None)
-                    .await
-                    .map_err(api(&format!("starting container {id}")))?;
-                check_stays_up(docker, &id, token).await?;
-            }
-            return Ok(Rke1Record {
-                container_id: id,
-                image,
-                created: false,
-                started: !running,
-                image_source: "present".into(),
-            });
-        }
     };
     let body = container_body(image, server, token, args);
     let created = docker
@@ -363,6 +448,7 @@ pub async fn ensure_agent(
         created: true,
         started: true,
         image_source,
+        replaced,
     })
 }
 

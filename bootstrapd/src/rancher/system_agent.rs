@@ -155,7 +155,7 @@ pub fn machine_name(cattle_id: &str) -> String {
 fn ensure_private_dir(root: &HostRoot, dir: &str) -> Result<(), SystemAgentError> {
     use std::os::unix::fs::PermissionsExt;
     let path = root.path(dir);
-    std::fs::create_dir_all(&path).map_err(io_err(path.clone()))?;
+    crate::fsutil::create_dir_all_durable(&path).map_err(io_err(path.clone()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(io_err(path))
 }
 

@@ -151,7 +151,116 @@ pub struct Journal {
     /// What the last run cost bootstrapd's own process (children excluded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// The process of the run that set the verdict to running: a run killed (OOM, SIGKILL,
+    /// power loss) cannot say it failed, so readers check whether its owner still lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<RunOwner>,
     pub updated: u64,
+}
+
+/// Identifies a run's process across pid reuse and reboots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOwner {
+    pub pid: u32,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): no process of an earlier
+    /// boot is alive.
+    pub boot_id: String,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat` field 22): a
+    /// pid taken by another process after the run died has another start time.
+    pub start_ticks: u64,
+}
+
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+fn current_boot_id() -> Option<String> {
+    std::fs::read_to_string(BOOT_ID)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+impl RunOwner {
+    /// This process, or `None` where /proc does not tell (then nobody can judge it dead).
+    pub fn current() -> Option<RunOwner> {
+        let pid = std::process::id();
+        Some(RunOwner {
+            pid,
+            boot_id: current_boot_id()?,
+            start_ticks: process_start_ticks(pid)?,
+        })
+    }
+
+    /// False when the process is certainly gone: another boot, no such pid, or the pid now
+    /// belongs to a process that started at another time.
+    pub fn is_alive(&self) -> bool {
+        if current_boot_id().is_some_and(|b| b != self.boot_id) {
+            return false;
+        }
+        process_start_ticks(self.pid).is_some_and(|t| t == self.start_ticks)
+    }
+}
+
+impl Journal {
+    /// The journal as readers must see it: a run whose process is gone (killed, out of
+    /// memory, power lost) is failed, whatever it last wrote, and its running stage too.
+    pub fn settled(mut self) -> Journal {
+        if self.verdict != Verdict::Running {
+            return self;
+        }
+        let Some(owner) = self.owner.as_ref().filter(|o| !o.is_alive()) else {
+            return self;
+        };
+        let place = match &self.progress {
+            Some(p) if p.step.is_empty() => format!("stage {}", p.stage.as_str()),
+            Some(p) => format!("stage {} ({})", p.stage.as_str(), p.step),
+            None => "between stages".to_string(),
+        };
+        let why = format!(
+            "the run (pid {}, boot {}) ended without finishing, in {place}: killed, out of \
+             memory or power lost; the next `bootstrapd run` (next boot) resumes it",
+            owner.pid, owner.boot_id
+        );
+        for st in &mut self.stages {
+            if st.state == StageState::Running {
+                st.state = StageState::Failed;
+                st.error = Some(why.clone());
+            }
+        }
+        self.verdict = Verdict::Failed;
+        self.error = Some(why);
+        self.progress = None;
+        self
+    }
+
+    /// Redacts every URL and every token-shaped value in the free text (errors, notes,
+    /// findings, the current step): they quote library errors, whose text carries whole
+    /// URLs, and agents' logs, which may quote an earlier token; `status` shows them.
+    fn redact_free_text(&mut self) {
+        let fix = |s: &mut String| {
+            let clean = crate::secret::scrub_token_shaped(&crate::http::redact_urls(s));
+            if clean != *s {
+                *s = clean;
+            }
+        };
+        self.error.iter_mut().for_each(fix);
+        self.notes.iter_mut().for_each(fix);
+        if let Some(p) = &mut self.progress {
+            fix(&mut p.step);
+        }
+        for st in &mut self.stages {
+            st.error.iter_mut().for_each(fix);
+            for f in &mut st.findings {
+                fix(&mut f.detail);
+                f.remedy.iter_mut().for_each(fix);
+            }
+        }
+    }
 }
 
 /// bootstrapd's own footprint, from getrusage(RUSAGE_SELF) and /proc/self/status.
@@ -246,6 +355,7 @@ impl Default for Journal {
             notes: Vec::new(),
             error: None,
             resources: None,
+            owner: None,
             updated: now(),
         }
     }
@@ -283,7 +393,7 @@ pub fn load(root: &HostRoot) -> Result<Journal, JournalError> {
             found: journal.version,
         });
     }
-    Ok(journal)
+    Ok(journal.settled())
 }
 
 impl Store {
@@ -301,6 +411,7 @@ impl Store {
 
     pub fn save(&mut self) -> Result<(), JournalError> {
         self.journal.updated = now();
+        self.journal.redact_free_text();
         let mut data =
             serde_json::to_vec_pretty(&self.journal).map_err(|e| JournalError::Write {
                 path: self.path.clone(),
@@ -353,6 +464,7 @@ impl Store {
         j.userdata_sha256 = Some(userdata_sha256.to_string());
         j.runs += 1;
         j.verdict = Verdict::Running;
+        j.owner = RunOwner::current();
         j.error = None;
         j.notes = notes.clone();
         self.save()?;
@@ -574,6 +686,32 @@ mod tests {
         assert_eq!(st, StageState::Failed);
         assert_eq!(s.journal.verdict, Verdict::Failed);
         assert!(s.journal.error.as_deref().unwrap().contains("runtime"));
+    }
+
+    #[test]
+    fn journal_free_text_keeps_no_url_query_nor_token() {
+        let (_d, root, mut s) = store();
+        s.begin("i", "local", "h").unwrap();
+        s.start_stage(Stage::Register).unwrap();
+        let old = "q8w7e6r5t4y3u2i1o0pzlxkcjvhbgnfmdsa9876543210zyxwvutsrq";
+        s.finish_stage(
+            Stage::Register,
+            vec![Finding::new(
+                "agent",
+                Outcome::Failed,
+                format!("log: token {old}"),
+            )],
+            Some(format!(
+                "GET https://s3/x?X-Amz-Signature=zz: CATTLE_TOKEN={old}"
+            )),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(journal_path(&root)).unwrap();
+        assert!(
+            !text.contains(old) && !text.contains("X-Amz-Signature"),
+            "{text}"
+        );
+        assert!(text.contains("https://s3/x?redacted"), "{text}");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
+    #[error(transparent)]
+    NotLive(#[from] crate::fsutil::NotLiveSystem),
     #[error("Docker Engine API at {socket}: {source}")]
     Api {
         socket: PathBuf,
@@ -52,8 +54,12 @@ pub fn socket_path(root: &HostRoot) -> PathBuf {
 }
 
 /// A client for the Engine below `root`. Fails at once when the socket does not exist.
+///
+/// Refused when the socket path leads out of a `--root` tree (a `var/run -> /run` symlink):
+/// that would be the running system's Engine.
 pub fn connect(root: &HostRoot) -> Result<Docker, DockerError> {
     let socket = socket_path(root);
+    root.contained(&socket, "Docker Engine")?;
     Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
         .map_err(|source| DockerError::Api { socket, source })
 }

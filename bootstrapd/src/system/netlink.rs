@@ -10,10 +10,14 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
+use crate::fsutil::HostRoot;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
     #[error("cannot open a netlink socket: {0}")]
     Open(#[source] std::io::Error),
+    #[error(transparent)]
+    NotLive(#[from] crate::fsutil::NotLiveSystem),
     #[error("netlink {what} failed: {source}")]
     Request {
         what: &'static str,
@@ -102,7 +106,9 @@ fn default_route(msg: &RouteMessage) -> Option<DefaultRoute> {
 }
 
 /// Opens a netlink connection; its driver runs on the current tokio runtime.
-pub fn open() -> Result<Handle, NetlinkError> {
+/// Opens rtnetlink, refused for a tree below `--root` (see [`HostRoot`]).
+pub fn open(root: &HostRoot) -> Result<Handle, NetlinkError> {
+    root.system_service("netlink")?;
     let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Open)?;
     tokio::spawn(conn);
     Ok(handle)

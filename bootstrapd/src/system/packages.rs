@@ -404,6 +404,16 @@ impl VersionConstraint {
     }
 }
 
+impl PackageError {
+    /// What is wrong, without the command or the constraint around it.
+    pub fn reason(&self) -> String {
+        match self {
+            PackageError::Constraint { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// The highest candidate satisfying the constraint (by upstream version; ties keep the
 /// first printed, which is the manager's own preference).
 pub fn pick_candidate<'a>(candidates: &'a [String], c: &VersionConstraint) -> Option<&'a str> {

@@ -12,6 +12,8 @@ use futures_util::StreamExt;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, OwnedObjectPath};
 
+use crate::fsutil::HostRoot;
+
 /// How long a start or stop job may take before we give up waiting (systemd's own default
 /// stop timeout is 90 s; firewalld and docker stop well within it).
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(120);
@@ -20,6 +22,8 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 pub enum SystemdError {
     #[error("cannot connect to the system bus: {0}")]
     Connect(#[source] zbus::Error),
+    #[error(transparent)]
+    NotLive(#[from] crate::fsutil::NotLiveSystem),
     #[error("systemd {method}({what}) failed: {source}")]
     Call {
         method: &'static str,
@@ -178,7 +182,9 @@ fn call_err(
 }
 
 impl Systemd {
-    pub async fn connect() -> Result<Systemd, SystemdError> {
+    /// Connects to the system bus, refused for a tree below `--root` (see [`HostRoot`]).
+    pub async fn connect(root: &HostRoot) -> Result<Systemd, SystemdError> {
+        root.system_service("systemd")?;
         let conn = Connection::system().await.map_err(SystemdError::Connect)?;
         // Uncached: a cached proxy starts with GetAll, a hundred Manager properties that
         // nothing here reads.

@@ -9,6 +9,9 @@ use super::validate::Validator;
 use super::{Format, MAX_USERDATA_BYTES, Parsed, Problem, UserdataError};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Most leaf parts a MIME message may have. cloud-init userdata has a handful; every part
+/// costs a parse, a decode and a copy, so thousands of empty parts are refused.
+pub const MAX_MIME_PARTS: usize = 100;
 const CLOUD_CONFIG: &str = "#cloud-config";
 
 /// cloud-init userdata types bootstrapd cannot take its settings from, with what they are.
@@ -45,8 +48,13 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, UserdataError> {
 /// Decompresses at most [`MAX_USERDATA_BYTES`]; more is refused (a gzip bomb expands a few
 /// kilobytes into gigabytes).
 fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, UserdataError> {
+    gunzip_at_most(bytes, MAX_USERDATA_BYTES)
+}
+
+/// [`gunzip`] with a smaller budget: what is left of the limit for a MIME message's parts.
+fn gunzip_at_most(bytes: &[u8], max: usize) -> Result<Vec<u8>, UserdataError> {
     let mut out = Vec::new();
-    let limit = MAX_USERDATA_BYTES as u64 + 1;
+    let limit = max as u64 + 1;
     MultiGzDecoder::new(bytes)
         .take(limit)
         .read_to_end(&mut out)
@@ -55,9 +63,14 @@ fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, UserdataError> {
                 "userdata starts like gzip (1f 8b) but does not decompress: {e}"
             ))
         })?;
-    if out.len() > MAX_USERDATA_BYTES {
+    if out.len() > max {
+        let what = if max < MAX_USERDATA_BYTES {
+            "gunzipped, the MIME parts together are"
+        } else {
+            "gunzipped userdata is"
+        };
         return Err(UserdataError::whole(format!(
-            "gunzipped userdata is larger than {MAX_USERDATA_BYTES} bytes"
+            "{what} larger than {MAX_USERDATA_BYTES} bytes"
         )));
     }
     Ok(out)
@@ -221,74 +234,134 @@ struct Part {
     decoded: Option<&'static str>,
 }
 
-fn leaves<'a>(
-    mail: &'a mailparse::ParsedMail<'a>,
-    input: &[u8],
-    out: &mut Vec<Part>,
-) -> Result<(), String> {
-    if !mail.subparts.is_empty() {
-        for sub in &mail.subparts {
-            leaves(sub, input, out)?;
+/// Walks a MIME tree into its leaf parts, decoded, in document order.
+struct Leaves<'i> {
+    input: &'i [u8],
+    out: Vec<Part>,
+    /// Bytes of decoded bodies so far: all parts together stay within the userdata limit.
+    decoded: usize,
+    /// Line count at an offset already passed: bodies come in document order, so counting
+    /// resumes there instead of from the start for every part (which was quadratic).
+    lines: LineCursor,
+}
+
+impl Leaves<'_> {
+    fn walk(&mut self, mail: &mailparse::ParsedMail<'_>) -> Result<(), String> {
+        if !mail.subparts.is_empty() {
+            for sub in &mail.subparts {
+                self.walk(sub)?;
+            }
+            return Ok(());
         }
-        return Ok(());
+        let index = self.out.len() + 1;
+        if index > MAX_MIME_PARTS {
+            return Err(format!(
+                "MIME userdata has more than {MAX_MIME_PARTS} parts"
+            ));
+        }
+        let (body, line_offset, decoded) = match mail.get_body_encoded() {
+            mailparse::body::Body::Base64(b) => (
+                b.get_decoded()
+                    .map_err(|e| format!("MIME part {index}: bad base64: {e}"))?,
+                None,
+                Some("base64-decoded"),
+            ),
+            mailparse::body::Body::QuotedPrintable(b) => (
+                b.get_decoded()
+                    .map_err(|e| format!("MIME part {index}: bad quoted-printable: {e}"))?,
+                None,
+                Some("quoted-printable-decoded"),
+            ),
+            mailparse::body::Body::SevenBit(b) | mailparse::body::Body::EightBit(b) => {
+                let raw = b.get_raw();
+                (raw.to_vec(), self.lines.before(self.input, raw), None)
+            }
+            mailparse::body::Body::Binary(b) => {
+                let raw = b.get_raw();
+                (raw.to_vec(), self.lines.before(self.input, raw), None)
+            }
+        };
+        self.count(body.len())?;
+        self.out.push(Part {
+            index,
+            mimetype: mail.ctype.mimetype.to_ascii_lowercase(),
+            body,
+            line_offset,
+            decoded,
+        });
+        Ok(())
     }
-    let index = out.len() + 1;
-    let (body, line_offset, decoded) = match mail.get_body_encoded() {
-        mailparse::body::Body::Base64(b) => (
-            b.get_decoded()
-                .map_err(|e| format!("MIME part {index}: bad base64: {e}"))?,
-            None,
-            Some("base64-decoded"),
-        ),
-        mailparse::body::Body::QuotedPrintable(b) => (
-            b.get_decoded()
-                .map_err(|e| format!("MIME part {index}: bad quoted-printable: {e}"))?,
-            None,
-            Some("quoted-printable-decoded"),
-        ),
-        mailparse::body::Body::SevenBit(b) | mailparse::body::Body::EightBit(b) => {
-            let raw = b.get_raw();
-            (raw.to_vec(), lines_before(input, raw), None)
+
+    fn count(&mut self, bytes: usize) -> Result<(), String> {
+        self.decoded = self.decoded.saturating_add(bytes);
+        if self.decoded > MAX_USERDATA_BYTES {
+            return Err(format!(
+                "MIME userdata decodes to more than {MAX_USERDATA_BYTES} bytes (all parts \
+                 together, after base64 and gunzip)"
+            ));
         }
-        mailparse::body::Body::Binary(b) => {
-            let raw = b.get_raw();
-            (raw.to_vec(), lines_before(input, raw), None)
-        }
-    };
-    out.push(Part {
-        index,
-        mimetype: mail.ctype.mimetype.to_ascii_lowercase(),
-        body,
-        line_offset,
-        decoded,
-    });
-    Ok(())
+        Ok(())
+    }
 }
 
-/// How many lines of `input` precede `inner`, when `inner` is a slice of it.
-fn lines_before(input: &[u8], inner: &[u8]) -> Option<usize> {
-    let start = (inner.as_ptr() as usize).checked_sub(input.as_ptr() as usize)?;
-    let before = input.get(..start)?;
-    Some(before.iter().filter(|b| **b == b'\n').count())
+#[derive(Default)]
+struct LineCursor {
+    offset: usize,
+    lines: usize,
 }
 
-fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
+impl LineCursor {
+    /// How many lines of `input` precede `inner`, when `inner` is a slice of it.
+    fn before(&mut self, input: &[u8], inner: &[u8]) -> Option<usize> {
+        let start = (inner.as_ptr() as usize).checked_sub(input.as_ptr() as usize)?;
+        if start > input.len() {
+            return None;
+        }
+        if start < self.offset {
+            // Out of order (never seen from mailparse): count again from the start.
+            *self = LineCursor::default();
+        }
+        let newlines = input[self.offset..start].iter().filter(|b| **b == b'\n');
+        self.lines += newlines.count();
+        self.offset = start;
+        Some(self.lines)
+    }
+}
+
+/// A cloud-config part, and whether it was gzipped.
+type Candidate = (Part, bool);
+
+/// The leaf parts of a MIME message that can hold bootstrapd's settings (cloud-config),
+/// decoded and gunzipped within the userdata limit, with notes for the parts ignored.
+fn cloud_config_parts(bytes: &[u8]) -> Result<(Vec<Candidate>, Vec<String>), UserdataError> {
     let mail = mailparse::parse_mail(bytes)
         .map_err(|e| UserdataError::whole(format!("MIME userdata does not parse: {e}")))?;
     // A single-part message (cloud-init accepts those too) is its own only leaf.
-    let mut parts = Vec::new();
-    leaves(&mail, bytes, &mut parts).map_err(UserdataError::whole)?;
+    let mut leaves = Leaves {
+        input: bytes,
+        out: Vec::new(),
+        decoded: 0,
+        lines: LineCursor::default(),
+    };
+    leaves.walk(&mail).map_err(UserdataError::whole)?;
     let mut candidates = Vec::new();
     let mut notes = Vec::new();
+    let parts = std::mem::take(&mut leaves.out);
     for mut part in parts {
         let mut gzipped = false;
         if part.body.starts_with(&GZIP_MAGIC) {
-            part.body = gunzip(&part.body).map_err(|mut e| {
+            // The compressed body was counted; its expansion takes its place in the budget.
+            leaves.decoded = leaves.decoded.saturating_sub(part.body.len());
+            let left = MAX_USERDATA_BYTES.saturating_sub(leaves.decoded);
+            part.body = gunzip_at_most(&part.body, left).map_err(|mut e| {
                 for p in &mut e.problems {
                     p.message = format!("MIME part {}: {}", part.index, p.message);
                 }
                 e
             })?;
+            leaves
+                .count(part.body.len())
+                .map_err(UserdataError::whole)?;
             gzipped = true;
         }
         let text_start = part
@@ -311,6 +384,12 @@ fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
             ));
         }
     }
+    Ok((candidates, notes))
+}
+
+/// Which cloud-config part holds the settings: the one with a `bootstrapd:` key, or the
+/// only one.
+fn pick_part(candidates: &[Candidate]) -> Result<usize, UserdataError> {
     let holds_settings = |p: &Part| {
         String::from_utf8_lossy(&p.body).lines().any(|l| {
             l.strip_prefix("bootstrapd")
@@ -320,31 +399,32 @@ fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
     let chosen: Vec<usize> = (0..candidates.len())
         .filter(|i| holds_settings(&candidates[*i].0))
         .collect();
-    let pick = match (candidates.len(), chosen.as_slice()) {
-        (0, _) => {
-            return Err(UserdataError::whole(
-                "MIME userdata has no text/cloud-config part",
-            ));
-        }
-        (_, [one]) => *one,
-        (1, []) => 0,
-        (_, []) => {
-            return Err(UserdataError::whole(format!(
-                "none of the {} cloud-config parts has a `bootstrapd:` key",
-                candidates.len()
-            )));
-        }
+    match (candidates.len(), chosen.as_slice()) {
+        (0, _) => Err(UserdataError::whole(
+            "MIME userdata has no text/cloud-config part",
+        )),
+        (_, [one]) => Ok(*one),
+        (1, []) => Ok(0),
+        (_, []) => Err(UserdataError::whole(format!(
+            "none of the {} cloud-config parts has a `bootstrapd:` key",
+            candidates.len()
+        ))),
         (_, many) => {
             let list = many
                 .iter()
                 .map(|i| candidates[*i].0.index.to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(UserdataError::whole(format!(
+            Err(UserdataError::whole(format!(
                 "MIME parts {list} all have a `bootstrapd:` key; keep it in one part"
-            )));
+            )))
         }
-    };
+    }
+}
+
+fn multipart(bytes: &[u8]) -> Result<Parsed, UserdataError> {
+    let (mut candidates, mut notes) = cloud_config_parts(bytes)?;
+    let pick = pick_part(&candidates)?;
     for (i, (p, _)) in candidates.iter().enumerate() {
         if i != pick {
             notes.push(format!(

@@ -14,6 +14,7 @@ mod validate;
 use std::fmt;
 
 pub use settings::*;
+pub use validate::check_node_name;
 
 /// Userdata larger than this is refused before parsing (and so is its gunzipped form).
 pub const MAX_USERDATA_BYTES: usize = 1 << 20;

@@ -6,7 +6,7 @@
 use schemars::{Schema, SchemaGenerator, json_schema};
 
 /// An https URL without a query or fragment.
-pub const SERVER: &str = r"^https://[^\s?#@/]+(/[^\s?#]*)?$";
+pub const SERVER: &str = r"^https://[^\s?#@/\x00-\x1f\x7f-\x9f]+(/[^\s?#\x00-\x1f\x7f-\x9f]*)?$";
 pub const CHECKSUM: &str = r"^[0-9a-fA-F]{64}$";
 pub const IMAGE: &str = r"^[^\s-]\S*$";
 pub const NODE_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -14,14 +14,20 @@ pub const NODE_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 pub const ADDRESS: &str = r"^[A-Za-z0-9:][A-Za-z0-9._:-]*$";
 const DNS_PREFIX: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const NAME: &str = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?";
-pub const HTTP_URL: &str = r"^https?://[^\s/?#]+";
-pub const REPO_URL: &str = r"^(https?://[^\s/?#]+|file:///?)";
-pub const KEY_LOCATION: &str = r"^((https?|file)://|/)";
+/// URLs and key locations are one word: no whitespace or control character anywhere (they
+/// are written as they are into apt lists and yum repos).
+pub const HTTP_URL: &str = r"^https?://[^\s/?#\x00-\x1f\x7f-\x9f]+[^\s\x00-\x1f\x7f-\x9f]*$";
+pub const REPO_URL: &str =
+    r"^(https?://[^\s/?#\x00-\x1f\x7f-\x9f]+|file:///?)[^\s\x00-\x1f\x7f-\x9f]*$";
+/// A key over plain http is refused: it could be swapped in transit.
+pub const KEY_LOCATION: &str = r"^((https|file)://|/)[^\s\x00-\x1f\x7f-\x9f]*$";
 pub const APT_WORD: &str = r"^[A-Za-z0-9._/-]+$";
 pub const ABS_PATH: &str = r"^/";
 pub const MODULE: &str = r"^[a-z0-9_-]{1,55}$";
 pub const SYSCTL_KEY: &str = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$";
-pub const VERSION: &str = r"^(<=|>=|=|<|>)?[0-9][0-9A-Za-z.:+~-]*$";
+/// What `VersionConstraint::parse` takes: comma-separated terms, each an optional operator,
+/// an optional `v` and dotted numbers.
+pub const VERSION: &str = r"^\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*(,\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*)*$";
 
 fn qualified_name() -> String {
     format!("^({DNS_PREFIX}/)?{NAME}$")

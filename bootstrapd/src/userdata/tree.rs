@@ -15,6 +15,10 @@ use super::Problem;
 pub const MAX_DEPTH: usize = 64;
 /// Most nodes a document may have, counting every node an alias expands to.
 pub const MAX_NODES: usize = 10_000;
+/// Most scalar (and tag) bytes a document may expand to, counting every alias expansion.
+/// Counting nodes alone let one large anchored scalar, aliased a few thousand times, need
+/// gigabytes; twice the input limit leaves room for any honest use of aliases.
+pub const MAX_EXPANDED_BYTES: usize = 2 * super::MAX_USERDATA_BYTES;
 
 /// A 1-based position in the (decoded) document text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,19 +80,42 @@ impl Node {
         }
     }
 
-    fn size(&self) -> usize {
+    /// What the node costs when an alias copies it: its nodes and its scalar and tag bytes.
+    fn size(&self) -> Size {
+        let own = Size {
+            nodes: 1,
+            bytes: self.tag.as_ref().map_or(0, String::len),
+        };
         match &self.value {
-            Value::Scalar { .. } => 1,
-            Value::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
-            Value::Map(entries) => {
-                1 + entries
-                    .iter()
-                    .map(|(k, v)| k.size() + v.size())
-                    .sum::<usize>()
-            }
+            Value::Scalar { text, .. } => own.plus(Size {
+                nodes: 0,
+                bytes: text.len(),
+            }),
+            Value::Seq(items) => items.iter().fold(own, |acc, n| acc.plus(n.size())),
+            Value::Map(entries) => entries
+                .iter()
+                .fold(own, |acc, (k, v)| acc.plus(k.size()).plus(v.size())),
         }
     }
 }
+
+/// Nodes and bytes of a (sub)tree, for the expansion budget.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Size {
+    fn plus(self, other: Size) -> Size {
+        Size {
+            nodes: self.nodes.saturating_add(other.nodes),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+}
+
+const ONE_NODE: Size = Size { nodes: 1, bytes: 0 };
 
 /// What came out of a document: its root (None when empty or when parsing stopped) and every
 /// problem found while building it.
@@ -118,8 +145,9 @@ enum Frame {
 
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, (Node, usize)>,
-    nodes: usize,
+    anchors: HashMap<usize, (Node, Size)>,
+    /// Everything the tree holds so far, alias expansions included.
+    total: Size,
     root: Option<Node>,
     problems: Vec<Problem>,
 }
@@ -161,18 +189,19 @@ impl Builder {
         }
     }
 
-    fn count(&mut self, n: usize, mark: Mark) -> Result<(), Problem> {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
-            return Err(problem(
-                mark,
-                &self.child_path(),
-                format!(
-                    "document too large: more than {MAX_NODES} nodes (counting alias expansions)"
-                ),
-            ));
-        }
-        Ok(())
+    fn count(&mut self, add: Size, mark: Mark) -> Result<(), Problem> {
+        self.total = self.total.plus(add);
+        let message = if self.total.nodes > MAX_NODES {
+            format!("document too large: more than {MAX_NODES} nodes (counting alias expansions)")
+        } else if self.total.bytes > MAX_EXPANDED_BYTES {
+            format!(
+                "document too large: its values expand to more than {MAX_EXPANDED_BYTES} bytes \
+                 (counting alias expansions)"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(problem(mark, &self.child_path(), message))
     }
 
     fn push(&mut self, frame: Frame, mark: Mark) -> Result<(), Problem> {
@@ -205,8 +234,10 @@ impl Builder {
                             node.mark,
                             &join_key(path, text),
                             format!(
-                                "duplicate key `{text}` (first at {}:{})",
-                                first.mark.line, first.mark.column
+                                "duplicate key `{}` (first at {}:{})",
+                                shown(text),
+                                first.mark.line,
+                                first.mark.column
                             ),
                         ));
                     }
@@ -239,7 +270,6 @@ impl Builder {
         let mark = mark_of(span);
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                self.count(1, mark)?;
                 let node = Node {
                     mark,
                     tag: tag.map(|t| t.original()),
@@ -248,10 +278,11 @@ impl Builder {
                         style: style_of(style),
                     },
                 };
+                self.count(node.size(), mark)?;
                 self.finish(anchor, node);
             }
             Event::SequenceStart(_, anchor, tag) => {
-                self.count(1, mark)?;
+                self.count(ONE_NODE, mark)?;
                 let path = self.child_path();
                 self.push(
                     Frame::Seq {
@@ -265,7 +296,7 @@ impl Builder {
                 )?;
             }
             Event::MappingStart(_, anchor, tag) => {
-                self.count(1, mark)?;
+                self.count(ONE_NODE, mark)?;
                 let path = self.child_path();
                 self.push(
                     Frame::Map {
@@ -311,15 +342,19 @@ impl Builder {
                 None => {}
             },
             Event::Alias(id) => {
-                let Some((target, size)) = self.anchors.get(&id) else {
+                let Some(size) = self.anchors.get(&id).map(|(_, size)| *size) else {
                     return Err(problem(
                         mark,
                         &self.child_path(),
                         "alias to an unknown anchor",
                     ));
                 };
-                let (mut node, size) = (target.clone(), *size);
+                // Counted before the copy is made: the budget must hold before memory is spent.
                 self.count(size, mark)?;
+                let Some((target, _)) = self.anchors.get(&id) else {
+                    unreachable!("the anchor was found just above")
+                };
+                let mut node = target.clone();
                 node.mark = mark;
                 self.add(node);
             }
@@ -329,14 +364,31 @@ impl Builder {
     }
 }
 
-/// `path.key`, or `key` at the root.
+/// Characters of a key or value echoed in a message; the rest is cut (`...`).
+pub const SHOWN_CHARS: usize = 64;
+
+/// `text` as messages echo it: escaped, and cut after [`SHOWN_CHARS`] characters so that a
+/// huge key or value costs its own bytes once, not once per message and path that names it.
+pub fn shown(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// `path.key`, or `key` at the root; a long key is shortened as [`shown`] does.
 pub fn join_key(path: &str, key: &str) -> String {
     if key.is_empty() {
         path.to_string()
     } else if path.is_empty() {
-        key.to_string()
+        shown(key)
     } else {
-        format!("{path}.{key}")
+        format!("{path}.{}", shown(key))
     }
 }
 
@@ -352,7 +404,7 @@ pub fn build(text: &str) -> Built {
     let mut b = Builder {
         stack: Vec::new(),
         anchors: HashMap::new(),
-        nodes: 0,
+        total: Size::default(),
         root: None,
         problems: Vec::new(),
     };
@@ -478,6 +530,30 @@ mod tests {
         let p = b.problems.last().unwrap();
         assert!(p.message.contains("more than 10000 nodes"), "{p:?}");
         assert_eq!(p.line, 4, "{p:?}");
+    }
+
+    #[test]
+    fn alias_bomb_by_bytes_is_refused() {
+        // Few nodes, many bytes: one 100 KB scalar aliased 40 times is 4 MB expanded.
+        let mut doc = format!("a: &a {}\nb: [", "x".repeat(100_000));
+        doc.push_str(&vec!["*a"; 40].join(", "));
+        doc.push_str("]\n");
+        let b = build(&doc);
+        assert!(b.root.is_none(), "accepted {} problems", b.problems.len());
+        let p = b.problems.last().unwrap();
+        assert_eq!(
+            p.message,
+            format!(
+                "document too large: its values expand to more than {MAX_EXPANDED_BYTES} bytes \
+                 (counting alias expansions)"
+            )
+        );
+        // The alias that crossed the budget: the 20th (21 copies of 100 KB), at column 81.
+        assert_eq!(
+            (p.line, p.column, p.path.as_str()),
+            (2, 81, "b[19]"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::net::IpAddr;
 
 use super::Problem;
 use super::settings::*;
-use super::tree::{Mark, Node, Style, Value, join_key};
+use super::tree::{Mark, Node, Style, Value, join_key, shown};
 use crate::secret::Secret;
+use crate::system::packages::VersionConstraint;
 
 pub const ROOT_KEYS: &[&str] = &["roles", "rancher", "runtime", "host"];
 pub const RANCHER_KEYS: &[&str] = &[
@@ -119,14 +120,25 @@ fn distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// Most edits a suggestion may be away from the word (fewer for short words).
+const MAX_TYPO_EDITS: usize = 2;
+
 /// The known word closest to `word`, if it is close enough to be a plausible typo.
+///
+/// The distance costs the product of the lengths, so it is computed only for known words
+/// within [`MAX_TYPO_EDITS`] of the word's length: a distance can never be smaller than the
+/// difference in length, and a 900 KB key then costs one pass to count its characters.
 pub fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    let longest = known.iter().map(|k| k.chars().count()).max().unwrap_or(0);
+    // Stops counting past the longest candidate: the exact length is not needed beyond it.
+    let len = word.chars().take(longest + MAX_TYPO_EDITS + 1).count();
     let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
     let w = norm(word);
     known
         .iter()
+        .filter(|k| k.chars().count().abs_diff(len) <= MAX_TYPO_EDITS)
         .map(|k| (distance(&w, &norm(k)), *k))
-        .filter(|(d, k)| *d <= if k.len() <= 4 { 1 } else { 2 })
+        .filter(|(d, k)| *d <= if k.len() <= 4 { 1 } else { MAX_TYPO_EDITS })
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
@@ -200,8 +212,13 @@ impl Validator {
         }
     }
 
+    /// The path with the document's prefix; `path` is already built (and shortened).
     fn full(&self, path: &str) -> String {
-        join_key(&self.prefix, path)
+        match (self.prefix.is_empty(), path.is_empty()) {
+            (true, _) => path.to_string(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}.{path}", self.prefix),
+        }
     }
 
     fn report(&mut self, mark: Mark, path: &str, message: impl Into<String>) {
@@ -253,17 +270,19 @@ impl Validator {
                 fields.entries.push((name, k, v));
                 continue;
             }
+            // The key is echoed shortened: a 900 KB key must not come back twice per problem.
+            let shown_name = shown(name);
             let message = if name == "<<" {
                 "YAML merge keys (`<<`) are not supported; write the keys out".to_string()
             } else if let Some(near) = closest(name, known) {
                 fields.suggested.push(near.to_string());
-                format!("unknown key `{name}`; did you mean `{near}`?")
+                format!("unknown key `{shown_name}`; did you mean `{near}`?")
             } else if let Some(elsewhere) = SECTIONS
                 .iter()
                 .find(|(section, keys)| *section != path && keys.contains(&name))
             {
                 format!(
-                    "unknown key `{name}`; did you mean `{}`?",
+                    "unknown key `{shown_name}`; did you mean `{}`?",
                     self.full(&join_key(elsewhere.0, name))
                 )
             } else if name == "bootstrapd" && path.is_empty() && self.prefix.is_empty() {
@@ -272,7 +291,7 @@ impl Validator {
                     .to_string()
             } else {
                 format!(
-                    "unknown key `{name}`; expected one of {}",
+                    "unknown key `{shown_name}`; expected one of {}",
                     quote_list(known)
                 )
             };
@@ -326,10 +345,7 @@ impl Validator {
             && !(numbers_ok && kind == "a number")
         {
             let hint = if echo && kind != "null" {
-                format!(
-                    "; quote it (\"{}\") if you mean the text",
-                    text.escape_debug()
-                )
+                format!("; quote it (\"{}\") if you mean the text", shown(text))
             } else {
                 String::new()
             };
@@ -409,7 +425,7 @@ impl Validator {
                     self.report(
                         node.mark,
                         path,
-                        format!("must be between {min} and {max}, found {text}"),
+                        format!("must be between {min} and {max}, found {}", shown(text)),
                     );
                     None
                 }
@@ -439,7 +455,7 @@ impl Validator {
                 path,
                 format!(
                     "unknown value `{}`; expected one of {}{hint}",
-                    text.escape_debug(),
+                    shown(text),
                     quote_list(&names)
                 ),
             );
@@ -494,7 +510,12 @@ impl Validator {
                         self.report(
                             item.mark,
                             &p,
-                            format!("duplicate `{s}` (first at {}:{})", first.line, first.column),
+                            format!(
+                                "duplicate `{}` (first at {}:{})",
+                                shown(&s),
+                                first.line,
+                                first.column
+                            ),
                         );
                         ok = false;
                     } else {
@@ -537,7 +558,7 @@ impl Validator {
                 ok = false;
                 continue;
             };
-            let p = format!("{path}[{key}]");
+            let p = format!("{path}[{}]", shown(&key));
             if let Err(why) = check_key(&key) {
                 self.report(k.mark, &p, why);
                 ok = false;
@@ -994,7 +1015,24 @@ fn transpose<T>(v: Option<Option<T>>) -> Option<Option<T>> {
     }
 }
 
+/// A value written as it is into a configuration file (an apt list, a yum repo, a unit's
+/// argument) must be one word on one line: `Url::parse` drops tabs and line breaks, so the
+/// parsed URL can look fine while the raw string adds a line (`deb [trusted=yes] ...`).
+fn one_word(s: &str) -> Result<(), String> {
+    match s
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace() || c.is_control())
+    {
+        Some((i, c)) => Err(format!(
+            "must not contain spaces, line breaks or control characters (`{}` at offset {i})",
+            c.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+    one_word(s)?;
     let url = url::Url::parse(s).map_err(|e| format!("not a valid URL: {e}"))?;
     if !schemes.contains(&url.scheme()) {
         let list: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
@@ -1054,7 +1092,7 @@ fn check_sha256(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "must be 64 hexadecimal digits (the sha256 of the agent binary), found `{}`",
-            s.escape_debug()
+            shown(s)
         ))
     }
 }
@@ -1064,7 +1102,7 @@ fn check_image(s: &str) -> Result<(), String> {
     {
         return Err(format!(
             "`{}` is not an image reference (e.g. `{DEFAULT_AGENT_IMAGE}`)",
-            s.escape_debug()
+            shown(s)
         ));
     }
     Ok(())
@@ -1079,13 +1117,13 @@ fn dns_label(l: &str) -> bool {
         && !l.ends_with('-')
 }
 
-fn check_node_name(s: &str) -> Result<(), String> {
+pub fn check_node_name(s: &str) -> Result<(), String> {
     if s.len() <= 253 && s.split('.').all(dns_label) {
         Ok(())
     } else {
         Err(format!(
             "`{}` is not a valid node name: lowercase letters, digits, `-` and `.`, at most 253 characters",
-            s.escape_debug()
+            shown(s)
         ))
     }
 }
@@ -1102,7 +1140,7 @@ fn check_address(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{}` is neither an IP address nor an interface name",
-            s.escape_debug()
+            shown(s)
         ))
     }
 }
@@ -1130,7 +1168,7 @@ pub fn check_qualified_name(s: &str) -> Result<(), String> {
         Err(format!(
             "`{}` is not a valid Kubernetes key: an optional DNS prefix and `/`, then at most 63 \
              letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit",
-            s.escape_debug()
+            shown(s)
         ))
     }
 }
@@ -1142,7 +1180,7 @@ fn check_label_value(s: &str) -> Result<(), String> {
         Err(format!(
             "`{}` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, \
              starting and ending with a letter or digit",
-            s.escape_debug()
+            shown(s)
         ))
     }
 }
@@ -1158,7 +1196,7 @@ pub fn parse_taint(s: &str) -> Result<Taint, String> {
     let Some((kv, effect)) = s.rsplit_once(':') else {
         return Err(format!(
             "taint `{}` must look like `key=value:Effect`",
-            s.escape_debug()
+            shown(s)
         ));
     };
     let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
@@ -1175,7 +1213,7 @@ pub fn parse_taint(s: &str) -> Result<Taint, String> {
                 .unwrap_or_default();
             format!(
                 "unknown taint effect `{}`; expected one of {}{hint}",
-                effect.escape_debug(),
+                shown(effect),
                 quote_list(&names)
             )
         })?;
@@ -1186,32 +1224,40 @@ pub fn parse_taint(s: &str) -> Result<Taint, String> {
     })
 }
 
+/// The runtime stage's own parser: a constraint `validate` accepts is one the runtime stage
+/// can apply (`=5:24.0.7-1~debian.12~bookworm` used to pass here and fail there, after the
+/// host had been prepared).
 fn check_version(s: &str) -> Result<(), String> {
-    let rest = ["<=", ">=", "=", "<", ">"]
-        .iter()
-        .find_map(|op| s.strip_prefix(op))
-        .unwrap_or(s);
-    let ok = rest.bytes().next().is_some_and(|b| b.is_ascii_digit())
-        && rest
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'+' | b'~' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a version constraint such as `20.10`, `>=20.10` or `=24.0.7`",
-            s.escape_debug()
-        ))
+    match VersionConstraint::parse(s) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "`{}` is not a version constraint: {}",
+            shown(s),
+            e.reason()
+        )),
     }
 }
 
 fn check_key_location(s: &str) -> Result<(), String> {
+    one_word(s)?;
     if s.starts_with('/') {
-        check_abs_path(s)
-    } else {
-        check_url(s, &["https", "http", "file"])
-            .map_err(|e| format!("must be a URL or an absolute path: {e}"))
+        return check_abs_path(s);
     }
+    // A key fetched over plain http can be swapped in transit, and then it vouches for
+    // whatever the same attacker serves as the repository: it is worse than no key, which
+    // at least needs the explicit `trusted: true`.
+    if s.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+    {
+        return Err(
+            "a signing key over plain http:// can be replaced in transit: give an https:// \
+             URL or a path in the image, or leave the key out and set `trusted: true` for a \
+             repository inside the air gap"
+                .into(),
+        );
+    }
+    check_url(s, &["https", "file"])
+        .map_err(|e| format!("must be an https:// or file:// URL or an absolute path: {e}"))
 }
 
 fn check_apt_word(s: &str) -> Result<(), String> {
@@ -1223,19 +1269,19 @@ fn check_apt_word(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{}` is not a repository suite or component name",
-            s.escape_debug()
+            shown(s)
         ))
     }
 }
 
 fn check_abs_path(s: &str) -> Result<(), String> {
     if !s.starts_with('/') {
-        return Err(format!("`{}` is not an absolute path", s.escape_debug()));
+        return Err(format!("`{}` is not an absolute path", shown(s)));
     }
     if s.split('/').any(|c| c == "..") || s.chars().any(char::is_control) {
         return Err(format!(
             "`{}` must not contain `..` or control characters",
-            s.escape_debug()
+            shown(s)
         ));
     }
     Ok(())
@@ -1251,7 +1297,7 @@ fn check_module(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{}` is not a kernel module name (lowercase letters, digits, `_` and `-`)",
-            s.escape_debug()
+            shown(s)
         ))
     }
 }
@@ -1269,7 +1315,7 @@ fn check_sysctl_key(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{}` is not a sysctl name such as `net.ipv4.ip_forward`",
-            s.escape_debug()
+            shown(s)
         ))
     }
 }
@@ -1386,9 +1432,11 @@ mod tests {
         assert!(check_label_value("a,b").is_err());
         assert!(check_version("20.10").is_ok());
         assert!(check_version(">=20.10").is_ok());
-        assert!(check_version("=5:24.0.7-1~debian.12~bookworm").is_ok());
+        // A distro version is not a constraint: the runtime stage could not apply it.
+        assert!(check_version("=5:24.0.7-1~debian.12~bookworm").is_err());
         assert!(check_version("latest").is_err());
-        assert!(check_version(">= 20").is_err());
+        // The runtime stage's parser takes spaces around the operator.
+        assert!(check_version(">= 20").is_ok());
         assert!(check_module("br_netfilter").is_ok());
         assert!(check_module("Br").is_err());
         assert!(check_module("../x").is_err());

@@ -43,6 +43,8 @@ pub struct Options {
     pub host: HostConfig,
     pub level: Level,
     pub boot_timeout_s: u64,
+    /// `BOOTSTRAPD_LOG` of the scenarios' `debug_log` boots.
+    pub log_form: String,
 }
 
 /// One node scenario's boots, for the checks that span them.
@@ -133,6 +135,22 @@ impl Driver {
             .join(format!("{name}-boot{n}.log"))
     }
 
+    /// The scenario's kernel arguments for boot `n`, with the debug log form where asked.
+    fn kernel_args(&self, s: &Scenario, n: u32) -> String {
+        let debug = match &s.kind {
+            Kind::Node { boots, .. } => boots.get(n as usize - 1).is_some_and(|b| b.debug_log),
+            Kind::Control => false,
+        };
+        if debug {
+            format!(
+                "{} systemd.setenv=BOOTSTRAPD_LOG={}",
+                s.kernel_args, self.opts.log_form
+            )
+        } else {
+            s.kernel_args.to_string()
+        }
+    }
+
     /// Boots the scenario's disk once; a VM that did not power off cleanly is a failure.
     fn boot(
         &mut self,
@@ -142,6 +160,7 @@ impl Driver {
     ) -> Result<(PathBuf, Report), DriverError> {
         println!("==> {}: boot {n}", s.name);
         let serial = self.log(s.name, n);
+        let append = self.kernel_args(s, n);
         let image_env = self.host.image_env.clone();
         let b = vm::VmBoot {
             image_env: &image_env,
@@ -149,7 +168,7 @@ impl Driver {
             fresh: n == 1,
             user_data,
             hostname: s.name,
-            append: s.kernel_args,
+            append: &append,
             serial: serial.clone(),
             timeout_s: self.opts.boot_timeout_s,
         };

@@ -45,6 +45,9 @@ struct Args {
     apt_port: u16,
     #[arg(long, env = "E2E_RANCHER_PORT", default_value_t = 8443)]
     rancher_port: u16,
+    /// BOOTSTRAPD_LOG of every node's first boot (no log form may print the token).
+    #[arg(long, env = "E2E_LOG_FORM", default_value = scenario::DEBUG_LOG_FORM)]
+    log_form: String,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         },
         level: args.level,
         boot_timeout_s: args.boot_timeout,
+        log_form: args.log_form,
     };
     match driver::run(opts) {
         Ok(true) => ExitCode::SUCCESS,

@@ -37,6 +37,9 @@ pub struct Boot {
     /// `status --json`'s verdict after this boot.
     pub verdict: Verdict,
     pub before: Option<ServerCondition>,
+    /// bootstrapd runs with the debug/trace log form (`BOOTSTRAPD_LOG`, through
+    /// `systemd.setenv=`): the secret checks then prove that no log form prints the token.
+    pub debug_log: bool,
 }
 
 /// The server's record of the node after all boots.
@@ -76,14 +79,19 @@ pub struct Scenario {
 
 const NODE_TEMPLATE: &str = "tests/e2e/userdata/node.yaml";
 
-fn done(before: Option<ServerCondition>) -> Boot {
+fn done(before: Option<ServerCondition>, debug_log: bool) -> Boot {
     Boot {
         verdict: Verdict::Done,
         before,
+        debug_log,
     }
 }
 
-/// The e2e suite, in boot order.
+/// The default `BOOTSTRAPD_LOG` of a `debug_log` boot: per-module debug and trace directives
+/// for the client libraries (E2E_LOG_FORM overrides it).
+pub const DEBUG_LOG_FORM: &str = "info,bootstrapd=debug,bollard::docker=debug,hyper_util::client=trace,reqwest::connect=debug,zbus::connection=trace";
+
+/// The e2e suite, in boot order; the first boot of every node logs at debug/trace.
 pub fn all() -> Vec<Scenario> {
     vec![
         // A Rancher >= 2.6 custom cluster worker through rancher-system-agent; its first
@@ -95,7 +103,10 @@ pub fn all() -> Vec<Scenario> {
                 template: NODE_TEMPLATE,
                 mode: Mode::SystemAgent,
                 roles: "worker",
-                boots: vec![done(Some(ServerCondition::Starting)), done(None)],
+                boots: vec![
+                    done(Some(ServerCondition::Starting), true),
+                    done(None, false),
+                ],
                 record: ExpectedRecord {
                     generation: Generation::SystemAgent,
                     roles: &["worker"],
@@ -112,7 +123,7 @@ pub fn all() -> Vec<Scenario> {
                 template: NODE_TEMPLATE,
                 mode: Mode::Rke1,
                 roles: "etcd, controlplane, worker",
-                boots: vec![done(None), done(None)],
+                boots: vec![done(None, true), done(None, false)],
                 record: ExpectedRecord {
                     generation: Generation::Rke1,
                     roles: &["etcd", "controlplane", "worker"],
@@ -146,5 +157,6 @@ mod tests {
         };
         assert_eq!(boots[0].before, Some(ServerCondition::Starting));
         assert_eq!(boots[1].before, None);
+        assert!(boots[0].debug_log && !boots[1].debug_log);
     }
 }

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a node record file as a table.
     Table {
         #[arg(long)]
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         None => cli.serve,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
