@@ -55,12 +55,7 @@ case $rounds in '' | *[!0-9]* | 0) die "--rounds must be a positive number, not 
 for i in $images; do case $i in A|B|C) ;; *) die "--images takes A, B and C, not '$i'" ;; esac; done
 [ "$(id -u)" = 0 ] || die "must run as root (image builds, chroot, loop mount)"
 
-host_install_deps
-problem=$(host_qemu_problem)
-[ -z "$problem" ] || die "qemu cannot run: $problem"
-
 mkdir -p "$work/logs"
-pids=()
 mounts=()
 vm_pid=
 cleanup() {
@@ -70,7 +65,7 @@ cleanup() {
     wait "$vm_pid" 2>/dev/null || true
   fi
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  host_stop
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -79,18 +74,13 @@ step() { echo "==> $*"; }
 
 # ---- images -------------------------------------------------------------------------------
 
-step "bootstrapd (profile $profile), rke1 agent image archive"
-host_build_bootstrapd "$work/bootstrapd" "$profile"
-echo "    $(stat -c %s "$work/bootstrapd") bytes stripped"
-scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
-  || die "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)"
-
-step "image A: the e2e node image"
-scripts/build-image.sh --binary "$work/bootstrapd" --out "$work/image-A" \
-  --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" \
-  >"$work/logs/image-A.log" 2>&1 || { tail -n 20 "$work/logs/image-A.log"; die "scripts/build-image.sh failed"; }
-# shellcheck source=/dev/null
-. "$work/image-A/image.env"
+# The host side first: image A is the e2e node image, and images B and C carry the Rancher test
+# server's token and CA.
+step "image A (the e2e node image, bootstrapd profile $profile) and the host side"
+host_setup "$work" "$apt_port" "$rancher_port" --profile "$profile" --image-dir "$work/image-A" \
+  || die "the host set-up failed (see above)"
+token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM server_url=$HOST_SERVER_URL rancher_dir=$HOST_RANCHER_DIR
+echo "    bootstrapd: $(stat -c %s "$work/bootstrapd") bytes stripped"
 base=$cache/debian12-base-$BASE_HASH
 [ -d "$base/rootfs" ] || die "cached base $base/rootfs not found"
 # The bench units go into A's filesystem as into B's and C's; build-image.sh has no hook for
@@ -215,19 +205,6 @@ APT_URL=http://10.0.2.2:$apt_port/
 BASE_HASH=$BASE_HASH
 EOF
 }
-
-# ---- host side ----------------------------------------------------------------------------
-
-step "host side: apt repository on 127.0.0.1:$apt_port, Rancher test server on 127.0.0.1:$rancher_port"
-pid=$(host_start_apt_server "$apt_port" "$APT_REPO" "$work/logs/apt-http.log") \
-  || die "the apt repository server did not come up (see $work/logs/apt-http.log)"
-pids+=("$pid")
-rancher_dir=$work/rancher
-server_url=https://10.0.2.2:$rancher_port
-started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log") \
-  || die "the Rancher test server did not start (see $work/logs/rancher.log)"
-read -r pid token ca_checksum <<<"$started"
-pids+=("$pid")
 
 step "images B (cloud-init) and C (floor)"
 versions=()

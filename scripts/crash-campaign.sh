@@ -95,42 +95,14 @@ else
   done
 fi
 
-host_install_deps
-problem=$(host_qemu_problem)
-[ -z "$problem" ] || { echo "crash-campaign: FAIL: qemu cannot run the VM: $problem" >&2; exit 1; }
 mkdir -p "$work/logs"
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+trap host_stop EXIT
 t_total=$(date +%s)
-
-if [ -n "$binary" ]; then
-  install -m 0755 "$binary" "$work/bootstrapd"
-else
-  echo "==> building bootstrapd (profile $profile)"
-  host_build_bootstrapd "$work/bootstrapd" "$profile"
-fi
-echo "==> rke1 agent image archive, node image"
-scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
-  || die "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)"
-scripts/build-image.sh --binary "$work/bootstrapd" --out "$work/image" \
-  --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" >"$work/logs/image.log" 2>&1 \
-  || die "scripts/build-image.sh failed (see $work/logs/image.log)"
-# shellcheck source=/dev/null
-. "$work/image/image.env"
-pid=$(host_start_apt_server "$apt_port" "$APT_REPO" "$work/logs/apt-http.log") \
-  || die "the apt repository server did not come up (see $work/logs/apt-http.log)"
-pids+=("$pid")
-rancher_dir=$work/rancher
-started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log") \
-  || die "the Rancher test server did not start (see $work/logs/rancher.log)"
-read -r pid token ca_checksum <<<"$started"
-pids+=("$pid")
-server_url=https://10.0.2.2:$rancher_port
+setup=(--profile "$profile")
+[ -z "$binary" ] || setup+=(--binary "$binary")
+host_setup "$work" "$apt_port" "$rancher_port" "${setup[@]}" \
+  || { echo "crash-campaign: FAIL: the host set-up failed (see above)" >&2; exit 1; }
+token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM server_url=$HOST_SERVER_URL rancher_dir=$HOST_RANCHER_DIR
 echo "    setup done in $(( $(date +%s) - t_total ))s"
 
 # journal_ok LOG: "ok", "absent" or "corrupt (...)" for the journal-at-boot section.
@@ -203,8 +175,8 @@ run_point() { # ID MODE SPECS
     corrupt=$((corrupt + 1))
     notes+=("final status --json is not JSON")
   fi
-  records=$(python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h' | grep -c . || true)
-  connects=$(python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h { print $4 }' | paste -sd, -)
+  records=$(e2e_records "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h' | grep -c . || true)
+  connects=$(e2e_records "$rancher_dir/nodes.json" | awk -v h="$id" '$1 == h { print $4 }' | paste -sd, -)
   agents=-
   if [ "$mode" = rke1 ]; then
     agents=$(e2e_section "$log" docker-ps | grep -c ' rancher/rancher-agent:' || true)
@@ -248,7 +220,7 @@ echo "crash campaign: $((${#rows[@]})) points, $(( $(date +%s) - t_total ))s"
 printf '%-26s %-12s %-34s %-7s %-4s %-7s %-8s %-6s %-5s %s\n' point mode "fired at" verdict rc records connects agents time result
 printf '%s\n' "${rows[@]}"
 echo "servers' records (hostname generation roles connect_count):"
-python3 tests/e2e/server_record.py --per-node "$rancher_dir/nodes.json" | sed 's/^/  /'
+e2e_records "$rancher_dir/nodes.json" | sed 's/^/  /'
 echo "tally: $(( ${#rows[@]} - failed_points )) ok, $failed_points not ok"
 [ "$failed_points" = 0 ]
 }

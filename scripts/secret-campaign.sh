@@ -10,7 +10,8 @@
 #   files              every file under /etc /var /run /tmp holding it, with mode and owner
 #   serial-console     the whole console log (kernel, systemd, every report section)
 # Allowed: root-owned 0600 files that hold the token by design (listed), and docker-env.
-# The checks are tests/e2e/secrets.sh's; tests/e2e/run.sh applies them to its own boots (CI).
+# The checks are tests/e2e/secrets.sh's; the e2e driver (tests/e2e-driver/src/secrets.rs) applies
+# the same rules to its own boots (CI).
 #
 #   scripts/secret-campaign.sh [--binary PATH] [--boots N] [--modes "system-agent rke1"]
 #                              [--log-forms "FORM FORM..."]
@@ -36,7 +37,7 @@ main() {
   local work=${SECRET_WORK:-$repo_root/build/secrets}
   local apt_port=${SECRET_APT_PORT:-18091} rancher_port=${SECRET_RANCHER_PORT:-8451}
   local boot_timeout=${SECRET_BOOT_TIMEOUT:-900} profile=${E2E_CARGO_PROFILE:-dev}
-  local binary='' boots=1 modes='system-agent rke1' pid started token ca_checksum mode name n
+  local binary='' boots=1 modes='system-agent rke1' token ca_checksum mode name n
   local t_total rc log ud form
   local log_forms='info,bootstrapd=debug,bollard::docker=debug,bollard::read=trace,hyper_util::client=trace,hyper::proto=trace,reqwest::connect=debug,h2::codec=trace,zbus::connection=trace trace'
   while [ $# -gt 0 ]; do
@@ -52,34 +53,13 @@ main() {
   [ "$(id -u)" = 0 ] || { echo "secret-campaign: must run as root" >&2; exit 2; }
   t_total=$(date +%s)
 
-  host_install_deps
-  local problem
-  problem=$(host_qemu_problem)
-  [ -z "$problem" ] || { echo "secret-campaign: FAIL: qemu cannot run the VM: $problem" >&2; exit 1; }
   mkdir -p "$work/logs"
-  pids=()
-  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-
-  if [ -n "$binary" ]; then
-    install -m 0755 "$binary" "$work/bootstrapd"
-  else
-    host_build_bootstrapd "$work/bootstrapd" "$profile"
-  fi
-  scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
-    || { echo "secret-campaign: agent image failed ($work/logs/agent-image.log)" >&2; exit 1; }
-  scripts/build-image.sh --binary "$work/bootstrapd" --out "$work/image" \
-    --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" \
-    >"$work/logs/image.log" 2>&1 \
-    || { echo "secret-campaign: image failed ($work/logs/image.log)" >&2; exit 1; }
-  # shellcheck source=/dev/null
-  . "$work/image/image.env"
-  pid=$(host_start_apt_server "$apt_port" "$APT_REPO" "$work/logs/apt-http.log") \
-    || { echo "secret-campaign: apt server failed" >&2; exit 1; }
-  pids+=("$pid")
-  started=$(host_start_rancher "$rancher_port" "$work/rancher" "$work/logs/rancher.log") \
-    || { echo "secret-campaign: Rancher test server failed" >&2; exit 1; }
-  read -r pid token ca_checksum <<<"$started"
-  pids+=("$pid")
+  trap host_stop EXIT
+  local setup=(--profile "$profile")
+  [ -z "$binary" ] || setup+=(--binary "$binary")
+  host_setup "$work" "$apt_port" "$rancher_port" "${setup[@]}" \
+    || { echo "secret-campaign: FAIL: the host set-up failed (see above)" >&2; exit 1; }
+  token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM
   # The known token sits in $work/rancher/tokens (0600); it is never printed here.
   echo "==> token: ${#token} characters, from $work/rancher/tokens"
 

@@ -46,8 +46,8 @@ grep -E '^test result:' /tmp/bootstrapd-cargo-test.log | awk '{p+=$4; f+=$6; i+=
 if [ "${BOOTSTRAPD_SKIP_VM:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   log "VM end-to-end tests skipped (BOOTSTRAPD_SKIP_VM=1)"
 else
-  log "VM end-to-end tests: host preparation, runtime, registration (tests/e2e/run.sh)"
-  tests/e2e/run.sh
+  log "VM end-to-end tests: host preparation, runtime, registration (tests/e2e-driver)"
+  cargo run -q -p e2e-driver
   log "packages: .deb and .rpm contents (tests/e2e/packages.sh)"
   tests/e2e/packages.sh
   log "disk image: boot through GRUB, bootstrapd from the .deb (tests/e2e/qcow2.sh)"

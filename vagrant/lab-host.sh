@@ -141,7 +141,7 @@ cmd_wait() {
   local want=${1:?usage: lab-host.sh wait N [SECONDS]} timeout=${2:-1800} start n last=-1
   start=$(date +%s)
   while :; do
-    n=$(python3 tests/e2e/server_record.py --per-node "$record" | grep -c . || true)
+    n=$(e2e_records "$record" | grep -c . || true)
     if [ "$n" != "$last" ]; then
       echo "--- $(( $(date +%s) - start ))s: $n of $want registered"
       last=$n

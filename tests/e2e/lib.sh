@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Helpers for the VM end-to-end tests: reading the report that bootstrapd-e2e.service prints on
-# the serial console (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting
-# assertions. Sourced by tests/e2e/run.sh.
+# Helpers for the VM tests: the one host set-up (host_setup) that the e2e driver
+# (tests/e2e-driver), the campaigns, the boot benchmark and scripts/lab share; reading the
+# report that bootstrapd-e2e.service prints on the serial console
+# (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting assertions, for the
+# campaigns' and qcow2/pxe tests' bash checks.
 
 E2E_PASSED=0
 E2E_FAILED=0
@@ -70,7 +72,10 @@ e2e_summary() {
   echo "e2e: $E2E_PASSED passed, $E2E_FAILED failed"
 }
 
-# ---- host side, shared by tests/e2e/run.sh and scripts/lab ----
+# ---- host side, shared by the e2e driver, the campaigns, the benchmark and scripts/lab ----
+
+# The pids of the servers host_setup/host_start_servers started (host_stop stops them).
+HOST_PIDS=()
 
 # The host tools the VM tests need (CI starts from a fresh Debian 12), as CHECK:PACKAGE for
 # scripts/host-tools.sh, including what scripts/build-agent-image.sh copies into the agent
@@ -163,6 +168,14 @@ host_start_rancher() {
   echo "$pid $token $sum"
 }
 
+# e2e_records [--summary] FILE: the Rancher test server's node record (FILE, its nodes.json)
+# read into the server's own types by the e2e driver: one line per node, "hostname generation
+# roles connect_count"; with --summary one line, the number of nodes, then per node
+# "generation roles hostname connect_count".
+e2e_records() {
+  cargo run -q -p e2e-driver -- records "$@"
+}
+
 # rancher_refusals LOG STATUS: how many /v3/connect/agent requests the server's LOG shows
 # answered with STATUS.
 rancher_refusals() {
@@ -182,4 +195,172 @@ render_userdata() {
   t=${t//@MODE@/"${7:-system-agent}"}
   rm -f "$2"
   (umask 077 && printf '%s\n' "$t" >"$2")
+}
+
+# host_setup WORK APT_PORT RANCHER_PORT [--profile P] [--binary PATH] [--image-dir DIR]
+#     [--addr ADDR] [-- SERVE_FLAG...]: the host side of every VM test, in one place: host tools, the qemu check,
+# bootstrapd (built with cargo profile P, default dev, or copied from PATH), the rke1 agent image
+# archive, the node image (DIR, default WORK/image; its image.env is sourced), the image's apt
+# repository on ADDR:APT_PORT and the Rancher test server on ADDR:RANCHER_PORT (state in
+# WORK/rancher; the SERVE_FLAGs added to `rancher-test-server serve`). Both servers run in their own sessions: the caller stops them (HOST_PIDS).
+# Sets HOST_PIDS, HOST_TOKEN, HOST_CA_CHECKSUM, HOST_SERVER_URL, HOST_RANCHER_DIR,
+# HOST_IMAGE_ENV and writes them, all but the token, to WORK/host.env, which the Rust driver
+# reads (the token stays in WORK/rancher/tokens, 0600). Logs in WORK/logs. Fails (status 1,
+# the reason on stderr) with nothing left running.
+host_setup() {
+  local work=$1 apt_port=$2 rancher_port=$3 profile=dev binary='' image_dir='' addr=127.0.0.1
+  shift 3
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --profile) profile=$2; shift 2 ;;
+      --binary) binary=$2; shift 2 ;;
+      --image-dir) image_dir=$2; shift 2 ;;
+      --addr) addr=$2; shift 2 ;;
+      --) shift; break ;;
+      *) echo "host_setup: unknown option $1" >&2; return 2 ;;
+    esac
+  done
+  image_dir=${image_dir:-$work/image}
+  host_install_deps || return 1
+  local problem
+  problem=$(host_qemu_problem)
+  [ -z "$problem" ] || { echo "qemu cannot run the VM tests: $problem" >&2; return 1; }
+  mkdir -p "$work/logs"
+  host_build_images "$work" "$image_dir" "$apt_port" "$profile" "$binary" || return 1
+  host_start_servers "$work" "$apt_port" "$rancher_port" "$addr" "$@" || return 1
+  {
+    echo "HOST_PIDS='${HOST_PIDS[*]}'"
+    echo "HOST_CA_CHECKSUM=$HOST_CA_CHECKSUM"
+    echo "HOST_SERVER_URL=$HOST_SERVER_URL"
+    echo "HOST_RANCHER_DIR=$HOST_RANCHER_DIR"
+    echo "HOST_IMAGE_ENV=$HOST_IMAGE_ENV"
+    echo "HOST_BUILD_SECONDS=$HOST_BUILD_SECONDS"
+    echo "HOST_IMAGE_SECONDS=$HOST_IMAGE_SECONDS"
+  } >"$work/host.env"
+}
+
+# host_build_images WORK IMAGE_DIR APT_PORT PROFILE BINARY: host_setup's build half; sets
+# HOST_IMAGE_ENV, HOST_BUILD_SECONDS, HOST_IMAGE_SECONDS and sources the image.env.
+host_build_images() {
+  local work=$1 image_dir=$2 apt_port=$3 profile=$4 binary=$5 t
+  t=$(date +%s)
+  if [ -n "$binary" ]; then
+    install -m 0755 "$binary" "$work/bootstrapd"
+  else
+    echo "==> building bootstrapd (profile $profile)"
+    host_build_bootstrapd "$work/bootstrapd" "$profile" || return 1
+  fi
+  HOST_BUILD_SECONDS=$(( $(date +%s) - t ))
+  echo "    bootstrapd: $(du -h "$work/bootstrapd" | cut -f1) stripped"
+  echo "==> rke1 agent image archive, node image"
+  t=$(date +%s)
+  scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
+    || { echo "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)" >&2; return 1; }
+  scripts/build-image.sh --binary "$work/bootstrapd" --out "$image_dir" \
+    --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" \
+    >"$work/logs/image.log" 2>&1 \
+    || { tail -n 20 "$work/logs/image.log" >&2; echo "scripts/build-image.sh failed (see $work/logs/image.log)" >&2; return 1; }
+  HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
+  HOST_IMAGE_ENV=$image_dir/image.env
+  # shellcheck source=/dev/null
+  . "$HOST_IMAGE_ENV"
+}
+
+# host_start_servers WORK APT_PORT RANCHER_PORT ADDR [SERVE_FLAG...]: host_setup's server half (APT_REPO from
+# the image.env); appends to HOST_PIDS, sets HOST_TOKEN, HOST_CA_CHECKSUM, HOST_SERVER_URL,
+# HOST_RANCHER_DIR.
+host_start_servers() {
+  local work=$1 apt_port=$2 rancher_port=$3 addr=$4 pid started guest_addr=10.0.2.2
+  shift 4
+  echo "==> host side: apt repository on $addr:$apt_port, Rancher test server on $addr:$rancher_port"
+  pid=$(host_start_apt_server "$apt_port" "$APT_REPO" "$work/logs/apt-http.log" "$addr") \
+    || { echo "the apt repository server did not come up (see $work/logs/apt-http.log)" >&2; return 1; }
+  HOST_PIDS+=("$pid")
+  HOST_RANCHER_DIR=$work/rancher
+  if ! started=$(host_start_rancher "$rancher_port" "$HOST_RANCHER_DIR" "$work/logs/rancher.log" "$addr" "$@"); then
+    kill "${HOST_PIDS[@]}" 2>/dev/null
+    echo "the Rancher test server did not start (see $work/logs/rancher.log)" >&2
+    return 1
+  fi
+  # shellcheck disable=SC2034 # HOST_TOKEN is for the caller (the campaigns' userdata)
+  read -r pid HOST_TOKEN HOST_CA_CHECKSUM <<<"$started"
+  HOST_PIDS+=("$pid")
+  [ "$addr" = 127.0.0.1 ] || guest_addr=$addr
+  HOST_SERVER_URL=https://$guest_addr:$rancher_port
+}
+
+# e2e_deb_test_init NAME TOOL...: the head of the .deb tests (qcow2.sh, pxe.sh): `level` from
+# E2E_LEVEL (full|boot), `t_total`, `timings` and timed(), die() (prefix NAME-e2e), root
+# required, the host tools (CHECK:PACKAGE, scripts/host-tools.sh: commands and files, not
+# package names).
+e2e_deb_test_init() {
+  E2E_TEST_NAME=$1
+  shift
+  level=${E2E_LEVEL:-full}
+  # shellcheck disable=SC2034 # the durations table of the caller
+  t_total=$(date +%s)
+  timings=()
+  case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
+  [ "$(id -u)" = 0 ] || die "must run as root (image build, loop mounts)"
+  # shellcheck source=scripts/host-tools.sh
+  . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
+  host_tools_need "$E2E_TEST_NAME" "$@" || exit 1
+}
+
+# timed WHAT SECONDS: a line of the durations table (e2e_deb_test_init's tests).
+timed() { timings+=("$(printf '%-40s %5ss' "$1" "$2")"); }
+
+# die MESSAGE: a failed .deb test, counted as one failure.
+die() { echo "${E2E_TEST_NAME:-e2e}-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
+
+# e2e_wait_bootstrapd SERIAL QEMU_PID T_BOOT TIMEOUT: waits (while qemu runs, until T_BOOT +
+# TIMEOUT s) for systemd's status line saying bootstrapd.service finished on the serial console
+# (no "quiet" in the .deb images' kernel command line) and prints it; nothing when it never came.
+e2e_wait_bootstrapd() {
+  local serial=$1 qemu_pid=$2 t_boot=$3 timeout=$4 line
+  # systemd shortens "bootstrapd.service - DESCRIPTION" to the console width: match both ends.
+  local done_re='(Started|Failed to start|Finished) bootstrapd.*bootstrapd node bootstrap agent'
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    if line=$(e2e_clean "$serial" | grep -Em1 "$done_re"); then
+      echo "$line"
+      return
+    fi
+    [ $(( $(date +%s) - t_boot )) -lt "$timeout" ] || return 0
+    sleep 5
+  done
+}
+
+# host_setup_deb_image WORK KIND APT_PORT RANCHER_PORT: the host side of the tests that boot
+# bootstrapd installed from its .deb (KIND qcow2: tests/e2e/qcow2.sh; pxe: tests/e2e/pxe.sh):
+# the packages (scripts/build-packages.sh), scripts/build-KIND.sh's image from the .deb (kept
+# with E2E_REUSE_IMAGE=1 when WORK/KIND/KIND.env exists), that env file sourced, then the
+# servers (host_start_servers) with the cached base's apt repository. Logs in WORK/logs.
+host_setup_deb_image() {
+  local work=$1 kind=$2 apt_port=$3 rancher_port=$4 env t deb
+  env=$work/$kind/$kind.env
+  if [ "${E2E_REUSE_IMAGE:-0}" = 1 ] && [ -f "$env" ]; then
+    echo "==> reusing $env"
+  else
+    echo "==> packages"
+    t=$(date +%s)
+    scripts/build-packages.sh --out "$work/pkg" | tee "$work/logs/build-packages.log" || return 1
+    echo "    build-packages.sh: $(( $(date +%s) - t ))s"
+    echo "==> $kind image"
+    t=$(date +%s)
+    deb=$(. "$work/pkg/packages.env" && echo "$DEB")
+    "scripts/build-$kind.sh" --deb "$deb" --out "$work/$kind" --apt-url "http://10.0.2.2:$apt_port/" \
+      | tee "$work/logs/build-$kind.log" || return 1
+    echo "    build-$kind.sh: $(( $(date +%s) - t ))s"
+  fi
+  # shellcheck source=/dev/null
+  . "$env"
+  APT_REPO=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
+  [ -d "$APT_REPO" ] || { echo "no local apt repository at $APT_REPO" >&2; return 1; }
+  host_start_servers "$work" "$apt_port" "$rancher_port" 127.0.0.1
+}
+
+# host_stop: stops what host_setup started (for an EXIT trap).
+host_stop() {
+  local p
+  for p in "${HOST_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 }

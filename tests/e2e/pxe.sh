@@ -24,24 +24,14 @@ cd "$repo_root"
 # shellcheck source=tests/e2e/lib.sh
 . tests/e2e/lib.sh
 
-level=${E2E_LEVEL:-full}
 work=${E2E_WORK:-$repo_root/build/e2e-pxe}
 boot_timeout=${E2E_BOOT_TIMEOUT:-1500}
 memory=${E2E_MEMORY:-2048}
 apt_port=${PXE_APT_PORT:-18095}
 http_port=${PXE_HTTP_PORT:-18092}
 rancher_port=${PXE_RANCHER_PORT:-8454}
-t_total=$(date +%s)
-timings=()
-timed() { timings+=("$(printf '%-40s %5ss' "$1" "$2")"); }
-die() { echo "pxe-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
-case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
-[ "$(id -u)" = 0 ] || die "must run as root (image build)"
-
-# What is checked is the commands and files, not package names (scripts/host-tools.sh).
-# shellcheck source=scripts/host-tools.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
-host_tools_need pxe qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils /usr/lib/ipxe/qemu/pxe-virtio.rom:ipxe-qemu python3:python3 curl:curl || exit 1
+e2e_deb_test_init pxe qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
+  /usr/lib/ipxe/qemu/pxe-virtio.rom:ipxe-qemu python3:python3 curl:curl
 # Debian's iPXE virtio ROM names the modern (virtio 1.0) device id 1af4:1041; SeaBIOS runs
 # it only for a NIC with that id, hence disable-legacy=on below (a transitional 1af4:1000 NIC
 # silently gets no boot ROM: "No bootable device").
@@ -57,35 +47,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bundle_env=$work/pxe/pxe.env
-if [ "${E2E_REUSE_IMAGE:-0}" = 1 ] && [ -f "$bundle_env" ]; then
-  echo "==> reusing $bundle_env"
-else
-  echo "==> packages"
-  t=$(date +%s)
-  scripts/build-packages.sh --out "$work/pkg" | tee "$work/logs/build-packages.log"
-  timed "build-packages.sh" $(( $(date +%s) - t ))
-  echo "==> PXE bundle"
-  t=$(date +%s)
-  deb=$(. "$work/pkg/packages.env" && echo "$DEB")
-  scripts/build-pxe.sh --deb "$deb" --out "$work/pxe" --apt-url "http://10.0.2.2:$apt_port/" \
-    | tee "$work/logs/build-pxe.log"
-  timed "build-pxe.sh" $(( $(date +%s) - t ))
-fi
-# shellcheck source=/dev/null
-. "$bundle_env"
-apt_repo=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
-[ -d "$apt_repo" ] || die "no local apt repository at $apt_repo"
-
-echo "==> host side: Rancher test server, apt repository, boot files over HTTP"
-rancher_dir=$work/rancher
-started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log") \
-  || die "the Rancher test server did not start (see $work/logs/rancher.log)"
-read -r rancher_pid token ca_checksum <<<"$started"
-pids+=("$rancher_pid")
-apt_pid=$(host_start_apt_server "$apt_port" "$apt_repo" "$work/logs/apt-http.log") \
-  || die "the apt repository server did not start (port $apt_port taken? see $work/logs/apt-http.log)"
-pids+=("$apt_pid")
+t=$(date +%s)
+host_setup_deb_image "$work" pxe "$apt_port" "$rancher_port" || die "the host set-up failed (see above)"
+timed "host set-up (packages, pxe image, servers)" $(( $(date +%s) - t ))
+pids+=("${HOST_PIDS[@]}")
+rancher_dir=$HOST_RANCHER_DIR token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM
 
 www=$work/www
 tftp=$work/tftp
@@ -123,14 +89,7 @@ qemu_pid=$!
 pids+=("$qemu_pid")
 
 log() { tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g'; }
-# systemd shortens "bootstrapd.service - DESCRIPTION" to the console width: match both ends.
-done_re='(Started|Failed to start|Finished) bootstrapd.*bootstrapd node bootstrap agent'
-outcome=''
-while kill -0 "$qemu_pid" 2>/dev/null; do
-  if outcome=$(log | grep -Em1 "$done_re"); then break; fi
-  if [ $(( $(date +%s) - t_boot )) -ge "$boot_timeout" ]; then outcome=''; break; fi
-  sleep 5
-done
+outcome=$(e2e_wait_bootstrapd "$serial" "$qemu_pid" "$t_boot" "$boot_timeout")
 timed "qemu start to bootstrapd.service done" $(( $(date +%s) - t_boot ))
 echo "    serial: ${outcome:-bootstrapd.service did not finish within ${boot_timeout}s}"
 # Give the console a moment for the login prompt, then stop: a diskless node keeps nothing.
@@ -154,7 +113,7 @@ sed -n 's/.*"\(GET [^"]*\)" \([0-9]*\).*/      \1 -> \2/p' "$http_log" | sort | 
 
 if [ "$level" = full ]; then
   check_eq "bootstrapd.service succeeded" yes "$(echo "$outcome" | grep -q 'Failed' && echo no || echo yes)"
-  record=$(python3 tests/e2e/server_record.py "$rancher_dir/nodes.json" 2>&1 || true)
+  record=$(e2e_records --summary "$rancher_dir/nodes.json" 2>&1 || true)
   echo "    server record: $record"
   check "the Rancher test server recorded one system-agent worker, registered once" \
     sh -c "echo '$record' | grep -Eqx '1 system-agent worker [^ ]+ 1'"

@@ -25,23 +25,13 @@ cd "$repo_root"
 # shellcheck source=tests/e2e/lib.sh
 . tests/e2e/lib.sh
 
-level=${E2E_LEVEL:-full}
 work=${E2E_WORK:-$repo_root/build/e2e-qcow2}
 boot_timeout=${E2E_BOOT_TIMEOUT:-1500}
-# Ports of their own: tests/e2e/run.sh may run at the same time.
+# Ports of their own: the e2e driver may run at the same time.
 apt_port=${QCOW2_APT_PORT:-18094}
 rancher_port=${QCOW2_RANCHER_PORT:-8453}
-t_total=$(date +%s)
-timings=()
-timed() { timings+=("$(printf '%-40s %5ss' "$1" "$2")"); }
-die() { echo "qcow2-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
-case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
-[ "$(id -u)" = 0 ] || die "must run as root (image build, loop mounts)"
-
-# What is checked is the commands and files, not package names (scripts/host-tools.sh).
-# shellcheck source=scripts/host-tools.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
-host_tools_need qcow2 qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils genisoimage:genisoimage python3:python3 curl:curl || exit 1
+e2e_deb_test_init qcow2 qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
+  genisoimage:genisoimage python3:python3 curl:curl
 
 mkdir -p "$work/logs"
 pids=() loopdev='' mnt=''
@@ -54,35 +44,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-image_env=$work/qcow2/qcow2.env
-if [ "${E2E_REUSE_IMAGE:-0}" = 1 ] && [ -f "$image_env" ]; then
-  echo "==> reusing $image_env"
-else
-  echo "==> packages"
-  t=$(date +%s)
-  scripts/build-packages.sh --out "$work/pkg" | tee "$work/logs/build-packages.log"
-  timed "build-packages.sh" $(( $(date +%s) - t ))
-  echo "==> qcow2 image"
-  t=$(date +%s)
-  deb=$(. "$work/pkg/packages.env" && echo "$DEB")
-  scripts/build-qcow2.sh --deb "$deb" --out "$work/qcow2" --apt-url "http://10.0.2.2:$apt_port/" \
-    | tee "$work/logs/build-qcow2.log"
-  timed "build-qcow2.sh" $(( $(date +%s) - t ))
-fi
-# shellcheck source=/dev/null
-. "$image_env"
-apt_repo=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
-[ -d "$apt_repo" ] || die "no local apt repository at $apt_repo"
-
-echo "==> host side: apt repository on 127.0.0.1:$apt_port, Rancher test server on 127.0.0.1:$rancher_port"
-apt_pid=$(host_start_apt_server "$apt_port" "$apt_repo" "$work/logs/apt-http.log") \
-  || die "the apt repository server did not start (port $apt_port taken? see $work/logs/apt-http.log)"
-pids+=("$apt_pid")
-rancher_dir=$work/rancher
-started=$(host_start_rancher "$rancher_port" "$rancher_dir" "$work/logs/rancher.log") \
-  || die "the Rancher test server did not start (see $work/logs/rancher.log)"
-read -r rancher_pid token ca_checksum <<<"$started"
-pids+=("$rancher_pid")
+t=$(date +%s)
+host_setup_deb_image "$work" qcow2 "$apt_port" "$rancher_port" || die "the host set-up failed (see above)"
+timed "host set-up (packages, qcow2 image, servers)" $(( $(date +%s) - t ))
+pids+=("${HOST_PIDS[@]}")
+rancher_dir=$HOST_RANCHER_DIR token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM
 
 seed=$work/seed
 rm -rf "$seed"
@@ -111,15 +77,7 @@ qemu_pid=$!
 pids+=("$qemu_pid")
 
 log() { tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g'; }
-# systemd's status lines on the serial console (no "quiet" in the image's GRUB config).
-# systemd shortens "bootstrapd.service - DESCRIPTION" to the console width: match both ends.
-done_re='(Started|Failed to start|Finished) bootstrapd.*bootstrapd node bootstrap agent'
-outcome=''
-while kill -0 "$qemu_pid" 2>/dev/null; do
-  if outcome=$(log | grep -Em1 "$done_re"); then break; fi
-  if [ $(( $(date +%s) - t_boot )) -ge "$boot_timeout" ]; then outcome=''; break; fi
-  sleep 5
-done
+outcome=$(e2e_wait_bootstrapd "$serial" "$qemu_pid" "$t_boot" "$boot_timeout")
 timed "qemu start to bootstrapd.service done" $(( $(date +%s) - t_boot ))
 echo "    serial: ${outcome:-bootstrapd.service did not finish within ${boot_timeout}s}"
 
@@ -219,7 +177,7 @@ if [ "$level" = full ]; then
   # The userdata says firewalld: disable; bootstrapd masks it over systemd's D-Bus API.
   check_eq "firewalld masked by bootstrapd (userdata firewalld: disable)" /dev/null \
     "$(readlink "$mnt/etc/systemd/system/firewalld.service" 2>/dev/null)"
-  record=$(python3 tests/e2e/server_record.py "$rancher_dir/nodes.json" 2>&1 || true)
+  record=$(e2e_records --summary "$rancher_dir/nodes.json" 2>&1 || true)
   echo "    server record: $record"
   check "the Rancher test server recorded one system-agent worker, registered once" \
     sh -c "echo '$record' | grep -Eqx '1 system-agent worker [^ ]+ 1'"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Host-side secret checks on a VM boot's console log (sourced after tests/e2e/lib.sh by
-# tests/e2e/run.sh and scripts/secret-campaign.sh). The guest side is the report's "secrets"
-# section (images/debian12/overlay/usr/libexec/bootstrapd-e2e/secrets) and the command-line
-# sampler (bootstrapd-e2e-sampler.service), both active with bootstrapd.e2e.
+# scripts/secret-campaign.sh; tests/e2e-driver/src/secrets.rs holds the same rules for CI).
+# The guest side is the report's "secrets" section
+# (images/debian12/overlay/usr/libexec/bootstrapd-e2e/secrets) and the command-line sampler
+# (bootstrapd-e2e-sampler.service), both active with bootstrapd.e2e.
 #
 # The rule: the registration token appears nowhere but in root-owned 0600 files that hold it by
 # design, and, for rke1, in the agent container's environment (CATTLE_TOKEN) and the container

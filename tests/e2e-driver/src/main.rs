@@ -1,0 +1,119 @@
+//! e2e-driver: the VM end-to-end tests of bootstrapd (run as root; scripts/test.sh runs it).
+//!
+//! Sets the host side up once (tests/e2e/lib.sh `host_setup`: bootstrapd, the agent image
+//! archive, the node image, the apt repository and the Rancher test server), then runs the
+//! scenarios of scenario.rs through scripts/vm.sh and checks, from outside, the report each
+//! boot prints on the serial console, `bootstrapd status --json` (read as bootstrapd's
+//! `Journal`) and the server's record (read as `rancher_test_server::NodeRecord`).
+
+mod checks;
+mod driver;
+mod host;
+mod report;
+mod scenario;
+mod secrets;
+mod server;
+mod userdata;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "The VM end-to-end tests of bootstrapd (root; qemu TCG)",
+    args_conflicts_with_subcommands = true
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// full: every check; boot: only the checks every boot must pass (the rest is listed).
+    #[arg(long, env = "E2E_LEVEL", value_enum, default_value = "full")]
+    level: driver::Level,
+    /// Work directory (disks, logs, the servers' state); default REPO/build/e2e.
+    #[arg(long, env = "E2E_WORK")]
+    work: Option<PathBuf>,
+    /// Hard limit per boot, seconds.
+    #[arg(long, env = "E2E_BOOT_TIMEOUT", default_value_t = 1200)]
+    boot_timeout: u64,
+    /// Cargo profile bootstrapd is built with.
+    #[arg(long, env = "E2E_CARGO_PROFILE", default_value = "dev")]
+    profile: String,
+    #[arg(long, env = "E2E_APT_PORT", default_value_t = 18080)]
+    apt_port: u16,
+    #[arg(long, env = "E2E_RANCHER_PORT", default_value_t = 8443)]
+    rancher_port: u16,
+    /// BOOTSTRAPD_LOG of every node's first boot (no log form may print the token).
+    #[arg(long, env = "E2E_LOG_FORM", default_value = scenario::DEBUG_LOG_FORM)]
+    log_form: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Prints the Rancher test server's node record for the shell: one line per node,
+    /// "hostname generation roles connect_count" (nothing when no node was recorded).
+    Records {
+        /// One line instead: the number of nodes, then per node "generation roles hostname
+        /// connect_count".
+        #[arg(long)]
+        summary: bool,
+        /// The server's nodes.json (absent: no node recorded).
+        file: PathBuf,
+    },
+}
+
+/// `records`: the record as the campaigns' bash reads it.
+fn records(summary: bool, file: &std::path::Path) -> ExitCode {
+    match server::records(file) {
+        Ok(r) if summary => println!("{}", server::summary_line(&r)),
+        Ok(r) => server::per_node_lines(&r)
+            .iter()
+            .for_each(|l| println!("{l}")),
+        Err(e) => {
+            eprintln!("e2e-driver records: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The repository root: this crate lives in tests/e2e-driver.
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Command::Records { summary, file }) = &args.command {
+        return records(*summary, file);
+    }
+    let repo = repo_root();
+    let work = args.work.unwrap_or_else(|| repo.join("build/e2e"));
+    let opts = driver::Options {
+        host: host::HostConfig {
+            starting_while: work.join("rancher-starting"),
+            repo,
+            work,
+            apt_port: args.apt_port,
+            rancher_port: args.rancher_port,
+            profile: args.profile,
+        },
+        level: args.level,
+        boot_timeout_s: args.boot_timeout,
+        log_form: args.log_form,
+    };
+    match driver::run(opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("e2e: FAIL: {e}");
+            println!("e2e: 0 passed, 1 failed");
+            ExitCode::FAILURE
+        }
+    }
+}

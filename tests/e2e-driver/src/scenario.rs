@@ -1,0 +1,162 @@
+//! The e2e scenarios, as data: what to boot and what to expect. One driver (driver.rs) runs
+//! them all.
+
+use bootstrapd::state::journal::Verdict;
+use rancher_test_server::Generation;
+
+/// The userdata's `rancher.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Rancher >= 2.6 custom cluster through rancher-system-agent.
+    SystemAgent,
+    /// Rancher 2.x "existing nodes": Docker, then the rancher-agent container.
+    Rke1,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::SystemAgent => "system-agent",
+            Mode::Rke1 => "rke1",
+        }
+    }
+}
+
+/// What the server must be doing when a boot starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCondition {
+    /// `--starting-while PATH` with PATH present: every `/v3/connect/agent` answers 401 (a
+    /// current Rancher before its informers sync). The driver removes PATH once the server has
+    /// answered the node at least one 401.
+    Starting,
+}
+
+/// One boot of a scenario's disk.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    /// `status --json`'s verdict after this boot.
+    pub verdict: Verdict,
+    pub before: Option<ServerCondition>,
+    /// bootstrapd runs with the debug/trace log form (`BOOTSTRAPD_LOG`, through
+    /// `systemd.setenv=`): the secret checks then prove that no log form prints the token.
+    pub debug_log: bool,
+}
+
+/// The server's record of the node after all boots.
+#[derive(Debug, Clone)]
+pub struct ExpectedRecord {
+    pub generation: Generation,
+    pub roles: &'static [&'static str],
+    /// Accepted connections; `None` where the count is not a registration count (the rke1
+    /// agent opens a new tunnel at every start of its container, every boot).
+    pub connect_count: Option<u64>,
+}
+
+/// What the scenario proves.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// bootstrapd with userdata: every boot, outcome, idempotence, server record, secrets.
+    Node {
+        template: &'static str,
+        mode: Mode,
+        /// The userdata's roles, as written in the YAML list.
+        roles: &'static str,
+        boots: Vec<Boot>,
+        record: ExpectedRecord,
+    },
+    /// The image with bootstrapd.service ordered like Debian's cloud-init.service: the journal
+    /// must show the ordering cycle, or the "no ordering cycle" checks prove nothing.
+    Control,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The hostname, the disk's name and the prefix of its checks.
+    pub name: &'static str,
+    pub kernel_args: &'static str,
+    pub kind: Kind,
+}
+
+const NODE_TEMPLATE: &str = "tests/e2e/userdata/node.yaml";
+
+fn done(before: Option<ServerCondition>, debug_log: bool) -> Boot {
+    Boot {
+        verdict: Verdict::Done,
+        before,
+        debug_log,
+    }
+}
+
+/// The default `BOOTSTRAPD_LOG` of a `debug_log` boot: per-module debug and trace directives
+/// for the client libraries (E2E_LOG_FORM overrides it).
+pub const DEBUG_LOG_FORM: &str = "info,bootstrapd=debug,bollard::docker=debug,hyper_util::client=trace,reqwest::connect=debug,zbus::connection=trace";
+
+/// The e2e suite, in boot order; the first boot of every node logs at debug/trace.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        // A Rancher >= 2.6 custom cluster worker through rancher-system-agent; its first
+        // registration meets a server that is still starting.
+        Scenario {
+            name: "node1",
+            kernel_args: "bootstrapd.e2e",
+            kind: Kind::Node {
+                template: NODE_TEMPLATE,
+                mode: Mode::SystemAgent,
+                roles: "worker",
+                boots: vec![
+                    done(Some(ServerCondition::Starting), true),
+                    done(None, false),
+                ],
+                record: ExpectedRecord {
+                    generation: Generation::SystemAgent,
+                    roles: &["worker"],
+                    connect_count: Some(1),
+                },
+            },
+        },
+        // The seed scenario, Rancher 2.x "existing nodes": Docker from the distribution's
+        // repositories, then the rancher-agent container (loaded from the image's archive).
+        Scenario {
+            name: "node2",
+            kernel_args: "bootstrapd.e2e",
+            kind: Kind::Node {
+                template: NODE_TEMPLATE,
+                mode: Mode::Rke1,
+                roles: "etcd, controlplane, worker",
+                boots: vec![done(None, true), done(None, false)],
+                record: ExpectedRecord {
+                    generation: Generation::Rke1,
+                    roles: &["etcd", "controlplane", "worker"],
+                    connect_count: None,
+                },
+            },
+        },
+        Scenario {
+            name: "control",
+            kernel_args: "bootstrapd.e2e bootstrapd.e2e.cycle",
+            kind: Kind::Control,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suite_boots_each_node_twice_and_one_control() {
+        let s = all();
+        let boots = |s: &Scenario| match &s.kind {
+            Kind::Node { boots, .. } => boots.len(),
+            Kind::Control => 1,
+        };
+        let names: Vec<_> = s.iter().map(|s| (s.name, boots(s))).collect();
+        assert_eq!(names, vec![("node1", 2), ("node2", 2), ("control", 1)]);
+        let Kind::Node { boots, .. } = &s[0].kind else {
+            panic!("node1 is a node scenario");
+        };
+        assert_eq!(boots[0].before, Some(ServerCondition::Starting));
+        assert_eq!(boots[1].before, None);
+        assert!(boots[0].debug_log && !boots[1].debug_log);
+    }
+}

@@ -1,0 +1,42 @@
+//! Boots through scripts/vm.sh (plumbing: qemu, the seed ISO, the report port).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// One boot of a node's disk.
+#[derive(Debug, Clone)]
+pub struct VmBoot<'a> {
+    pub image_env: &'a Path,
+    pub overlay: PathBuf,
+    /// A new overlay (the node's first boot).
+    pub fresh: bool,
+    pub user_data: Option<&'a Path>,
+    pub hostname: &'a str,
+    pub append: &'a str,
+    pub serial: PathBuf,
+    pub timeout_s: u64,
+}
+
+/// vm.sh's exit status (0 after a guest power-off, 124 on timeout) and how long it took.
+pub fn boot(repo: &Path, b: &VmBoot) -> std::io::Result<(i32, Duration)> {
+    let mut cmd = Command::new(repo.join("scripts/vm.sh"));
+    cmd.current_dir(repo)
+        .arg("--image-env")
+        .arg(b.image_env)
+        .arg("--overlay")
+        .arg(&b.overlay)
+        .args(["--hostname", b.hostname, "--append", b.append])
+        .arg("--serial")
+        .arg(&b.serial)
+        .args(["--timeout", &b.timeout_s.to_string()]);
+    if b.fresh {
+        cmd.arg("--fresh");
+    }
+    if let Some(ud) = b.user_data {
+        cmd.arg("--user-data").arg(ud);
+    }
+    let t = Instant::now();
+    let status = cmd.status()?;
+    Ok((status.code().unwrap_or(-1), t.elapsed()))
+}
