@@ -10,6 +10,19 @@ use std::path::{Path, PathBuf};
 /// directory. The file is created with `mode` from the start (no window where a secret is
 /// world-readable).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_through_temp(path, data, mode, "tmp", |tmp, path| fs::rename(tmp, path))
+}
+
+/// The steps `write_atomic` and `write_new` share: the directory made durable, `data` written
+/// with `mode` to a temp file beside `path` and fsynced, `publish(temp, path)`, and an fsync
+/// of the directory. The temp file never outlives the call.
+fn write_through_temp(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    tag: &str,
+    publish: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -19,7 +32,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.{tag}.{}",
         name.to_string_lossy(),
         std::process::id()
     ));
@@ -35,12 +48,11 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
+        publish(&tmp, path)?;
         sync_dir(dir)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    // Gone already after a rename; still there after a link or a failure.
+    let _ = fs::remove_file(&tmp);
     result
 }
 
@@ -78,34 +90,9 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
 /// fsync, then link(2), which fails with `AlreadyExists` instead of replacing, and an fsync
 /// of the directory.
 pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    create_dir_all_durable(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.new.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::hard_link(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
+    write_through_temp(path, data, mode, "new", |tmp, path| {
+        fs::hard_link(tmp, path)
+    })
 }
 
 /// fsync of a directory: makes the entries created or renamed in it durable.
