@@ -223,18 +223,25 @@ pub async fn local_image(
 /// within a second or two on a checksum mismatch or a missing option.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Fails when the container is not running (or has restarted) after [`SETTLE`], with the
-/// end of its log, the token scrubbed out.
-async fn check_stays_up(docker: &Docker, id: &str, token: &Secret) -> Result<(), Rke1Error> {
-    use futures_util::StreamExt;
-    tokio::time::sleep(SETTLE).await;
-    let info = docker
+async fn inspect(
+    docker: &Docker,
+    id: &str,
+) -> Result<bollard::models::ContainerInspectResponse, Rke1Error> {
+    docker
         .inspect_container(id, None)
         .await
         .map_err(|source| Rke1Error::Api {
             action: format!("inspecting container {id}"),
             source,
-        })?;
+        })
+}
+
+/// Fails when the container is not running (or has restarted) after [`SETTLE`], with the
+/// end of its log, the token scrubbed out.
+async fn check_stays_up(docker: &Docker, id: &str, token: &Secret) -> Result<(), Rke1Error> {
+    use futures_util::StreamExt;
+    tokio::time::sleep(SETTLE).await;
+    let info = inspect(docker, id).await?;
     let st = info.state.unwrap_or_default();
     let restarts = info.restart_count.unwrap_or(0);
     if st.running == Some(true) && st.restarting != Some(true) && restarts == 0 {
@@ -311,13 +318,7 @@ async fn drift(
     args: &[String],
     token: &Secret,
 ) -> Result<Option<String>, Rke1Error> {
-    let info = docker
-        .inspect_container(id, None)
-        .await
-        .map_err(|source| Rke1Error::Api {
-            action: format!("inspecting container {id}"),
-            source,
-        })?;
+    let info = inspect(docker, id).await?;
     let cfg = info.config.unwrap_or_default();
     let mut what = Vec::new();
     if cfg.image.as_deref() != Some(image) {
