@@ -75,6 +75,7 @@ scripts/build-image.sh --binary "$binary" --out "$out/image" --apt-url "$apt_url
   --image-archive "$out/agent-image.tar"
 # shellcheck source=/dev/null
 . "$out/image/image.env"
+: "${DISK:?image.env sets no DISK}" "${KERNEL:?image.env sets no KERNEL}" "${INITRD:?image.env sets no INITRD}"
 
 echo "==> Vagrant additions"
 mnt=$out/mnt

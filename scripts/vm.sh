@@ -52,6 +52,8 @@ done
 [ -f "$image_env" ] || die "$image_env not found: run scripts/build-image.sh first"
 # shellcheck source=/dev/null
 . "$image_env"
+# image.env (scripts/build-image.sh) names the disk, kernel and initrd.
+: "${DISK:?$image_env sets no DISK}" "${KERNEL:?$image_env sets no KERNEL}" "${INITRD:?$image_env sets no INITRD}"
 for f in "$DISK" "$KERNEL" "$INITRD"; do [ -f "$f" ] || die "$f missing (rebuild the image)"; done
 
 for tool in qemu-system-x86_64 qemu-img genisoimage; do

@@ -1,5 +1,8 @@
 //! The retrying HTTP client against real servers on loopback.
 
+mod common;
+
+use common::ca_and_server;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -284,20 +287,6 @@ async fn put_with_headers_body_and_response_headers() {
     let resp = client(fast(1)).send(&req).await.unwrap();
     assert_eq!(resp.header("x-method"), Some("POST"));
     assert_eq!(resp.body, br#"body={"a":1}"#);
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it (Rancher's usual shape).
-fn ca_and_server() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let srv_key = KeyPair::generate().unwrap();
-    let srv_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let srv_cert = srv_params.signed_by(&srv_key, &issuer).unwrap();
-    (ca_cert.pem(), srv_cert.pem(), srv_key.serialize_pem())
 }
 
 async fn serve_tls(cert: String, key: String) -> String {

@@ -1,6 +1,9 @@
 //! No signing key or agent binary over plain http: an https request that is redirected to
 //! plain http is refused, not followed, and nothing is asked of the http server.
 
+mod common;
+
+use common::ca_and_server;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -8,19 +11,6 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use bootstrapd::http::{HttpClient, HttpError, Request, RetryPolicy, TlsTrust};
-
-fn ca_and_server() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let srv_key = KeyPair::generate().unwrap();
-    let srv_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let srv_cert = srv_params.signed_by(&srv_key, &issuer).unwrap();
-    (ca_cert.pem(), srv_cert.pem(), srv_key.serialize_pem())
-}
 
 /// A plain-http server that counts its requests and serves a "key".
 async fn plain_http() -> (String, Arc<AtomicUsize>) {

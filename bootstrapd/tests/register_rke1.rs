@@ -2,6 +2,9 @@
 //! container through a Docker Engine API double listening on `<root>/var/run/docker.sock`.
 //! The Engine double keeps containers and images in memory and records every call.
 
+mod common;
+
+use common::ca_and_server;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -25,19 +28,6 @@ const TOKEN: &str = "rke1tokenq8w7e6r5t4y3u2i1o0pzlxkcjvhbgnfmdsa9876543";
 const IMAGE: &str = "rancher/rancher-agent:v2.6.14";
 
 // ---------------------------------------------------------------- Rancher double (CA only)
-
-fn ca_and_server() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let srv_key = KeyPair::generate().unwrap();
-    let srv_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let srv_cert = srv_params.signed_by(&srv_key, &issuer).unwrap();
-    (ca_cert.pem(), srv_cert.pem(), srv_key.serialize_pem())
-}
 
 /// A Rancher 2.5-style server: only the legacy settings endpoint serves the CA.
 async fn rancher() -> (String, String, Arc<Mutex<Vec<String>>>) {

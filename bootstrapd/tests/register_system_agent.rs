@@ -2,6 +2,9 @@
 //! server certificate, as Rancher is usually set up). Every request the double receives is
 //! logged so the tests can assert what was (and was not) sent.
 
+mod common;
+
+use common::ca_and_server;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,19 +160,6 @@ async fn handle(State(d): State<Double>, req: Request) -> Response {
         }
         _ => (StatusCode::NOT_FOUND, "404 page not found").into_response(),
     }
-}
-
-fn ca_and_server() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let srv_key = KeyPair::generate().unwrap();
-    let srv_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let srv_cert = srv_params.signed_by(&srv_key, &issuer).unwrap();
-    (ca_cert.pem(), srv_cert.pem(), srv_key.serialize_pem())
 }
 
 /// Starts the double; returns its URL and the CA PEM text it serves.

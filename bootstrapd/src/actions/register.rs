@@ -246,7 +246,7 @@ async fn register_system_agent(
     tuning: &Tuning<'_>,
     record: &mut RegistrationRecord,
 ) -> Result<(), RegisterError> {
-    // system_agent::install checks the CA itself, before anything else.
+    // system_agent::install_with checks the CA itself, before anything else.
     splay(settings.rancher.splay_seconds).await;
     // The binary is read and checked before anything on the host changes; then
     // install.sh's restart-pending handshake, before the running agent is touched.

@@ -170,7 +170,7 @@ pub fn from_bundle(
 }
 
 /// Reads or downloads the binary and checks its sha256; writes nothing. None for `Assets`,
-/// which `system_agent::install` downloads under the server's CA.
+/// which `system_agent::install_with` downloads under the server's CA.
 pub async fn fetch(
     root: &HostRoot,
     source: &BinarySource,

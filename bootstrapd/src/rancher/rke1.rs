@@ -330,8 +330,13 @@ async fn drift(
     if cfg.cmd.as_deref() != Some(args) {
         what.push("agent arguments (server, checksum, roles, node, labels or taints)".into());
     }
-    let wanted_env = format!("CATTLE_TOKEN={}", token.expose());
-    if !cfg.env.unwrap_or_default().contains(&wanted_env) {
+    // Compared in place: no copy of the token outside its Secret.
+    let same_token = cfg
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.strip_prefix("CATTLE_TOKEN=") == Some(token.expose()));
+    if !same_token {
         what.push("token".into());
     }
     Ok((!what.is_empty()).then(|| what.join(", ")))

@@ -509,16 +509,6 @@ pub struct AgentInstall {
     pub binary: Option<VerifiedBinary>,
 }
 
-/// `install_with` the default paths and the binary from `<server>/assets`.
-pub async fn install(
-    root: &HostRoot,
-    reg: &Registration<'_>,
-    deadline: &Deadline,
-    tuning: &Tuning<'_>,
-) -> Result<(SystemAgentRecord, ServerTrust), SystemAgentError> {
-    install_with(root, reg, deadline, &AgentInstall::default(), tuning).await
-}
-
 /// Everything the installer does up to (not including) enabling and starting the unit.
 pub async fn install_with(
     root: &HostRoot,
