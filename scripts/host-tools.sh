@@ -14,9 +14,11 @@
 # Needs root only when something is missing. apt's own sources are used as they are.
 
 host_tool_present() {
+  local path
   case $1 in
     /*) compgen -G "$1" >/dev/null ;;
-    *) command -v "$1" >/dev/null 2>&1 ;;
+    # Executable, not just found: bash's lookup falls back to a file it cannot run.
+    *) path=$(type -P "$1") && [ -x "$path" ] ;;
   esac
 }
 
