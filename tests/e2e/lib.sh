@@ -83,12 +83,12 @@ HOST_PIDS=()
 HOST_VM_TOOLS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils genisoimage:genisoimage
   python3:python3 curl:curl strip:binutils jq:jq openssl:openssl file:file)
 
-# host_install_deps: installs HOST_VM_TOOLS and, for build-agent-image.sh's `apt-get download`,
-# package lists.
+# host_install_deps [CHECK:PACKAGE...]: installs HOST_VM_TOOLS and the further tools given and,
+# for build-agent-image.sh's `apt-get download`, package lists.
 host_install_deps() {
   # shellcheck source=scripts/host-tools.sh
   . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
-  host_tools_need e2e "${HOST_VM_TOOLS[@]}" || return 1
+  host_tools_need e2e "${HOST_VM_TOOLS[@]}" "$@" || return 1
   if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
   fi
@@ -118,23 +118,28 @@ host_build_bootstrapd() {
   strip "$out"
 }
 
-# host_start_apt_server PORT REPO LOG [ADDR]: serves the image's apt repository on ADDR:PORT
-# (default 127.0.0.1, which qemu's user network guests reach as 10.0.2.2) in the background
-# (its own session, so it outlives the caller if asked to); prints the pid.
-host_start_apt_server() {
-  local port=$1 repo=$2 log=$3 addr=${4:-127.0.0.1} pid
-  setsid python3 -m http.server "$port" --bind "$addr" --directory "$repo" >"$log" 2>&1 &
+# host_start_http_server PORT DIR LOG PROBE [ADDR]: serves DIR on ADDR:PORT (default 127.0.0.1,
+# which qemu's user network guests reach as 10.0.2.2) in the background (its own session, so it
+# outlives the caller if asked to), up once PROBE (a path below DIR) answers; prints the pid.
+host_start_http_server() {
+  local port=$1 dir=$2 log=$3 probe=$4 addr=${5:-127.0.0.1} pid
+  setsid python3 -m http.server "$port" --bind "$addr" --directory "$dir" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 50); do
-    curl -fs -o /dev/null "http://$addr:$port/dists/bookworm/Release" && break
+    curl -fs -o /dev/null "http://$addr:$port/$probe" && break
     sleep 0.2
   done
   # kill -0: a stale server on the port would answer in place of ours.
-  if ! curl -fs -o /dev/null "http://$addr:$port/dists/bookworm/Release" || ! kill -0 "$pid" 2>/dev/null; then
+  if ! curl -fs -o /dev/null "http://$addr:$port/$probe" || ! kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null
     return 1
   fi
   echo "$pid"
+}
+
+# host_start_apt_server PORT REPO LOG [ADDR]: serves the image's apt repository (host_start_http_server).
+host_start_apt_server() {
+  host_start_http_server "$1" "$2" "$3" dists/bookworm/Release "${4:-127.0.0.1}"
 }
 
 # host_start_rancher PORT DIR LOG [ADDR [SERVER_ARG...]]: starts the Rancher test server
@@ -228,6 +233,12 @@ host_setup() {
   mkdir -p "$work/logs"
   host_build_images "$work" "$image_dir" "$apt_port" "$profile" "$binary" || return 1
   host_start_servers "$work" "$apt_port" "$rancher_port" "$addr" "$@" || return 1
+  host_write_env "$work"
+}
+
+# host_write_env WORK: what the set-up started, all but the token, to WORK/host.env for the Rust
+# driver (tests/e2e-driver/src/host.rs).
+host_write_env() {
   {
     echo "HOST_PIDS='${HOST_PIDS[*]}'"
     echo "HOST_CA_CHECKSUM=$HOST_CA_CHECKSUM"
@@ -236,7 +247,7 @@ host_setup() {
     echo "HOST_IMAGE_ENV=$HOST_IMAGE_ENV"
     echo "HOST_BUILD_SECONDS=$HOST_BUILD_SECONDS"
     echo "HOST_IMAGE_SECONDS=$HOST_IMAGE_SECONDS"
-  } >"$work/host.env"
+  } >"$1/host.env"
 }
 
 # host_build_images WORK IMAGE_DIR APT_PORT PROFILE BINARY: host_setup's build half; sets
@@ -289,74 +300,63 @@ host_start_servers() {
   HOST_SERVER_URL=https://$guest_addr:$rancher_port
 }
 
-# e2e_deb_test_init NAME TOOL...: the head of the .deb tests (qcow2.sh, pxe.sh): `level` from
-# E2E_LEVEL (full|boot), `t_total`, `timings` and timed(), die() (prefix NAME-e2e), root
-# required, the host tools (CHECK:PACKAGE, scripts/host-tools.sh: commands and files, not
-# package names).
-e2e_deb_test_init() {
-  E2E_TEST_NAME=$1
-  shift
-  level=${E2E_LEVEL:-full}
-  # shellcheck disable=SC2034 # the durations table of the caller
-  t_total=$(date +%s)
-  timings=()
-  case $level in full|boot) ;; *) die "E2E_LEVEL must be full or boot" ;; esac
-  [ "$(id -u)" = 0 ] || die "must run as root (image build, loop mounts)"
-  # shellcheck source=scripts/host-tools.sh
-  . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/host-tools.sh"
-  host_tools_need "$E2E_TEST_NAME" "$@" || exit 1
-}
-
-# timed WHAT SECONDS: a line of the durations table (e2e_deb_test_init's tests).
-timed() { timings+=("$(printf '%-40s %5ss' "$1" "$2")"); }
-
-# die MESSAGE: a failed .deb test, counted as one failure.
-die() { echo "${E2E_TEST_NAME:-e2e}-e2e: FAIL: $*" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
-
-# e2e_wait_bootstrapd SERIAL QEMU_PID T_BOOT TIMEOUT: waits (while qemu runs, until T_BOOT +
-# TIMEOUT s) for systemd's status line saying bootstrapd.service finished on the serial console
-# (no "quiet" in the .deb images' kernel command line) and prints it; nothing when it never came.
-e2e_wait_bootstrapd() {
-  local serial=$1 qemu_pid=$2 t_boot=$3 timeout=$4 line
-  # systemd shortens "bootstrapd.service - DESCRIPTION" to the console width: match both ends.
-  local done_re='(Started|Failed to start|Finished) bootstrapd.*bootstrapd node bootstrap agent'
-  while kill -0 "$qemu_pid" 2>/dev/null; do
-    if line=$(e2e_clean "$serial" | grep -Em1 "$done_re"); then
-      echo "$line"
-      return
-    fi
-    [ $(( $(date +%s) - t_boot )) -lt "$timeout" ] || return 0
-    sleep 5
-  done
-}
-
-# host_setup_deb_image WORK KIND APT_PORT RANCHER_PORT: the host side of the tests that boot
-# bootstrapd installed from its .deb (KIND qcow2: tests/e2e/qcow2.sh; pxe: tests/e2e/pxe.sh):
-# the packages (scripts/build-packages.sh), scripts/build-KIND.sh's image from the .deb (kept
-# with E2E_REUSE_IMAGE=1 when WORK/KIND/KIND.env exists), that env file sourced, then the
-# servers (host_start_servers) with the cached base's apt repository. Logs in WORK/logs.
+# host_setup_deb_image WORK KIND APT_PORT RANCHER_PORT [CHECK:PACKAGE...]: the host side of the tests that boot
+# bootstrapd installed from its .deb (KIND qcow2 or pxe: `e2e-driver qcow2`, `e2e-driver pxe`):
+# the host tools (and the further ones given), the packages (scripts/build-packages.sh), scripts/build-KIND.sh's image from the
+# .deb (kept with E2E_REUSE_IMAGE=1 when WORK/KIND/KIND.env exists), then the servers
+# (host_start_servers) with the cached base's apt repository; WORK/host.env (host_write_env,
+# HOST_IMAGE_ENV is WORK/KIND/KIND.env). Logs in WORK/logs.
 host_setup_deb_image() {
   local work=$1 kind=$2 apt_port=$3 rancher_port=$4 env t deb
   env=$work/$kind/$kind.env
+  shift 4
+  mkdir -p "$work/logs"
+  host_install_deps "$@" || return 1
+  HOST_BUILD_SECONDS=0 HOST_IMAGE_SECONDS=0
   if [ "${E2E_REUSE_IMAGE:-0}" = 1 ] && [ -f "$env" ]; then
     echo "==> reusing $env"
   else
     echo "==> packages"
     t=$(date +%s)
-    scripts/build-packages.sh --out "$work/pkg" | tee "$work/logs/build-packages.log" || return 1
-    echo "    build-packages.sh: $(( $(date +%s) - t ))s"
+    scripts/build-packages.sh --out "$work/pkg" >"$work/logs/build-packages.log" 2>&1 \
+      || { tail -n 20 "$work/logs/build-packages.log" >&2; echo "scripts/build-packages.sh failed (see $work/logs/build-packages.log)" >&2; return 1; }
+    HOST_BUILD_SECONDS=$(( $(date +%s) - t ))
     echo "==> $kind image"
     t=$(date +%s)
     deb=$(. "$work/pkg/packages.env" && echo "$DEB")
     "scripts/build-$kind.sh" --deb "$deb" --out "$work/$kind" --apt-url "http://10.0.2.2:$apt_port/" \
-      | tee "$work/logs/build-$kind.log" || return 1
-    echo "    build-$kind.sh: $(( $(date +%s) - t ))s"
+      >"$work/logs/build-$kind.log" 2>&1 \
+      || { tail -n 20 "$work/logs/build-$kind.log" >&2; echo "scripts/build-$kind.sh failed (see $work/logs/build-$kind.log)" >&2; return 1; }
+    HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
   fi
+  HOST_IMAGE_ENV=$env
   # shellcheck source=/dev/null
   . "$env"
   APT_REPO=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
   [ -d "$APT_REPO" ] || { echo "no local apt repository at $APT_REPO" >&2; return 1; }
-  host_start_servers "$work" "$apt_port" "$rancher_port" 127.0.0.1
+  host_start_servers "$work" "$apt_port" "$rancher_port" 127.0.0.1 || return 1
+  host_write_env "$work"
+}
+
+# host_setup_pxe WORK APT_PORT RANCHER_PORT HTTP_PORT: host_setup_deb_image for the PXE bundle,
+# plus the boot file server on 127.0.0.1:HTTP_PORT (WORK/www: the kernel, the initrd, the
+# squashfs; the driver adds the userdata; its request log WORK/logs/boot-http.log).
+host_setup_pxe() {
+  local work=$1 www=$1/www pid
+  # Debian's iPXE virtio ROM, which the driver gives the diskless VM's NIC.
+  host_setup_deb_image "$work" pxe "$2" "$3" /usr/lib/ipxe/qemu/pxe-virtio.rom:ipxe-qemu || return 1
+  rm -rf "$www"
+  mkdir -p "$www"
+  ln -s "$KERNEL" "$www/vmlinuz"
+  ln -s "$INITRD" "$www/initrd.img"
+  ln -s "$SQUASHFS" "$www/filesystem.squashfs"
+  if ! pid=$(host_start_http_server "$4" "$www" "$work/logs/boot-http.log" initrd.img); then
+    host_stop
+    echo "the boot file server did not come up on 127.0.0.1:$4 (see $work/logs/boot-http.log)" >&2
+    return 1
+  fi
+  HOST_PIDS+=("$pid")
+  host_write_env "$work"
 }
 
 # host_stop: stops what host_setup started (for an EXIT trap).

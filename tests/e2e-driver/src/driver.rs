@@ -26,6 +26,10 @@ pub enum DriverError {
     },
     #[error("cannot run scripts/vm.sh: {0}")]
     Vm(#[source] std::io::Error),
+    #[error(transparent)]
+    Qemu(#[from] crate::qemu::QemuError),
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
 }
 
 /// How much of bootstrapd's work is checked.

@@ -52,27 +52,43 @@ pub struct Host {
     pub image_seconds: u64,
 }
 
-/// bash: source lib.sh, run host_setup. Arguments, not interpolation: no path is parsed as
-/// shell.
+/// bash: source lib.sh, run the set-up function named by the first argument with the rest.
+/// Arguments, not interpolation: no path is parsed as shell.
 const SETUP: &str = r#"set -e
 . tests/e2e/lib.sh
-host_setup "$1" "$2" "$3" --profile "$4" -- --starting-while "$5"
+"$@"
 "#;
 
 impl Host {
+    /// The e2e suite's host side: `host_setup` with the "starting" flag for the test server.
     pub fn setup(cfg: &HostConfig) -> Result<Host, HostError> {
+        let args = [
+            "host_setup".into(),
+            cfg.work.clone().into_os_string(),
+            cfg.apt_port.to_string().into(),
+            cfg.rancher_port.to_string().into(),
+            "--profile".into(),
+            cfg.profile.clone().into(),
+            "--".into(),
+            "--starting-while".into(),
+            cfg.starting_while.clone().into_os_string(),
+        ];
+        Host::run(&cfg.repo, &cfg.work, &args)
+    }
+
+    /// Runs one of lib.sh's set-up functions (`host_setup`, `host_setup_deb_image`,
+    /// `host_setup_pxe`: each writes WORK/host.env) and reads back what it started.
+    pub fn run(repo: &Path, work: &Path, args: &[std::ffi::OsString]) -> Result<Host, HostError> {
+        // A host.env of an earlier run must not be taken for this one's.
+        let _ = fs::remove_file(work.join("host.env"));
         let status = Command::new("bash")
-            .current_dir(&cfg.repo)
+            .current_dir(repo)
             .args(["-c", SETUP, "host-setup"])
-            .arg(&cfg.work)
-            .arg(cfg.apt_port.to_string())
-            .arg(cfg.rancher_port.to_string())
-            .arg(&cfg.profile)
-            .arg(&cfg.starting_while)
+            .args(args)
             .status()
             .map_err(HostError::Spawn)?;
-        let env_file = cfg.work.join("host.env");
-        // Read host.env even on failure: host_setup may have started servers to stop.
+        let env_file = work.join("host.env");
+        // Read host.env even on failure: the set-up may have started servers to stop.
         let env = fs::read_to_string(&env_file)
             .map(|t| parse_env(&t))
             .unwrap_or_default();
@@ -92,6 +108,16 @@ impl Host {
             return Err(HostError::NoToken(tokens));
         }
         Ok(host)
+    }
+
+    /// The image's env file (build-image.sh's image.env, build-KIND.sh's KIND.env), read.
+    pub fn image_vars(&self) -> Result<BTreeMap<String, String>, HostError> {
+        fs::read_to_string(&self.image_env)
+            .map(|t| parse_env(&t))
+            .map_err(|source| HostError::Read {
+                path: self.image_env.clone(),
+                source,
+            })
     }
 
     fn from_env(env: &BTreeMap<String, String>, file: &Path) -> Result<Host, HostError> {
@@ -136,8 +162,26 @@ fn pids(env: &BTreeMap<String, String>) -> Vec<i32> {
 }
 
 /// The servers' pids for the signal handler (Drop does not run when SIGINT/SIGTERM end the
-/// driver, and the servers run in their own sessions: nothing else would stop them).
-static SERVER_PIDS: [AtomicI32; 4] = [const { AtomicI32::new(0) }; 4];
+/// driver, and the servers run in their own sessions: nothing else would stop them), and the
+/// VMs the driver runs itself (`guard`).
+static SERVER_PIDS: [AtomicI32; 8] = [const { AtomicI32::new(0) }; 8];
+
+/// Has the signal handler stop `pid` too (a qemu the driver started), until `unguard`.
+pub fn guard(pid: i32) {
+    if let Some(slot) = SERVER_PIDS
+        .iter()
+        .rev()
+        .find(|p| p.load(Ordering::Relaxed) == 0)
+    {
+        slot.store(pid, Ordering::Relaxed);
+    }
+}
+
+pub fn unguard(pid: i32) {
+    for slot in &SERVER_PIDS {
+        let _ = slot.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
 
 extern "C" fn on_signal(sig: libc::c_int) {
     for p in &SERVER_PIDS {

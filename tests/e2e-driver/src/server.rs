@@ -32,7 +32,7 @@ pub fn for_node<'a>(
 }
 
 /// How the shell names a record: its hostname, else its machine name.
-fn label(r: &NodeRecord) -> &str {
+pub fn label(r: &NodeRecord) -> &str {
     r.hostname.as_deref().unwrap_or(&r.name)
 }
 

@@ -25,7 +25,11 @@ pub fn render(template: &str, v: &Values) -> String {
 
 /// Writes the rendered template to `out`, mode 0600 from creation.
 pub fn write(template: &Path, out: &Path, v: &Values) -> std::io::Result<()> {
-    let text = render(&fs::read_to_string(template)?, v);
+    write_text(out, &render(&fs::read_to_string(template)?, v))
+}
+
+/// Writes userdata `text` (it holds the token) to `out`, mode 0600 from creation.
+pub fn write_text(out: &Path, text: &str) -> std::io::Result<()> {
     match fs::remove_file(out) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}

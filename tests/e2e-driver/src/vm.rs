@@ -1,7 +1,7 @@
 //! Boots through scripts/vm.sh (plumbing: qemu, the seed ISO, the report port).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One boot of a node's disk.
@@ -20,6 +20,18 @@ pub struct VmBoot<'a> {
 
 /// vm.sh's exit status (0 after a guest power-off, 124 on timeout) and how long it took.
 pub fn boot(repo: &Path, b: &VmBoot) -> std::io::Result<(i32, Duration)> {
+    run(command(repo, b))
+}
+
+/// `boot` without vm.sh's own lines on stdout (its errors still go to stderr): the crash
+/// campaign prints one line per boot of its own.
+pub fn boot_quiet(repo: &Path, b: &VmBoot) -> std::io::Result<(i32, Duration)> {
+    let mut cmd = command(repo, b);
+    cmd.stdout(Stdio::null());
+    run(cmd)
+}
+
+fn command(repo: &Path, b: &VmBoot) -> Command {
     let mut cmd = Command::new(repo.join("scripts/vm.sh"));
     cmd.current_dir(repo)
         .arg("--image-env")
@@ -36,6 +48,10 @@ pub fn boot(repo: &Path, b: &VmBoot) -> std::io::Result<(i32, Duration)> {
     if let Some(ud) = b.user_data {
         cmd.arg("--user-data").arg(ud);
     }
+    cmd
+}
+
+fn run(mut cmd: Command) -> std::io::Result<(i32, Duration)> {
     let t = Instant::now();
     let status = cmd.status()?;
     Ok((status.code().unwrap_or(-1), t.elapsed()))

@@ -1,0 +1,524 @@
+//! `e2e-driver qcow2`: the bootable disk image (scripts/build-qcow2.sh), booted ONCE under qemu
+//! through its own bootloader (SeaBIOS -> GRUB on the MBR -> kernel; no -kernel), with NoCloud
+//! userdata on a cidata ISO. The driver waits on the serial console until bootstrapd.service has
+//! finished, powers the VM off over ACPI (QMP) and reads the disk afterwards (the journal,
+//! dpkg's database, bootstrapd's state through `bootstrapd --root DIR status --json`, read as
+//! bootstrapd's `Journal`): the image carries no test hook of its own.
+//!
+//! Checked always: GRUB booted the kernel (BOOT_IMAGE= on the kernel command line, root=UUID of
+//! the image's partition); bootstrapd is installed from the .deb (dpkg status, same bytes as the
+//! .deb's binary) and enabled; cloud-init absent; firewalld started before bootstrapd;
+//! bootstrapd.service ran /usr/bin/bootstrapd and finished. Level full also: bootstrapd
+//! succeeded, its status is done, firewalld masked, the Rancher test server recorded the node.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bootstrapd::state::journal::{Journal, Verdict};
+
+use crate::checks::Checks;
+use crate::deb::{DebOptions, DebTest};
+use crate::driver::{DriverError, Level};
+use crate::qemu::{self, Vm};
+use crate::tool::{self, ToolError};
+
+const HOSTNAME: &str = "qcow2-node";
+
+/// Runs the test; `Ok(true)` when every check passed.
+pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
+    let args: Vec<OsString> = [
+        "qcow2".to_string(),
+        opts.apt_port.to_string(),
+        opts.rancher_port.to_string(),
+        "losetup:util-linux".to_string(),
+        "dpkg-deb:dpkg-dev".to_string(),
+        "journalctl:systemd".to_string(),
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    let mut t = DebTest::setup(opts, "host_setup_deb_image", &args)?;
+    let work = t.opts.work.clone();
+    let seed = make_seed(&t, &work.join("seed"))?;
+    let overlay = work.join("node.qcow2");
+    let _ = std::fs::remove_file(&overlay);
+    tool::stdout(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(t.image_var("QCOW2")?)
+            .arg(&overlay),
+    )?;
+    let serial = work.join("logs/serial.log");
+    let outcome = boot(&mut t, &overlay, &seed, &serial)?;
+    let console = std::fs::read(&serial)
+        .map(|b| crate::report::clean(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    println!("==> serial console");
+    let root_uuid = t.image_var("ROOT_UUID")?;
+    judge_serial(&mut t.checks, &console, &root_uuid, outcome.as_deref());
+    println!("==> the disk after power-off");
+    let disk = Mounted::new(&overlay, &work)?;
+    check_disk(&mut t, &disk.mnt)?;
+    let status = check_journal(&mut t, &disk.mnt)?;
+    if t.opts.level == Level::Full {
+        check_full(&mut t.checks, &disk.mnt, &status);
+    }
+    drop(disk);
+    t.check_outcome_and_record(
+        outcome.as_deref(),
+        "bootstrapd's success, its status, the node's registration",
+    );
+    Ok(t.finish())
+}
+
+/// WORK/seed/seed.iso: the worker's userdata and the node's meta-data (volume cidata).
+fn make_seed(t: &DebTest, dir: &Path) -> Result<PathBuf, DriverError> {
+    let _ = std::fs::remove_dir_all(dir);
+    let write_err = |source| DriverError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(write_err)?;
+    t.write_userdata(&dir.join("user-data"))?;
+    std::fs::write(
+        dir.join("meta-data"),
+        format!("instance-id: iid-{HOSTNAME}\nlocal-hostname: {HOSTNAME}\n"),
+    )
+    .map_err(write_err)?;
+    let iso = dir.join("seed.iso");
+    tool::stdout(
+        Command::new("genisoimage")
+            .args(["-quiet", "-output"])
+            .arg(&iso)
+            .args(["-volid", "cidata", "-joliet", "-rock"])
+            .arg(dir.join("user-data"))
+            .arg(dir.join("meta-data")),
+    )?;
+    Ok(iso)
+}
+
+/// Boots the overlay from its bootloader, waits for bootstrapd's status line, powers off.
+fn boot(
+    t: &mut DebTest,
+    overlay: &Path,
+    seed: &Path,
+    serial: &Path,
+) -> Result<Option<String>, DriverError> {
+    let qmp = t.opts.work.join("qmp.sock");
+    let _ = std::fs::remove_file(&qmp);
+    let mut args = qemu::base_args(1536, serial);
+    args.extend([
+        "-boot".to_string(),
+        "c".to_string(),
+        "-drive".to_string(),
+        format!(
+            "file={},format=qcow2,if=virtio,cache=unsafe",
+            overlay.display()
+        ),
+        "-drive".to_string(),
+        format!("file={},format=raw,if=virtio,readonly=on", seed.display()),
+        "-netdev".to_string(),
+        "user,id=net0".to_string(),
+        "-device".to_string(),
+        "virtio-net-pci,netdev=net0".to_string(),
+        "-qmp".to_string(),
+        format!("unix:{},server=on,wait=off", qmp.display()),
+    ]);
+    println!("==> booting the qcow2 (through an overlay) from its own bootloader");
+    let mut vm = Vm::start(&args, serial)?;
+    let outcome = vm.wait_for(
+        t.opts.boot_timeout,
+        Duration::from_secs(5),
+        qemu::bootstrapd_outcome,
+    );
+    let waited = vm.started.elapsed().as_secs();
+    t.time("qemu start to bootstrapd.service done", waited);
+    match &outcome {
+        Some(l) => println!("    serial: {l}"),
+        None => println!(
+            "    serial: bootstrapd.service did not finish within {}s",
+            t.opts.boot_timeout.as_secs()
+        ),
+    }
+    let before = vm.started.elapsed().as_secs();
+    vm.power_down(&qmp, Duration::from_secs(120));
+    t.time("power-off", vm.started.elapsed().as_secs() - before);
+    t.time("qemu start to exit", vm.started.elapsed().as_secs());
+    Ok(outcome)
+}
+
+/// The kernel's command line as GRUB passed it: `BOOT_IMAGE=/boot/vmlinuz-V root=UUID=U`.
+fn grub_started_kernel(console: &str, root_uuid: &str) -> bool {
+    console.lines().any(|l| {
+        let Some(i) = l.find("Command line: BOOT_IMAGE=/boot/vmlinuz-") else {
+            return false;
+        };
+        let rest = &l[i + "Command line: BOOT_IMAGE=/boot/vmlinuz-".len()..];
+        let mut words = rest.split(' ');
+        words.next().is_some_and(|v| !v.is_empty())
+            && words
+                .next()
+                .is_some_and(|w| w.starts_with(&format!("root=UUID={root_uuid}")))
+    })
+}
+
+/// The serial console's checks.
+fn judge_serial(c: &mut Checks, console: &str, root_uuid: &str, outcome: Option<&str>) {
+    c.check(
+        "GRUB ran from the disk's MBR (its banner/menu on the serial console)",
+        console.contains("GNU GRUB"),
+        "no 'GNU GRUB' on the console",
+    );
+    c.check(
+        "the kernel was started by GRUB (BOOT_IMAGE=) with root=UUID of the image",
+        grub_started_kernel(console, root_uuid),
+        format!("no 'Command line: BOOT_IMAGE=/boot/vmlinuz-* root=UUID={root_uuid}'"),
+    );
+    c.check(
+        "systemd reached a login prompt on ttyS0",
+        console.contains("login:"),
+        "no 'login:' on the console",
+    );
+    c.check(
+        "bootstrapd.service finished (systemd status line)",
+        outcome.is_some(),
+        "no status line",
+    );
+}
+
+/// The overlay as a raw copy, its root partition (at 1 MiB: scripts/build-qcow2.sh) on a
+/// read-only loop device (partition scanning of loop devices may be unavailable in containers)
+/// and mounted without journal replay; all undone when dropped.
+struct Mounted {
+    raw: PathBuf,
+    loopdev: String,
+    mnt: PathBuf,
+}
+
+impl Mounted {
+    fn new(overlay: &Path, work: &Path) -> Result<Mounted, ToolError> {
+        let raw = work.join("node.raw");
+        let _ = std::fs::remove_file(&raw);
+        tool::stdout(
+            Command::new("qemu-img")
+                .args(["convert", "-O", "raw"])
+                .arg(overlay)
+                .arg(&raw),
+        )?;
+        let loopdev = tool::stdout(
+            Command::new("losetup")
+                .args(["-f", "--show", "-r", "-o", "1048576"])
+                .arg(&raw),
+        )?
+        .trim()
+        .to_string();
+        let mut m = Mounted {
+            raw,
+            loopdev,
+            mnt: work.join("mnt"),
+        };
+        let _ = std::fs::create_dir_all(&m.mnt);
+        if let Err(e) = tool::stdout(
+            Command::new("mount")
+                .args(["-o", "ro,noload", &m.loopdev])
+                .arg(&m.mnt),
+        ) {
+            m.mnt = PathBuf::new();
+            return Err(e);
+        }
+        Ok(m)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if !self.mnt.as_os_str().is_empty() {
+            let _ = tool::run(Command::new("umount").arg(&self.mnt));
+        }
+        let _ = tool::run(Command::new("losetup").args(["-d", &self.loopdev]));
+        let _ = std::fs::remove_file(&self.raw);
+    }
+}
+
+/// The package as installed on the disk.
+fn check_disk(t: &mut DebTest, mnt: &Path) -> Result<(), DriverError> {
+    let deb = t.image_var("DEB")?;
+    let debx = t.opts.work.join("debx");
+    let _ = std::fs::remove_dir_all(&debx);
+    tool::stdout(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&debx))?;
+    let version = tool::stdout(Command::new("dpkg-deb").args(["-f", &deb, "Version"]))?;
+    let admindir = format!("--admindir={}", mnt.join("var/lib/dpkg").display());
+    let status = tool::run(Command::new("dpkg-query").args([
+        &admindir,
+        "-W",
+        "-f",
+        "${db:Status-Abbrev} ${Version}",
+        "bootstrapd",
+    ]))?;
+    let c = &mut t.checks;
+    c.eq(
+        "bootstrapd installed by dpkg from the .deb",
+        format!("ii  {}", version.trim()),
+        format!("{}{}", status.stdout, status.stderr.trim()),
+    );
+    let same = std::fs::read(debx.join("usr/bin/bootstrapd"))
+        .ok()
+        .zip(std::fs::read(mnt.join("usr/bin/bootstrapd")).ok())
+        .is_some_and(|(a, b)| a == b);
+    c.check(
+        "/usr/bin/bootstrapd is the .deb's binary",
+        same,
+        "the bytes differ (or a file is missing)",
+    );
+    let wants = mnt.join("etc/systemd/system/multi-user.target.wants/bootstrapd.service");
+    c.check(
+        "bootstrapd.service enabled by the package",
+        wants
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink()),
+        format!("{} is not a symlink", wants.display()),
+    );
+    let cloud = tool::run(Command::new("dpkg-query").args([
+        &admindir,
+        "-W",
+        "-f",
+        "${Package} ${db:Status-Abbrev}\n",
+        "cloud-init*",
+    ]))?;
+    let mut found: Vec<String> = installed_lines(&cloud.stdout);
+    if mnt.join("usr/bin/cloud-init").symlink_metadata().is_ok() {
+        found.push("/usr/bin/cloud-init".to_string());
+    }
+    c.eq(
+        "cloud-init absent (dpkg, /usr/bin)",
+        String::new(),
+        found.join(";"),
+    );
+    c.check(
+        "firewalld installed",
+        mnt.join("usr/lib/systemd/system/firewalld.service")
+            .is_file(),
+        "no firewalld.service unit",
+    );
+    let _ = std::fs::remove_dir_all(&debx);
+    Ok(())
+}
+
+/// dpkg-query lines "PACKAGE STATUS" of packages whose wanted state is install (`ii`, `iF`...).
+fn installed_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains(" i"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `status --json` of the disk, as bootstrapd's own binary on it reads the state: exit status
+/// and the parsed journal.
+struct DiskStatus {
+    rc: i32,
+    journal: Result<Journal, String>,
+}
+
+/// The journal of the boot, read from the disk; then bootstrapd's status on the disk.
+fn check_journal(t: &mut DebTest, mnt: &Path) -> Result<DiskStatus, DriverError> {
+    let logs = t.opts.work.join("logs");
+    let jdir = mnt.join("var/log/journal");
+    let journalctl = |args: &[&str]| {
+        tool::run(
+            Command::new("journalctl")
+                .arg("-D")
+                .arg(&jdir)
+                .args(["-b", "--no-pager"])
+                .args(args),
+        )
+    };
+    let text = journalctl(&["-o", "short-monotonic"])?.stdout;
+    let _ = std::fs::write(logs.join("journal.txt"), &text);
+    t.checks.check(
+        "the journal of the boot was read from the disk",
+        !text.trim().is_empty(),
+        "journalctl printed nothing",
+    );
+    let units = journalctl(&[
+        "-o",
+        "json",
+        "-u",
+        "bootstrapd.service",
+        "-u",
+        "firewalld.service",
+    ])?
+    .stdout;
+    let _ = std::fs::write(logs.join("journal-units.json"), &units);
+    let (fw, bs) = unit_order(&units);
+    t.checks.check(
+        "firewalld was started before bootstrapd (journal)",
+        fw > 0 && bs > 0 && fw <= bs,
+        format!("firewalld start job at {fw} us, bootstrapd starting at {bs} us"),
+    );
+    let own = journalctl(&[
+        "-o",
+        "cat",
+        "_SYSTEMD_UNIT=bootstrapd.service",
+        "_EXE=/usr/bin/bootstrapd",
+    ])?;
+    t.checks.check(
+        "bootstrapd itself logged to the journal",
+        !own.stdout.trim().is_empty(),
+        "no journal entry of /usr/bin/bootstrapd in bootstrapd.service",
+    );
+    println!("    bootstrapd's journal (first 40 lines):");
+    let unit = journalctl(&["-o", "short-monotonic", "-u", "bootstrapd.service"])?;
+    for l in unit.stdout.lines().take(40) {
+        println!("      {l}");
+    }
+    let ran = tool::run(
+        Command::new(mnt.join("usr/bin/bootstrapd"))
+            .arg("--root")
+            .arg(mnt)
+            .args(["status", "--json"]),
+    )?;
+    let _ = std::fs::write(logs.join("status.json"), &ran.stdout);
+    let _ = std::fs::write(logs.join("status.err"), &ran.stderr);
+    println!(
+        "    bootstrapd --root DISK status --json: exit {} ({})",
+        ran.code,
+        logs.join("status.json").display()
+    );
+    Ok(DiskStatus {
+        rc: ran.code,
+        journal: serde_json::from_str(&ran.stdout).map_err(|e| e.to_string()),
+    })
+}
+
+/// From `journalctl -o json` of the two units: the monotonic time of firewalld's first start
+/// job and of bootstrapd's "Starting" message (0 when absent).
+fn unit_order(json_lines: &str) -> (u64, u64) {
+    let (mut fw, mut bs) = (0, 0);
+    for e in json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let field = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let t: u64 = field("__MONOTONIC_TIMESTAMP").parse().unwrap_or(0);
+        if fw == 0 && field("UNIT") == "firewalld.service" && field("JOB_TYPE") == "start" {
+            fw = t;
+        }
+        if bs == 0
+            && field("UNIT") == "bootstrapd.service"
+            && field("MESSAGE").starts_with("Starting")
+        {
+            bs = t;
+        }
+    }
+    (fw, bs)
+}
+
+/// Level full: bootstrapd's work as the disk shows it.
+fn check_full(c: &mut Checks, mnt: &Path, status: &DiskStatus) {
+    c.eq("bootstrapd status: done (exit 0)", 0, status.rc);
+    match &status.journal {
+        Ok(j) => c.eq(
+            "bootstrapd status --json: bootstrapd's journal, verdict done",
+            Verdict::Done,
+            j.verdict,
+        ),
+        Err(e) => c.fail(
+            "bootstrapd status --json: bootstrapd's journal, verdict done",
+            e,
+        ),
+    }
+    // The userdata says firewalld: disable; bootstrapd masks it over systemd's D-Bus API.
+    let link = std::fs::read_link(mnt.join("etc/systemd/system/firewalld.service"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    c.eq(
+        "firewalld masked by bootstrapd (userdata firewalld: disable)",
+        "/dev/null",
+        link.as_str(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: &str = "0f3c2a1e-7d7b-4a8e-9e51-2c1b5d6f7a80";
+
+    #[test]
+    fn the_serial_console_of_a_grub_boot() {
+        let console = format!(
+            "\x1b[2J GNU GRUB  version 2.06-13+deb12u1\n\
+[    0.000000] Command line: BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID={UUID} ro console=ttyS0\n\
+[  OK  ] Started bootstrapd.service - bootstrapd node bootstrap agent.\n\
+qcow2-node login: "
+        );
+        let console = crate::report::clean(&console);
+        let outcome = qemu::bootstrapd_outcome(&console);
+        let mut c = Checks::default();
+        judge_serial(&mut c, &console, UUID, outcome.as_deref());
+        assert_eq!(c.failures, Vec::<String>::new());
+        assert_eq!(c.passed, 4);
+        // A -kernel boot (no GRUB), another partition, no prompt, no status line.
+        let direct = "[    0.000000] Command line: root=/dev/vda rw console=ttyS0\n";
+        let mut c = Checks::default();
+        judge_serial(&mut c, direct, UUID, None);
+        assert_eq!(c.passed, 0);
+        assert_eq!(c.failed(), 4);
+        assert!(!grub_started_kernel(
+            "Command line: BOOT_IMAGE=/boot/vmlinuz-6.1 root=UUID=other",
+            UUID
+        ));
+    }
+
+    #[test]
+    fn unit_order_from_the_journals_json() {
+        let lines = r#"{"UNIT":"firewalld.service","JOB_TYPE":"start","MESSAGE":"Starting firewalld.service","__MONOTONIC_TIMESTAMP":"5100000"}
+{"UNIT":"firewalld.service","JOB_TYPE":"start","MESSAGE":"Started firewalld.service","__MONOTONIC_TIMESTAMP":"9100000"}
+not json
+{"UNIT":"bootstrapd.service","MESSAGE":"Starting bootstrapd.service - bootstrapd node bootstrap agent...","__MONOTONIC_TIMESTAMP":"12000000"}
+{"UNIT":"bootstrapd.service","MESSAGE":[98,97],"__MONOTONIC_TIMESTAMP":"13000000"}"#;
+        assert_eq!(unit_order(lines), (5_100_000, 12_000_000));
+        assert_eq!(unit_order(""), (0, 0));
+    }
+
+    #[test]
+    fn installed_cloud_init_lines() {
+        assert!(installed_lines("cloud-init un \ncloud-initramfs-growroot un \n").is_empty());
+        assert_eq!(
+            installed_lines("cloud-init ii \ncloud-guest-utils un \n"),
+            vec!["cloud-init ii "]
+        );
+    }
+
+    #[test]
+    fn the_disks_status_is_judged_as_a_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unit = dir.path().join("etc/systemd/system");
+        std::fs::create_dir_all(&unit).expect("mkdir");
+        std::os::unix::fs::symlink("/dev/null", unit.join("firewalld.service")).expect("link");
+        let done: Journal = serde_json::from_str(
+            r#"{"version": 1, "verdict": "done", "runs": 1, "stages": [], "notes": [], "updated": 9}"#,
+        )
+        .expect("journal");
+        let mut c = Checks::default();
+        check_full(
+            &mut c,
+            dir.path(),
+            &DiskStatus {
+                rc: 0,
+                journal: Ok(done),
+            },
+        );
+        assert_eq!((c.passed, c.failed()), (3, 0));
+        std::fs::remove_file(unit.join("firewalld.service")).expect("rm");
+        let mut c = Checks::default();
+        let bad = DiskStatus {
+            rc: 1,
+            journal: Err("EOF while parsing".into()),
+        };
+        check_full(&mut c, dir.path(), &bad);
+        assert_eq!((c.passed, c.failed()), (0, 3));
+    }
+}
