@@ -50,13 +50,13 @@ else
   cargo run -q -p e2e-driver
   log "packages: .deb and .rpm contents (tests/e2e/packages.sh)"
   tests/e2e/packages.sh
-  log "disk image: boot through GRUB, bootstrapd from the .deb (tests/e2e/qcow2.sh)"
-  tests/e2e/qcow2.sh
-  log "crash campaign, short form: kill -9 mid-install, reset mid-register (tests/e2e/crash.sh)"
-  tests/e2e/crash.sh
+  log "disk image: boot through GRUB, bootstrapd from the .deb (e2e-driver qcow2)"
+  cargo run -q -p e2e-driver -- qcow2
+  log "crash campaign, short form: kill -9 mid-install, reset mid-register (e2e-driver crash)"
+  CRASH_WORK=${CRASH_WORK:-$PWD/build/e2e-crash} cargo run -q -p e2e-driver -- crash --points ci-r1-chain
   # ~4-7 min on 2 cores; the whole run stays well under CI's 45-minute budget with it.
-  log "network boot: iPXE, live squashfs, userdata from bootstrapd.url= (tests/e2e/pxe.sh)"
-  tests/e2e/pxe.sh
+  log "network boot: iPXE, live squashfs, userdata from bootstrapd.url= (e2e-driver pxe)"
+  cargo run -q -p e2e-driver -- pxe
   # The full campaigns (scripts/*-campaign.sh, scripts/fuzz.sh, scripts/fleet-bench.sh) take
   # hours and are run by hand: see README.
 fi

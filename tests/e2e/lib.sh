@@ -2,8 +2,9 @@
 # Helpers for the VM tests: the one host set-up (host_setup) that the e2e driver
 # (tests/e2e-driver), the campaigns, the boot benchmark and scripts/lab share; reading the
 # report that bootstrapd-e2e.service prints on the serial console
-# (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting assertions, for the
-# campaigns' and qcow2/pxe tests' bash checks.
+# (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting assertions, for what
+# still checks in bash: the secret campaign (secrets.sh) and the package test (packages.sh).
+# Every other VM test asserts in Rust (tests/e2e-driver).
 
 E2E_PASSED=0
 E2E_FAILED=0
@@ -23,11 +24,6 @@ e2e_clean() {
 # e2e_prop LOG SECTION KEY: the value of KEY=VALUE in a section (systemctl show output).
 e2e_prop() {
   e2e_section "$1" "$2" | sed -n "s/^$3=//p" | head -n 1
-}
-
-# e2e_rc LOG SECTION: the exit status of the section's command.
-e2e_rc() {
-  e2e_prop "$1" "$2" rc
 }
 
 pass() {
@@ -51,15 +47,6 @@ check() {
 # check_eq NAME EXPECTED ACTUAL
 check_eq() {
   if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi
-}
-
-# check_section_has NAME LOG SECTION REGEX: some line of the section matches.
-check_section_has() {
-  if e2e_section "$2" "$3" | grep -Eq -- "$4"; then
-    pass "$1"
-  else
-    fail "$1" "no line matching /$4/ in section $3"
-  fi
 }
 
 e2e_summary() {
@@ -179,12 +166,6 @@ host_start_rancher() {
 # "generation roles hostname connect_count".
 e2e_records() {
   cargo run -q -p e2e-driver -- records "$@"
-}
-
-# rancher_refusals LOG STATUS: how many /v3/connect/agent requests the server's LOG shows
-# answered with STATUS.
-rancher_refusals() {
-  e2e_clean "$1" | grep -c "path=/v3/connect/agent status=$2\b" || true
 }
 
 # render_userdata TEMPLATE OUT SERVER TOKEN CA_CHECKSUM [ROLES [MODE]]: fills a
