@@ -276,11 +276,7 @@ pub fn judge(c: &mut Checks, point: &Point, seen: &Seen, records: &[NodeRecord])
     let connects: Vec<String> = mine.iter().map(|r| r.connect_count.to_string()).collect();
     let mut agents = None;
     if point.mode == Mode::Rke1 {
-        let n = r
-            .section("docker-ps")
-            .iter()
-            .filter(|l| l.contains(" rancher/rancher-agent:"))
-            .count();
+        let n = crate::driver::agent_containers(r);
         c.eq(&format!("{id}: one rancher-agent container"), 1, n);
         if n != 1 {
             problems.push(format!("AGENTS={n}"));
@@ -386,14 +382,7 @@ pub fn run(opts: CrashOptions, points: &[&Point]) -> Result<bool, DriverError> {
         path: h.work.clone(),
         source,
     })?;
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "host_setup".into(),
-        h.work.clone().into(),
-        h.apt_port.to_string().into(),
-        h.rancher_port.to_string().into(),
-        "--profile".into(),
-        h.profile.clone().into(),
-    ];
+    let mut args = h.host_setup_args();
     if let Some(b) = &opts.binary {
         args.extend(["--binary".into(), b.clone().into()]);
     }

@@ -137,6 +137,21 @@ impl DebTest {
     }
 }
 
+/// The end of the console, at every level: systemd's login prompt (the check `login` names it)
+/// and bootstrapd.service's status line.
+pub fn check_console_end(c: &mut Checks, login: &str, console: &str, outcome: Option<&str>) {
+    c.check(
+        login,
+        console.contains("login:"),
+        "no 'login:' on the console",
+    );
+    c.check(
+        "bootstrapd.service finished (systemd status line)",
+        outcome.is_some(),
+        "no status line",
+    );
+}
+
 /// systemd said bootstrapd.service started (a oneshot: finished) rather than failed. No line at
 /// all is not a success.
 pub fn succeeded(outcome: Option<&str>) -> bool {

@@ -652,12 +652,19 @@ fn check_rke1(c: &mut Checks, p: &str, r: &Report) {
         " rancher/rancher-agent:v2.6.14 running$",
         |l| l.ends_with(" rancher/rancher-agent:v2.6.14 running"),
     );
-    let agents = r
-        .section("docker-ps")
+    c.eq(
+        &format!("{p}: exactly one agent container"),
+        1,
+        agent_containers(r),
+    );
+}
+
+/// How many rancher-agent containers `docker ps -a` lists (running or not).
+pub fn agent_containers(r: &Report) -> usize {
+    r.section("docker-ps")
         .iter()
         .filter(|l| l.contains(" rancher/rancher-agent:"))
-        .count();
-    c.eq(&format!("{p}: exactly one agent container"), 1, agents);
+        .count()
 }
 
 /// The id of the rancher-agent container (`docker ps` line "ID NAME IMAGE STATE").

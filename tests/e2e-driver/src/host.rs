@@ -38,6 +38,20 @@ pub struct HostConfig {
     pub starting_while: PathBuf,
 }
 
+impl HostConfig {
+    /// `host_setup WORK APT_PORT RANCHER_PORT --profile P`, for `Host::run`.
+    pub fn host_setup_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "host_setup".into(),
+            self.work.clone().into_os_string(),
+            self.apt_port.to_string().into(),
+            self.rancher_port.to_string().into(),
+            "--profile".into(),
+            self.profile.clone().into(),
+        ]
+    }
+}
+
 /// The running host side.
 #[derive(Debug)]
 pub struct Host {
@@ -62,17 +76,12 @@ const SETUP: &str = r#"set -e
 impl Host {
     /// The e2e suite's host side: `host_setup` with the "starting" flag for the test server.
     pub fn setup(cfg: &HostConfig) -> Result<Host, HostError> {
-        let args = [
-            "host_setup".into(),
-            cfg.work.clone().into_os_string(),
-            cfg.apt_port.to_string().into(),
-            cfg.rancher_port.to_string().into(),
-            "--profile".into(),
-            cfg.profile.clone().into(),
+        let mut args = cfg.host_setup_args();
+        args.extend([
             "--".into(),
             "--starting-while".into(),
             cfg.starting_while.clone().into_os_string(),
-        ];
+        ]);
         Host::run(&cfg.repo, &cfg.work, &args)
     }
 

@@ -181,15 +181,11 @@ fn judge(c: &mut Checks, log: &str, console: &str, base_url: &str, outcome: Opti
         "live-boot fetched filesystem.squashfs over HTTP",
         "filesystem.squashfs",
     );
-    c.check(
+    crate::deb::check_console_end(
+        c,
         "systemd booted from the live root (login prompt on ttyS0)",
-        console.contains("login:"),
-        "no 'login:' on the console",
-    );
-    c.check(
-        "bootstrapd.service finished (systemd status line)",
-        outcome.is_some(),
-        "no status line",
+        console,
+        outcome,
     );
     fetched(
         c,

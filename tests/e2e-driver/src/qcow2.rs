@@ -176,15 +176,11 @@ fn judge_serial(c: &mut Checks, console: &str, root_uuid: &str, outcome: Option<
         grub_started_kernel(console, root_uuid),
         format!("no 'Command line: BOOT_IMAGE=/boot/vmlinuz-* root=UUID={root_uuid}'"),
     );
-    c.check(
+    crate::deb::check_console_end(
+        c,
         "systemd reached a login prompt on ttyS0",
-        console.contains("login:"),
-        "no 'login:' on the console",
-    );
-    c.check(
-        "bootstrapd.service finished (systemd status line)",
-        outcome.is_some(),
-        "no status line",
+        console,
+        outcome,
     );
 }
 
