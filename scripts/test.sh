@@ -48,8 +48,8 @@ if [ "${BOOTSTRAPD_SKIP_VM:-0}" = 1 ] && [ "${CI:-}" != true ]; then
 else
   log "VM end-to-end tests: host preparation, runtime, registration (tests/e2e-driver)"
   cargo run -q -p e2e-driver
-  log "packages: .deb and .rpm contents (tests/e2e/packages.sh)"
-  tests/e2e/packages.sh
+  log "packages: .deb and .rpm contents (e2e-driver packages)"
+  cargo run -q -p e2e-driver -- packages
   log "disk image: boot through GRUB, bootstrapd from the .deb (e2e-driver qcow2)"
   cargo run -q -p e2e-driver -- qcow2
   log "crash campaign, short form: kill -9 mid-install, reset mid-register (e2e-driver crash)"

@@ -3,7 +3,7 @@
 # (tests/e2e-driver), the campaigns, the boot benchmark and scripts/lab share; reading the
 # report that bootstrapd-e2e.service prints on the serial console
 # (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting assertions, for what
-# still checks in bash: the secret campaign (secrets.sh) and the package test (packages.sh).
+# still checks in bash: the secret campaign (secrets.sh).
 # Every other VM test asserts in Rust (tests/e2e-driver).
 
 E2E_PASSED=0

@@ -95,6 +95,24 @@ pub struct CrashArgs {
     profile: String,
 }
 
+/// `e2e-driver packages`.
+#[derive(Debug, clap::Args)]
+pub struct PackagesArgs {
+    #[arg(long, env = "E2E_WORK")]
+    work: Option<PathBuf>,
+    /// Cargo profile of the packaged binary.
+    #[arg(long, env = "PROFILE", default_value = "release")]
+    profile: String,
+}
+
+pub fn packages(a: &PackagesArgs, repo: &Path) -> ExitCode {
+    let work = a
+        .work
+        .clone()
+        .unwrap_or_else(|| repo.join("build/e2e-packages"));
+    exit(crate::packages::run(repo, &work, &a.profile))
+}
+
 /// A test's result as the exit status; an error before any check counts as one failure.
 pub fn exit(result: Result<bool, DriverError>) -> ExitCode {
     match result {

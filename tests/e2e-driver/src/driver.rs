@@ -30,6 +30,8 @@ pub enum DriverError {
     Qemu(#[from] crate::qemu::QemuError),
     #[error(transparent)]
     Tool(#[from] crate::tool::ToolError),
+    #[error("{0}")]
+    Build(String),
 }
 
 /// How much of bootstrapd's work is checked.

@@ -7,7 +7,7 @@
 //! `Journal`) and the server's record (read as `rancher_test_server::NodeRecord`).
 //!
 //! Subcommands run the other VM tests the same way: `qcow2` (the disk image's GRUB boot),
-//! `pxe` (the network boot) and `crash` (the crash campaign); `records` is for the shell.
+//! `pxe` (the network boot), `crash` (the crash campaign) and `packages` (the .deb and .rpm); `records` is for the shell.
 
 mod checks;
 mod cli;
@@ -15,6 +15,7 @@ mod crash;
 mod deb;
 mod driver;
 mod host;
+mod packages;
 mod pxe;
 mod qcow2;
 mod qemu;
@@ -79,6 +80,8 @@ enum Command {
     Pxe(cli::PxeArgs),
     /// The crash campaign (scripts/crash-campaign.sh; CI runs `--points ci-r1-chain`).
     Crash(cli::CrashArgs),
+    /// The .deb and the .rpm (scripts/build-packages.sh) and what they carry; no VM.
+    Packages(cli::PackagesArgs),
 }
 
 /// `records`: the record as the campaigns' bash reads it.
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Some(Command::Qcow2(a)) => return cli::qcow2(a, &repo),
         Some(Command::Pxe(a)) => return cli::pxe(a, &repo),
         Some(Command::Crash(a)) => return cli::crash(a, &repo),
+        Some(Command::Packages(a)) => return cli::packages(a, &repo),
         None => {}
     }
     let work = args.work.unwrap_or_else(|| repo.join("build/e2e"));

@@ -54,7 +54,7 @@ pub fn per_node_lines(records: &[NodeRecord]) -> Vec<String> {
 }
 
 /// One line: the number of nodes, then per node "generation roles hostname connect_count"
-/// (qcow2.sh and pxe.sh match it whole).
+/// (`e2e-driver records --summary`).
 pub fn summary_line(records: &[NodeRecord]) -> String {
     let mut parts = vec![records.len().to_string()];
     for r in records {
