@@ -228,10 +228,7 @@ fn check_binary(
         "rpm2cpio",
         rpm,
     ]))?;
-    let same = std::fs::read(&bin)
-        .ok()
-        .zip(std::fs::read(rpmx.join("usr/bin/bootstrapd")).ok())
-        .is_some_and(|(a, b)| a == b);
+    let same = tool::same_bytes(&bin, &rpmx.join("usr/bin/bootstrapd"));
     c.check(
         "the .deb's and the .rpm's binary are the same bytes",
         same,

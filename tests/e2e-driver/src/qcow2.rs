@@ -259,10 +259,10 @@ fn check_disk(t: &mut DebTest, mnt: &Path) -> Result<(), DriverError> {
         format!("ii  {}", version.trim()),
         format!("{}{}", status.stdout, status.stderr.trim()),
     );
-    let same = std::fs::read(debx.join("usr/bin/bootstrapd"))
-        .ok()
-        .zip(std::fs::read(mnt.join("usr/bin/bootstrapd")).ok())
-        .is_some_and(|(a, b)| a == b);
+    let same = tool::same_bytes(
+        &debx.join("usr/bin/bootstrapd"),
+        &mnt.join("usr/bin/bootstrapd"),
+    );
     c.check(
         "/usr/bin/bootstrapd is the .deb's binary",
         same,

@@ -61,6 +61,14 @@ pub fn stdout(cmd: &mut Command) -> Result<String, ToolError> {
     Ok(ran.stdout)
 }
 
+/// Whether two files hold the same bytes (false when either cannot be read).
+pub fn same_bytes(a: &std::path::Path, b: &std::path::Path) -> bool {
+    std::fs::read(a)
+        .ok()
+        .zip(std::fs::read(b).ok())
+        .is_some_and(|(a, b)| a == b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +88,14 @@ mod tests {
         );
         let ran = run(Command::new("sh").args(["-c", "exit 2"])).expect("runs");
         assert_eq!(ran.code, 2);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "x").expect("write");
+        std::fs::write(&b, "x").expect("write");
+        assert!(same_bytes(&a, &b));
+        std::fs::write(&b, "y").expect("write");
+        assert!(!same_bytes(&a, &b));
+        assert!(!same_bytes(&a, &dir.path().join("missing")));
         assert!(matches!(
             run(&mut Command::new("/nonexistent/tool")),
             Err(ToolError::Spawn { .. })
