@@ -258,7 +258,7 @@ async fn registers_with_exact_headers_and_reuses_cattle_id() {
 
     let first = register(&root, &s, &node()).await.unwrap();
     assert_eq!(first.ca_checksum.as_deref(), Some(sum.as_str()));
-    assert_eq!(first.mode, "system-agent");
+    assert_eq!(serde_json::to_value(first.mode).unwrap(), "system-agent");
     assert_eq!(first.roles, vec!["etcd", "controlplane"]);
     let sa = first.system_agent.clone().unwrap();
     assert!(sa.cattle_id_created);

@@ -341,8 +341,7 @@ async fn stage_register(
     match result {
         Ok(record) => {
             findings.extend(record.findings.iter().cloned());
-            store.journal.registration =
-                Some(serde_json::to_value(&record).map_err(|e| super::CliError(e.to_string()))?);
+            store.journal.registration = Some(record);
             Ok((findings, None))
         }
         Err(e) => {
@@ -356,8 +355,7 @@ async fn stage_register(
 /// twice); another server is an error with its remedy.
 fn registered_before(store: &Store, settings: &Settings) -> Option<Finding> {
     if let Some(previous) = store.journal.registration.as_ref() {
-        let same_server = previous.get("server").and_then(|s| s.as_str())
-            == Some(settings.rancher.server.as_str());
+        let same_server = previous.server == settings.rancher.server;
         if same_server {
             let f = Finding::new(
                 "register",
@@ -374,11 +372,7 @@ fn registered_before(store: &Store, settings: &Settings) -> Option<Finding> {
             Outcome::Failed,
             format!(
                 "registered with {} on this instance, and the userdata now names {}",
-                previous
-                    .get("server")
-                    .and_then(|s| s.as_str())
-                    .unwrap_or("?"),
-                settings.rancher.server
+                previous.server, settings.rancher.server
             ),
         )
         .with_remedy(
@@ -557,10 +551,7 @@ pub async fn plan(root: &HostRoot, file: Option<&std::path::PathBuf>, json: bool
         Some(r) => Finding::new(
             "register",
             Outcome::Ok,
-            format!(
-                "already registered with {}",
-                r.get("server").and_then(|s| s.as_str()).unwrap_or("?")
-            ),
+            format!("already registered with {}", r.server),
         ),
         None => Finding::new(
             "register",
