@@ -6,7 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use bootstrapd::actions::host::{FSTAB_MARK, apply};
+use bootstrapd::actions::host::FSTAB_MARK;
+use bootstrapd::actions::{Target, apply_all};
 use bootstrapd::facts::host::{MODULES_CONF, SYSCTL_CONF, gather};
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
@@ -168,7 +169,7 @@ fn apply_then_second_run_changes_nothing() {
     let facts = block_on(gather(&host, &s, None));
     assert!(facts.errors.is_empty(), "{:?}", facts.errors);
     let steps = plan(&s, &facts);
-    let findings = block_on(apply(&host, None, &steps));
+    let findings = block_on(apply_all(Target::quiet(&host, None), &steps));
     let outcome = |n: &str| findings.iter().find(|f| f.step == n).unwrap().clone();
     for n in [
         "iptables-backend",
@@ -230,7 +231,7 @@ fn apply_then_second_run_changes_nothing() {
     let facts = block_on(gather(&host, &s, None));
     let steps = plan(&s, &facts);
     assert!(steps.iter().all(|s| !s.changes()), "{steps:#?}");
-    let findings = block_on(apply(&host, None, &steps));
+    let findings = block_on(apply_all(Target::quiet(&host, None), &steps));
     for f in &findings {
         assert!(
             matches!(f.outcome, Outcome::Ok | Outcome::Skipped),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bootstrapd::actions::host::apply;
+use bootstrapd::actions::{Target, apply_all};
 use bootstrapd::facts::host::{FIREWALLD_UNIT, gather};
 use bootstrapd::facts::network::node_address;
 use bootstrapd::fsutil::HostRoot;
@@ -89,7 +89,7 @@ async fn prepare_live_host_then_nothing_to_do() {
     eprintln!("facts: {}", serde_json::to_string(&facts).unwrap());
     assert!(facts.errors.is_empty(), "{:?}", facts.errors);
     let steps = plan(&s, &facts);
-    let findings = apply(&root, Some(&sd), &steps).await;
+    let findings = apply_all(Target::quiet(&root, Some(&sd)), &steps).await;
     for f in &findings {
         eprintln!("first run: {f:?}");
     }
@@ -99,7 +99,7 @@ async fn prepare_live_host_then_nothing_to_do() {
 
     let facts = gather(&root, &s, Some(&sd)).await;
     let steps = plan(&s, &facts);
-    let findings = apply(&root, Some(&sd), &steps).await;
+    let findings = apply_all(Target::quiet(&root, Some(&sd)), &steps).await;
     for f in &findings {
         eprintln!("second run: {f:?}");
         assert!(

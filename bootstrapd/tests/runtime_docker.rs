@@ -110,7 +110,9 @@ async fn a_host_with_docker_running_needs_nothing() {
     );
     let steps = plan(&settings(), &facts);
     assert!(steps.iter().all(|s| !s.changes()), "{steps:?}");
-    let findings = bootstrapd::actions::runtime::apply(&root, None, &steps).await;
+    let findings =
+        bootstrapd::actions::apply_all(bootstrapd::actions::Target::quiet(&root, None), &steps)
+            .await;
     assert!(
         findings.iter().all(|f| f.outcome == Outcome::Ok),
         "{findings:?}"
