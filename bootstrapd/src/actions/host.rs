@@ -280,32 +280,19 @@ fn swap_unit_names(devices: &[String], fstab: Option<&str>) -> Vec<String> {
     names
 }
 
+/// Swap off now (live host only), kept off at the next boot (swap units masked, fstab's
+/// swap lines commented out), then checked.
 async fn swap_off(root: &HostRoot, systemd: Option<&Systemd>, devices: &[String]) -> StepResult {
     let mut did = Vec::new();
     let mut notes = Vec::new();
     if root.is_live() {
         for d in devices {
-            let c = CString::new(d.as_str()).map_err(|_| {
-                StepFailure::new(
-                    format!("swap path {d:?} contains NUL"),
-                    "check /proc/swaps".into(),
-                )
-            })?;
-            // SAFETY: c is a valid NUL-terminated path that outlives the call.
-            let rc = unsafe { libc::swapoff(c.as_ptr()) };
-            if rc != 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(StepFailure::new(
-                    format!("swapoff {d}: {e}"),
-                    "free memory so the swapped pages fit in RAM, then retry".into(),
-                ));
-            }
+            swapoff(d)?;
             did.push(format!("swapoff {d}"));
         }
     } else if !devices.is_empty() {
         notes.push("swapoff not called for a --root tree".to_string());
     }
-
     let fstab_path = root.path(FSTAB);
     let fstab = match std::fs::read_to_string(&fstab_path) {
         Ok(t) => Some(t),
@@ -317,65 +304,88 @@ async fn swap_off(root: &HostRoot, systemd: Option<&Systemd>, devices: &[String]
             ));
         }
     };
-
     // Masking covers swap that systemd activates on its own (gpt-auto partitions, .swap
     // units); fstab is edited too, since a masked name for /dev/sda2 does not match the
     // unit generated for UUID=... and other init setups read fstab directly.
     let units = swap_unit_names(devices, fstab.as_deref());
     match systemd {
-        Some(sd) if !units.is_empty() => {
-            let names: Vec<&str> = units.iter().map(String::as_str).collect();
-            sd.mask(&names).await.map_err(|e| {
-                StepFailure::new(
-                    format!("masking {}: {e}", units.join(" ")),
-                    "check the D-Bus connection to systemd".into(),
-                )
-            })?;
-            sd.reload().await.map_err(|e| {
-                StepFailure::new(
-                    format!("reloading systemd: {e}"),
-                    "check the D-Bus connection to systemd".into(),
-                )
-            })?;
-            did.push(format!("masked {}", units.join(" ")));
-        }
+        Some(sd) if !units.is_empty() => did.push(mask_swap_units(sd, &units).await?),
         None if !units.is_empty() => notes.push(format!(
             "systemd not reachable: {} not masked",
             units.join(" ")
         )),
         _ => {}
     }
-
     if let Some(new) = fstab.as_deref().and_then(disable_fstab_swap) {
-        let mode = std::fs::metadata(&fstab_path)
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o644);
-        write_atomic(&fstab_path, new.as_bytes(), mode).map_err(|e| {
-            StepFailure::new(
-                format!("cannot write {}: {e}", fstab_path.display()),
-                "check that /etc is writable".into(),
-            )
-        })?;
+        rewrite_fstab(&fstab_path, &new)?;
         did.push("commented out the swap entries in /etc/fstab".into());
     }
+    check_swap_off(root)?;
+    did.extend(notes);
+    Ok(did.join("; "))
+}
 
+fn swapoff(device: &str) -> StepResult<()> {
+    let c = CString::new(device).map_err(|_| {
+        StepFailure::new(
+            format!("swap path {device:?} contains NUL"),
+            "check /proc/swaps".into(),
+        )
+    })?;
+    // SAFETY: c is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::swapoff(c.as_ptr()) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(StepFailure::new(
+            format!("swapoff {device}: {e}"),
+            "free memory so the swapped pages fit in RAM, then retry".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn mask_swap_units(sd: &Systemd, units: &[String]) -> StepResult {
+    let names: Vec<&str> = units.iter().map(String::as_str).collect();
+    sd.mask(&names).await.map_err(|e| {
+        StepFailure::new(
+            format!("masking {}: {e}", units.join(" ")),
+            "check the D-Bus connection to systemd".into(),
+        )
+    })?;
+    sd.reload().await.map_err(|e| {
+        StepFailure::new(
+            format!("reloading systemd: {e}"),
+            "check the D-Bus connection to systemd".into(),
+        )
+    })?;
+    Ok(format!("masked {}", units.join(" ")))
+}
+
+/// Writes the edited fstab with the mode the old one had.
+fn rewrite_fstab(path: &std::path::Path, text: &str) -> StepResult<()> {
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    write_atomic(path, text.as_bytes(), mode).map_err(|e| {
+        StepFailure::new(
+            format!("cannot write {}: {e}", path.display()),
+            "check that /etc is writable".into(),
+        )
+    })
+}
+
+/// On the live host no swap may remain active.
+fn check_swap_off(root: &HostRoot) -> StepResult<()> {
     let still = kernel::active_swaps(root)
         .map_err(|e| StepFailure::new(e.to_string(), "check /proc/swaps".into()))?;
     if root.is_live() && !still.is_empty() {
+        let paths: Vec<&str> = still.iter().map(|s| s.path.as_str()).collect();
         return Err(StepFailure::new(
-            format!(
-                "swap still active: {}",
-                still
-                    .iter()
-                    .map(|s| s.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
+            format!("swap still active: {}", paths.join(" ")),
             "run swapoff -a and check what re-enables swap (zram generators, swap units)".into(),
         ));
     }
-    did.extend(notes);
-    Ok(did.join("; "))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -86,18 +86,7 @@ pub(crate) async fn apply_one(
             mode,
         } => write_file(root, path, content.as_bytes(), *mode),
         RuntimeAction::InstallAptKey { source, dest } => install_apt_key(root, source, dest).await,
-        RuntimeAction::Refresh { manager } => {
-            let spec = packages::refresh_command(*manager);
-            packages::run(&spec)
-                .await
-                .map(|_| (Outcome::Changed, format!("ran `{spec}`")))
-                .map_err(|e| {
-                    StepFailure::new(
-                        e.to_string(),
-                        "check the repository URL and the network".into(),
-                    )
-                })
-        }
+        RuntimeAction::Refresh { manager } => refresh(*manager).await,
         RuntimeAction::Install {
             manager,
             packages,
@@ -112,25 +101,7 @@ pub(crate) async fn apply_one(
             install_files(root, *manager, files).await
         }
         RuntimeAction::EnableStart { unit } => enable_start(systemd, unit).await,
-        RuntimeAction::WaitDocker { timeout_secs } => {
-            docker::wait_ready(root, Duration::from_secs(*timeout_secs))
-                .await
-                .map(|i| {
-                    (
-                        Outcome::Ok,
-                        format!(
-                            "Docker Engine API answers (Docker {}, API {})",
-                            i.version, i.api_version
-                        ),
-                    )
-                })
-                .map_err(|e| {
-                    StepFailure::new(
-                        e.to_string(),
-                        "check `journalctl -u docker` for why the daemon does not come up".into(),
-                    )
-                })
-        }
+        RuntimeAction::WaitDocker { timeout_secs } => wait_docker(root, *timeout_secs).await,
         RuntimeAction::CheckRkeDockerVersion { host } => match docker::engine_info(root).await {
             Ok(i) => return rke_version_step(&i.version, host).preview(),
             Err(e) => Err(StepFailure::new(
@@ -143,6 +114,37 @@ pub(crate) async fn apply_one(
         Ok((outcome, detail)) => Finding::new(step.step, outcome, detail),
         Err(failure) => failure.finding(step.step),
     }
+}
+
+async fn refresh(manager: PackageManager) -> StepResult {
+    let spec = packages::refresh_command(manager);
+    packages::run(&spec)
+        .await
+        .map(|_| (Outcome::Changed, format!("ran `{spec}`")))
+        .map_err(|e| {
+            StepFailure::new(
+                e.to_string(),
+                "check the repository URL and the network".into(),
+            )
+        })
+}
+
+async fn wait_docker(root: &HostRoot, timeout_secs: u64) -> StepResult {
+    let i = docker::wait_ready(root, Duration::from_secs(timeout_secs))
+        .await
+        .map_err(|e| {
+            StepFailure::new(
+                e.to_string(),
+                "check `journalctl -u docker` for why the daemon does not come up".into(),
+            )
+        })?;
+    Ok((
+        Outcome::Ok,
+        format!(
+            "Docker Engine API answers (Docker {}, API {})",
+            i.version, i.api_version
+        ),
+    ))
 }
 
 fn write_file(root: &HostRoot, path: &str, data: &[u8], mode: u32) -> StepResult {
