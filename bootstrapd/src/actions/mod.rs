@@ -227,3 +227,102 @@ pub fn describe(e: &dyn std::error::Error) -> String {
     }
     crate::http::redact_urls(&msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A step that answers a fixed outcome and records that it ran.
+    struct Fake<'a> {
+        name: &'static str,
+        outcome: Outcome,
+        ran: &'a RefCell<Vec<String>>,
+    }
+
+    impl Step for Fake<'_> {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn preview(&self) -> Vec<Finding> {
+            vec![Finding::new(self.name, Outcome::WouldChange, "would")]
+        }
+        async fn apply(&self, _target: Target<'_>) -> Applied {
+            self.ran.borrow_mut().push(format!("apply {}", self.name));
+            Finding::new(self.name, self.outcome, "did").into()
+        }
+    }
+
+    fn steps(ran: &RefCell<Vec<String>>) -> Vec<Fake<'_>> {
+        [
+            ("a", Outcome::Changed),
+            ("b", Outcome::Failed),
+            ("c", Outcome::Changed),
+        ]
+        .into_iter()
+        .map(|(name, outcome)| Fake { name, outcome, ran })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn the_loop_reports_progress_first_and_stops_at_the_first_failure() {
+        let root = HostRoot::new(Some("/nonexistent".into()));
+        let ran = RefCell::new(Vec::new());
+        let steps = steps(&ran);
+        let applied = apply(Target::quiet(&root, None), &steps, |s: &Fake| {
+            ran.borrow_mut().push(format!("progress {}", s.name));
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            *ran.borrow(),
+            ["progress a", "apply a", "progress b", "apply b"]
+        );
+        let outcomes: Vec<Outcome> = applied.findings.iter().map(|f| f.outcome).collect();
+        assert_eq!(outcomes, [Outcome::Changed, Outcome::Failed]);
+    }
+
+    #[tokio::test]
+    async fn a_progress_error_ends_the_loop_before_its_step() {
+        let root = HostRoot::new(Some("/nonexistent".into()));
+        let ran = RefCell::new(Vec::new());
+        let steps = steps(&ran);
+        let err = apply(Target::quiet(&root, None), &steps, |s: &Fake| {
+            if s.name == "b" {
+                Err("journal full")
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err, "journal full");
+        assert_eq!(*ran.borrow(), ["apply a"]);
+    }
+
+    #[test]
+    fn a_step_failure_is_a_failed_finding_with_its_remedy() {
+        let f = StepFailure::new("no swapoff".into(), "free memory".into()).finding("swap");
+        assert_eq!(f.step, "swap");
+        assert_eq!(f.outcome, Outcome::Failed);
+        assert_eq!(f.detail, "no swapoff");
+        assert_eq!(f.remedy.as_deref(), Some("free memory"));
+    }
+
+    #[test]
+    fn described_errors_carry_their_causes_with_urls_redacted() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("fetching userdata")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other(
+            "GET https://s3/u?X-Amz-Signature=abc: refused",
+        ));
+        let text = describe(&e);
+        assert!(
+            text.starts_with("fetching userdata: GET https://s3/u"),
+            "{text}"
+        );
+        assert!(!text.contains("X-Amz-Signature"), "{text}");
+    }
+}

@@ -281,3 +281,83 @@ fn system_agent_preview(root: &HostRoot, settings: &Settings) -> Vec<Finding> {
     };
     vec![prefix, binary]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(mode: &str) -> Settings {
+        let yaml = format!(
+            "roles: [worker]\nrancher:\n  server: https://rancher.lab\n  token: {}\n  mode: {mode}\n",
+            "t0k3n".repeat(12)
+        );
+        crate::userdata::parse(yaml.as_bytes()).unwrap().settings
+    }
+
+    fn record(server: &str) -> RegistrationRecord {
+        RegistrationRecord {
+            server: server.into(),
+            mode: RegistrationMode::Rke1,
+            roles: vec!["worker".into()],
+            node_name: "n".into(),
+            ca_checksum: None,
+            trust: String::new(),
+            rke1: None,
+            system_agent: None,
+            findings: vec![],
+        }
+    }
+
+    #[test]
+    fn the_journal_guard_decides_before_anything_registers() {
+        let root = HostRoot::new(Some("/nonexistent".into()));
+        let s = settings("rke1");
+        let same = record("https://rancher.lab");
+        let step = plan(&root, &s, None, Some(&same));
+        let [f] = &step.preview()[..] else { panic!() };
+        assert_eq!(f.outcome, Outcome::Ok);
+        assert!(f.detail.contains("not registering again"), "{}", f.detail);
+        assert_eq!(step.budget(), None);
+
+        let other = record("https://old.lab");
+        let [f] = &plan(&root, &s, None, Some(&other)).preview()[..] else {
+            panic!()
+        };
+        assert_eq!(f.outcome, Outcome::Failed);
+        assert!(f.detail.contains("https://old.lab"), "{}", f.detail);
+        assert!(f.remedy.as_deref().unwrap().contains("bootstrapd reset"));
+    }
+
+    #[test]
+    fn unregistered_it_previews_the_registration_and_asks_for_its_deadline() {
+        let root = HostRoot::new(Some("/nonexistent".into()));
+        let s = settings("rke1");
+        let step = plan(&root, &s, None, None);
+        let [f] = &step.preview()[..] else { panic!() };
+        assert_eq!(f.outcome, Outcome::WouldChange);
+        assert_eq!(
+            f.detail,
+            "would register with https://rancher.lab (rke1 agent container) as worker"
+        );
+        let deadline = s.rancher.deadline_seconds;
+        assert_eq!(step.budget(), Some(Duration::from_secs(deadline + 600)));
+
+        let s = settings("system-agent");
+        let rows = plan(&root, &s, None, None).preview();
+        let steps: Vec<&str> = rows.iter().map(|f| f.step.as_str()).collect();
+        assert_eq!(
+            steps,
+            [
+                "register",
+                "register.install-prefix",
+                "register.agent-binary"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_node_name_falls_back_to_the_short_datasource_hostname() {
+        let s = settings("rke1");
+        assert_eq!(node_name(&s, Some("node4.lab.example")), "node4");
+    }
+}

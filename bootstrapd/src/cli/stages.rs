@@ -181,11 +181,140 @@ async fn apply_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Outcome;
+    use crate::state::{Progress, RegistrationMode};
 
     #[test]
     fn the_table_holds_the_journal_stages_after_validate_in_order() {
         let mut stages = vec![Stage::Fetch, Stage::Validate];
         stages.extend(STAGES.iter().map(|s| s.stage));
         assert_eq!(stages, Stage::ALL);
+    }
+
+    fn settings() -> Settings {
+        let yaml = format!(
+            "roles: [worker]\nrancher:\n  server: https://rancher.lab\n  token: {}\n  mode: rke1\n",
+            "t0k3n".repeat(12)
+        );
+        crate::userdata::parse(yaml.as_bytes()).unwrap().settings
+    }
+
+    fn ctx<'a>(
+        root: &'a HostRoot,
+        settings: &'a Settings,
+        registration: Option<RegistrationRecord>,
+    ) -> Ctx<'a> {
+        Ctx {
+            root,
+            settings,
+            systemd: None,
+            hostname: None,
+            registration,
+            prefetch: Cell::new(None),
+        }
+    }
+
+    fn registered_with(server: &str) -> RegistrationRecord {
+        RegistrationRecord {
+            server: server.into(),
+            mode: RegistrationMode::Rke1,
+            roles: vec!["worker".into()],
+            node_name: "n".into(),
+            ca_checksum: None,
+            trust: String::new(),
+            rke1: None,
+            system_agent: None,
+            findings: vec![],
+        }
+    }
+
+    fn files_below(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| match e.file_type().unwrap().is_dir() {
+                true => 1 + files_below(&e.path()),
+                false => 1,
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn preview_plans_every_stage_in_order_and_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let s = settings();
+        let driven = drive(&ctx(&root, &s, None), Mode::Preview).await.unwrap();
+        assert_eq!(files_below(d.path()), 0, "preview wrote below the root");
+        assert_eq!(driven.failed, None);
+        let mut stages: Vec<Stage> = driven.rows.iter().map(|(st, _)| *st).collect();
+        stages.dedup();
+        assert_eq!(stages, [Stage::Prepare, Stage::Runtime, Stage::Register]);
+        let (_, last) = driven.rows.last().unwrap();
+        assert_eq!(last.outcome, Outcome::WouldChange);
+        assert!(
+            last.detail
+                .starts_with("would register with https://rancher.lab")
+        );
+    }
+
+    /// A journal whose stages up to runtime are done, with an earlier registration.
+    fn store_before_register(root: &HostRoot) -> Store {
+        let mut store = Store::open(root).unwrap();
+        store.begin("i-1", "local", "h").unwrap();
+        for st in [
+            Stage::Fetch,
+            Stage::Validate,
+            Stage::Prepare,
+            Stage::Runtime,
+        ] {
+            store.start_stage(st).unwrap();
+            store.finish_stage(st, vec![], None).unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn apply_skips_done_stages_and_journals_the_registration_guard() {
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let s = settings();
+        let mut store = store_before_register(&root);
+        let c = ctx(&root, &s, Some(registered_with("https://rancher.lab")));
+        let driven = drive(&c, Mode::Apply(&mut store)).await.unwrap();
+        assert_eq!(driven.failed, None);
+        assert!(driven.rows.is_empty());
+        let reread = Store::open(&root).unwrap();
+        assert!(reread.is_done(Stage::Register));
+        let rec = reread.stage_record(Stage::Register).unwrap();
+        assert!(rec.findings[0].detail.contains("not registering again"));
+        assert_eq!(
+            reread.journal.progress,
+            Some(Progress {
+                stage: Stage::Register,
+                step: "register".into()
+            })
+        );
+        // Prepare and runtime were done: the driver did not run them again.
+        assert!(
+            reread
+                .stage_record(Stage::Prepare)
+                .unwrap()
+                .findings
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_stops_at_the_failed_stage() {
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let s = settings();
+        let mut store = store_before_register(&root);
+        let c = ctx(&root, &s, Some(registered_with("https://old.lab")));
+        let driven = drive(&c, Mode::Apply(&mut store)).await.unwrap();
+        assert_eq!(driven.failed, Some(Stage::Register));
+        assert_eq!(store.journal.verdict, crate::state::Verdict::Failed);
+        assert!(!store.is_done(Stage::Register));
     }
 }
