@@ -218,7 +218,7 @@ pub fn validate(
         ));
     }
     let parsed = userdata::parse(&fetched.userdata).map_err(|problems| Refused::Problems {
-        origin: fetched.source.clone(),
+        origin: fetched.source.to_string(),
         problems,
     })?;
     let roles: Vec<&str> = parsed.settings.roles.iter().map(|r| r.as_str()).collect();
