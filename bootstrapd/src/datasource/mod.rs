@@ -487,7 +487,7 @@ pub async fn fetch(root: &HostRoot, cfg: &AgentConfig) -> Result<Option<Fetched>
         tracing::info!(source = %c.kind, evidence = %c.evidence, "trying datasource");
         match fetch_one(c, root, cfg).await {
             Ok(Some(f)) if !f.userdata.is_empty() => {
-                tracing::info!(source = %f.source, instance_id = %f.instance_id, bytes = f.userdata.len(), signed = f.signature.is_some(), process_cpu_ms = crate::state::own_cpu_ms(), "userdata fetched");
+                tracing::info!(source = %f.source, instance_id = %f.instance_id, bytes = f.userdata.len(), signed = f.signature.is_some(), process_cpu_ms = crate::metrics::own_cpu_ms(), "userdata fetched");
                 return Ok(Some(f));
             }
             Ok(Some(f)) => {
