@@ -11,6 +11,9 @@ pub mod usr_local;
 
 use std::path::PathBuf;
 
+use crate::system::process::{self, CommandSpec, ProcessError};
+pub(crate) use crate::system::process::{Output, last_line};
+
 /// A probe that could not read what it needed.
 #[derive(Debug, thiserror::Error)]
 pub enum FactError {
@@ -26,21 +29,8 @@ pub enum FactError {
         line: usize,
         message: String,
     },
-    #[error("cannot run {program}: {source}")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{program} {args} exited with {status}: {stderr}")]
-    Exit {
-        program: String,
-        args: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("{program} did not finish within {secs} s")]
-    Timeout { program: String, secs: u64 },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
 }
 
 /// Reads a file that may legitimately be absent: Ok(None) then.
@@ -55,53 +45,11 @@ pub(crate) fn read_optional(path: &std::path::Path) -> Result<Option<String>, Fa
     }
 }
 
-/// Output of a finished child process.
-pub(crate) struct Output {
-    pub status: std::process::ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs a system tool with a C locale (its output is parsed) and no stdin, bounded in time.
+/// Runs a system tool (its output is parsed) through the one process runner, bounded in time.
 pub(crate) async fn run_tool(
     program: &str,
     args: &[&str],
     timeout: std::time::Duration,
 ) -> Result<Output, FactError> {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        // systemd's socket is for bootstrapd alone: package scripts that found it would
-        // send readiness of their own (systemd logs and drops it).
-        .env_remove("NOTIFY_SOCKET")
-        .env("LANG", "C")
-        .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = match tokio::time::timeout(timeout, cmd.output()).await {
-        Ok(r) => r.map_err(|source| FactError::Spawn {
-            program: program.to_string(),
-            source,
-        })?,
-        Err(_) => {
-            return Err(FactError::Timeout {
-                program: program.to_string(),
-                secs: timeout.as_secs(),
-            });
-        }
-    };
-    Ok(Output {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
-
-/// Last line of a tool's stderr, for one-line error messages.
-pub(crate) fn last_line(s: &str) -> String {
-    s.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    Ok(process::run(&CommandSpec::new(program, args), timeout).await?)
 }
