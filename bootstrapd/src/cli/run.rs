@@ -51,7 +51,7 @@ pub async fn run(root: &HostRoot) -> CliResult {
 async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::CliError> {
     notify::status(Stage::Fetch, "looking for userdata");
     let cfg = AgentConfig::load(root)?;
-    let fetched = match datasource::fetch(root, &cfg).await? {
+    let fetched = match datasource::fetch(root, &cfg.datasource_options()).await? {
         Some(f) => f,
         None => {
             let msg = "no datasource offered userdata: nothing to do".to_string();
@@ -62,7 +62,7 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, super::Cl
         }
     };
     let digest = hex::encode(Sha256::digest(&fetched.userdata));
-    let notes = store.begin(&fetched.instance_id, &fetched.source, &digest)?;
+    let notes = store.begin(&fetched.instance_id, &fetched.source.to_string(), &digest)?;
     for n in &notes {
         info!("{n}");
     }
@@ -177,7 +177,7 @@ fn validate(
     let key = signature::trusted_key(root).map_err(|e| e.to_string())?;
     let signed = signature::verify(
         key.as_ref(),
-        &fetched.source,
+        &fetched.source.to_string(),
         &fetched.userdata,
         fetched.signature.as_deref(),
     )
@@ -508,11 +508,11 @@ pub async fn plan(root: &HostRoot, file: Option<&std::path::PathBuf>, json: bool
             let bytes = std::fs::read(f)
                 .map_err(|e| super::CliError(format!("reading {}: {e}", f.display())))?;
             let sig = std::fs::read(format!("{}.sig", f.display())).ok();
-            (f.display().to_string(), bytes, sig)
+            (datasource::Origin::File(f.clone()), bytes, sig)
         }
         None => {
             let cfg = AgentConfig::load(root)?;
-            match datasource::fetch(root, &cfg).await? {
+            match datasource::fetch(root, &cfg.datasource_options()).await? {
                 Some(f) => (f.source, f.userdata, f.signature),
                 None => {
                     println!("no datasource offered userdata: `run` would do nothing");
