@@ -334,3 +334,53 @@ async fn bad_meta_data_names_file_and_position() {
     assert!(text.contains("seed/nocloud/meta-data"), "{text}");
     assert!(matches!(err, DatasourceError::Parse { .. }), "{err:?}");
 }
+
+/// One userdata size limit: by default a source delivers exactly what the parser accepts
+/// (`userdata::MAX_USERDATA_BYTES`), and one byte more is refused at the source, before
+/// parsing; bootstrapd.toml may lower the limit, never raise it.
+#[tokio::test]
+async fn userdata_size_limit_at_the_boundary() {
+    let limit = bootstrapd::userdata::MAX_USERDATA_BYTES;
+    let mut doc = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/examples/worker.yaml"
+    ))
+    .unwrap();
+    doc.push(b'#');
+    doc.resize(limit, b'x');
+    let r = Root::new();
+    r.write("/etc/machine-id", "m\n");
+    r.write("/etc/bootstrapd/userdata.yaml", &doc);
+    let c = AgentConfig::default();
+    assert_eq!(c.max_userdata_bytes, limit);
+    let f = datasource::fetch(&r.root, &c.datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.userdata.len(), limit);
+    assert!(bootstrapd::userdata::parse(&f.userdata).is_ok());
+
+    doc.push(b'x');
+    r.write("/etc/bootstrapd/userdata.yaml", &doc);
+    let err = datasource::fetch(&r.root, &c.datasource_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DatasourceError::TooLarge { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .ends_with("userdata.yaml: larger than the limit of 1048576 bytes"),
+        "{err}"
+    );
+
+    let toml = std::path::Path::new("bootstrapd.toml");
+    let at = AgentConfig::parse(&format!("max_userdata_bytes = {limit}"), toml).unwrap();
+    assert_eq!(at.max_userdata_bytes, limit);
+    let e = AgentConfig::parse(&format!("max_userdata_bytes = {}", limit + 1), toml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("bootstrapd.toml: max_userdata_bytes must be between 1 and 1048576"),
+        "{e}"
+    );
+    assert!(AgentConfig::parse("max_userdata_bytes = 0", toml).is_err());
+}
