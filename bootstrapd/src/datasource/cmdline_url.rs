@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
+use super::cmdline::KernelCmdline;
+use super::error::DatasourceError;
+use super::fetched::{FetchOptions, Fetched, decode_signature_header, fallback_instance_id};
+use super::kind::DatasourceKind;
 use super::tree::SIGNATURE_HEADER;
-use super::{
-    Candidate, DatasourceError, DatasourceKind, FetchOptions, Fetched, KernelCmdline, Source,
-    decode_signature_header, fallback_instance_id,
-};
 use crate::fsutil::HostRoot;
 use crate::http::{Method, Request};
 
@@ -18,13 +18,11 @@ pub struct KernelUrl {
     pub url: String,
 }
 
-pub(super) fn detect(cmdline: &KernelCmdline) -> Option<Candidate> {
-    let url = cmdline.get("bootstrapd.url")?;
-    Some(Candidate::detected(
-        "bootstrapd.url= on the kernel command line",
-        Source::CmdlineUrl(KernelUrl {
-            url: url.to_string(),
-        }),
+pub(super) fn detect(cmdline: &KernelCmdline) -> Option<(String, KernelUrl)> {
+    let url = cmdline.get("bootstrapd.url")?.to_string();
+    Some((
+        "bootstrapd.url= on the kernel command line".into(),
+        KernelUrl { url },
     ))
 }
 

@@ -4,12 +4,11 @@
 
 use serde::Serialize;
 
+use super::error::DatasourceError;
 use super::evidence::Dmi;
+use super::fetched::{FetchOptions, Fetched, decode_signature_header, metadata_hostname};
+use super::kind::DatasourceKind;
 use super::tree::SIGNATURE_HEADER;
-use super::{
-    Candidate, DatasourceError, DatasourceKind, FetchOptions, Fetched, Source,
-    decode_signature_header,
-};
 use crate::http::{HttpClient, HttpError, Request, Response, StatusCode};
 use crate::secret::Secret;
 
@@ -45,11 +44,11 @@ struct Session {
     v1_fallback: bool,
 }
 
-pub(super) fn detect(dmi: &Dmi, explicit: bool, imds: &Imds) -> Option<Candidate> {
+pub(super) fn detect(dmi: &Dmi, explicit: bool, imds: &Imds) -> Option<(String, Imds)> {
     // An explicit choice needs no evidence: the operator knows better than DMI (and some
     // EC2-compatible clouds have none).
     let evidence = evidence(dmi).or_else(|| explicit.then(|| "chosen explicitly".to_string()))?;
-    Some(Candidate::detected(evidence, Source::Ec2(imds.clone())))
+    Some((evidence, imds.clone()))
 }
 
 /// EC2 identification as cloud-init's `identify_aws`: Nitro instances say "Amazon EC2" in
@@ -107,7 +106,7 @@ impl Session {
                 place: self.url("latest/meta-data/instance-id"),
                 message: "not found".into(),
             })?;
-        let hostname = super::metadata_hostname(
+        let hostname = metadata_hostname(
             metadata
                 .get("local-hostname")
                 .and_then(|v| v.as_str())

@@ -1,8 +1,8 @@
 //! What detection looks at, read once: the kernel command line, DMI strings and the labels of
 //! block devices. Local files only, so a machine without a datasource is answered at once.
 
-use super::KernelCmdline;
 use super::blockdev::{self, LabelledDevice};
+use super::cmdline::KernelCmdline;
 use crate::fsutil::HostRoot;
 
 pub(super) struct Evidence {

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{
-    Candidate, DatasourceError, DatasourceKind, FetchOptions, Fetched, MAX_SIGNATURE_BYTES, Source,
-    fallback_instance_id, read_limited,
+use super::error::DatasourceError;
+use super::fetched::{
+    FetchOptions, Fetched, MAX_SIGNATURE_BYTES, fallback_instance_id, read_limited,
 };
+use super::kind::DatasourceKind;
 use crate::fsutil::HostRoot;
 
 pub(super) const PATH: &str = "/etc/bootstrapd/userdata.yaml";
@@ -20,14 +21,10 @@ pub struct BakedFile {
     pub path: PathBuf,
 }
 
-pub(super) fn detect(root: &HostRoot) -> Option<Candidate> {
+pub(super) fn detect(root: &HostRoot) -> Option<(String, BakedFile)> {
     let path = root.path(PATH);
-    path.is_file().then(|| {
-        Candidate::detected(
-            format!("{PATH} exists"),
-            Source::LocalFile(BakedFile { path }),
-        )
-    })
+    path.is_file()
+        .then(|| (format!("{PATH} exists"), BakedFile { path }))
 }
 
 impl BakedFile {

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::blockdev::{self, LabelledDevice};
 use super::cmdline::{KernelCmdline, NocloudParam, find_ds_in_serial, parse_nocloud_ds};
+use super::error::DatasourceError;
 use super::evidence::Dmi;
+use super::fetched::{FetchOptions, Fetched, fallback_instance_id, metadata_hostname};
+use super::kind::DatasourceKind;
 use super::tree::Tree;
-use super::{
-    Candidate, DatasourceError, DatasourceKind, FetchOptions, Fetched, LabelledDevice, Source,
-    blockdev, fallback_instance_id,
-};
 use crate::fsutil::HostRoot;
 
 const SEED_DIRS: [&str; 2] = [
@@ -58,8 +58,8 @@ pub(super) fn detect(
     cmdline: &KernelCmdline,
     dmi: &Dmi,
     devices: &[LabelledDevice],
-) -> Vec<Candidate> {
-    let cand = |evidence: String, seed: Seed| Candidate::detected(evidence, Source::Nocloud(seed));
+) -> Vec<(String, Seed)> {
+    let cand = |evidence: String, seed: Seed| (evidence, seed);
     let mut out = Vec::new();
 
     let from_cmdline = cmdline.get("ds").and_then(parse_nocloud_ds);
@@ -200,13 +200,13 @@ async fn read_seed(
         None => fallback_instance_id(root, DatasourceKind::Nocloud)?,
     };
     let hostname = match &overrides.hostname {
-        Some(h) => super::metadata_hostname(Some(h.clone()), "ds=nocloud", "h")?,
+        Some(h) => metadata_hostname(Some(h.clone()), "ds=nocloud", "h")?,
         None => {
             let key = ["local-hostname", "hostname"]
                 .into_iter()
                 .find(|k| str_field(k).is_some())
                 .unwrap_or("local-hostname");
-            super::metadata_hostname(str_field(key), &tree.place("meta-data"), key)?
+            metadata_hostname(str_field(key), &tree.place("meta-data"), key)?
         }
     };
     let (userdata, signature) = user.unwrap_or_default();
@@ -257,7 +257,7 @@ fn first_line(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasource::test_fetch_options;
+    use crate::datasource::fetched::test_fetch_options;
 
     #[test]
     fn meta_data_yaml_and_json() {
@@ -296,7 +296,7 @@ mod tests {
         let cands = detect(&root, &KernelCmdline::default(), &Dmi::default(), &[]);
         assert_eq!(cands.len(), 1);
         let opts = test_fetch_options();
-        let f = cands[0].source.fetch(&root, &opts).await.unwrap().unwrap();
+        let f = cands[0].1.fetch(&root, &opts).await.unwrap().unwrap();
         assert_eq!(f.instance_id, "iid-abc");
         assert_eq!(f.hostname.as_deref(), Some("n1"));
         assert_eq!(f.userdata, b"#cloud-config\n");
@@ -304,7 +304,7 @@ mod tests {
 
         let cmd = KernelCmdline::parse("ds=nocloud;i=from-cmdline;h=host2");
         let cands = detect(&root, &cmd, &Dmi::default(), &[]);
-        let f = cands[0].source.fetch(&root, &opts).await.unwrap().unwrap();
+        let f = cands[0].1.fetch(&root, &opts).await.unwrap().unwrap();
         assert_eq!(f.instance_id, "from-cmdline");
         assert_eq!(f.hostname.as_deref(), Some("host2"));
     }
@@ -344,7 +344,7 @@ mod tests {
             async move {
                 std::fs::write(seed.join("meta-data"), meta).unwrap();
                 let cands = detect(root, &KernelCmdline::parse(cmdline), &Dmi::default(), &[]);
-                cands[0].source.fetch(root, opts).await
+                cands[0].1.fetch(root, opts).await
             }
         };
         // Case and a final dot are DNS spelling, not a different name.

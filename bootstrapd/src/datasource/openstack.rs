@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::blockdev::{self, LabelledDevice};
+use super::error::DatasourceError;
 use super::evidence::Dmi;
+use super::fetched::{FetchOptions, Fetched, metadata_hostname};
+use super::kind::DatasourceKind;
 use super::tree::Tree;
-use super::{
-    Candidate, DatasourceError, DatasourceKind, FetchOptions, Fetched, LabelledDevice, Source,
-    blockdev,
-};
 use crate::fsutil::HostRoot;
 use crate::secret::REDACTED;
 
@@ -31,20 +31,22 @@ pub enum Drive {
     MetadataService { base: String },
 }
 
-pub(super) fn detect(devices: &[LabelledDevice], dmi: &Dmi, metadata: &str) -> Vec<Candidate> {
-    let drives: Vec<Candidate> = devices
+pub(super) fn detect(
+    devices: &[LabelledDevice],
+    dmi: &Dmi,
+    metadata: &str,
+) -> Vec<(String, Drive)> {
+    let drives: Vec<(String, Drive)> = devices
         .iter()
         .filter(|d| d.label.eq_ignore_ascii_case("config-2"))
         .map(|d| {
-            Candidate::detected(
-                format!(
-                    "{} filesystem labelled {:?} on {}",
-                    d.fstype.name(),
-                    d.label,
-                    d.device.display()
-                ),
-                Source::Openstack(Drive::Device(d.clone())),
-            )
+            let evidence = format!(
+                "{} filesystem labelled {:?} on {}",
+                d.fstype.name(),
+                d.label,
+                d.device.display()
+            );
+            (evidence, Drive::Device(d.clone()))
         })
         .collect();
     if !drives.is_empty() {
@@ -53,7 +55,7 @@ pub(super) fn detect(devices: &[LabelledDevice], dmi: &Dmi, metadata: &str) -> V
     evidence(dmi)
         .map(|e| {
             let base = metadata.to_string();
-            Candidate::detected(e, Source::Openstack(Drive::MetadataService { base }))
+            (e, Drive::MetadataService { base })
         })
         .into_iter()
         .collect()
@@ -144,7 +146,7 @@ async fn read(tree: &Tree<'_>, opts: &FetchOptions) -> Result<Fetched, Datasourc
     } else {
         "name"
     };
-    let hostname = super::metadata_hostname(field(key), &place, key)?;
+    let hostname = metadata_hostname(field(key), &place, key)?;
     let (userdata, signature) = tree
         .read_signed(USER, opts.max_userdata_bytes)
         .await?
@@ -162,7 +164,7 @@ async fn read(tree: &Tree<'_>, opts: &FetchOptions) -> Result<Fetched, Datasourc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasource::test_fetch_options;
+    use crate::datasource::fetched::test_fetch_options;
 
     #[tokio::test]
     async fn config_drive_tree_redacts_secrets() {
