@@ -257,6 +257,31 @@ ec2 = "http://127.0.0.1:8080"
     }
 
     #[test]
+    fn each_source_is_given_its_own_part_of_the_config() {
+        let text = r#"
+datasource = "ec2"
+imds_v1_fallback = true
+max_userdata_bytes = 4096
+[timeouts]
+attempt_ms = 1500
+max_attempts = 7
+[metadata]
+ec2 = "http://127.0.0.1:1"
+openstack = "http://127.0.0.1:2"
+"#;
+        let cfg = AgentConfig::parse(text, Path::new("x.toml")).unwrap();
+        let o = cfg.datasource_options();
+        assert_eq!(o.choice, Some(DatasourceKind::Ec2));
+        assert_eq!(o.ec2.base, "http://127.0.0.1:1");
+        assert!(o.ec2.v1_fallback);
+        assert_eq!(o.openstack_metadata, "http://127.0.0.1:2");
+        assert_eq!(o.fetch.max_userdata_bytes, 4096);
+        assert_eq!(o.fetch.attempt_timeout, Duration::from_millis(1500));
+        assert_eq!(o.fetch.retry, cfg.timeouts.retry_policy());
+        assert_eq!(o.fetch.retry.attempts, 7);
+    }
+
+    #[test]
     fn unknown_key_is_an_error_with_file_and_position() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("bootstrapd.toml");
