@@ -836,7 +836,7 @@ async fn datasource_round(
             .expect("cmdline");
         }
     }
-    let result = datasource::fetch(&root, &cfg).await;
+    let result = datasource::fetch(&root, &cfg.datasource_options()).await;
     (
         kind,
         classify_fetch(&result, &expected),

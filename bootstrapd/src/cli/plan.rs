@@ -56,11 +56,11 @@ async fn userdata(
         Some(f) => {
             let bytes = std::fs::read(f).map_err(CliError::read(f))?;
             let sig = std::fs::read(format!("{}.sig", f.display())).ok();
-            (f.display().to_string(), bytes, sig)
+            (datasource::Origin::File(f.clone()), bytes, sig)
         }
         None => {
             let cfg = AgentConfig::load(root)?;
-            match datasource::fetch(root, &cfg).await? {
+            match datasource::fetch(root, &cfg.datasource_options()).await? {
                 Some(f) => return Ok(Some(f)),
                 None => return Ok(None),
             }

@@ -24,8 +24,13 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>) -> CliResult {
         }
         None => {
             let cfg = AgentConfig::load(root)?;
-            match datasource::fetch(root, &cfg).await? {
-                Some(f) => (f.source, Some(f.instance_id), f.metadata, f.userdata),
+            match datasource::fetch(root, &cfg.datasource_options()).await? {
+                Some(f) => (
+                    f.source.to_string(),
+                    Some(f.instance_id),
+                    f.metadata,
+                    f.userdata,
+                ),
                 None => {
                     println!("{{\"datasource\": null}}");
                     eprintln!("no datasource offered userdata");

@@ -103,7 +103,7 @@ async fn fetch_stage(
 ) -> Result<Option<datasource::Fetched>, CliError> {
     notify::status(Stage::Fetch, "looking for userdata");
     let cfg = AgentConfig::load(root)?;
-    let Some(fetched) = datasource::fetch(root, &cfg).await? else {
+    let Some(fetched) = datasource::fetch(root, &cfg.datasource_options()).await? else {
         let msg = "no datasource offered userdata: nothing to do".to_string();
         info!("{msg}");
         store.disabled(msg.clone())?;
@@ -111,7 +111,7 @@ async fn fetch_stage(
         return Ok(None);
     };
     let digest = hex::encode(Sha256::digest(&fetched.userdata));
-    let notes = store.begin(&fetched.instance_id, &fetched.source, &digest)?;
+    let notes = store.begin(&fetched.instance_id, &fetched.source.to_string(), &digest)?;
     for n in &notes {
         info!("{n}");
     }
@@ -206,7 +206,7 @@ pub fn validate(
     let key = signature::trusted_key(root)?;
     let signed = signature::verify(
         key.as_ref(),
-        &fetched.source,
+        &fetched.source.to_string(),
         &fetched.userdata,
         fetched.signature.as_deref(),
     )?;

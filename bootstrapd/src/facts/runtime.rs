@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::{ProbeArea, ProbeFailures};
 use crate::fsutil::HostRoot;
 use crate::system::docker::{self, EngineInfo};
 use crate::system::packages::{self, PackageManager, PackageState};
@@ -45,8 +46,8 @@ pub struct RuntimeFacts {
     pub repo_file: Option<String>,
     /// Package files of the offline bundle for this host's manager (absolute host paths).
     pub bundle_packages: Vec<String>,
-    /// Probes that failed: (area, error).
-    pub errors: Vec<(String, String)>,
+    /// Probes that failed.
+    pub errors: ProbeFailures,
     /// The package index was already refreshed in this run (by the downloads made during the
     /// host preparation), so the install need not refresh it again. Not read from the host:
     /// the run sets it.
@@ -54,9 +55,9 @@ pub struct RuntimeFacts {
 }
 
 impl RuntimeFacts {
-    fn error(&mut self, area: &str, e: impl std::fmt::Display) {
-        tracing::warn!(area, error = %e, "runtime probe failed");
-        self.errors.push((area.to_string(), e.to_string()));
+    fn error(&mut self, area: ProbeArea, e: impl std::fmt::Display) {
+        tracing::warn!(%area, error = %e, "runtime probe failed");
+        self.errors.record(area, e);
     }
 
     /// The first installed package among `names`, with its version.
@@ -113,7 +114,7 @@ pub async fn gather(
     f.hostname = match read_optional(&root.path("/etc/hostname")) {
         Ok(h) => h.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()),
         Err(e) => {
-            f.error("hostname", e);
+            f.error(ProbeArea::Hostname, e);
             None
         }
     };
@@ -144,17 +145,17 @@ pub async fn gather(
                     }
                 }
             }
-            Err(e) => f.error("packages", e),
+            Err(e) => f.error(ProbeArea::Packages, e),
         }
         let repo = root.path(repo_file_path(pm));
         match read_optional(&repo) {
             Ok(c) => f.repo_file = c,
-            Err(e) => f.error("repository", format!("{}: {e}", repo.display())),
+            Err(e) => f.error(ProbeArea::Repository, format!("{}: {e}", repo.display())),
         }
         if let RuntimeSource::Offline(o) = &settings.runtime.source {
             match bundle_package_files(root, &o.path, pm.package_extension()) {
                 Ok(files) => f.bundle_packages = files,
-                Err(e) => f.error("bundle", format!("{}: {e}", o.path)),
+                Err(e) => f.error(ProbeArea::Bundle, format!("{}: {e}", o.path)),
             }
         }
     }
@@ -162,7 +163,7 @@ pub async fn gather(
     if docker::socket_path(root).exists() {
         match docker::engine_info(root).await {
             Ok(i) => f.engine = Some(i),
-            Err(e) => f.error("docker", e),
+            Err(e) => f.error(ProbeArea::Docker, e),
         }
     }
     f.containerd_socket = root.path(CONTAINERD_SOCKET).exists();
@@ -170,7 +171,7 @@ pub async fn gather(
     let dj = root.path(docker::DAEMON_JSON);
     match read_optional(&dj) {
         Ok(c) => f.daemon_json = c,
-        Err(e) => f.error("daemon-json", format!("{}: {e}", dj.display())),
+        Err(e) => f.error(ProbeArea::DaemonJson, format!("{}: {e}", dj.display())),
     }
 
     if let Some(sd) = systemd {

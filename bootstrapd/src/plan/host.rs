@@ -20,6 +20,7 @@
 use serde::Serialize;
 
 use super::Outcome;
+use crate::facts::ProbeArea;
 use crate::facts::host::{HostFacts, MODULES_CONF, SYSCTL_CONF, wanted_modules, wanted_sysctls};
 use crate::facts::iptables::Backend;
 use crate::facts::kernel::{
@@ -98,12 +99,8 @@ const WHY_SWAP: &str = "kubelet refuses to run with swap on by default";
 const WHY_HOSTNAME: &str =
     "node names must be unique in the cluster (RKE1 derives them from the hostname)";
 
-fn probe_error<'a>(facts: &'a HostFacts, area: &str) -> Option<&'a str> {
-    facts
-        .errors
-        .iter()
-        .find(|(a, _)| a == area)
-        .map(|(_, e)| e.as_str())
+fn probe_error(facts: &HostFacts, area: ProbeArea) -> Option<&str> {
+    facts.errors.get(area).map(|f| f.message.as_str())
 }
 
 pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
@@ -118,7 +115,7 @@ pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
 
 fn firewalld(settings: &Settings, facts: &HostFacts) -> HostStep {
     const S: &str = "firewalld";
-    if let Some(e) = probe_error(facts, "firewalld") {
+    if let Some(e) = probe_error(facts, ProbeArea::Firewalld) {
         return HostStep::failed(
             S,
             WHY_FIREWALLD,
@@ -247,7 +244,7 @@ pub fn selinux_packages(
 
 fn selinux(settings: &Settings, facts: &HostFacts) -> HostStep {
     const S: &str = "selinux";
-    if let Some(e) = probe_error(facts, "selinux") {
+    if let Some(e) = probe_error(facts, ProbeArea::Selinux) {
         return HostStep::failed(
             S,
             WHY_SELINUX,
@@ -271,7 +268,7 @@ fn selinux(settings: &Settings, facts: &HostFacts) -> HostStep {
         se.current.as_str(),
         se.configured.map(|m| m.as_str()).unwrap_or("-")
     );
-    if let Some(e) = probe_error(facts, "packages") {
+    if let Some(e) = probe_error(facts, ProbeArea::Packages) {
         return HostStep::failed(
             S,
             WHY_SELINUX,
@@ -367,7 +364,7 @@ fn selinux(settings: &Settings, facts: &HostFacts) -> HostStep {
 
 fn iptables(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     const S: &str = "iptables-backend";
-    if let Some(e) = probe_error(facts, "iptables") {
+    if let Some(e) = probe_error(facts, ProbeArea::Iptables) {
         return vec![HostStep::failed(
             S,
             WHY_IPTABLES,
@@ -493,7 +490,7 @@ fn modules(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
         )];
     }
     let mut steps = Vec::new();
-    if let Some(e) = probe_error(facts, "modules") {
+    if let Some(e) = probe_error(facts, ProbeArea::Modules) {
         steps.push(HostStep::failed(
             S,
             WHY_MODULES,
@@ -574,7 +571,7 @@ fn sysctls(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     let br_netfilter_coming = wanted_modules(settings)
         .iter()
         .any(|m| normalize_module(m) == "br_netfilter");
-    if let Some(e) = probe_error(facts, "sysctls") {
+    if let Some(e) = probe_error(facts, ProbeArea::Sysctls) {
         steps.push(HostStep::failed(
             S,
             WHY_SYSCTLS,
@@ -637,7 +634,7 @@ fn sysctls(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
 
 fn swap(settings: &Settings, facts: &HostFacts) -> HostStep {
     const S: &str = "swap";
-    if let Some(e) = probe_error(facts, "swap") {
+    if let Some(e) = probe_error(facts, ProbeArea::Swap) {
         return HostStep::failed(
             S,
             WHY_SWAP,
@@ -891,7 +888,7 @@ mod tests {
         assert_eq!(outcome(&plan(&s, &f), "firewalld"), Outcome::Warning);
         f.live = false;
         assert_eq!(outcome(&plan(&s, &f), "firewalld"), Outcome::Skipped);
-        f.errors.push(("firewalld".into(), "Access denied".into()));
+        f.errors.record(ProbeArea::Firewalld, "Access denied");
         let p = step(&plan(&s, &f), "firewalld").preview();
         assert_eq!(p.outcome, Outcome::Failed);
         assert!(p.remedy.is_some());

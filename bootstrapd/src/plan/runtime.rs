@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use super::Outcome;
+use crate::facts::ProbeArea;
 use crate::facts::runtime::{
     APT_KEYRING, CONTAINERD_PACKAGES, DOCKER_PACKAGES, DOCKER_UNIT, RuntimeFacts, repo_file_path,
 };
@@ -171,16 +172,17 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
             "set runtime.engine: docker, or rancher.mode: system-agent for RKE2/K3s clusters",
         )];
     }
-    for (area, e) in &facts.errors {
-        if area != "docker" {
-            return vec![RuntimeStep::with_remedy(
-                "runtime",
-                WHY_RUNTIME,
-                Outcome::Failed,
-                format!("could not inspect the host ({area}): {e}"),
-                "fix the probe error above and run again",
-            )];
-        }
+    if let Some(failure) = facts.errors.iter().find(|f| f.area != ProbeArea::Docker) {
+        return vec![RuntimeStep::with_remedy(
+            "runtime",
+            WHY_RUNTIME,
+            Outcome::Failed,
+            format!(
+                "could not inspect the host ({}): {}",
+                failure.area, failure.message
+            ),
+            "fix the probe error above and run again",
+        )];
     }
     let constraint = match rt
         .version

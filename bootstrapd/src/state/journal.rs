@@ -3,8 +3,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::findings::{Finding, Outcome};
 use crate::fsutil::{HostRoot, write_atomic};
-use crate::plan::{Finding, Outcome};
+use crate::metrics::{Resources, cpu_ms_since, own_cpu_ms};
 use crate::rancher::rke1::Rke1Record;
 use crate::rancher::system_agent::SystemAgentRecord;
 pub use crate::userdata::RegistrationMode;
@@ -294,53 +295,6 @@ impl Journal {
                 fix(&mut f.detail);
                 f.remedy.iter_mut().for_each(fix);
             }
-        }
-    }
-}
-
-/// bootstrapd's own footprint, from getrusage(RUSAGE_SELF) and /proc/self/status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resources {
-    pub peak_rss_kib: u64,
-    pub cpu_user_ms: u64,
-    pub cpu_system_ms: u64,
-    pub wall_ms: u64,
-}
-
-fn tv_ms(tv: nix::sys::time::TimeVal) -> u64 {
-    (tv.tv_sec().max(0) as u64) * 1000 + (tv.tv_usec().max(0) as u64) / 1000
-}
-
-/// This process's CPU time so far (user + system, ms).
-pub fn own_cpu_ms() -> Option<u64> {
-    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
-    Some(tv_ms(u.user_time()) + tv_ms(u.system_time()))
-}
-
-/// This process's CPU time since `before` (an [`own_cpu_ms`] reading), in ms.
-pub fn cpu_ms_since(before: Option<u64>) -> Option<u64> {
-    Some(own_cpu_ms()?.saturating_sub(before?))
-}
-
-impl Resources {
-    /// Measures this process now; `started` is when the run began.
-    pub fn measure(started: std::time::Instant) -> Resources {
-        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok();
-        // VmHWM is the peak resident set; ru_maxrss is the same in KiB on Linux.
-        let peak = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .or_else(|| usage.map(|u| u.max_rss().max(0) as u64))
-            .unwrap_or(0);
-        Resources {
-            peak_rss_kib: peak,
-            cpu_user_ms: usage.map(|u| tv_ms(u.user_time())).unwrap_or(0),
-            cpu_system_ms: usage.map(|u| tv_ms(u.system_time())).unwrap_or(0),
-            wall_ms: started.elapsed().as_millis() as u64,
         }
     }
 }
