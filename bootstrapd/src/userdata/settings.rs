@@ -69,6 +69,7 @@ pub struct RancherSettings {
     #[schemars(pattern(schema::SERVER))]
     pub server: String,
     /// Cluster registration token. Never logged.
+    #[schemars(schema_with = "schema::token")]
     pub token: Secret,
     /// sha256 of the server's CA (64 lowercase hex), as in the node command's --ca-checksum.
     #[serde(default)]
