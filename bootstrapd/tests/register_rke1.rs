@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::ca_and_server;
+use common::{SettingsBuilder, ca_and_server};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -18,10 +18,7 @@ use bootstrapd::fsutil::HostRoot;
 use bootstrapd::rancher::cacerts;
 use bootstrapd::rancher::rke1::SERVER_LABEL;
 use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{
-    OfflineSource, RancherSettings, RegistrationMode, Role, RuntimeSettings, RuntimeSource,
-    Settings,
-};
+use bootstrapd::userdata::{OfflineSource, Role, RuntimeSource, Settings};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "rke1tokenq8w7e6r5t4y3u2i1o0pzlxkcjvhbgnfmdsa9876543";
@@ -260,27 +257,14 @@ fn start_engine(root: &HostRoot) -> Shared {
 }
 
 fn settings(server: &str, checksum: Option<String>) -> Settings {
-    Settings {
-        roles: vec![Role::Etcd, Role::Controlplane, Role::Worker],
-        rancher: RancherSettings {
-            server: server.to_string(),
-            token: Secret::new(TOKEN),
-            ca_checksum: checksum,
-            mode: RegistrationMode::Rke1,
-            agent_image: IMAGE.into(),
-            node_name: None,
-            address: None,
-            internal_address: None,
-            labels: BTreeMap::from([("zone".to_string(), "lab".to_string())]),
-            taints: vec![],
-            deadline_seconds: 30,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: RuntimeSettings::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::rke1(server)
+        .roles(&[Role::Etcd, Role::Controlplane, Role::Worker])
+        .token(TOKEN)
+        .ca_checksum(checksum)
+        .agent_image(IMAGE)
+        .label("zone", "lab")
+        .deadline(30)
+        .build()
 }
 
 fn node() -> NodeIdentity {

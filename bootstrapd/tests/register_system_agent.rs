@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::ca_and_server;
-use std::collections::BTreeMap;
+use common::{SettingsBuilder, ca_and_server};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,7 @@ use bootstrapd::rancher::cacerts::{self, CaError};
 use bootstrapd::rancher::system_agent::{self, SystemAgentError};
 use bootstrapd::rancher::{Deadline, Tuning, cacerts::ServerTrust};
 use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, Settings, Taint, TaintEffect};
+use bootstrapd::userdata::{Role, Settings, Taint, TaintEffect};
 
 const TOKEN: &str = "kt7b9x2mfqzl8tq6w4cxj5n2rxdvpg4ll5hqbv7s7dzkx9x2mfqz";
 
@@ -184,34 +183,20 @@ async fn start(configure: impl FnOnce(&mut Double)) -> (String, Double) {
 }
 
 fn settings(server: &str, checksum: Option<String>, deadline: u64) -> Settings {
-    Settings {
-        roles: vec![Role::Etcd, Role::Controlplane],
-        rancher: RancherSettings {
-            server: server.to_string(),
-            token: Secret::new(TOKEN),
-            ca_checksum: checksum,
-            mode: RegistrationMode::SystemAgent,
-            agent_image: String::new(),
-            node_name: Some("node1".into()),
-            address: None,
-            internal_address: None,
-            labels: BTreeMap::from([
-                ("cattle.io/os".to_string(), "linux".to_string()),
-                ("rack".to_string(), "r1".to_string()),
-            ]),
-            taints: vec![Taint {
-                key: "dedicated".into(),
-                value: "etcd".into(),
-                effect: TaintEffect::NoSchedule,
-            }],
-            deadline_seconds: deadline,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: Default::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::system_agent(server)
+        .roles(&[Role::Etcd, Role::Controlplane])
+        .token(TOKEN)
+        .ca_checksum(checksum)
+        .node_name("node1")
+        .label("cattle.io/os", "linux")
+        .label("rack", "r1")
+        .taint(Taint {
+            key: "dedicated".into(),
+            value: "etcd".into(),
+            effect: TaintEffect::NoSchedule,
+        })
+        .deadline(deadline)
+        .build()
 }
 
 fn node() -> NodeIdentity {

@@ -1,7 +1,10 @@
 //! System-agent registration against the project's Rancher test server
 //! (`rancher-test-server`), which records the nodes it accepted the way Rancher names them.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::SettingsBuilder;
+
 use std::time::Duration;
 
 use bootstrapd::actions::register::{NodeIdentity, RegisterError, register, register_with};
@@ -9,34 +12,19 @@ use bootstrapd::fsutil::HostRoot;
 use bootstrapd::rancher::Tuning;
 use bootstrapd::rancher::cacerts::CaError;
 use bootstrapd::rancher::system_agent::SystemAgentError;
-use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, Settings};
+use bootstrapd::userdata::{Role, Settings};
 use rancher_test_server::{Config, Generation, Rules, start};
 
 const TOKEN: &str = "tsq2w3e4r5t6y7u8i9o0pasdfghjklzxcvbnmqwertyuiopas";
 
 fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Settings {
-    Settings {
-        roles,
-        rancher: RancherSettings {
-            server: url.to_string(),
-            token: Secret::new(TOKEN),
-            ca_checksum: Some(checksum.to_string()),
-            mode: RegistrationMode::SystemAgent,
-            agent_image: String::new(),
-            node_name: None,
-            address: None,
-            internal_address: None,
-            labels: BTreeMap::from([("cattle.io/os".to_string(), "linux".to_string())]),
-            taints: vec![],
-            deadline_seconds: deadline,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: Default::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::system_agent(url)
+        .roles(&roles)
+        .token(TOKEN)
+        .ca_checksum(Some(checksum.to_string()))
+        .label("cattle.io/os", "linux")
+        .deadline(deadline)
+        .build()
 }
 
 fn node(name: &str) -> NodeIdentity {

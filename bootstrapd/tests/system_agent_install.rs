@@ -2,7 +2,10 @@
 //! time), the agent binary from a checked source, and the `/opt/rancher-system-agent` prefix
 //! when `/usr/local` is a mount point.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::SettingsBuilder;
+
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,8 +19,7 @@ use bootstrapd::rancher::interlock::{
     RESTART_PENDING, WaitOutcome,
 };
 use bootstrapd::rancher::system_agent;
-use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{AgentBinary, RancherSettings, RegistrationMode, Role, Settings};
+use bootstrapd::userdata::{AgentBinary, Settings};
 use rancher_test_server::{Config, start};
 use sha2::{Digest, Sha256};
 
@@ -163,29 +165,12 @@ fn a_directory_named_applyinator_active_is_not_the_agent_s_file() {
 }
 
 fn settings(server: &str, checksum: Option<String>, binary: Option<AgentBinary>) -> Settings {
-    let mut rancher = RancherSettings {
-        server: server.to_string(),
-        token: Secret::new(TOKEN),
-        ca_checksum: checksum,
-        mode: RegistrationMode::SystemAgent,
-        agent_image: String::new(),
-        node_name: None,
-        address: None,
-        internal_address: None,
-        labels: BTreeMap::new(),
-        taints: vec![],
-        deadline_seconds: 60,
-        splay_seconds: 0,
-        strict_verify: None,
-        system_agent: Default::default(),
-    };
-    rancher.system_agent.binary = binary;
-    Settings {
-        roles: vec![Role::Worker],
-        rancher,
-        runtime: Default::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::system_agent(server)
+        .token(TOKEN)
+        .ca_checksum(checksum)
+        .agent_binary(binary)
+        .deadline(60)
+        .build()
 }
 
 fn node() -> NodeIdentity {

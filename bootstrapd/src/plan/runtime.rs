@@ -154,12 +154,18 @@ pub fn yum_repo_file(repo: &RepoSource) -> String {
 
 /// The step that ends the plan early: nothing after it can be planned (a refusal, a failure,
 /// or mode system-agent's skip).
-struct Stop(RuntimeStep);
+struct Stop(Box<RuntimeStep>);
+
+impl From<RuntimeStep> for Stop {
+    fn from(step: RuntimeStep) -> Self {
+        Stop(Box::new(step))
+    }
+}
 
 pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
     let mut steps = Vec::new();
     if let Err(Stop(last)) = plan_steps(settings, facts, &mut steps) {
-        steps.push(last);
+        steps.push(*last);
     }
     steps
 }
@@ -185,7 +191,7 @@ fn plan_steps(
 /// Only mode rke1 with Docker needs bootstrapd to install a runtime.
 fn applicable(settings: &Settings) -> Result<(), Stop> {
     if settings.rancher.mode == RegistrationMode::SystemAgent {
-        return Err(Stop(RuntimeStep::report(
+        return Err(Stop::from(RuntimeStep::report(
             "runtime",
             WHY_RUNTIME,
             Outcome::Skipped,
@@ -193,7 +199,7 @@ fn applicable(settings: &Settings) -> Result<(), Stop> {
         )));
     }
     if settings.runtime.engine == Engine::Containerd {
-        return Err(Stop(RuntimeStep::with_remedy(
+        return Err(Stop::from(RuntimeStep::with_remedy(
             "runtime",
             WHY_RUNTIME,
             Outcome::Failed,
@@ -208,7 +214,7 @@ fn applicable(settings: &Settings) -> Result<(), Stop> {
 /// only means the engine does not answer yet, which the plan handles.
 fn usable_facts(facts: &RuntimeFacts) -> Result<(), Stop> {
     match facts.errors.iter().find(|(area, _)| area != "docker") {
-        Some((area, e)) => Err(Stop(RuntimeStep::with_remedy(
+        Some((area, e)) => Err(Stop::from(RuntimeStep::with_remedy(
             "runtime",
             WHY_RUNTIME,
             Outcome::Failed,
@@ -225,7 +231,7 @@ fn version_constraint(settings: &Settings) -> Result<Option<VersionConstraint>, 
         .map(VersionConstraint::parse)
         .transpose()
         .map_err(|e| {
-            Stop(RuntimeStep::with_remedy(
+            Stop::from(RuntimeStep::with_remedy(
                 "runtime.version",
                 WHY_RUNTIME,
                 Outcome::Failed,
@@ -265,7 +271,7 @@ fn daemon_json(settings: &Settings, facts: &RuntimeFacts) -> Result<RuntimeStep,
                 format!("{DAEMON_JSON} already lists the registry mirrors")
             },
         )),
-        Err(e) => Err(Stop(RuntimeStep::with_remedy(
+        Err(e) => Err(Stop::from(RuntimeStep::with_remedy(
             S,
             WHY_DAEMON_JSON,
             Outcome::Failed,
@@ -287,7 +293,7 @@ fn engine_install(
         return Ok(vec![keep_installed(&what, &version, constraint)]);
     }
     let Some(pm) = facts.package_manager else {
-        return Err(Stop(RuntimeStep::with_remedy(
+        return Err(Stop::from(RuntimeStep::with_remedy(
             "runtime.install",
             WHY_RUNTIME,
             Outcome::Failed,
@@ -377,7 +383,7 @@ fn install_offline(
     unfinished: &[String],
 ) -> Result<RuntimeStep, Stop> {
     if facts.bundle_packages.is_empty() {
-        return Err(Stop(RuntimeStep::with_remedy(
+        return Err(Stop::from(RuntimeStep::with_remedy(
             "runtime.install",
             WHY_RUNTIME,
             Outcome::Failed,
@@ -410,7 +416,7 @@ fn repository(
     facts: &RuntimeFacts,
 ) -> Result<Vec<RuntimeStep>, Stop> {
     if repo.key.is_none() && !repo.trusted {
-        return Err(Stop(RuntimeStep::with_remedy(
+        return Err(Stop::from(RuntimeStep::with_remedy(
             "runtime.repository",
             WHY_REPO,
             Outcome::Failed,
