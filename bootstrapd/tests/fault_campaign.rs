@@ -30,7 +30,7 @@
 
 mod common;
 
-use common::SettingsBuilder;
+use common::{SettingsBuilder, temp_root};
 
 use std::collections::BTreeMap;
 use std::future::Ready;
@@ -50,7 +50,6 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use bootstrapd::actions::register::{NodeIdentity, RegisterError, RegistrationRecord, register};
 use bootstrapd::config::AgentConfig;
 use bootstrapd::datasource::{self, DatasourceError, Fetched};
-use bootstrapd::fsutil::HostRoot;
 use bootstrapd::http::{Cause, HttpError};
 use bootstrapd::rancher::cacerts::CaError;
 use bootstrapd::rancher::system_agent::{self, SystemAgentError};
@@ -623,8 +622,7 @@ async fn rancher_round(
     deadline: u64,
     stall_for: Duration,
 ) -> RancherRound {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let node = NodeIdentity {
         node_name: format!("fc-{index}"),
         address: Some("10.0.2.15".into()),
@@ -757,8 +755,7 @@ async fn datasource_round(
     index: usize,
     seed: u64,
 ) -> (DsKind, String, Vec<Fault>, u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let expected = userdata_for(index);
     let mut files = BTreeMap::new();
     match kind {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{SettingsBuilder, ca_and_server};
+use common::{SettingsBuilder, ca_and_server, serve_tls};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -28,16 +28,8 @@ const IMAGE: &str = "rancher/rancher-agent:v2.6.14";
 
 /// A Rancher 2.5-style server: only the legacy settings endpoint serves the CA.
 async fn rancher() -> (String, String, Arc<Mutex<Vec<String>>>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (ca, cert, key) = ca_and_server();
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let cfg = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
-        .await
-        .unwrap();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    let server = axum_server::from_tcp_rustls(l, cfg).unwrap();
     let value = ca.trim_end_matches('\n').to_string();
     let log2 = log.clone();
     let app = Router::new().fallback(move |req: Request| {
@@ -52,8 +44,7 @@ async fn rancher() -> (String, String, Arc<Mutex<Vec<String>>>) {
             }
         }
     });
-    tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
-    (format!("https://{addr}"), ca, log)
+    (serve_tls(&cert, &key, app).await, ca, log)
 }
 
 // ---------------------------------------------------------------- Docker Engine double

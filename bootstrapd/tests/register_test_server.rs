@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::SettingsBuilder;
+use common::{SettingsBuilder, temp_root};
 
 use std::time::Duration;
 
@@ -43,8 +43,7 @@ async fn registers_once_per_identity_with_its_roles() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let mut s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
     // X-Cattle-Node-Name goes only when the userdata names the node (install.sh).
     s.rancher.node_name = Some("node4".into());
@@ -79,8 +78,7 @@ async fn a_starting_server_is_waited_for() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(
         &srv.url,
         &srv.ca_checksum,
@@ -157,8 +155,7 @@ async fn a_wrong_ca_is_refused_before_anything_is_recorded() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 20);
     let err = register(&root, &s, &node("node5")).await.unwrap_err();
     assert!(
@@ -180,8 +177,7 @@ async fn an_unknown_token_ends_with_the_token_named() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
     // Current Rancher answers an unknown token with "500 machine not found by request",
     // which also happens while CAPI starts: retried for the window, then the token named.
@@ -214,8 +210,7 @@ async fn an_unknown_token_under_the_2_6_rules_is_retried_until_the_deadline() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 4);
     let err = register(&root, &s, &node("node6")).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::SettingsBuilder;
+use common::{SettingsBuilder, temp_root};
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -55,12 +55,6 @@ impl<F: FnMut(Duration) + Send> Clock for FakeClock<F> {
     }
 }
 
-fn root() -> (tempfile::TempDir, HostRoot) {
-    let d = tempfile::tempdir().unwrap();
-    let r = HostRoot::new(Some(d.path().to_path_buf()));
-    (d, r)
-}
-
 fn set_active(root: &HostRoot) {
     std::fs::create_dir_all(root.path(INTERLOCK_DIR)).unwrap();
     std::fs::write(root.path(APPLYINATOR_ACTIVE), b"").unwrap();
@@ -72,7 +66,7 @@ fn mode(p: &Path) -> u32 {
 
 #[tokio::test]
 async fn no_active_plan_proceeds_at_once_with_restart_pending_set() {
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     let mut clock = FakeClock::new(|_| {});
     let (pending, outcome) = interlock::hold_for_restart(&root, &mut clock, MAX_WAIT * 2)
         .await
@@ -88,7 +82,7 @@ async fn no_active_plan_proceeds_at_once_with_restart_pending_set() {
 
 #[tokio::test]
 async fn active_plan_is_waited_for_until_it_ends() {
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     set_active(&root);
     let active = root.path(APPLYINATOR_ACTIVE);
     // The agent finishes its plan after two polls (10 s of virtual time).
@@ -110,7 +104,7 @@ async fn active_plan_is_waited_for_until_it_ends() {
 
 #[tokio::test]
 async fn active_plan_left_behind_is_ignored_after_five_minutes_as_install_sh_does() {
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     set_active(&root);
     let mut clock = FakeClock::new(|_| {});
     let (pending, outcome) = interlock::hold_for_restart(&root, &mut clock, MAX_WAIT * 2)
@@ -128,7 +122,7 @@ async fn active_plan_left_behind_is_ignored_after_five_minutes_as_install_sh_doe
 
 #[tokio::test]
 async fn the_registration_deadline_cancels_the_wait_and_clears_restart_pending() {
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     set_active(&root);
     let mut clock = FakeClock::new(|_| {});
     let err = interlock::hold_for_restart(&root, &mut clock, Duration::from_secs(12))
@@ -152,7 +146,7 @@ async fn the_registration_deadline_cancels_the_wait_and_clears_restart_pending()
 #[test]
 fn a_directory_named_applyinator_active_is_not_the_agent_s_file() {
     // install.sh tests `-f`.
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     std::fs::create_dir_all(root.path(APPLYINATOR_ACTIVE)).unwrap();
     let mut clock = FakeClock::new(|_| {});
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -208,7 +202,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn a_binary_with_the_wrong_sha256_changes_nothing_and_names_both_hashes() {
-    let (d, root) = root();
+    let (d, root) = temp_root();
     let src = "/images/rancher-system-agent";
     std::fs::create_dir_all(root.path("/images")).unwrap();
     std::fs::write(root.path(src), b"tampered agent").unwrap();
@@ -249,7 +243,7 @@ async fn checked_binary_under_opt_when_usr_local_is_a_mount_point() {
     })
     .await
     .unwrap();
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     // An immutable image: /usr/local is a mount of its own.
     std::fs::create_dir_all(root.path("/proc/self")).unwrap();
     std::fs::write(
@@ -319,7 +313,7 @@ async fn checked_binary_under_opt_when_usr_local_is_a_mount_point() {
 
 #[test]
 fn plan_shows_the_prefix_and_the_bundle_s_agent() {
-    let (d, root) = root();
+    let (d, root) = temp_root();
     std::fs::create_dir_all(root.path("/proc/self")).unwrap();
     std::fs::write(
         root.path("/proc/self/mountinfo"),
