@@ -224,27 +224,7 @@ mod tests {
         w("/opt/bundle/docker.deb", "");
         w("/opt/bundle/containerd.deb", "");
         w("/opt/bundle/agent.tar", "");
-        let mut s = crate::userdata::Settings {
-            roles: vec![],
-            rancher: crate::userdata::RancherSettings {
-                server: "https://r".into(),
-                token: crate::secret::Secret::new("t"),
-                ca_checksum: None,
-                mode: Default::default(),
-                agent_image: String::new(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 1,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
-            runtime: Default::default(),
-            host: Default::default(),
-        };
+        let mut s = crate::userdata::Settings::rke1_worker();
         s.runtime.source = RuntimeSource::Offline(crate::userdata::OfflineSource {
             path: "/opt/bundle".into(),
         });

@@ -821,32 +821,10 @@ mod tests {
     use crate::facts::iptables::IptablesFacts;
     use crate::facts::kernel::SwapEntry;
     use crate::facts::selinux::{SelinuxFacts, SelinuxMode};
-    use crate::secret::Secret;
     use crate::system::systemd::UnitState;
-    use crate::userdata::{HostSettings, RancherSettings, RuntimeSettings};
 
     fn settings() -> Settings {
-        Settings {
-            roles: vec![Role::Worker],
-            rancher: RancherSettings {
-                server: "https://rancher.example".into(),
-                token: Secret::new("tok"),
-                ca_checksum: None,
-                mode: RegistrationMode::Rke1,
-                agent_image: crate::userdata::DEFAULT_AGENT_IMAGE.into(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 900,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
-            runtime: RuntimeSettings::default(),
-            host: HostSettings::default(),
-        }
+        Settings::rke1_worker()
     }
 
     fn unit(l: &str, a: &str, f: &str) -> UnitState {

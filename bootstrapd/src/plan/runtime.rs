@@ -637,29 +637,12 @@ pub fn rke_version_step(version: &str, host: &str) -> RuntimeStep {
 mod tests {
     use super::*;
     use crate::system::docker::EngineInfo;
-    use crate::userdata::{OfflineSource, RancherSettings, RuntimeSettings};
+    use crate::userdata::{OfflineSource, RuntimeSettings};
 
     fn settings(runtime: RuntimeSettings) -> Settings {
         Settings {
-            roles: vec![crate::userdata::Role::Worker],
-            rancher: RancherSettings {
-                server: "https://r".into(),
-                token: crate::secret::Secret::new("t"),
-                ca_checksum: None,
-                mode: RegistrationMode::Rke1,
-                agent_image: "rancher/rancher-agent:v2.6.14".into(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 10,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
             runtime,
-            host: Default::default(),
+            ..Settings::rke1_worker()
         }
     }
 
