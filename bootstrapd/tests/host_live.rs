@@ -3,6 +3,10 @@
 //! modules, sets sysctls), so it only runs when asked: in the VM,
 //! `host_live-* --ignored --test-threads=1`.
 
+mod common;
+
+use common::SettingsBuilder;
+
 use std::time::Duration;
 
 use bootstrapd::actions::{Target, apply_all};
@@ -11,35 +15,17 @@ use bootstrapd::facts::network::node_address;
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
 use bootstrapd::plan::host::plan;
-use bootstrapd::secret::Secret;
 use bootstrapd::system::systemd::Systemd;
 use bootstrapd::userdata::*;
 
 fn settings() -> Settings {
-    Settings {
-        roles: vec![Role::Worker],
-        rancher: RancherSettings {
-            server: "https://rancher.example".into(),
-            token: Secret::new("token-abc"),
-            ca_checksum: None,
-            mode: RegistrationMode::Rke1,
-            agent_image: DEFAULT_AGENT_IMAGE.into(),
-            node_name: Some("vm-node".into()),
-            address: None,
-            internal_address: None,
-            labels: Default::default(),
-            taints: vec![],
-            deadline_seconds: 900,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: RuntimeSettings::default(),
-        host: HostSettings {
+    SettingsBuilder::rke1("https://rancher.example")
+        .node_name("vm-node")
+        .host(HostSettings {
             swap: SwapPolicy::Off,
             ..HostSettings::default()
-        },
-    }
+        })
+        .build()
 }
 
 #[tokio::test]

@@ -446,23 +446,6 @@ mod tests {
         )
         .unwrap();
         let settings = crate::userdata::Settings {
-            roles: vec![crate::userdata::Role::Worker],
-            rancher: crate::userdata::RancherSettings {
-                server: "https://r".into(),
-                token: crate::secret::Secret::new("t"),
-                ca_checksum: None,
-                mode: crate::userdata::RegistrationMode::Rke1,
-                agent_image: "rancher/rancher-agent:v2.6.14".into(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 10,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
             runtime: crate::userdata::RuntimeSettings {
                 registry_mirrors: vec!["https://mirror.lab".into()],
                 source: crate::userdata::RuntimeSource::Repo(crate::userdata::RepoSource {
@@ -474,7 +457,7 @@ mod tests {
                 }),
                 ..Default::default()
             },
-            host: Default::default(),
+            ..crate::userdata::Settings::rke1_worker()
         };
         let facts = gather(&root, &settings, None).await;
         let steps = plan(&settings, &facts);

@@ -113,14 +113,24 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
         live: root.is_live(),
         ..HostFacts::default()
     };
-
     if let Some(sd) = systemd {
         match sd.unit_state(FIREWALLD_UNIT).await {
             Ok(s) => f.firewalld = Some(s),
             Err(e) => f.error(ProbeArea::Firewalld, e),
         }
     }
+    selinux_and_policy_packages(&mut f, root).await;
+    match iptables::probe(root).await {
+        Ok(i) => f.iptables = i,
+        Err(e) => f.error(ProbeArea::Iptables, e),
+    }
+    modules_and_sysctls(&mut f, root, settings);
+    swap(&mut f, root);
+    hostname(&mut f, root);
+    f
+}
 
+async fn selinux_and_policy_packages(f: &mut HostFacts, root: &HostRoot) {
     match selinux::probe(root) {
         Ok(s) => f.selinux = Some(s),
         Err(e) => f.error(ProbeArea::Selinux, e),
@@ -129,25 +139,24 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
     f.package_db = package_db(root);
     // Only worth asking when SELinux is (or will be) on: rpm queries cost a fork each.
     let selinux_on = f.selinux.as_ref().is_some_and(SelinuxFacts::enabled);
-    if let (true, Some(db)) = (selinux_on, f.package_db) {
-        for name in SELINUX_PACKAGES.iter().chain(["docker-ce"].iter()) {
-            match packages::installed_version(root, db, name).await {
-                Ok(v) => {
-                    f.packages.insert(name.to_string(), v);
-                }
-                Err(e) => {
-                    f.error(ProbeArea::Packages, e);
-                    break;
-                }
+    let (true, Some(db)) = (selinux_on, f.package_db) else {
+        return;
+    };
+    for name in SELINUX_PACKAGES.iter().chain(["docker-ce"].iter()) {
+        match packages::installed_version(root, db, name).await {
+            Ok(v) => {
+                f.packages.insert(name.to_string(), v);
+            }
+            Err(e) => {
+                f.error(ProbeArea::Packages, e);
+                break;
             }
         }
     }
+}
 
-    match iptables::probe(root).await {
-        Ok(i) => f.iptables = i,
-        Err(e) => f.error(ProbeArea::Iptables, e),
-    }
-
+/// The kernel's live state and the boot-time files that set it again.
+fn modules_and_sysctls(f: &mut HostFacts, root: &HostRoot, settings: &Settings) {
     match kernel::loaded_modules(root) {
         Ok(m) => f.modules_loaded = m,
         Err(e) => f.error(ProbeArea::Modules, e),
@@ -168,7 +177,9 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
         Ok(c) => f.sysctl_conf = c,
         Err(e) => f.error(ProbeArea::Sysctls, e),
     }
+}
 
+fn swap(f: &mut HostFacts, root: &HostRoot) {
     match kernel::active_swaps(root) {
         Ok(s) => f.swaps = s,
         Err(e) => f.error(ProbeArea::Swap, e),
@@ -177,7 +188,9 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
         Ok(c) => f.fstab = c,
         Err(e) => f.error(ProbeArea::Swap, e),
     }
+}
 
+fn hostname(f: &mut HostFacts, root: &HostRoot) {
     // /proc/sys/kernel/hostname is the kernel's (transient) name, what RKE reads too.
     match read_optional(&root.path("/proc/sys/kernel/hostname")) {
         Ok(Some(h)) => f.hostname = Some(h.trim().to_string()),
@@ -187,5 +200,4 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
         },
         Err(e) => f.error(ProbeArea::Hostname, e),
     }
-    f
 }

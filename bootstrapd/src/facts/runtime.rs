@@ -111,6 +111,39 @@ pub async fn gather(
         live: root.is_live(),
         ..RuntimeFacts::default()
     };
+    hostname(&mut f, root);
+    f.package_manager = packages::detect(root);
+    if let Some(pm) = f.package_manager {
+        runtime_packages(&mut f, root, pm).await;
+        package_sources(&mut f, root, settings, pm);
+    }
+    if docker::socket_path(root).exists() {
+        match docker::engine_info(root).await {
+            Ok(i) => f.engine = Some(i),
+            Err(e) => f.error(ProbeArea::Docker, e),
+        }
+    }
+    f.containerd_socket = root.path(CONTAINERD_SOCKET).exists();
+    let dj = root.path(docker::DAEMON_JSON);
+    match read_optional(&dj) {
+        Ok(c) => f.daemon_json = c,
+        Err(e) => f.error(ProbeArea::DaemonJson, format!("{}: {e}", dj.display())),
+    }
+    if let Some(sd) = systemd {
+        for (unit, slot) in [
+            (DOCKER_UNIT, &mut f.docker_unit),
+            (CONTAINERD_UNIT, &mut f.containerd_unit),
+        ] {
+            if let Ok(s) = sd.unit_state(unit).await {
+                *slot = Some(s);
+            }
+        }
+    }
+    f
+}
+
+/// The name RKE's version check reports: the configured one, else (live) the kernel's.
+fn hostname(f: &mut RuntimeFacts, root: &HostRoot) {
     f.hostname = match read_optional(&root.path("/etc/hostname")) {
         Ok(h) => h.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()),
         Err(e) => {
@@ -123,68 +156,49 @@ pub async fn gather(
             .ok()
             .map(|h| h.to_string_lossy().into_owned());
     }
-    f.package_manager = packages::detect(root);
+}
 
-    if let Some(pm) = f.package_manager {
-        let names: Vec<&str> = DOCKER_PACKAGES
-            .iter()
-            .chain(CONTAINERD_PACKAGES.iter())
-            .copied()
-            .collect();
-        match packages::package_states(root, pm, &names).await {
-            Ok(states) => {
-                for (name, state) in names.into_iter().zip(states) {
-                    match state {
-                        PackageState::Installed(v) => {
-                            f.installed.insert(name.to_string(), v);
-                        }
-                        PackageState::Unfinished(s) => {
-                            f.unfinished.insert(name.to_string(), s);
-                        }
-                        PackageState::Absent => {}
-                    }
-                }
+/// Docker's and containerd's packages: installed, or left unfinished by a cut-short install.
+async fn runtime_packages(f: &mut RuntimeFacts, root: &HostRoot, pm: PackageManager) {
+    let names: Vec<&str> = DOCKER_PACKAGES
+        .iter()
+        .chain(CONTAINERD_PACKAGES.iter())
+        .copied()
+        .collect();
+    let states = match packages::package_states(root, pm, &names).await {
+        Ok(states) => states,
+        Err(e) => {
+            f.error(ProbeArea::Packages, e);
+            return;
+        }
+    };
+    for (name, state) in names.into_iter().zip(states) {
+        match state {
+            PackageState::Installed(v) => {
+                f.installed.insert(name.to_string(), v);
             }
-            Err(e) => f.error(ProbeArea::Packages, e),
-        }
-        let repo = root.path(repo_file_path(pm));
-        match read_optional(&repo) {
-            Ok(c) => f.repo_file = c,
-            Err(e) => f.error(ProbeArea::Repository, format!("{}: {e}", repo.display())),
-        }
-        if let RuntimeSource::Offline(o) = &settings.runtime.source {
-            match bundle_package_files(root, &o.path, pm.package_extension()) {
-                Ok(files) => f.bundle_packages = files,
-                Err(e) => f.error(ProbeArea::Bundle, format!("{}: {e}", o.path)),
+            PackageState::Unfinished(s) => {
+                f.unfinished.insert(name.to_string(), s);
             }
+            PackageState::Absent => {}
         }
     }
+}
 
-    if docker::socket_path(root).exists() {
-        match docker::engine_info(root).await {
-            Ok(i) => f.engine = Some(i),
-            Err(e) => f.error(ProbeArea::Docker, e),
+/// Where the packages would come from: the repository file bootstrapd writes, and the offline
+/// bundle's package files.
+fn package_sources(f: &mut RuntimeFacts, root: &HostRoot, settings: &Settings, pm: PackageManager) {
+    let repo = root.path(repo_file_path(pm));
+    match read_optional(&repo) {
+        Ok(c) => f.repo_file = c,
+        Err(e) => f.error(ProbeArea::Repository, format!("{}: {e}", repo.display())),
+    }
+    if let RuntimeSource::Offline(o) = &settings.runtime.source {
+        match bundle_package_files(root, &o.path, pm.package_extension()) {
+            Ok(files) => f.bundle_packages = files,
+            Err(e) => f.error(ProbeArea::Bundle, format!("{}: {e}", o.path)),
         }
     }
-    f.containerd_socket = root.path(CONTAINERD_SOCKET).exists();
-
-    let dj = root.path(docker::DAEMON_JSON);
-    match read_optional(&dj) {
-        Ok(c) => f.daemon_json = c,
-        Err(e) => f.error(ProbeArea::DaemonJson, format!("{}: {e}", dj.display())),
-    }
-
-    if let Some(sd) = systemd {
-        for (unit, slot) in [
-            (DOCKER_UNIT, &mut f.docker_unit),
-            (CONTAINERD_UNIT, &mut f.containerd_unit),
-        ] {
-            if let Ok(s) = sd.unit_state(unit).await {
-                *slot = Some(s);
-            }
-        }
-    }
-    f
 }
 
 #[cfg(test)]
@@ -211,27 +225,7 @@ mod tests {
         w("/opt/bundle/docker.deb", "");
         w("/opt/bundle/containerd.deb", "");
         w("/opt/bundle/agent.tar", "");
-        let mut s = crate::userdata::Settings {
-            roles: vec![],
-            rancher: crate::userdata::RancherSettings {
-                server: "https://r".into(),
-                token: crate::secret::Secret::new("t"),
-                ca_checksum: None,
-                mode: Default::default(),
-                agent_image: String::new(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 1,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
-            runtime: Default::default(),
-            host: Default::default(),
-        };
+        let mut s = crate::userdata::Settings::rke1_worker();
         s.runtime.source = RuntimeSource::Offline(crate::userdata::OfflineSource {
             path: "/opt/bundle".into(),
         });
