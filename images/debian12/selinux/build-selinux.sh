@@ -44,10 +44,50 @@ EOS
 
 in_root() { chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
 
+# container_selinux: a local package named container-selinux holding the reference policy's own
+# container and docker modules. Debian 12's policy source has them (modules.conf: module), but
+# selinux-policy-default ships neither, and Debian has no container-selinux package: without
+# this, no Debian node can satisfy host.selinux: require. It takes the place RHEL's
+# container-selinux has there (README, SELinux); built here from Debian's own policy source and
+# headers, which are purged again afterwards (make stays).
+container_selinux() {
+  local work=$rootfs/tmp/container-selinux version
+  echo "build-selinux: building container-selinux from the policy source"
+  in_root apt-get -y -qq --no-install-recommends install selinux-policy-dev selinux-policy-src >/dev/null
+  rm -rf "$work"
+  mkdir -p "$work/src" "$work/pkg/DEBIAN" "$work/pkg/usr/share/selinux/packages/container-selinux"
+  tar -I zstd -xf "$rootfs/usr/src/selinux-policy-src.tar.zst" -C "$work/src" \
+    --strip-components=4 selinux-policy-src/policy/modules/services/{container,docker}.{te,fc}
+  in_root make -s -C /tmp/container-selinux/src -f /usr/share/selinux/devel/Makefile \
+    container.pp docker.pp >"$work/make.log" 2>&1 || { tail -n 20 "$work/make.log" >&2; exit 1; }
+  cp "$work"/src/{container,docker}.pp "$work/pkg/usr/share/selinux/packages/container-selinux/"
+  version=$(in_root dpkg-query -W -f='${Version}' selinux-policy-default)
+  cat >"$work/pkg/DEBIAN/control" <<EOC
+Package: container-selinux
+Version: ${version#*:}+bootstrapd1
+Architecture: all
+Maintainer: bootstrapd e2e <e2e@localhost>
+Depends: selinux-policy-default (= $version), policycoreutils
+Description: reference policy container and docker modules (bootstrapd e2e image)
+ Built from Debian's selinux-policy-src for the SELinux variant of the e2e node image.
+EOC
+  printf '#!/bin/sh\nset -e\nsemodule -i /usr/share/selinux/packages/container-selinux/container.pp /usr/share/selinux/packages/container-selinux/docker.pp\n' \
+    >"$work/pkg/DEBIAN/postinst"
+  printf '#!/bin/sh\nset -e\nsemodule -r docker container || true\n' >"$work/pkg/DEBIAN/prerm"
+  chmod 0755 "$work/pkg/DEBIAN/postinst" "$work/pkg/DEBIAN/prerm"
+  dpkg-deb --root-owner-group -b "$work/pkg" "$work/container-selinux.deb" >/dev/null
+  in_root apt-get -y -qq purge selinux-policy-dev selinux-policy-src >/dev/null
+  in_root apt-get -y -qq autoremove --purge >/dev/null
+  in_root dpkg -i /tmp/container-selinux/container-selinux.deb >/dev/null
+  rm -rf "$work"
+  in_root semodule -l | grep -qx container || { echo "build-selinux: container module not loaded" >&2; exit 1; }
+}
+
 echo "build-selinux: installing the policy and tools"
 mapfile -t pkgs < <(list "$here/packages")
 in_root apt-get update -qq
 in_root apt-get -y -qq --no-install-recommends install "${pkgs[@]}" >/dev/null
+container_selinux
 in_root apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/*
 rm -f "$rootfs/usr/sbin/policy-rc.d"

@@ -70,19 +70,21 @@ pub struct Case {
 /// The policy packages bootstrapd knows (plan/host.rs `selinux_packages`).
 const POLICY_PACKAGES: [&str; 3] = ["container-selinux", "docker-ce-selinux", "rancher-selinux"];
 
-/// Debian 12 ships none of the container policy: `require` must fail, naming what each mode
-/// needs; `ignore` must warn the same and let Docker and the agents run, so that the denials
-/// (if any) are seen.
+/// The image carries container-selinux (the reference policy's container and docker modules,
+/// images/debian12/selinux) and, like every Debian node, no rancher-selinux: `require` must
+/// pass in system-agent mode (the runtime policy is all it checks there) and fail in rke1 mode
+/// naming rancher-selinux alone; `ignore` must warn the same and let Docker and the rke1 agent
+/// run confined by the container policy, so that the denials are seen.
 pub fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "se-require-agent",
             mode: Mode::SystemAgent,
             policy: "require",
-            verdict: Verdict::Failed,
-            outcome: Outcome::Failed,
-            missing: &["container-selinux"],
-            runs: Runs::Nothing,
+            verdict: Verdict::Done,
+            outcome: Outcome::Ok,
+            missing: &[],
+            runs: Runs::SystemAgent,
         },
         Case {
             name: "se-require-rke1",
@@ -90,17 +92,8 @@ pub fn cases() -> Vec<Case> {
             policy: "require",
             verdict: Verdict::Failed,
             outcome: Outcome::Failed,
-            missing: &["container-selinux", "rancher-selinux"],
+            missing: &["rancher-selinux"],
             runs: Runs::Nothing,
-        },
-        Case {
-            name: "se-ignore-agent",
-            mode: Mode::SystemAgent,
-            policy: "ignore",
-            verdict: Verdict::Degraded,
-            outcome: Outcome::Warning,
-            missing: &["container-selinux"],
-            runs: Runs::SystemAgent,
         },
         Case {
             name: "se-ignore-rke1",
@@ -108,7 +101,7 @@ pub fn cases() -> Vec<Case> {
             policy: "ignore",
             verdict: Verdict::Degraded,
             outcome: Outcome::Warning,
-            missing: &["container-selinux", "rancher-selinux"],
+            missing: &["rancher-selinux"],
             runs: Runs::DockerAndAgent,
         },
     ]
@@ -314,12 +307,15 @@ pub fn selinux_finding(j: &Journal) -> Option<&Finding> {
         .find(|f| f.step == "selinux")
 }
 
-/// The policy packages a finding's detail names.
-pub fn named_packages(detail: &str) -> Vec<&'static str> {
+/// The policy packages a finding's detail gives as missing (what follows "; missing ").
+pub fn missing_packages(detail: &str) -> Vec<&'static str> {
+    let Some((_, missing)) = detail.split_once("; missing ") else {
+        return Vec::new();
+    };
     POLICY_PACKAGES
         .into_iter()
         .filter(|p| {
-            detail
+            missing
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
                 .any(|w| w == *p)
         })
@@ -328,11 +324,8 @@ pub fn named_packages(detail: &str) -> Vec<&'static str> {
 
 fn check_case(c: &mut Checks, case: &Case, r: &Report) {
     let p = case.name;
-    c.eq(
-        &format!("{p}: getenforce"),
-        vec!["Enforcing"],
-        r.output("se-getenforce"),
-    );
+    let enforcing = r.output("se-getenforce");
+    c.eq(&format!("{p}: getenforce"), vec!["Enforcing"], enforcing);
     let cmdline = r
         .section("boot")
         .iter()
@@ -342,12 +335,15 @@ fn check_case(c: &mut Checks, case: &Case, r: &Report) {
         cmdline.is_some_and(|l| l.contains("selinux=1 security=selinux enforcing=1")),
         format!("{cmdline:?}"),
     );
-    // Why `require` must fail on Debian 12: its policy has no container types at all.
-    c.check(
-        &format!("{p}: the loaded policy has no container_t (Debian 12 has no container module)"),
-        r.any("se-types", |l| l == "container_t absent"),
-        format!("{:?}", r.output("se-types")),
-    );
+    // What the finding's verdict rests on, read from the loaded policy itself.
+    for (t, present) in [("container_t", true), ("rke_container_t", false)] {
+        let want = format!("{t} {}", if present { "present" } else { "absent" });
+        c.check(
+            &format!("{p}: the loaded policy: {want}"),
+            r.any("se-types", |l| l == want),
+            format!("{:?}", r.output("se-types")),
+        );
+    }
     check_journal(c, case, r);
     check_runs(c, case, r);
 }
@@ -362,62 +358,68 @@ fn check_journal(c: &mut Checks, case: &Case, r: &Report) {
     let Some(f) = selinux_finding(&journal) else {
         return c.fail(&format!("{p}: prepare stage has a selinux finding"), "none");
     };
-    c.eq(
-        &format!("{p}: selinux finding outcome"),
-        case.outcome,
-        f.outcome,
-    );
-    // The facts, as the finding states them: the kernel's mode and /etc/selinux/config's.
+    c.eq(&format!("{p}: selinux finding"), case.outcome, f.outcome);
+    // The facts as the finding states them: the kernel's mode, then /etc/selinux/config's.
     c.check(
-        &format!("{p}: facts see SELinux enforcing now and configured enforcing"),
+        &format!("{p}: facts: SELinux enforcing now and configured enforcing"),
         f.detail
-            .starts_with("SELinux enforcing (configured: enforcing)"),
+            .starts_with("SELinux enforcing (configured: enforcing);"),
         &f.detail,
     );
+    if case.outcome == Outcome::Ok {
+        c.check(
+            &format!("{p}: the finding names container-selinux as installed"),
+            f.detail.contains("; installed: container-selinux "),
+            &f.detail,
+        );
+    }
     c.eq(
-        &format!("{p}: the finding names the missing policy packages"),
+        &format!("{p}: missing policy packages"),
         case.missing.to_vec(),
-        named_packages(&f.detail),
+        missing_packages(&f.detail),
     );
-    c.check(
-        &format!("{p}: the finding gives a remedy"),
-        f.remedy
-            .as_deref()
-            .is_some_and(|r| r.contains("container-selinux")),
-        format!("{:?}", f.remedy),
-    );
+    if !case.missing.is_empty() {
+        let remedy = f.remedy.as_deref().unwrap_or("");
+        c.check(
+            &format!("{p}: the remedy installs what is missing"),
+            case.missing.iter().all(|m| remedy.contains(m))
+                && !remedy.contains("container-selinux"),
+            remedy,
+        );
+    }
 }
 
 fn check_runs(c: &mut Checks, case: &Case, r: &Report) {
     let p = case.name;
     let active = |unit: &str| r.prop(unit, "ActiveState") == Some("active");
-    let docker_installed = r.any("packages", |l| {
-        l.starts_with("docker.io ") && l.ends_with(" ii")
-    });
-    let agent_container = r.any("docker-ps", |l| {
-        l.contains(" rancher/rancher-agent:") && l.ends_with(" running")
-    });
-    let want = |what: Runs| case.runs == what;
-    c.eq(
-        &format!("{p}: rancher-system-agent.service active"),
-        want(Runs::SystemAgent),
-        active("unit-rancher-system-agent"),
-    );
-    c.eq(
-        &format!("{p}: docker.io installed"),
-        want(Runs::DockerAndAgent),
-        docker_installed,
-    );
-    c.eq(
-        &format!("{p}: docker.service active"),
-        want(Runs::DockerAndAgent),
-        active("unit-docker"),
-    );
-    c.eq(
-        &format!("{p}: the rancher-agent container runs"),
-        want(Runs::DockerAndAgent),
-        agent_container,
-    );
+    let docker = case.runs == Runs::DockerAndAgent;
+    let agent = case.runs == Runs::SystemAgent;
+    let seen = [
+        (
+            "rancher-system-agent.service active",
+            agent,
+            active("unit-rancher-system-agent"),
+        ),
+        (
+            "docker.io installed",
+            docker,
+            r.any("packages", |l| {
+                l.starts_with("docker.io ") && l.trim_end().ends_with(" ii")
+            }),
+        ),
+        ("docker.service active", docker, active("unit-docker")),
+        (
+            "the rancher-agent container runs",
+            docker,
+            r.any("docker-ps", |l| {
+                l.contains(" rancher/rancher-agent:") && l.ends_with(" running")
+            }),
+        ),
+    ];
+    for (what, want, got) in seen {
+        let name = format!("{p}: {}{what}", if want { "" } else { "NOT: " });
+        c.eq(&name, want, got);
+    }
 }
 
 /// The domains and the denials of the boot, for the reader (README, SELinux).
@@ -438,39 +440,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_finding_names_exactly_the_packages_it_lists() {
+    fn the_missing_packages_are_those_after_missing() {
         let d = "SELinux enforcing (configured: enforcing); missing container-selinux (policy for \
                  container processes (container_t)), rancher-selinux (RKE1 with Kubernetes >= \
                  1.22 runs as rke_container_t)";
         assert_eq!(
-            named_packages(d),
+            missing_packages(d),
             vec!["container-selinux", "rancher-selinux"]
         );
+        let ok = "SELinux enforcing (configured: enforcing); installed: container-selinux 2.2";
+        assert_eq!(missing_packages(ok), Vec::<&str>::new());
         // A longer word that contains a package name is not the package.
         assert_eq!(
-            named_packages("missing container-selinux-extra"),
+            missing_packages("x; missing container-selinux-extra"),
             Vec::<&str>::new()
         );
     }
 
     #[test]
-    fn require_fails_and_ignore_warns_in_both_modes() {
+    fn require_passes_for_the_agent_and_fails_for_rke1_on_rancher_selinux_alone() {
         let cs = cases();
-        for mode in [Mode::SystemAgent, Mode::Rke1] {
-            let of = |policy| {
-                cs.iter()
-                    .find(|c| c.mode == mode && c.policy == policy)
-                    .expect("a case per mode and policy")
-            };
-            let (req, ign) = (of("require"), of("ignore"));
-            assert_eq!(
-                (req.verdict, req.outcome, req.runs),
-                (Verdict::Failed, Outcome::Failed, Runs::Nothing)
-            );
-            assert_eq!(ign.outcome, Outcome::Warning);
-            assert_eq!(req.missing, ign.missing);
-            assert_eq!(req.missing.contains(&"rancher-selinux"), mode == Mode::Rke1);
-        }
+        let of = |mode, policy| {
+            cs.iter()
+                .find(|c| c.mode == mode && c.policy == policy)
+                .expect("case")
+        };
+        let agent = of(Mode::SystemAgent, "require");
+        assert_eq!((agent.verdict, agent.outcome), (Verdict::Done, Outcome::Ok));
+        assert!(agent.missing.is_empty());
+        let (req, ign) = (of(Mode::Rke1, "require"), of(Mode::Rke1, "ignore"));
+        assert_eq!(
+            (req.verdict, req.outcome, req.runs),
+            (Verdict::Failed, Outcome::Failed, Runs::Nothing)
+        );
+        assert_eq!(
+            (ign.outcome, ign.runs),
+            (Outcome::Warning, Runs::DockerAndAgent)
+        );
+        assert_eq!(req.missing, ["rancher-selinux"]);
+        assert_eq!(req.missing, ign.missing);
     }
 
     #[test]
@@ -478,11 +486,11 @@ mod tests {
         let json = r#"{"version": 1, "verdict": "failed", "updated": 1, "stages": [
             {"stage": "prepare", "state": "failed", "started": 1, "findings": [
               {"step": "firewalld", "outcome": "changed", "detail": "masked"},
-              {"step": "selinux", "outcome": "failed", "detail": "SELinux enforcing (configured: enforcing); missing container-selinux",
-               "remedy": "install them: apt-get install -y container-selinux, or set host.selinux: install"}]}]}"#;
+              {"step": "selinux", "outcome": "failed", "detail": "SELinux enforcing (configured: enforcing); missing rancher-selinux (x)",
+               "remedy": "install them: apt-get install -y rancher-selinux, or set host.selinux: install"}]}]}"#;
         let j: Journal = serde_json::from_str(json).expect("journal");
         let f = selinux_finding(&j).expect("finding");
         assert_eq!(f.outcome, Outcome::Failed);
-        assert_eq!(named_packages(&f.detail), vec!["container-selinux"]);
+        assert_eq!(missing_packages(&f.detail), vec!["rancher-selinux"]);
     }
 }
