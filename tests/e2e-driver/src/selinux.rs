@@ -13,7 +13,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use bootstrapd::plan::{Finding, Outcome};
-use bootstrapd::state::journal::{Journal, Stage, Verdict};
+use bootstrapd::state::journal::{Journal, Stage, StageState, Verdict};
 
 use crate::checks::Checks;
 use crate::host::{Host, HostConfig, HostError};
@@ -48,8 +48,9 @@ pub enum Runs {
     Nothing,
     /// rancher-system-agent.service active.
     SystemAgent,
-    /// docker.service active and the rke1 rancher-agent container running.
-    DockerAndAgent,
+    /// docker.service active (confined, dockerd_t); the rke1 rancher-agent container created
+    /// but never started: runc may not mount /etc/kubernetes into it.
+    DockerAgentDenied,
 }
 
 /// One boot of the SELinux image.
@@ -65,6 +66,10 @@ pub struct Case {
     /// The policy packages the finding must name as missing (and no other).
     pub missing: &'static [&'static str],
     pub runs: Runs,
+    /// Denials that must be in the boot's audit log: each all of its parts on one AVC line.
+    pub denials: &'static [&'static [&'static str]],
+    /// What the journal's failed stage must say (its failed finding's detail).
+    pub stage_error: Option<(Stage, &'static str)>,
 }
 
 /// The policy packages bootstrapd knows (plan/host.rs `selinux_packages`).
@@ -73,8 +78,9 @@ const POLICY_PACKAGES: [&str; 3] = ["container-selinux", "docker-ce-selinux", "r
 /// The image carries container-selinux (the reference policy's container and docker modules,
 /// images/debian12/selinux) and, like every Debian node, no rancher-selinux: `require` must
 /// pass in system-agent mode (the runtime policy is all it checks there) and fail in rke1 mode
-/// naming rancher-selinux alone; `ignore` must warn the same and let Docker and the rke1 agent
-/// run confined by the container policy, so that the denials are seen.
+/// naming rancher-selinux alone; `ignore` must warn the same and let Docker run, confined by
+/// the docker module (dockerd_t), whose policy then denies runc the agent container's
+/// /etc/kubernetes mount (container_config_t): the register stage fails on that denial.
 pub fn cases() -> Vec<Case> {
     vec![
         Case {
@@ -85,6 +91,8 @@ pub fn cases() -> Vec<Case> {
             outcome: Outcome::Ok,
             missing: &[],
             runs: Runs::SystemAgent,
+            denials: &[],
+            stage_error: None,
         },
         Case {
             name: "se-require-rke1",
@@ -94,15 +102,26 @@ pub fn cases() -> Vec<Case> {
             outcome: Outcome::Failed,
             missing: &["rancher-selinux"],
             runs: Runs::Nothing,
+            denials: &[],
+            stage_error: Some((Stage::Prepare, "; missing rancher-selinux")),
         },
         Case {
             name: "se-ignore-rke1",
             mode: Mode::Rke1,
             policy: "ignore",
-            verdict: Verdict::Degraded,
+            verdict: Verdict::Failed,
             outcome: Outcome::Warning,
             missing: &["rancher-selinux"],
-            runs: Runs::DockerAndAgent,
+            runs: Runs::DockerAgentDenied,
+            denials: &[&[
+                "denied  { mounton }",
+                "comm=\"runc:[2:INIT]\"",
+                "/etc/kubernetes\"",
+                "scontext=system_u:system_r:dockerd_t:s0",
+                "tcontext=system_u:object_r:container_config_t:s0",
+                "permissive=0",
+            ]],
+            stage_error: Some((Stage::Register, "error mounting \"/etc/kubernetes\"")),
         },
     ]
 }
@@ -346,6 +365,34 @@ fn check_case(c: &mut Checks, case: &Case, r: &Report) {
     }
     check_journal(c, case, r);
     check_runs(c, case, r);
+    check_denials(c, case, r);
+}
+
+/// The expected denials are there, and none is bootstrapd's own.
+fn check_denials(c: &mut Checks, case: &Case, r: &Report) {
+    let p = case.name;
+    let avc = r.output("se-avc");
+    for parts in case.denials {
+        c.check(
+            &format!("{p}: AVC denial: {}", parts.join(" ")),
+            avc.iter().any(|l| parts.iter().all(|x| l.contains(x))),
+            format!("{} denial line(s), none matches", avc.len()),
+        );
+    }
+    c.check(
+        &format!("{p}: no AVC denial of bootstrapd"),
+        !avc.iter().any(|l| l.contains("comm=\"bootstrapd\"")),
+        avc.join(" | "),
+    );
+}
+
+/// The failed stage's failed finding, and whether it says `what`.
+fn stage_error_says(j: &Journal, stage: Stage, what: &str) -> bool {
+    j.stages
+        .iter()
+        .filter(|s| s.stage == stage && s.state == StageState::Failed)
+        .flat_map(|s| &s.findings)
+        .any(|f| f.outcome == Outcome::Failed && f.detail.contains(what))
 }
 
 fn check_journal(c: &mut Checks, case: &Case, r: &Report) {
@@ -366,6 +413,13 @@ fn check_journal(c: &mut Checks, case: &Case, r: &Report) {
             .starts_with("SELinux enforcing (configured: enforcing);"),
         &f.detail,
     );
+    if let Some((stage, what)) = case.stage_error {
+        c.check(
+            &format!("{p}: stage {} failed saying {what}", stage.as_str()),
+            stage_error_says(&journal, stage, what),
+            format!("{:?}", journal.error),
+        );
+    }
     if case.outcome == Outcome::Ok {
         c.check(
             &format!("{p}: the finding names container-selinux as installed"),
@@ -392,7 +446,7 @@ fn check_journal(c: &mut Checks, case: &Case, r: &Report) {
 fn check_runs(c: &mut Checks, case: &Case, r: &Report) {
     let p = case.name;
     let active = |unit: &str| r.prop(unit, "ActiveState") == Some("active");
-    let docker = case.runs == Runs::DockerAndAgent;
+    let docker = case.runs == Runs::DockerAgentDenied;
     let agent = case.runs == Runs::SystemAgent;
     let seen = [
         (
@@ -409,10 +463,17 @@ fn check_runs(c: &mut Checks, case: &Case, r: &Report) {
         ),
         ("docker.service active", docker, active("unit-docker")),
         (
-            "the rancher-agent container runs",
+            "the rancher-agent container created, not running",
             docker,
             r.any("docker-ps", |l| {
-                l.contains(" rancher/rancher-agent:") && l.ends_with(" running")
+                l.contains(" rancher/rancher-agent:") && l.ends_with(" created")
+            }),
+        ),
+        (
+            "dockerd confined (dockerd_t)",
+            docker,
+            r.any("se-procs", |l| {
+                l.contains("system_r:dockerd_t:s0 ") && l.ends_with(" dockerd")
             }),
         ),
     ];
@@ -475,7 +536,7 @@ mod tests {
         );
         assert_eq!(
             (ign.outcome, ign.runs),
-            (Outcome::Warning, Runs::DockerAndAgent)
+            (Outcome::Warning, Runs::DockerAgentDenied)
         );
         assert_eq!(req.missing, ["rancher-selinux"]);
         assert_eq!(req.missing, ign.missing);
