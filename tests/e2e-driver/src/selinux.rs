@@ -542,6 +542,53 @@ mod tests {
         assert_eq!(req.missing, ign.missing);
     }
 
+    /// A denial line as the report's se-avc section carries it (from a real boot).
+    const MOUNTON: &str = "avc:  denied  { mounton } for  pid=756 comm=\"runc:[2:INIT]\" path=\"/var/lib/docker/overlay2/4df3/merged/etc/kubernetes\" dev=\"vda\" ino=131592 scontext=system_u:system_r:dockerd_t:s0 tcontext=system_u:object_r:container_config_t:s0 tclass=dir permissive=0";
+
+    fn report(avc: &[&str], journal: &str) -> Report {
+        let mut text = String::new();
+        for l in avc {
+            text.push_str(&format!("@@E2E se-avc| {l}\n"));
+        }
+        text.push_str("@@E2E se-avc| rc=0\n");
+        for l in journal.lines() {
+            text.push_str(&format!("@@E2E status-json| {l}\n"));
+        }
+        text.push_str("@@E2E status-json| rc=1\n");
+        Report::parse(&text)
+    }
+
+    #[test]
+    fn the_rke1_denial_is_matched_and_a_bootstrapd_denial_fails() {
+        let case = cases()
+            .into_iter()
+            .find(|c| c.name == "se-ignore-rke1")
+            .expect("case");
+        let mut c = Checks::default();
+        check_denials(&mut c, &case, &report(&[MOUNTON], "{}"));
+        assert_eq!((c.passed, c.failed()), (2, 0), "{:?}", c.failures);
+        // The same line in permissive mode is not the denial that stops the agent.
+        let permissive = MOUNTON.replace("permissive=0", "permissive=1");
+        let own = "avc:  denied  { read } for  pid=9 comm=\"bootstrapd\" scontext=x";
+        let mut c = Checks::default();
+        check_denials(&mut c, &case, &report(&[&permissive, own], "{}"));
+        assert_eq!((c.passed, c.failed()), (0, 2), "{:?}", c.failures);
+    }
+
+    #[test]
+    fn the_stage_error_is_the_failed_stages_failed_finding() {
+        let json = r#"{"version": 1, "verdict": "failed", "updated": 1, "stages": [
+            {"stage": "prepare", "state": "done", "started": 1, "findings": [
+              {"step": "selinux", "outcome": "warning", "detail": "error mounting \"/etc/kubernetes\" (not this one)"}]},
+            {"stage": "register", "state": "failed", "started": 2, "findings": [
+              {"step": "register", "outcome": "failed", "detail": "runc: error mounting \"/etc/kubernetes\" to rootfs: permission denied"}]}]}"#;
+        let j: Journal = serde_json::from_str(json).expect("journal");
+        let what = "error mounting \"/etc/kubernetes\"";
+        assert!(stage_error_says(&j, Stage::Register, what));
+        // A warning in a stage that did not fail does not count.
+        assert!(!stage_error_says(&j, Stage::Prepare, what));
+    }
+
     #[test]
     fn the_finding_is_read_from_the_prepare_stage() {
         let json = r#"{"version": 1, "verdict": "failed", "updated": 1, "stages": [
