@@ -14,7 +14,8 @@
 #   vmlinuz, initrd.img
 #   aptrepo      symlink to the cached local apt repository (serve it at --apt-url)
 #   image.env    DISK= KERNEL= INITRD= APT_REPO= APT_URL= BASE_HASH= KERNEL_APPEND= (sourced
-#                by scripts/vm.sh and images/qcow2/rootfs.sh, which also reuses the cached base: keep the layout)
+#                by scripts/vm.sh and images/qcow2/rootfs.sh, which also reuses the cached
+#                base: keep the layout)
 # --image-archive puts a `docker load`-able archive (e.g. build/agent-image.tar) in
 # /var/lib/bootstrapd/images, where bootstrapd loads the rke1 agent image from when no registry
 # is reachable.

@@ -71,8 +71,12 @@ Depends: selinux-policy-default (= $version), policycoreutils
 Description: reference policy container and docker modules (bootstrapd e2e image)
  Built from Debian's selinux-policy-src for the SELinux variant of the e2e node image.
 EOC
-  printf '#!/bin/sh\nset -e\nsemodule -i /usr/share/selinux/packages/container-selinux/container.pp /usr/share/selinux/packages/container-selinux/docker.pp\n' \
-    >"$work/pkg/DEBIAN/postinst"
+  cat >"$work/pkg/DEBIAN/postinst" <<'EOC'
+#!/bin/sh
+set -e
+cd /usr/share/selinux/packages/container-selinux
+semodule -i container.pp docker.pp
+EOC
   printf '#!/bin/sh\nset -e\nsemodule -r docker container || true\n' >"$work/pkg/DEBIAN/prerm"
   chmod 0755 "$work/pkg/DEBIAN/postinst" "$work/pkg/DEBIAN/prerm"
   dpkg-deb --root-owner-group -b "$work/pkg" "$work/container-selinux.deb" >/dev/null
