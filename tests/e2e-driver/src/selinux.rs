@@ -189,8 +189,10 @@ pub fn run(cfg: HostConfig, boot_timeout_s: u64, only: Option<&str>) -> Result<b
         source,
     })?;
     let host = Host::setup(&cfg)?;
-    let mut timings = vec![("host setup (bootstrapd, images, servers)".to_string(), 0u64)];
-    timings[0].1 = t_total.elapsed().as_secs();
+    let mut timings = vec![(
+        "host setup (bootstrapd, images, servers)".to_string(),
+        t_total.elapsed().as_secs(),
+    )];
     let t = Instant::now();
     let image_env = build_image(&cfg)?;
     timings.push((
@@ -198,10 +200,14 @@ pub fn run(cfg: HostConfig, boot_timeout_s: u64, only: Option<&str>) -> Result<b
         t.elapsed().as_secs(),
     ));
     let mut checks = Checks::default();
-    for case in cases()
-        .iter()
+    let selected: Vec<Case> = cases()
+        .into_iter()
         .filter(|c| only.is_none_or(|o| c.name.contains(o)))
-    {
+        .collect();
+    if selected.is_empty() {
+        checks.fail("--only matches a case", only.unwrap_or(""));
+    }
+    for case in &selected {
         let (took, report) = boot(&cfg, &host, &image_env, case, boot_timeout_s, &mut checks)?;
         timings.push((format!("{} (qemu start to power-off)", case.name), took));
         if let Some(r) = report {
