@@ -12,6 +12,7 @@ mod host;
 mod report;
 mod scenario;
 mod secrets;
+mod selinux;
 mod server;
 mod userdata;
 mod vm;
@@ -62,6 +63,8 @@ enum Command {
         /// The server's nodes.json (absent: no node recorded).
         file: PathBuf,
     },
+    /// The SELinux scenario on an enforcing kernel (not in scripts/test.sh; selinux.rs).
+    Selinux(selinux::Args),
 }
 
 /// `records`: the record as the campaigns' bash reads it.
@@ -93,6 +96,9 @@ fn main() -> ExitCode {
         return records(*summary, file);
     }
     let repo = repo_root();
+    if let Some(Command::Selinux(a)) = args.command {
+        return selinux::main(a, repo);
+    }
     let work = args.work.unwrap_or_else(|| repo.join("build/e2e"));
     let opts = driver::Options {
         host: host::HostConfig {
