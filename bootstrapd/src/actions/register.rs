@@ -59,6 +59,15 @@ impl RegisterError {
         )
     }
 
+    /// True when the agent container could not start or did not stay up: the host or the
+    /// agent's own checks stopped it, not the network.
+    pub fn is_agent_start_failure(&self) -> bool {
+        matches!(
+            self,
+            RegisterError::Rke1(Rke1Error::StartFailed { .. } | Rke1Error::AgentNotRunning { .. })
+        )
+    }
+
     /// True when the server's certificate did not verify under the proven trust.
     pub fn is_untrusted_server(&self) -> bool {
         matches!(

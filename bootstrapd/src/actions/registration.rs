@@ -173,6 +173,10 @@ fn register_failed(e: &RegisterError) -> Finding {
         "take the current registration command from Rancher and update rancher.token"
     } else if e.is_untrusted_server() {
         "check rancher.server and rancher.ca_checksum against the current registration command"
+    } else if e.is_agent_start_failure() {
+        "read the container's error or log lines above: a security policy (SELinux, see host.selinux) \
+         can refuse its mounts, and run.sh exits on a wrong rancher.server or rancher.ca_checksum; \
+         then rerun `bootstrapd run`"
     } else {
         "check that the server is reachable and rancher.ca_checksum matches, then rerun `bootstrapd run`"
     };
@@ -359,5 +363,45 @@ mod tests {
     fn the_node_name_falls_back_to_the_short_datasource_hostname() {
         let s = settings("rke1");
         assert_eq!(node_name(&s, Some("node4.lab.example")), "node4");
+    }
+
+    #[test]
+    fn an_agent_that_cannot_start_is_sent_to_its_own_error_not_to_the_network() {
+        use crate::actions::register::RegisterError;
+        use crate::rancher::rke1::Rke1Error;
+        let stopped = RegisterError::Rke1(Rke1Error::AgentNotRunning {
+            id: "c0ffee".into(),
+            state: "exited".into(),
+            logs: "error mounting: permission denied".into(),
+        });
+        let f = register_failed(&stopped);
+        assert_eq!(f.outcome, Outcome::Failed);
+        let remedy = f.remedy.unwrap();
+        assert!(remedy.contains("host.selinux"), "{remedy}");
+        assert!(!remedy.contains("reachable"), "{remedy}");
+        assert!(f.detail.contains("c0ffee"), "{}", f.detail);
+
+        let refused = RegisterError::Rke1(Rke1Error::StartFailed {
+            id: "c0ffee".into(),
+            source: bollard::errors::Error::DockerResponseServerError {
+                status_code: 500,
+                message: "OCI runtime create failed: permission denied".into(),
+            },
+        });
+        let f = register_failed(&refused);
+        assert!(f.remedy.unwrap().contains("host.selinux"));
+        assert!(f.detail.contains("could not start"), "{}", f.detail);
+
+        let unreachable = RegisterError::Rke1(Rke1Error::NoImage {
+            image: "rancher/rancher-agent:v2.11.3".into(),
+            bundle: "none".into(),
+            pull: "connection refused".into(),
+        });
+        assert!(
+            register_failed(&unreachable)
+                .remedy
+                .unwrap()
+                .contains("reachable")
+        );
     }
 }
