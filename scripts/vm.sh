@@ -50,9 +50,11 @@ done
 [ -n "$overlay" ] || die "--overlay is required"
 [ -n "$serial" ] || die "--serial is required"
 [ -f "$image_env" ] || die "$image_env not found: run scripts/build-image.sh first"
+KERNEL_APPEND=
 # shellcheck source=/dev/null
 . "$image_env"
-# image.env (scripts/build-image.sh) names the disk, kernel and initrd.
+# image.env (scripts/build-image.sh) names the disk, kernel and initrd, and what the image needs
+# on the kernel command line (KERNEL_APPEND: the SELinux variant's selinux=1 security=selinux).
 : "${DISK:?$image_env sets no DISK}" "${KERNEL:?$image_env sets no KERNEL}" "${INITRD:?$image_env sets no INITRD}"
 for f in "$DISK" "$KERNEL" "$INITRD"; do [ -f "$f" ] || die "$f missing (rebuild the image)"; done
 
@@ -87,7 +89,7 @@ if [ -n "$tap" ]; then
   [ -n "$mac" ] || die "--tap needs --mac"
   nics+=(-netdev "tap,id=net1,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=net1,mac=$mac")
 fi
-cmdline="root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1 systemd.hostname=$hostname $append"
+cmdline="root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1 systemd.hostname=$hostname $append${KERNEL_APPEND:+ $KERNEL_APPEND}"
 : >"$serial"
 : >"$serial.report"
 # Whatever way qemu ends, the report lands at the end of the console log, where tests read it.

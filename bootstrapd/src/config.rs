@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::datasource::DatasourceKind;
+use crate::datasource::{self, DatasourceKind, FetchOptions};
 use crate::fsutil::HostRoot;
 use crate::http::RetryPolicy;
+use crate::userdata::MAX_USERDATA_BYTES;
 
 pub const CONFIG_PATH: &str = "/etc/bootstrapd/bootstrapd.toml";
 
@@ -38,7 +39,9 @@ pub struct AgentConfig {
     /// Allow EC2 IMDSv1 (no session token) when the token endpoint refuses. Off: IMDSv1 is
     /// what SSRF attacks against instances use, and every current EC2 region offers v2.
     pub imds_v1_fallback: bool,
-    /// Largest userdata accepted from any source, in bytes.
+    /// Largest userdata a datasource may deliver, in bytes: at most (and by default)
+    /// [`MAX_USERDATA_BYTES`], the parser's limit, which holds whatever this says. A lower
+    /// value refuses bigger userdata at the source, before it is read whole.
     pub max_userdata_bytes: usize,
     pub timeouts: Timeouts,
     pub metadata: MetadataUrls,
@@ -49,7 +52,7 @@ impl Default for AgentConfig {
         AgentConfig {
             datasource: None,
             imds_v1_fallback: false,
-            max_userdata_bytes: 16 << 20,
+            max_userdata_bytes: MAX_USERDATA_BYTES,
             timeouts: Timeouts::default(),
             metadata: MetadataUrls::default(),
         }
@@ -115,6 +118,24 @@ impl Default for MetadataUrls {
 }
 
 impl AgentConfig {
+    /// What the datasources are given: the choice, each metadata service's endpoint, and the
+    /// retry, timeout and size limits every fetch keeps to.
+    pub fn datasource_options(&self) -> datasource::Options {
+        datasource::Options {
+            choice: self.datasource,
+            ec2: datasource::Imds {
+                base: self.metadata.ec2.clone(),
+                v1_fallback: self.imds_v1_fallback,
+            },
+            openstack_metadata: self.metadata.openstack.clone(),
+            fetch: FetchOptions {
+                retry: self.timeouts.retry_policy(),
+                attempt_timeout: self.timeouts.attempt(),
+                max_userdata_bytes: self.max_userdata_bytes,
+            },
+        }
+    }
+
     /// Loads `/etc/bootstrapd/bootstrapd.toml` below `root`; a missing file gives defaults.
     pub fn load(root: &HostRoot) -> Result<Self, ConfigError> {
         Self::load_from(&root.path(CONFIG_PATH))
@@ -150,8 +171,12 @@ impl AgentConfig {
             path: path.to_path_buf(),
             message,
         };
-        if self.max_userdata_bytes == 0 {
-            return Err(invalid("max_userdata_bytes must be above 0".into()));
+        if !(1..=MAX_USERDATA_BYTES).contains(&self.max_userdata_bytes) {
+            return Err(invalid(format!(
+                "max_userdata_bytes must be between 1 and {MAX_USERDATA_BYTES} (the userdata \
+                 parser refuses more, whatever this says), not {}",
+                self.max_userdata_bytes
+            )));
         }
         let t = &self.timeouts;
         if t.attempt_ms == 0 || t.datasource_deadline_ms == 0 || t.max_attempts == 0 {
@@ -229,6 +254,31 @@ ec2 = "http://127.0.0.1:8080"
         let p = cfg.timeouts.retry_policy();
         assert_eq!(p.attempts, 3);
         assert_eq!(p.max_delay, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn each_source_is_given_its_own_part_of_the_config() {
+        let text = r#"
+datasource = "ec2"
+imds_v1_fallback = true
+max_userdata_bytes = 4096
+[timeouts]
+attempt_ms = 1500
+max_attempts = 7
+[metadata]
+ec2 = "http://127.0.0.1:1"
+openstack = "http://127.0.0.1:2"
+"#;
+        let cfg = AgentConfig::parse(text, Path::new("x.toml")).unwrap();
+        let o = cfg.datasource_options();
+        assert_eq!(o.choice, Some(DatasourceKind::Ec2));
+        assert_eq!(o.ec2.base, "http://127.0.0.1:1");
+        assert!(o.ec2.v1_fallback);
+        assert_eq!(o.openstack_metadata, "http://127.0.0.1:2");
+        assert_eq!(o.fetch.max_userdata_bytes, 4096);
+        assert_eq!(o.fetch.attempt_timeout, Duration::from_millis(1500));
+        assert_eq!(o.fetch.retry, cfg.timeouts.retry_policy());
+        assert_eq!(o.fetch.retry.attempts, 7);
     }
 
     #[test]

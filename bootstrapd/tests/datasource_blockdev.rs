@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bootstrapd::config::AgentConfig;
-use bootstrapd::datasource::{self, DatasourceError, DatasourceKind, FsType, Location};
+use bootstrapd::datasource::{self, DatasourceError, DatasourceKind, FsType, Seed, Source};
 use bootstrapd::fsutil::HostRoot;
 
 fn run(cmd: &mut Command) {
@@ -163,18 +163,18 @@ async fn check_cidata(img: PathBuf, fstype: FsType, label: &str) {
     );
     let lo = Loop::attach(&img);
     let r = Root::with_devices(&[&lo]);
-    let cands = datasource::detect(&r.root, &cfg());
+    let cands = datasource::detect(&r.root, &cfg().datasource_options());
     assert_eq!(cands.len(), 1, "{cands:?}");
-    assert_eq!(cands[0].kind, DatasourceKind::Nocloud);
-    match &cands[0].location {
-        Location::Device(d) => {
+    assert_eq!(cands[0].kind(), DatasourceKind::Nocloud);
+    match &cands[0].source {
+        Source::Nocloud(Seed::Device(d)) => {
             assert_eq!(d.fstype, fstype);
             assert_eq!(d.label, label);
             assert!(d.device.ends_with(lo.name()));
         }
         other => panic!("{other:?}"),
     }
-    let result = datasource::fetch(&r.root, &cfg()).await;
+    let result = datasource::fetch(&r.root, &cfg().datasource_options()).await;
     if kernel_has(fstype.name()) {
         let f = result.unwrap().unwrap();
         assert_eq!(f.source, "nocloud");
@@ -251,7 +251,10 @@ async fn cidata_ext4_mounted_read_and_unmounted() {
     let other = ext4_image(work.path(), "data", other_dir.path());
     let (lo1, lo2) = (Loop::attach(&other), Loop::attach(&img));
     let r = Root::with_devices(&[&lo1, &lo2]);
-    let f = datasource::fetch(&r.root, &cfg()).await.unwrap().unwrap();
+    let f = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.hostname.as_deref(), Some("drive-host"));
     r.assert_clean();
 }
@@ -265,7 +268,9 @@ async fn drive_is_unmounted_after_an_error() {
     let seed = seed_dir("instance-id: [unclosed\n");
     let lo = Loop::attach(&ext4_image(work.path(), "CIDATA", seed.path()));
     let r = Root::with_devices(&[&lo]);
-    let err = datasource::fetch(&r.root, &cfg()).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap_err();
     assert!(matches!(err, DatasourceError::Parse { .. }), "{err:?}");
     assert!(err.to_string().contains("meta-data"), "{err}");
     r.assert_clean();
@@ -295,16 +300,19 @@ async fn openstack_config_drive() {
     // The usual config drive is ISO9660; check detection on it.
     let iso = Loop::attach(&iso_image(work.path(), "config-2", content.path()));
     let r = Root::with_devices(&[&iso]);
-    let cands = datasource::detect(&r.root, &cfg());
+    let cands = datasource::detect(&r.root, &cfg().datasource_options());
     assert_eq!(cands.len(), 1, "{cands:?}");
-    assert_eq!(cands[0].kind, DatasourceKind::Openstack);
+    assert_eq!(cands[0].kind(), DatasourceKind::Openstack);
     drop(r);
     drop(iso);
 
     // Mounting and reading on ext4 (which every kernel here has).
     let lo = Loop::attach(&ext4_image(work.path(), "config-2", content.path()));
     let r = Root::with_devices(&[&lo]);
-    let f = datasource::fetch(&r.root, &cfg()).await.unwrap().unwrap();
+    let f = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.source, "openstack");
     assert_eq!(f.instance_id, "83679162-1378-4288-a2d4-70e13ec132aa");
     assert_eq!(f.hostname.as_deref(), Some("os-node"));

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bootstrapd::config::AgentConfig;
-use bootstrapd::datasource::{self, DatasourceError, DatasourceKind, Location};
+use bootstrapd::datasource::{self, DatasourceError, DatasourceKind, Seed, Source};
 use bootstrapd::fsutil::HostRoot;
 
 struct Root {
@@ -90,12 +90,22 @@ async fn nothing_found_means_none_without_network() {
     let mut c = cfg();
     c.metadata.ec2 = base.clone();
     c.metadata.openstack = base;
-    assert!(datasource::detect(&r.root, &c).is_empty());
-    assert!(datasource::fetch(&r.root, &c).await.unwrap().is_none());
+    assert!(datasource::detect(&r.root, &c.datasource_options()).is_empty());
+    assert!(
+        datasource::fetch(&r.root, &c.datasource_options())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     // An empty root (no /proc, no /sys) as well.
     let empty = Root::new();
-    assert!(datasource::fetch(&empty.root, &c).await.unwrap().is_none());
+    assert!(
+        datasource::fetch(&empty.root, &c.datasource_options())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -106,11 +116,14 @@ async fn nocloud_net_from_kernel_cmdline() {
         "/proc/cmdline",
         format!("root=/dev/vda ds=nocloud;s={base}/seed/;h=override-host console=ttyS0\n"),
     );
-    let cands = datasource::detect(&r.root, &cfg());
+    let cands = datasource::detect(&r.root, &cfg().datasource_options());
     assert_eq!(cands.len(), 1);
-    assert_eq!(cands[0].kind, DatasourceKind::Nocloud);
-    assert!(matches!(cands[0].location, Location::SeedUrl { .. }));
-    let f = datasource::fetch(&r.root, &cfg()).await.unwrap().unwrap();
+    assert_eq!(cands[0].kind(), DatasourceKind::Nocloud);
+    assert!(matches!(cands[0].source, Source::Nocloud(Seed::Url { .. })));
+    let f = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.source, "nocloud");
     assert_eq!(f.userdata, b"#cloud-config\nfrom: net\n");
     assert_eq!(f.signature.as_deref(), Some(&b"signature"[..]));
@@ -127,7 +140,10 @@ async fn nocloud_net_from_dmi_serial_without_trailing_slash() {
         "/sys/class/dmi/id/product_serial",
         format!("ds=nocloud-net;s={base}/seed\n"),
     );
-    let f = datasource::fetch(&r.root, &cfg()).await.unwrap().unwrap();
+    let f = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.instance_id, "iid-net-1");
     assert_eq!(f.hostname.as_deref(), Some("netnode"));
 }
@@ -137,7 +153,9 @@ async fn nocloud_net_seed_missing_is_an_error() {
     let base = seed_server(Arc::default()).await;
     let r = Root::new();
     r.write("/proc/cmdline", format!("ds=nocloud;s={base}/nothing/\n"));
-    let err = datasource::fetch(&r.root, &cfg()).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("/nothing/"), "{err}");
 }
 
@@ -154,9 +172,9 @@ async fn order_of_detected_sources() {
     r.write("/etc/bootstrapd/userdata.yaml", "from: file\n");
     r.write("/sys/class/dmi/id/bios_vendor", "Amazon EC2\n");
     r.write("/etc/machine-id", "0f0f\n");
-    let kinds: Vec<_> = datasource::detect(&r.root, &cfg())
+    let kinds: Vec<_> = datasource::detect(&r.root, &cfg().datasource_options())
         .into_iter()
-        .map(|c| c.kind)
+        .map(|c| c.kind())
         .collect();
     assert_eq!(
         kinds,
@@ -167,7 +185,10 @@ async fn order_of_detected_sources() {
             DatasourceKind::LocalFile
         ]
     );
-    let f = datasource::fetch(&r.root, &cfg()).await.unwrap().unwrap();
+    let f = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.source, "cmdline_url");
     assert_eq!(f.userdata, b"from: url\n");
     assert_eq!(f.instance_id, "0f0f");
@@ -183,29 +204,42 @@ async fn explicit_choice_wins_and_cmdline_beats_config() {
 
     let mut c = cfg();
     c.datasource = Some(DatasourceKind::LocalFile);
-    let cands = datasource::detect(&r.root, &c);
+    let cands = datasource::detect(&r.root, &c.datasource_options());
     assert_eq!(cands.len(), 1);
     assert!(cands[0].explicit);
-    let f = datasource::fetch(&r.root, &c).await.unwrap().unwrap();
+    let f = datasource::fetch(&r.root, &c.datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.source, "local_file");
     assert_eq!(f.signature.as_deref(), Some(&[9u8, 9][..]));
     assert_eq!(f.instance_id, "mid");
 
     r.write("/proc/cmdline", "bootstrapd.datasource=nocloud\n");
-    let f = datasource::fetch(&r.root, &c).await.unwrap().unwrap();
+    let f = datasource::fetch(&r.root, &c.datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.source, "nocloud");
     assert_eq!(f.userdata, b"from: seed\n");
     assert_eq!(f.instance_id, "mid", "no meta-data: machine-id");
 
     r.write("/proc/cmdline", "bootstrapd.datasource=none\n");
-    assert!(datasource::fetch(&r.root, &c).await.unwrap().is_none());
+    assert!(
+        datasource::fetch(&r.root, &c.datasource_options())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn explicit_but_missing_and_unknown_names_are_errors() {
     let r = Root::new();
     r.write("/proc/cmdline", "bootstrapd.datasource=openstack\n");
-    let err = datasource::fetch(&r.root, &cfg()).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -219,13 +253,15 @@ async fn explicit_but_missing_and_unknown_names_are_errors() {
     assert!(err.to_string().contains("config-2"), "{err}");
 
     r.write("/proc/cmdline", "bootstrapd.datasource=azure\n");
-    let err = datasource::fetch(&r.root, &cfg()).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, DatasourceError::UnknownDatasource { .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains("azure"));
-    assert!(datasource::detect(&r.root, &cfg()).is_empty());
+    assert!(datasource::detect(&r.root, &cfg().datasource_options()).is_empty());
 }
 
 #[tokio::test]
@@ -234,13 +270,17 @@ async fn cmdline_url_404_and_oversize_are_errors() {
     let r = Root::new();
     r.write("/etc/machine-id", "m\n");
     r.write("/proc/cmdline", format!("bootstrapd.url={base}/missing\n"));
-    let err = datasource::fetch(&r.root, &cfg()).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
 
     r.write("/proc/cmdline", format!("bootstrapd.url={base}/ud\n"));
     let mut c = cfg();
     c.max_userdata_bytes = 4;
-    let err = datasource::fetch(&r.root, &c).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &c.datasource_options())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("larger than 4 bytes"), "{err}");
 }
 
@@ -250,11 +290,15 @@ async fn local_file_size_limit_and_missing_machine_id() {
     r.write("/etc/bootstrapd/userdata.yaml", "0123456789");
     let mut c = cfg();
     c.max_userdata_bytes = 5;
-    let err = datasource::fetch(&r.root, &c).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &c.datasource_options())
+        .await
+        .unwrap_err();
     assert!(matches!(err, DatasourceError::TooLarge { .. }), "{err:?}");
     assert!(err.to_string().contains("userdata.yaml"), "{err}");
 
-    let err = datasource::fetch(&r.root, &cfg()).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, DatasourceError::NoInstanceId { .. }),
         "{err:?}"
@@ -267,7 +311,10 @@ async fn nocloud_seedfrom_file_url() {
     r.write("/srv/seed/meta-data", "instance-id: file-seed\n");
     r.write("/srv/seed/user-data", "x: 1\n");
     r.write("/proc/cmdline", "ds=nocloud;s=file:///srv/seed/\n");
-    let f = datasource::fetch(&r.root, &cfg()).await.unwrap().unwrap();
+    let f = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.instance_id, "file-seed");
     assert_eq!(f.userdata, b"x: 1\n");
 }
@@ -280,8 +327,60 @@ async fn bad_meta_data_names_file_and_position() {
         "instance-id: a\n  bad: [\n",
     );
     r.write("/var/lib/cloud/seed/nocloud/user-data", "x");
-    let err = datasource::fetch(&r.root, &cfg()).await.unwrap_err();
+    let err = datasource::fetch(&r.root, &cfg().datasource_options())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("seed/nocloud/meta-data"), "{text}");
     assert!(matches!(err, DatasourceError::Parse { .. }), "{err:?}");
+}
+
+/// One userdata size limit: by default a source delivers exactly what the parser accepts
+/// (`userdata::MAX_USERDATA_BYTES`), and one byte more is refused at the source, before
+/// parsing; bootstrapd.toml may lower the limit, never raise it.
+#[tokio::test]
+async fn userdata_size_limit_at_the_boundary() {
+    let limit = bootstrapd::userdata::MAX_USERDATA_BYTES;
+    let mut doc = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/examples/worker.yaml"
+    ))
+    .unwrap();
+    doc.push(b'#');
+    doc.resize(limit, b'x');
+    let r = Root::new();
+    r.write("/etc/machine-id", "m\n");
+    r.write("/etc/bootstrapd/userdata.yaml", &doc);
+    let c = AgentConfig::default();
+    assert_eq!(c.max_userdata_bytes, limit);
+    let f = datasource::fetch(&r.root, &c.datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.userdata.len(), limit);
+    assert!(bootstrapd::userdata::parse(&f.userdata).is_ok());
+
+    doc.push(b'x');
+    r.write("/etc/bootstrapd/userdata.yaml", &doc);
+    let err = datasource::fetch(&r.root, &c.datasource_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DatasourceError::TooLarge { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .ends_with("userdata.yaml: larger than the limit of 1048576 bytes"),
+        "{err}"
+    );
+
+    let toml = std::path::Path::new("bootstrapd.toml");
+    let at = AgentConfig::parse(&format!("max_userdata_bytes = {limit}"), toml).unwrap();
+    assert_eq!(at.max_userdata_bytes, limit);
+    let e = AgentConfig::parse(&format!("max_userdata_bytes = {}", limit + 1), toml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("bootstrapd.toml: max_userdata_bytes must be between 1 and 1048576"),
+        "{e}"
+    );
+    assert!(AgentConfig::parse("max_userdata_bytes = 0", toml).is_err());
 }

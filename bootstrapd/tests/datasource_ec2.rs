@@ -140,16 +140,16 @@ async fn imdsv2_token_flow() {
     })
     .await;
     let (_d, root) = ec2_root();
-    let cands = datasource::detect(&root, &cfg(&base));
+    let cands = datasource::detect(&root, &cfg(&base).datasource_options());
     assert_eq!(cands.len(), 1);
-    assert_eq!(cands[0].kind, DatasourceKind::Ec2);
+    assert_eq!(cands[0].kind(), DatasourceKind::Ec2);
     assert!(
         cands[0].evidence.contains("Amazon EC2"),
         "{}",
         cands[0].evidence
     );
 
-    let f = datasource::fetch(&root, &cfg(&base))
+    let f = datasource::fetch(&root, &cfg(&base).datasource_options())
         .await
         .unwrap()
         .unwrap();
@@ -186,7 +186,7 @@ async fn token_is_refreshed_on_401() {
     })
     .await;
     let (_d, root) = ec2_root();
-    let f = datasource::fetch(&root, &cfg(&base))
+    let f = datasource::fetch(&root, &cfg(&base).datasource_options())
         .await
         .unwrap()
         .unwrap();
@@ -206,7 +206,7 @@ async fn user_data_503_is_retried() {
     })
     .await;
     let (_d, root) = ec2_root();
-    let f = datasource::fetch(&root, &cfg(&base))
+    let f = datasource::fetch(&root, &cfg(&base).datasource_options())
         .await
         .unwrap()
         .unwrap();
@@ -229,7 +229,9 @@ async fn imdsv1_is_refused_unless_allowed() {
     })
     .await;
     let (_d, root) = ec2_root();
-    let err = datasource::fetch(&root, &cfg(&base)).await.unwrap_err();
+    let err = datasource::fetch(&root, &cfg(&base).datasource_options())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, DatasourceError::ImdsTokenRefused { status: 405, .. }),
         "{err:?}"
@@ -247,7 +249,10 @@ async fn imdsv1_is_refused_unless_allowed() {
 
     let mut c = cfg(&base);
     c.imds_v1_fallback = true;
-    let f = datasource::fetch(&root, &c).await.unwrap().unwrap();
+    let f = datasource::fetch(&root, &c.datasource_options())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(f.userdata, b"v1 data");
     assert_eq!(f.instance_id, "i-0123456789abcdef0");
 }
@@ -256,7 +261,7 @@ async fn imdsv1_is_refused_unless_allowed() {
 async fn no_user_data_is_empty_userdata_with_instance_id() {
     let (_imds, base) = start(Imds::default()).await;
     let (_d, root) = ec2_root();
-    let f = datasource::fetch(&root, &cfg(&base))
+    let f = datasource::fetch(&root, &cfg(&base).datasource_options())
         .await
         .unwrap()
         .unwrap();
@@ -268,7 +273,7 @@ async fn no_user_data_is_empty_userdata_with_instance_id() {
     std::fs::create_dir_all(root.path("/etc/bootstrapd")).unwrap();
     std::fs::write(root.path("/etc/bootstrapd/userdata.yaml"), "baked: true\n").unwrap();
     std::fs::write(root.path("/etc/machine-id"), "m-id\n").unwrap();
-    let f = datasource::fetch(&root, &cfg(&base))
+    let f = datasource::fetch(&root, &cfg(&base).datasource_options())
         .await
         .unwrap()
         .unwrap();
@@ -291,10 +296,10 @@ async fn explicit_ec2_needs_no_dmi_evidence() {
         "quiet bootstrapd.datasource=ec2\n",
     )
     .unwrap();
-    let cands = datasource::detect(&root, &cfg(&base));
+    let cands = datasource::detect(&root, &cfg(&base).datasource_options());
     assert_eq!(cands.len(), 1);
     assert!(cands[0].explicit);
-    let f = datasource::fetch(&root, &cfg(&base))
+    let f = datasource::fetch(&root, &cfg(&base).datasource_options())
         .await
         .unwrap()
         .unwrap();

@@ -28,6 +28,10 @@
 //! bootstrapd's Rancher attempt timeouts are 30 s and more; the full campaign uses 35 s with a
 //! longer budget so that a stalled attempt is retried).
 
+mod common;
+
+use common::{SettingsBuilder, temp_root};
+
 use std::collections::BTreeMap;
 use std::future::Ready;
 use std::io;
@@ -46,12 +50,10 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use bootstrapd::actions::register::{NodeIdentity, RegisterError, RegistrationRecord, register};
 use bootstrapd::config::AgentConfig;
 use bootstrapd::datasource::{self, DatasourceError, Fetched};
-use bootstrapd::fsutil::HostRoot;
 use bootstrapd::http::{Cause, HttpError};
 use bootstrapd::rancher::cacerts::CaError;
 use bootstrapd::rancher::system_agent::{self, SystemAgentError};
-use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, Settings};
+use bootstrapd::userdata::Settings;
 use rancher_test_server::{Config, Server, ca};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -587,27 +589,11 @@ struct Backends {
 }
 
 fn settings(url: &str, checksum: &str, deadline: u64) -> Settings {
-    Settings {
-        roles: vec![Role::Worker],
-        rancher: RancherSettings {
-            server: url.to_string(),
-            token: Secret::new(TOKEN),
-            ca_checksum: Some(checksum.to_string()),
-            mode: RegistrationMode::SystemAgent,
-            agent_image: String::new(),
-            node_name: None,
-            address: None,
-            internal_address: None,
-            labels: BTreeMap::new(),
-            taints: vec![],
-            deadline_seconds: deadline,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: Default::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::system_agent(url)
+        .token(TOKEN)
+        .ca_checksum(Some(checksum.to_string()))
+        .deadline(deadline)
+        .build()
 }
 
 struct RancherRound {
@@ -636,8 +622,7 @@ async fn rancher_round(
     deadline: u64,
     stall_for: Duration,
 ) -> RancherRound {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let node = NodeIdentity {
         node_name: format!("fc-{index}"),
         address: Some("10.0.2.15".into()),
@@ -770,8 +755,7 @@ async fn datasource_round(
     index: usize,
     seed: u64,
 ) -> (DsKind, String, Vec<Fault>, u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let expected = userdata_for(index);
     let mut files = BTreeMap::new();
     match kind {
@@ -836,7 +820,7 @@ async fn datasource_round(
             .expect("cmdline");
         }
     }
-    let result = datasource::fetch(&root, &cfg).await;
+    let result = datasource::fetch(&root, &cfg.datasource_options()).await;
     (
         kind,
         classify_fetch(&result, &expected),

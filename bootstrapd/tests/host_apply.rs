@@ -2,16 +2,20 @@
 //! set, fstab swap lines disabled, the iptables alternative switched by the real
 //! update-alternatives; then a second run must change nothing and say so.
 
+mod common;
+
+use common::SettingsBuilder;
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use bootstrapd::actions::host::{FSTAB_MARK, apply};
+use bootstrapd::actions::host::FSTAB_MARK;
+use bootstrapd::actions::{Target, apply_all};
 use bootstrapd::facts::host::{MODULES_CONF, SYSCTL_CONF, gather};
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
 use bootstrapd::plan::host::plan;
-use bootstrapd::secret::Secret;
 use bootstrapd::userdata::*;
 
 fn settings() -> Settings {
@@ -23,27 +27,11 @@ fn settings() -> Settings {
     };
     host.sysctls
         .insert("vm.max_map_count".into(), "262144".into());
-    Settings {
-        roles: vec![Role::Etcd, Role::Controlplane, Role::Worker],
-        rancher: RancherSettings {
-            server: "https://rancher.example".into(),
-            token: Secret::new("token-abc"),
-            ca_checksum: None,
-            mode: RegistrationMode::Rke1,
-            agent_image: DEFAULT_AGENT_IMAGE.into(),
-            node_name: Some("node1".into()),
-            address: None,
-            internal_address: None,
-            labels: Default::default(),
-            taints: vec![],
-            deadline_seconds: 900,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: RuntimeSettings::default(),
-        host,
-    }
+    SettingsBuilder::rke1("https://rancher.example")
+        .roles(&[Role::Etcd, Role::Controlplane, Role::Worker])
+        .node_name("node1")
+        .host(host)
+        .build()
 }
 
 fn write(root: &Path, path: &str, content: &str) {
@@ -168,7 +156,7 @@ fn apply_then_second_run_changes_nothing() {
     let facts = block_on(gather(&host, &s, None));
     assert!(facts.errors.is_empty(), "{:?}", facts.errors);
     let steps = plan(&s, &facts);
-    let findings = block_on(apply(&host, None, &steps));
+    let findings = block_on(apply_all(Target::quiet(&host, None), &steps));
     let outcome = |n: &str| findings.iter().find(|f| f.step == n).unwrap().clone();
     for n in [
         "iptables-backend",
@@ -230,7 +218,7 @@ fn apply_then_second_run_changes_nothing() {
     let facts = block_on(gather(&host, &s, None));
     let steps = plan(&s, &facts);
     assert!(steps.iter().all(|s| !s.changes()), "{steps:#?}");
-    let findings = block_on(apply(&host, None, &steps));
+    let findings = block_on(apply_all(Target::quiet(&host, None), &steps));
     for f in &findings {
         assert!(
             matches!(f.outcome, Outcome::Ok | Outcome::Skipped),

@@ -1,6 +1,10 @@
 //! Host facts gathered from real file trees under --root: a /proc- and /sys-like tree, a dpkg
 //! database written by the real dpkg and an rpm database written by the real rpm tools.
 
+mod common;
+
+use common::SettingsBuilder;
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -11,32 +15,11 @@ use bootstrapd::facts::selinux::SelinuxMode;
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
 use bootstrapd::plan::host::plan;
-use bootstrapd::secret::Secret;
 use bootstrapd::system::packages::PackageManager;
 use bootstrapd::userdata::*;
 
 fn settings() -> Settings {
-    Settings {
-        roles: vec![Role::Worker],
-        rancher: RancherSettings {
-            server: "https://rancher.example".into(),
-            token: Secret::new("token-abc"),
-            ca_checksum: None,
-            mode: RegistrationMode::Rke1,
-            agent_image: DEFAULT_AGENT_IMAGE.into(),
-            node_name: None,
-            address: None,
-            internal_address: None,
-            labels: Default::default(),
-            taints: vec![],
-            deadline_seconds: 900,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: RuntimeSettings::default(),
-        host: HostSettings::default(),
-    }
+    SettingsBuilder::rke1("https://rancher.example").build()
 }
 
 fn write(root: &Path, path: &str, content: &str) {

@@ -3,43 +3,29 @@
 //! modules, sets sysctls), so it only runs when asked: in the VM,
 //! `host_live-* --ignored --test-threads=1`.
 
+mod common;
+
+use common::SettingsBuilder;
+
 use std::time::Duration;
 
-use bootstrapd::actions::host::apply;
+use bootstrapd::actions::{Target, apply_all};
 use bootstrapd::facts::host::{FIREWALLD_UNIT, gather};
 use bootstrapd::facts::network::node_address;
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
 use bootstrapd::plan::host::plan;
-use bootstrapd::secret::Secret;
 use bootstrapd::system::systemd::Systemd;
 use bootstrapd::userdata::*;
 
 fn settings() -> Settings {
-    Settings {
-        roles: vec![Role::Worker],
-        rancher: RancherSettings {
-            server: "https://rancher.example".into(),
-            token: Secret::new("token-abc"),
-            ca_checksum: None,
-            mode: RegistrationMode::Rke1,
-            agent_image: DEFAULT_AGENT_IMAGE.into(),
-            node_name: Some("vm-node".into()),
-            address: None,
-            internal_address: None,
-            labels: Default::default(),
-            taints: vec![],
-            deadline_seconds: 900,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: RuntimeSettings::default(),
-        host: HostSettings {
+    SettingsBuilder::rke1("https://rancher.example")
+        .node_name("vm-node")
+        .host(HostSettings {
             swap: SwapPolicy::Off,
             ..HostSettings::default()
-        },
-    }
+        })
+        .build()
 }
 
 #[tokio::test]
@@ -89,7 +75,7 @@ async fn prepare_live_host_then_nothing_to_do() {
     eprintln!("facts: {}", serde_json::to_string(&facts).unwrap());
     assert!(facts.errors.is_empty(), "{:?}", facts.errors);
     let steps = plan(&s, &facts);
-    let findings = apply(&root, Some(&sd), &steps).await;
+    let findings = apply_all(Target::quiet(&root, Some(&sd)), &steps).await;
     for f in &findings {
         eprintln!("first run: {f:?}");
     }
@@ -99,7 +85,7 @@ async fn prepare_live_host_then_nothing_to_do() {
 
     let facts = gather(&root, &s, Some(&sd)).await;
     let steps = plan(&s, &facts);
-    let findings = apply(&root, Some(&sd), &steps).await;
+    let findings = apply_all(Target::quiet(&root, Some(&sd)), &steps).await;
     for f in &findings {
         eprintln!("second run: {f:?}");
         assert!(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::ca_and_server;
+use common::{ca_and_server, serve_tls};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -289,25 +289,17 @@ async fn put_with_headers_body_and_response_headers() {
     assert_eq!(resp.body, br#"body={"a":1}"#);
 }
 
-async fn serve_tls(cert: String, key: String) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cfg = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
-        .await
-        .unwrap();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    let server = axum_server::from_tcp_rustls(l, cfg).unwrap();
+/// Serves `/cacerts` over TLS with `cert`/`key`.
+async fn serve_cacerts(cert: String, key: String) -> String {
     let app = Router::new().route("/cacerts", get(|| async { "pem text\n" }));
-    tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
-    format!("https://{addr}")
+    serve_tls(&cert, &key, app).await
 }
 
 #[tokio::test]
 async fn tls_trust_modes() {
     let (ca_pem, srv_pem, srv_key) = ca_and_server();
     let (other_ca, _, _) = ca_and_server();
-    let base = serve_tls(srv_pem, srv_key).await;
+    let base = serve_cacerts(srv_pem, srv_key).await;
     let req = Request::get(&format!("{base}/cacerts")).unwrap();
 
     let pinned = HttpClient::builder(TlsTrust::pinned_pem(ca_pem.as_bytes()).unwrap())

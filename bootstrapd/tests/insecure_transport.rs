@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::ca_and_server;
+use common::{ca_and_server, serve_tls};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,21 +31,12 @@ async fn plain_http() -> (String, Arc<AtomicUsize>) {
 
 /// An https server whose every path redirects to `target` + the path.
 async fn https_redirecting_to(target: String, status: StatusCode) -> (String, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (ca, cert, key) = ca_and_server();
-    let cfg = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
-        .await
-        .unwrap();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
     let app = Router::new().fallback(move |uri: axum::http::Uri| {
         let to = format!("{target}{}", uri.path());
         async move { (status, [(header::LOCATION, to)]).into_response() }
     });
-    let server = axum_server::from_tcp_rustls(l, cfg).unwrap();
-    tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
-    (format!("https://{addr}"), ca)
+    (serve_tls(&cert, &key, app).await, ca)
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::ca_and_server;
+use common::{SettingsBuilder, ca_and_server, serve_tls};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -18,10 +18,7 @@ use bootstrapd::fsutil::HostRoot;
 use bootstrapd::rancher::cacerts;
 use bootstrapd::rancher::rke1::SERVER_LABEL;
 use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{
-    OfflineSource, RancherSettings, RegistrationMode, Role, RuntimeSettings, RuntimeSource,
-    Settings,
-};
+use bootstrapd::userdata::{OfflineSource, Role, RuntimeSource, Settings};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "rke1tokenq8w7e6r5t4y3u2i1o0pzlxkcjvhbgnfmdsa9876543";
@@ -31,16 +28,8 @@ const IMAGE: &str = "rancher/rancher-agent:v2.6.14";
 
 /// A Rancher 2.5-style server: only the legacy settings endpoint serves the CA.
 async fn rancher() -> (String, String, Arc<Mutex<Vec<String>>>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (ca, cert, key) = ca_and_server();
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let cfg = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
-        .await
-        .unwrap();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    let server = axum_server::from_tcp_rustls(l, cfg).unwrap();
     let value = ca.trim_end_matches('\n').to_string();
     let log2 = log.clone();
     let app = Router::new().fallback(move |req: Request| {
@@ -55,8 +44,7 @@ async fn rancher() -> (String, String, Arc<Mutex<Vec<String>>>) {
             }
         }
     });
-    tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
-    (format!("https://{addr}"), ca, log)
+    (serve_tls(&cert, &key, app).await, ca, log)
 }
 
 // ---------------------------------------------------------------- Docker Engine double
@@ -260,27 +248,14 @@ fn start_engine(root: &HostRoot) -> Shared {
 }
 
 fn settings(server: &str, checksum: Option<String>) -> Settings {
-    Settings {
-        roles: vec![Role::Etcd, Role::Controlplane, Role::Worker],
-        rancher: RancherSettings {
-            server: server.to_string(),
-            token: Secret::new(TOKEN),
-            ca_checksum: checksum,
-            mode: RegistrationMode::Rke1,
-            agent_image: IMAGE.into(),
-            node_name: None,
-            address: None,
-            internal_address: None,
-            labels: BTreeMap::from([("zone".to_string(), "lab".to_string())]),
-            taints: vec![],
-            deadline_seconds: 30,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: RuntimeSettings::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::rke1(server)
+        .roles(&[Role::Etcd, Role::Controlplane, Role::Worker])
+        .token(TOKEN)
+        .ca_checksum(checksum)
+        .agent_image(IMAGE)
+        .label("zone", "lab")
+        .deadline(30)
+        .build()
 }
 
 fn node() -> NodeIdentity {

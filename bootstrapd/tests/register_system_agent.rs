@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::ca_and_server;
-use std::collections::BTreeMap;
+use common::{SettingsBuilder, ca_and_server, serve_tls, temp_root};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,7 @@ use bootstrapd::rancher::cacerts::{self, CaError};
 use bootstrapd::rancher::system_agent::{self, SystemAgentError};
 use bootstrapd::rancher::{Deadline, Tuning, cacerts::ServerTrust};
 use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, Settings, Taint, TaintEffect};
+use bootstrapd::userdata::{Role, Settings, Taint, TaintEffect};
 
 const TOKEN: &str = "kt7b9x2mfqzl8tq6w4cxj5n2rxdvpg4ll5hqbv7s7dzkx9x2mfqz";
 
@@ -164,54 +163,31 @@ async fn handle(State(d): State<Double>, req: Request) -> Response {
 
 /// Starts the double; returns its URL and the CA PEM text it serves.
 async fn start(configure: impl FnOnce(&mut Double)) -> (String, Double) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (ca, cert, key) = ca_and_server();
     let mut d = Double::new(&ca);
     configure(&mut d);
     if d.stale_ca {
         d.ca_pem = ca_and_server().0;
     }
-    let cfg = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
-        .await
-        .unwrap();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    let server = axum_server::from_tcp_rustls(l, cfg).unwrap();
     let app = Router::new().fallback(handle).with_state(d.clone());
-    tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
-    (format!("https://{addr}"), d)
+    (serve_tls(&cert, &key, app).await, d)
 }
 
 fn settings(server: &str, checksum: Option<String>, deadline: u64) -> Settings {
-    Settings {
-        roles: vec![Role::Etcd, Role::Controlplane],
-        rancher: RancherSettings {
-            server: server.to_string(),
-            token: Secret::new(TOKEN),
-            ca_checksum: checksum,
-            mode: RegistrationMode::SystemAgent,
-            agent_image: String::new(),
-            node_name: Some("node1".into()),
-            address: None,
-            internal_address: None,
-            labels: BTreeMap::from([
-                ("cattle.io/os".to_string(), "linux".to_string()),
-                ("rack".to_string(), "r1".to_string()),
-            ]),
-            taints: vec![Taint {
-                key: "dedicated".into(),
-                value: "etcd".into(),
-                effect: TaintEffect::NoSchedule,
-            }],
-            deadline_seconds: deadline,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: Default::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::system_agent(server)
+        .roles(&[Role::Etcd, Role::Controlplane])
+        .token(TOKEN)
+        .ca_checksum(checksum)
+        .node_name("node1")
+        .label("cattle.io/os", "linux")
+        .label("rack", "r1")
+        .taint(Taint {
+            key: "dedicated".into(),
+            value: "etcd".into(),
+            effect: TaintEffect::NoSchedule,
+        })
+        .deadline(deadline)
+        .build()
 }
 
 fn node() -> NodeIdentity {
@@ -242,23 +218,16 @@ fn no_token_before_connect(seen: &[Seen]) {
     }
 }
 
-fn root() -> (tempfile::TempDir, HostRoot) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
-    (dir, root)
-}
-
 #[tokio::test]
 async fn registers_with_exact_headers_and_reuses_cattle_id() {
     let (url, d) = start(|_| {}).await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(&url, Some(sum.clone()), 60);
 
     let first = register(&root, &s, &node()).await.unwrap();
     assert_eq!(first.ca_checksum.as_deref(), Some(sum.as_str()));
-    assert_eq!(first.mode, "system-agent");
+    assert_eq!(serde_json::to_value(first.mode).unwrap(), "system-agent");
     assert_eq!(first.roles, vec!["etcd", "controlplane"]);
     let sa = first.system_agent.clone().unwrap();
     assert!(sa.cattle_id_created);
@@ -371,8 +340,7 @@ async fn wrong_checksum_sends_no_token() {
     let (other_ca, _, _) = ca_and_server();
     let wrong = cacerts::checksum(other_ca.as_bytes());
     let right = cacerts::checksum(d.ca_pem.as_bytes());
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
 
     let err = register(&root, &settings(&url, Some(wrong.clone()), 30), &node())
         .await
@@ -416,7 +384,7 @@ async fn unauthorized_while_rancher_starts_is_retried_and_registers_once() {
     })
     .await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     let rec = register(&root, &settings(&url, Some(sum), 120), &node())
         .await
         .unwrap();
@@ -440,7 +408,7 @@ async fn machine_not_found_keeps_trying_then_names_the_token() {
     })
     .await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     let shown = Mutex::new(Vec::<String>::new());
     let progress = |m: &str| shown.lock().unwrap().push(m.to_string());
     let tuning = Tuning {
@@ -487,7 +455,7 @@ async fn machine_not_found_while_capi_starts_then_registers() {
     })
     .await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     register(&root, &settings(&url, Some(sum), 120), &node())
         .await
         .unwrap();
@@ -510,7 +478,7 @@ fn connect_header(d: &Double, name: &str) -> Option<String> {
 async fn node_name_and_addresses_only_when_the_userdata_sets_them() {
     let (url, d) = start(|_| {}).await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     let mut s = settings(&url, Some(sum), 60);
     s.rancher.node_name = None;
     // The hostname fallback is the record's name, not a header.
@@ -566,7 +534,7 @@ async fn interface_name_address_is_sent_as_its_ipv4() {
     assert!(err.to_string().contains("rancher.address"), "{err}");
     let (url, d) = start(|_| {}).await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     let n = NodeIdentity {
         node_name: "node1".into(),
         address: None,
@@ -589,7 +557,7 @@ fn env_text(root: &HostRoot) -> String {
 async fn strict_verify_from_the_server_and_from_the_override() {
     let (url, d) = start(|d| d.strict = Some(true)).await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     let rec = register(&root, &settings(&url, Some(sum.clone()), 60), &node())
         .await
         .unwrap();
@@ -613,7 +581,7 @@ async fn strict_verify_from_the_server_and_from_the_override() {
 #[tokio::test]
 async fn strict_without_a_proven_ca_is_an_error_before_any_token() {
     let (url, d) = start(|_| {}).await;
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     let mut s = settings(&url, None, 60);
     s.rancher.strict_verify = Some(true);
     let err = register(&root, &s, &node()).await.unwrap_err();
@@ -631,7 +599,7 @@ async fn strict_without_a_proven_ca_is_an_error_before_any_token() {
 #[tokio::test]
 async fn hmac_proven_ca_is_pinned_and_the_token_follows_it() {
     let (url, d) = start(|d| d.hmac = Hmac::Right).await;
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     let rec = register(&root, &settings(&url, None, 60), &node())
         .await
         .unwrap();
@@ -666,7 +634,7 @@ async fn hmac_proven_ca_is_pinned_and_the_token_follows_it() {
 #[tokio::test]
 async fn wrong_hmac_is_an_error_and_no_token_goes_out() {
     let (url, d) = start(|d| d.hmac = Hmac::Wrong).await;
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     let err = register(&root, &settings(&url, None, 60), &node())
         .await
         .unwrap_err();
@@ -688,7 +656,7 @@ async fn stale_checksum_ca_fails_fast_without_the_token() {
     // certificate: the proven CA does not verify the server.
     let (url, d) = start(|d| d.stale_ca = true).await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     // A deadline far beyond the test's patience: only the fail-fast rule ends this.
     let err = register(&root, &settings(&url, Some(sum), 3600), &node())
         .await
@@ -710,8 +678,7 @@ async fn unavailable_is_retried_until_success() {
     })
     .await;
     let sum = cacerts::checksum(d.ca_pem.as_bytes());
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let rec = register(&root, &settings(&url, Some(sum), 120), &node())
         .await
         .unwrap();
@@ -743,8 +710,7 @@ async fn legacy_settings_endpoint_is_hashed_with_newline_and_pinned() {
         other => panic!("expected a pinned CA, got {other:?}"),
     }
     // The pinned CA verifies the server.
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     register(&root, &settings(&url, Some(sum), 60), &node())
         .await
         .unwrap();
@@ -754,7 +720,7 @@ async fn legacy_settings_endpoint_is_hashed_with_newline_and_pinned() {
 async fn without_checksum_or_hmac_the_system_store_applies_never_insecure() {
     // An older Rancher: /cacerts answers without X-Cattle-Hash.
     let (url, d) = start(|d| d.hmac = Hmac::Absent).await;
-    let (_dir, root) = root();
+    let (_dir, root) = temp_root();
     // The double's CA is in no public root program: verification must fail, and fast.
     let err = register(&root, &settings(&url, None, 3600), &node())
         .await

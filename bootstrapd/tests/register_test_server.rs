@@ -1,7 +1,10 @@
 //! System-agent registration against the project's Rancher test server
 //! (`rancher-test-server`), which records the nodes it accepted the way Rancher names them.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{SettingsBuilder, temp_root};
+
 use std::time::Duration;
 
 use bootstrapd::actions::register::{NodeIdentity, RegisterError, register, register_with};
@@ -9,34 +12,19 @@ use bootstrapd::fsutil::HostRoot;
 use bootstrapd::rancher::Tuning;
 use bootstrapd::rancher::cacerts::CaError;
 use bootstrapd::rancher::system_agent::SystemAgentError;
-use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, Settings};
+use bootstrapd::userdata::{Role, Settings};
 use rancher_test_server::{Config, Generation, Rules, start};
 
 const TOKEN: &str = "tsq2w3e4r5t6y7u8i9o0pasdfghjklzxcvbnmqwertyuiopas";
 
 fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64) -> Settings {
-    Settings {
-        roles,
-        rancher: RancherSettings {
-            server: url.to_string(),
-            token: Secret::new(TOKEN),
-            ca_checksum: Some(checksum.to_string()),
-            mode: RegistrationMode::SystemAgent,
-            agent_image: String::new(),
-            node_name: None,
-            address: None,
-            internal_address: None,
-            labels: BTreeMap::from([("cattle.io/os".to_string(), "linux".to_string())]),
-            taints: vec![],
-            deadline_seconds: deadline,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: Default::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::system_agent(url)
+        .roles(&roles)
+        .token(TOKEN)
+        .ca_checksum(Some(checksum.to_string()))
+        .label("cattle.io/os", "linux")
+        .deadline(deadline)
+        .build()
 }
 
 fn node(name: &str) -> NodeIdentity {
@@ -55,8 +43,7 @@ async fn registers_once_per_identity_with_its_roles() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let mut s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
     // X-Cattle-Node-Name goes only when the userdata names the node (install.sh).
     s.rancher.node_name = Some("node4".into());
@@ -91,8 +78,7 @@ async fn a_starting_server_is_waited_for() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(
         &srv.url,
         &srv.ca_checksum,
@@ -169,8 +155,7 @@ async fn a_wrong_ca_is_refused_before_anything_is_recorded() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 20);
     let err = register(&root, &s, &node("node5")).await.unwrap_err();
     assert!(
@@ -192,8 +177,7 @@ async fn an_unknown_token_ends_with_the_token_named() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 60);
     // Current Rancher answers an unknown token with "500 machine not found by request",
     // which also happens while CAPI starts: retried for the window, then the token named.
@@ -226,8 +210,7 @@ async fn an_unknown_token_under_the_2_6_rules_is_retried_until_the_deadline() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = HostRoot::new(Some(dir.path().to_path_buf()));
+    let (_dir, root) = temp_root();
     let s = settings(&srv.url, &srv.ca_checksum, vec![Role::Worker], 4);
     let err = register(&root, &s, &node("node6")).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");

@@ -1,6 +1,10 @@
 //! Runtime readiness and the runtime pipeline below a test root: the Engine API double on
 //! `<root>/var/run/docker.sock` comes up late, and a host with Docker running is left alone.
 
+mod common;
+
+use common::SettingsBuilder;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -9,9 +13,8 @@ use bootstrapd::facts::runtime::gather;
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
 use bootstrapd::plan::runtime::plan;
-use bootstrapd::secret::Secret;
 use bootstrapd::system::docker::{self, DockerError};
-use bootstrapd::userdata::{RancherSettings, RegistrationMode, Role, RuntimeSettings, Settings};
+use bootstrapd::userdata::Settings;
 
 fn tmp_root() -> (tempfile::TempDir, HostRoot) {
     let d = tempfile::Builder::new()
@@ -65,27 +68,10 @@ async fn readiness_wait_is_bounded() {
 }
 
 fn settings() -> Settings {
-    Settings {
-        roles: vec![Role::Worker],
-        rancher: RancherSettings {
-            server: "https://rancher.lab".into(),
-            token: Secret::new("t"),
-            ca_checksum: None,
-            mode: RegistrationMode::Rke1,
-            agent_image: "rancher/rancher-agent:v2.6.14".into(),
-            node_name: None,
-            address: None,
-            internal_address: None,
-            labels: Default::default(),
-            taints: vec![],
-            deadline_seconds: 10,
-            splay_seconds: 0,
-            strict_verify: None,
-            system_agent: Default::default(),
-        },
-        runtime: RuntimeSettings::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::rke1("https://rancher.lab")
+        .token("t")
+        .deadline(10)
+        .build()
 }
 
 #[tokio::test]
@@ -110,7 +96,9 @@ async fn a_host_with_docker_running_needs_nothing() {
     );
     let steps = plan(&settings(), &facts);
     assert!(steps.iter().all(|s| !s.changes()), "{steps:?}");
-    let findings = bootstrapd::actions::runtime::apply(&root, None, &steps).await;
+    let findings =
+        bootstrapd::actions::apply_all(bootstrapd::actions::Target::quiet(&root, None), &steps)
+            .await;
     assert!(
         findings.iter().all(|f| f.outcome == Outcome::Ok),
         "{findings:?}"

@@ -2,7 +2,10 @@
 //! time), the agent binary from a checked source, and the `/opt/rancher-system-agent` prefix
 //! when `/usr/local` is a mount point.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{SettingsBuilder, temp_root};
+
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,8 +19,7 @@ use bootstrapd::rancher::interlock::{
     RESTART_PENDING, WaitOutcome,
 };
 use bootstrapd::rancher::system_agent;
-use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{AgentBinary, RancherSettings, RegistrationMode, Role, Settings};
+use bootstrapd::userdata::{AgentBinary, Settings};
 use rancher_test_server::{Config, start};
 use sha2::{Digest, Sha256};
 
@@ -53,12 +55,6 @@ impl<F: FnMut(Duration) + Send> Clock for FakeClock<F> {
     }
 }
 
-fn root() -> (tempfile::TempDir, HostRoot) {
-    let d = tempfile::tempdir().unwrap();
-    let r = HostRoot::new(Some(d.path().to_path_buf()));
-    (d, r)
-}
-
 fn set_active(root: &HostRoot) {
     std::fs::create_dir_all(root.path(INTERLOCK_DIR)).unwrap();
     std::fs::write(root.path(APPLYINATOR_ACTIVE), b"").unwrap();
@@ -70,7 +66,7 @@ fn mode(p: &Path) -> u32 {
 
 #[tokio::test]
 async fn no_active_plan_proceeds_at_once_with_restart_pending_set() {
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     let mut clock = FakeClock::new(|_| {});
     let (pending, outcome) = interlock::hold_for_restart(&root, &mut clock, MAX_WAIT * 2)
         .await
@@ -86,7 +82,7 @@ async fn no_active_plan_proceeds_at_once_with_restart_pending_set() {
 
 #[tokio::test]
 async fn active_plan_is_waited_for_until_it_ends() {
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     set_active(&root);
     let active = root.path(APPLYINATOR_ACTIVE);
     // The agent finishes its plan after two polls (10 s of virtual time).
@@ -108,7 +104,7 @@ async fn active_plan_is_waited_for_until_it_ends() {
 
 #[tokio::test]
 async fn active_plan_left_behind_is_ignored_after_five_minutes_as_install_sh_does() {
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     set_active(&root);
     let mut clock = FakeClock::new(|_| {});
     let (pending, outcome) = interlock::hold_for_restart(&root, &mut clock, MAX_WAIT * 2)
@@ -126,7 +122,7 @@ async fn active_plan_left_behind_is_ignored_after_five_minutes_as_install_sh_doe
 
 #[tokio::test]
 async fn the_registration_deadline_cancels_the_wait_and_clears_restart_pending() {
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     set_active(&root);
     let mut clock = FakeClock::new(|_| {});
     let err = interlock::hold_for_restart(&root, &mut clock, Duration::from_secs(12))
@@ -150,7 +146,7 @@ async fn the_registration_deadline_cancels_the_wait_and_clears_restart_pending()
 #[test]
 fn a_directory_named_applyinator_active_is_not_the_agent_s_file() {
     // install.sh tests `-f`.
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     std::fs::create_dir_all(root.path(APPLYINATOR_ACTIVE)).unwrap();
     let mut clock = FakeClock::new(|_| {});
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -163,29 +159,12 @@ fn a_directory_named_applyinator_active_is_not_the_agent_s_file() {
 }
 
 fn settings(server: &str, checksum: Option<String>, binary: Option<AgentBinary>) -> Settings {
-    let mut rancher = RancherSettings {
-        server: server.to_string(),
-        token: Secret::new(TOKEN),
-        ca_checksum: checksum,
-        mode: RegistrationMode::SystemAgent,
-        agent_image: String::new(),
-        node_name: None,
-        address: None,
-        internal_address: None,
-        labels: BTreeMap::new(),
-        taints: vec![],
-        deadline_seconds: 60,
-        splay_seconds: 0,
-        strict_verify: None,
-        system_agent: Default::default(),
-    };
-    rancher.system_agent.binary = binary;
-    Settings {
-        roles: vec![Role::Worker],
-        rancher,
-        runtime: Default::default(),
-        host: Default::default(),
-    }
+    SettingsBuilder::system_agent(server)
+        .token(TOKEN)
+        .ca_checksum(checksum)
+        .agent_binary(binary)
+        .deadline(60)
+        .build()
 }
 
 fn node() -> NodeIdentity {
@@ -223,7 +202,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn a_binary_with_the_wrong_sha256_changes_nothing_and_names_both_hashes() {
-    let (d, root) = root();
+    let (d, root) = temp_root();
     let src = "/images/rancher-system-agent";
     std::fs::create_dir_all(root.path("/images")).unwrap();
     std::fs::write(root.path(src), b"tampered agent").unwrap();
@@ -264,7 +243,7 @@ async fn checked_binary_under_opt_when_usr_local_is_a_mount_point() {
     })
     .await
     .unwrap();
-    let (_d, root) = root();
+    let (_d, root) = temp_root();
     // An immutable image: /usr/local is a mount of its own.
     std::fs::create_dir_all(root.path("/proc/self")).unwrap();
     std::fs::write(
@@ -334,7 +313,7 @@ async fn checked_binary_under_opt_when_usr_local_is_a_mount_point() {
 
 #[test]
 fn plan_shows_the_prefix_and_the_bundle_s_agent() {
-    let (d, root) = root();
+    let (d, root) = temp_root();
     std::fs::create_dir_all(root.path("/proc/self")).unwrap();
     std::fs::write(
         root.path("/proc/self/mountinfo"),

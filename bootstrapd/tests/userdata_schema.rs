@@ -451,3 +451,517 @@ fn urls_and_keys_are_one_word_for_the_validator_and_the_schema() {
         }
     }
 }
+
+/// Where a corpus value goes in a document, so the validator checks it in place.
+#[derive(Clone, Copy)]
+enum Place {
+    /// The value of a dotted path.
+    Value(&'static str),
+    /// The one item of a list at a dotted path.
+    Item(&'static str),
+    /// A key of the mapping at a dotted path, with a valid value.
+    Key(&'static str, &'static str),
+    /// The value under a valid key of the mapping at a dotted path.
+    MapValue(&'static str, &'static str),
+    /// A value that needs other keys beside it: the section at a dotted path, built around
+    /// the value.
+    With(&'static str, fn(&str) -> Value),
+}
+
+impl Place {
+    fn doc(self, value: &str) -> Value {
+        let mut doc = base();
+        match self {
+            Place::Value(path) => set(&mut doc, path, json!(value)),
+            Place::Item(path) => set(&mut doc, path, json!([value])),
+            Place::Key(path, v) => set(&mut doc, path, json!({ value: v })),
+            Place::MapValue(path, k) => set(&mut doc, path, json!({ k: value })),
+            Place::With(section, build) => set(&mut doc, section, build(value)),
+        }
+        doc
+    }
+}
+
+/// What a JSON Schema validator checks of a string against the string schema at `pointer`:
+/// its pattern and its length bounds (in characters).
+fn schema_accepts(schema: &Value, pointer: &str, value: &str) -> bool {
+    let def = schema
+        .pointer(pointer)
+        .unwrap_or_else(|| panic!("schema has no {pointer}"));
+    let chars = value.chars().count() as u64;
+    def.get("pattern")
+        .is_none_or(|p| pattern_matches(p.as_str().unwrap(), value))
+        && def["maxLength"].as_u64().is_none_or(|m| chars <= m)
+        && def["minLength"].as_u64().is_none_or(|m| chars >= m)
+}
+
+/// One field's corpus: values both must accept, values both must refuse, and values only the
+/// validator refuses because a regular expression cannot say why (each with that reason).
+struct Corpus {
+    field: &'static str,
+    place: Place,
+    /// JSON pointer to the string schema in the generated schema.
+    schema: &'static str,
+    good: Vec<String>,
+    bad: Vec<String>,
+    schema_looser: Vec<(String, &'static str)>,
+}
+
+fn strings(values: &[&str]) -> Vec<String> {
+    values.iter().map(|s| s.to_string()).collect()
+}
+
+fn rke1_image(image: &str) -> Value {
+    json!({
+        "server": "https://rancher.example.com",
+        "token": "fake-token",
+        "mode": "rke1",
+        "agent_image": image,
+    })
+}
+
+fn binary_sha256(sum: &str) -> Value {
+    json!({"url": "https://mirror.example.com/agent", "sha256": sum})
+}
+
+fn binary_url(url: &str) -> Value {
+    json!({"url": url, "sha256": "ab".repeat(32)})
+}
+
+fn binary_path(path: &str) -> Value {
+    json!({"path": path, "sha256": "ab".repeat(32)})
+}
+
+/// A trusted repository (so that no key is needed) with `key` set to the value.
+fn repo_with(key: &str, value: &str) -> Value {
+    let mut r = json!({"url": "http://repo.example.com/debian", "trusted": true});
+    r[key] = if key == "components" {
+        json!([value])
+    } else {
+        json!(value)
+    };
+    r
+}
+
+fn sha256_corpus(field: &'static str, place: Place, schema: &'static str) -> Corpus {
+    Corpus {
+        field,
+        place,
+        schema,
+        good: vec![
+            "ab".repeat(32),
+            "AB".repeat(32),
+            "0123456789".repeat(6) + "0123",
+        ],
+        bad: vec![
+            "a".repeat(63),
+            "a".repeat(65),
+            "g".repeat(64),
+            format!(" {}", "a".repeat(63)),
+            format!("{}\n", "a".repeat(64)),
+            String::new(),
+        ],
+        schema_looser: vec![],
+    }
+}
+
+/// URL fields: the schema says scheme, host and one word; `Url::parse` says the rest.
+fn url_looser() -> Vec<(String, &'static str)> {
+    vec![
+        (
+            "https://mirror.example.com:99999".into(),
+            "the port's range (Url::parse)",
+        ),
+        (
+            "https://mirror<example.com".into(),
+            "host characters URLs forbid (Url::parse)",
+        ),
+    ]
+}
+
+fn corpus() -> Vec<Corpus> {
+    let http_urls = |field, place, schema| Corpus {
+        field,
+        place,
+        schema,
+        good: strings(&[
+            "https://mirror.example.com",
+            "http://10.0.0.1:5000",
+            "https://mirror.example.com/v2/?x=1#f",
+            "https://[fd00::1]:5000",
+            "HTTPS://mirror.example.com",
+            "Http://mirror.example.com",
+        ]),
+        bad: strings(&[
+            "ftp://mirror.example.com",
+            "file:///srv/mirror",
+            "mirror.example.com",
+            "https://",
+            "https://u:p@mirror.example.com",
+            "https://u@mirror.example.com/a",
+            "https://mirror.example.com/a b",
+            "https://mirror.example.com/\u{1}",
+            " https://mirror.example.com",
+        ]),
+        schema_looser: url_looser(),
+    };
+    let paths = |field, place, schema| Corpus {
+        field,
+        place,
+        schema,
+        good: strings(&["/images/a", "/", "/a/.b/c..d/...", "/a b"]),
+        bad: strings(&["images/a", "", "/a/../b", "/..", "/a/\u{1}", "/a/\u{85}b"]),
+        schema_looser: vec![],
+    };
+    vec![
+        Corpus {
+            field: "rancher.server",
+            place: Place::Value("rancher.server"),
+            schema: "/definitions/RancherSettings/properties/server",
+            good: strings(&[
+                "https://rancher.example.com",
+                "https://10.0.2.2:8443/",
+                "https://rancher.example.com/prefix/",
+                "https://[fd00::1]:8443",
+                "HTTPS://rancher.example.com",
+            ]),
+            bad: strings(&[
+                "http://rancher.example.com",
+                "rancher.example.com",
+                "https://",
+                "https://u:p@rancher.example.com",
+                "https://rancher.example.com/?x=1",
+                "https://rancher.example.com#f",
+                "https://rancher.example.com/a b",
+                "https://rancher.example.com\n",
+            ]),
+            schema_looser: vec![
+                (
+                    "https://rancher.example.com:99999".into(),
+                    "the port's range (Url::parse)",
+                ),
+                (
+                    "https://rancher<example.com".into(),
+                    "host characters URLs forbid (Url::parse)",
+                ),
+            ],
+        },
+        Corpus {
+            field: "rancher.token",
+            place: Place::Value("rancher.token"),
+            schema: "/definitions/RancherSettings/properties/token",
+            good: strings(&["fake-token", "a", "kubeconfig-u-abc:xyz"]),
+            bad: strings(&["", "a b", "a\tb", "token\n", "a\u{1}b", "a\u{a0}b"]),
+            schema_looser: vec![],
+        },
+        sha256_corpus(
+            "rancher.ca_checksum",
+            Place::Value("rancher.ca_checksum"),
+            "/definitions/RancherSettings/properties/ca_checksum",
+        ),
+        Corpus {
+            field: "rancher.agent_image",
+            place: Place::With("rancher", rke1_image),
+            schema: "/definitions/RancherSettings/properties/agent_image",
+            good: strings(&[
+                "rancher/rancher-agent:v2.6.14",
+                "registry.lab:5000/rancher/rancher-agent:v2.9.3",
+                "a",
+            ]),
+            bad: strings(&["", "-x", "a b", "a\tb", " a", "a\u{1}"]),
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "rancher.node_name",
+            place: Place::Value("rancher.node_name"),
+            schema: "/definitions/RancherSettings/properties/node_name",
+            good: vec![
+                "node1".into(),
+                "node-1.lab".into(),
+                "a".repeat(63),
+                [&"a".repeat(63)[..]; 4].join(".")[..253].to_string(),
+            ],
+            bad: vec![
+                "Node1".into(),
+                "-a".into(),
+                "a-".into(),
+                "a..b".into(),
+                ".a".into(),
+                "a_b".into(),
+                "a".repeat(64),
+                [&"a".repeat(63)[..]; 4].join(".")[..253].to_string() + "a",
+                String::new(),
+            ],
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "rancher.address",
+            place: Place::Value("rancher.address"),
+            schema: "/definitions/RancherSettings/properties/address",
+            good: vec![
+                "192.168.121.11".into(),
+                "eth1".into(),
+                "enp0s3.100".into(),
+                "awslocal".into(),
+                "fe80::1".into(),
+                "::1".into(),
+                "::".into(),
+                "::ffff:10.0.0.1".into(),
+                "a".repeat(64),
+            ],
+            bad: vec![
+                String::new(),
+                "-eth1".into(),
+                ":eth1".into(),
+                ":::".into(),
+                ":1".into(),
+                "::1.2.3.999".into(),
+                "eth 1".into(),
+                "eth/1".into(),
+                "10.0.0.1/24".into(),
+                "a".repeat(65),
+            ],
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "rancher.labels (keys)",
+            place: Place::Key("rancher.labels", "v"),
+            schema: "/definitions/RancherSettings/properties/labels/propertyNames",
+            good: vec![
+                "rack".into(),
+                "Rack_1.x".into(),
+                "example.com/rack".into(),
+                "a".repeat(63),
+            ],
+            bad: vec![
+                String::new(),
+                "-rack".into(),
+                "rack-".into(),
+                "Example.com/rack".into(),
+                format!("{}.com/rack", "a".repeat(64)),
+                "/rack".into(),
+                "a/b/c".into(),
+                "rack!".into(),
+                "a".repeat(64),
+            ],
+            schema_looser: vec![(
+                format!("{}/rack", ["a"; 128].join(".")),
+                "a prefix of more than 253 characters (each label is within 63)",
+            )],
+        },
+        Corpus {
+            field: "rancher.labels (values)",
+            place: Place::MapValue("rancher.labels", "rack"),
+            schema: "/definitions/RancherSettings/properties/labels/additionalProperties",
+            good: vec![String::new(), "r1".into(), "a.b_c-d".into(), "a".repeat(63)],
+            bad: vec!["-r".into(), "r-".into(), "a b".into(), "a".repeat(64)],
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "rancher.taints",
+            place: Place::Item("rancher.taints"),
+            schema: "/definitions/Taint",
+            good: strings(&[
+                "dedicated=etcd:NoSchedule",
+                "key:NoExecute",
+                "example.com/k=v:PreferNoSchedule",
+                "k=:NoSchedule",
+            ]),
+            bad: strings(&[
+                "k=v",
+                "k=v:Nope",
+                "=v:NoSchedule",
+                "k=-v:NoSchedule",
+                "k:v:NoSchedule",
+                "k=v=w:NoSchedule",
+                "k=v:noschedule",
+            ]),
+            schema_looser: vec![],
+        },
+        sha256_corpus(
+            "rancher.system_agent.binary.sha256",
+            Place::With("rancher.system_agent.binary", binary_sha256),
+            "/definitions/AgentBinary/properties/sha256",
+        ),
+        http_urls(
+            "rancher.system_agent.binary.url",
+            Place::With("rancher.system_agent.binary", binary_url),
+            "/definitions/AgentBinary/properties/url",
+        ),
+        paths(
+            "rancher.system_agent.binary.path",
+            Place::With("rancher.system_agent.binary", binary_path),
+            "/definitions/AgentBinary/properties/path",
+        ),
+        Corpus {
+            field: "runtime.version",
+            place: Place::Value("runtime.version"),
+            schema: "/definitions/RuntimeSettings/properties/version",
+            good: strings(&["20.10", ">=20.10", "=24.0.7", ">=20.10, <25", "v24", "< 25"]),
+            bad: strings(&[
+                "=5:24.0.7-1~debian.12~bookworm",
+                "24.0.7-1",
+                "latest",
+                ">=",
+                "",
+                "20..10",
+                "1e5",
+                "20.10 24",
+            ]),
+            schema_looser: vec![],
+        },
+        http_urls(
+            "runtime.registry_mirrors",
+            Place::Item("runtime.registry_mirrors"),
+            "/definitions/RuntimeSettings/properties/registry_mirrors/items",
+        ),
+        Corpus {
+            field: "runtime.source.repo.url",
+            place: Place::With("runtime.source.repo", |v| repo_with("url", v)),
+            schema: "/definitions/RepoSource/properties/url",
+            good: strings(&[
+                "http://repo.example.com/debian",
+                "https://repo.example.com",
+                "file:///srv/repo",
+                "file://host/srv/repo",
+                "FILE:///srv/repo",
+                "HTTP://repo.example.com/debian",
+            ]),
+            bad: strings(&[
+                "ftp://repo.example.com",
+                "/srv/repo",
+                "https://",
+                "https://u:p@repo.example.com/debian",
+                "https://repo.example.com/a b",
+                "file:///srv/repo\n[evil]",
+                "file://u@host/srv/repo",
+            ]),
+            schema_looser: url_looser(),
+        },
+        Corpus {
+            field: "runtime.source.repo.key",
+            place: Place::With("runtime.source.repo", |v| repo_with("key", v)),
+            schema: "/definitions/RepoSource/properties/key",
+            good: strings(&[
+                "https://repo.example.com/gpg",
+                "/etc/keys/docker.gpg",
+                "file:///etc/keys/docker.gpg",
+                "HTTPS://repo.example.com/gpg",
+            ]),
+            bad: strings(&[
+                "http://repo.example.com/gpg",
+                "HTTP://repo.example.com/gpg",
+                "keys/docker.gpg",
+                "ftp://repo.example.com/gpg",
+                "https://u:p@repo.example.com/gpg",
+                "file://u@host/gpg",
+                "/etc/keys/\u{1}.gpg",
+                "/etc/keys/../docker.gpg",
+                "/etc/keys/a b.gpg",
+                "https://",
+            ]),
+            schema_looser: url_looser(),
+        },
+        Corpus {
+            field: "runtime.source.repo.suite",
+            place: Place::With("runtime.source.repo", |v| repo_with("suite", v)),
+            schema: "/definitions/RepoSource/properties/suite",
+            good: strings(&["stable", "bookworm-backports", "./", "a_b.c"]),
+            bad: strings(&["", "a b", "a\nb", "[x]", "a:b"]),
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "runtime.source.repo.components",
+            place: Place::With("runtime.source.repo", |v| repo_with("components", v)),
+            schema: "/definitions/RepoSource/properties/components/items",
+            good: strings(&["stable", "main", "non-free/x"]),
+            bad: strings(&["", "a b", "a\nb", "$x"]),
+            schema_looser: vec![],
+        },
+        paths(
+            "runtime.source.offline.path",
+            Place::Value("runtime.source.offline.path"),
+            "/definitions/OfflineSource/properties/path",
+        ),
+        Corpus {
+            field: "host.modules",
+            place: Place::Item("host.modules"),
+            schema: "/definitions/HostSettings/properties/modules/items",
+            good: vec![
+                "vxlan".into(),
+                "nf_conntrack".into(),
+                "ip-vs".into(),
+                "a".repeat(55),
+            ],
+            bad: vec![
+                String::new(),
+                "Vxlan".into(),
+                "a.b".into(),
+                "a b".into(),
+                "a".repeat(56),
+            ],
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "host.sysctls (keys)",
+            place: Place::Key("host.sysctls", "1"),
+            schema: "/definitions/HostSettings/properties/sysctls/propertyNames",
+            good: strings(&["vm.max_map_count", "net.ipv4.conf.eth-0.rp_filter", "A.b"]),
+            bad: strings(&[
+                "vm",
+                "",
+                ".vm",
+                "vm.",
+                "vm..x",
+                "net/ipv4/ip_forward",
+                "vm.a b",
+            ]),
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "host.sysctls (values)",
+            place: Place::MapValue("host.sysctls", "vm.max_map_count"),
+            schema: "/definitions/HostSettings/properties/sysctls/additionalProperties",
+            good: strings(&["262144", "4096\t87380\t6291456", "a b", "x"]),
+            bad: strings(&["", "1\n2", "1\r", "a\u{1}"]),
+            schema_looser: vec![],
+        },
+    ]
+}
+
+/// The schema's patterns and the validator's checks state one rule twice (schema.rs and
+/// validate.rs): one corpus per field, run through both, must get the same verdict. Where a
+/// regular expression cannot say the rule, the corpus names the value and why, so the schema
+/// is known to be looser there and nowhere else.
+#[test]
+fn schema_patterns_agree_with_the_validator() {
+    let s = schema();
+    let mut disagreements = Vec::new();
+    for c in corpus() {
+        assert!(!c.good.is_empty() && !c.bad.is_empty(), "{}", c.field);
+        let verdicts = c
+            .good
+            .iter()
+            .map(|v| (v, true, true))
+            .chain(c.bad.iter().map(|v| (v, false, false)))
+            .chain(c.schema_looser.iter().map(|(v, _)| (v, true, false)));
+        for (value, schema_want, validator_want) in verdicts {
+            let schema_says = schema_accepts(&s, c.schema, value);
+            let problems = messages(&c.place.doc(value));
+            let validator_says = problems.is_empty();
+            if schema_says != schema_want || validator_says != validator_want {
+                disagreements.push(format!(
+                    "{}: {value:?}: schema {}, validator {} {problems:?}",
+                    c.field,
+                    if schema_says { "accepts" } else { "refuses" },
+                    if validator_says { "accepts" } else { "refuses" },
+                ));
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "schema and validator disagree:\n{}",
+        disagreements.join("\n")
+    );
+}

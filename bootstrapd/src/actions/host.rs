@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use crate::actions::{StepFailure, StepResult};
 use crate::facts::host::{FIREWALLD_UNIT, FSTAB};
 use crate::facts::iptables::Backend;
 use crate::facts::kernel::{self, fstab_swap_lines, sysctl_eq, sysctl_path};
@@ -20,24 +21,12 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Marker put in front of the fstab swap lines we disable, so a human sees who did it.
 pub const FSTAB_MARK: &str = "# disabled by bootstrapd (host.swap: off): ";
 
-/// Applies the steps in order; one finding per step.
-pub async fn apply(root: &HostRoot, systemd: Option<&Systemd>, steps: &[HostStep]) -> Vec<Finding> {
-    let mut out = Vec::with_capacity(steps.len());
-    for step in steps {
-        let f = apply_one(root, systemd, step).await;
-        match f.outcome {
-            Outcome::Failed => {
-                tracing::error!(step = %f.step, detail = %f.detail, "host step failed")
-            }
-            Outcome::Changed => tracing::info!(step = %f.step, detail = %f.detail, "host changed"),
-            _ => tracing::debug!(step = %f.step, outcome = f.outcome.as_str(), detail = %f.detail),
-        }
-        out.push(f);
-    }
-    out
-}
-
-async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &HostStep) -> Finding {
+/// One step applied; a report step only reports.
+pub(crate) async fn apply_one(
+    root: &HostRoot,
+    systemd: Option<&Systemd>,
+    step: &HostStep,
+) -> Finding {
     let s = step.step;
     let result = match &step.action {
         HostAction::Report { .. } => return step.preview(),
@@ -54,7 +43,7 @@ async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &HostStep) 
             write_atomic(&p, content.as_bytes(), 0o644)
                 .map(|()| format!("wrote {path}"))
                 .map_err(|e| {
-                    (
+                    StepFailure::new(
                         format!("cannot write {}: {e}", p.display()),
                         "check that the file system is writable".to_string(),
                     )
@@ -65,21 +54,19 @@ async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &HostStep) 
     };
     match result {
         Ok(detail) => Finding::new(s, Outcome::Changed, detail),
-        Err((detail, remedy)) => Finding::new(s, Outcome::Failed, detail).with_remedy(remedy),
+        Err(failure) => failure.finding(s),
     }
 }
 
-type StepResult = Result<String, (String, String)>;
-
 async fn disable_firewalld(systemd: Option<&Systemd>) -> StepResult {
     let Some(sd) = systemd else {
-        return Err((
+        return Err(StepFailure::new(
             "systemd is not reachable over D-Bus".into(),
             "run bootstrapd under systemd with the system bus up".into(),
         ));
     };
     let fail = |what: &str, e: crate::system::systemd::SystemdError| {
-        (
+        StepFailure::new(
             format!("{what} firewalld.service: {e}"),
             "check `journalctl -u firewalld` and the D-Bus policy for root".to_string(),
         )
@@ -101,7 +88,7 @@ async fn disable_firewalld(systemd: Option<&Systemd>) -> StepResult {
         .await
         .map_err(|e| fail("reading", e))?;
     if st.is_active() || !st.is_masked() {
-        return Err((
+        return Err(StepFailure::new(
             format!("firewalld.service is still not stopped and masked after the change [{st}]"),
             "look for another unit pulling firewalld in (systemctl list-dependencies --reverse firewalld)".into(),
         ));
@@ -145,13 +132,13 @@ async fn set_iptables_backend(root: &HostRoot, backend: Backend, tool: &str) -> 
         let out = crate::facts::run_tool(tool, &args, TOOL_TIMEOUT)
             .await
             .map_err(|e| {
-                (
+                StepFailure::new(
                     e.to_string(),
                     format!("run `{tool} --set {name} {target}` by hand"),
                 )
             })?;
         if !out.status.success() {
-            return Err((
+            return Err(StepFailure::new(
                 format!(
                     "{tool} --set {name} {target} failed: {}",
                     crate::facts::last_line(&out.stderr)
@@ -163,7 +150,7 @@ async fn set_iptables_backend(root: &HostRoot, backend: Backend, tool: &str) -> 
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         if now != target {
-            return Err((
+            return Err(StepFailure::new(
                 format!("{name} points at {now:?} after switching, not {target}"),
                 format!("check `{tool} --display {name}`"),
             ));
@@ -175,7 +162,7 @@ async fn set_iptables_backend(root: &HostRoot, backend: Backend, tool: &str) -> 
 
 async fn load_modules(root: &HostRoot, modules: &[String]) -> StepResult {
     if !root.is_live() {
-        return Err((
+        return Err(StepFailure::new(
             "cannot load kernel modules into a --root tree".into(),
             "run without --root on the node itself".into(),
         ));
@@ -190,14 +177,14 @@ async fn load_modules(root: &HostRoot, modules: &[String]) -> StepResult {
             Err(e) => errors.push(format!("{m}: {e}")),
         }
     }
-    let loaded =
-        kernel::loaded_modules(root).map_err(|e| (e.to_string(), "check /proc/modules".into()))?;
+    let loaded = kernel::loaded_modules(root)
+        .map_err(|e| StepFailure::new(e.to_string(), "check /proc/modules".into()))?;
     let missing: Vec<&String> = modules
         .iter()
         .filter(|m| !loaded.contains(&kernel::normalize_module(m)))
         .collect();
     if !missing.is_empty() {
-        return Err((
+        return Err(StepFailure::new(
             format!("not loaded: {missing:?} ({})", errors.join("; ")),
             "install the kernel's extra modules package (e.g. linux-modules-extra) or remove the module from host.modules".into(),
         ));
@@ -209,7 +196,7 @@ fn set_sysctls(root: &HostRoot, values: &[(String, String)]) -> StepResult {
     let mut set = Vec::new();
     for (k, v) in values {
         let Some(p) = sysctl_path(k) else {
-            return Err((
+            return Err(StepFailure::new(
                 format!("invalid sysctl name {k:?}"),
                 "fix host.sysctls".into(),
             ));
@@ -219,13 +206,13 @@ fn set_sysctls(root: &HostRoot, values: &[(String, String)]) -> StepResult {
             Ok(cur) if sysctl_eq(&cur, v) => continue,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err((
+                return Err(StepFailure::new(
                     format!("no such sysctl {k} ({} missing)", p.display()),
                     "load the module that provides it (br_netfilter for net.bridge.*)".into(),
                 ));
             }
             Err(e) => {
-                return Err((
+                return Err(StepFailure::new(
                     format!("cannot read {}: {e}", p.display()),
                     "check /proc/sys".into(),
                 ));
@@ -233,14 +220,14 @@ fn set_sysctls(root: &HostRoot, values: &[(String, String)]) -> StepResult {
         }
         // /proc/sys files take a plain write; a rename-based atomic write is impossible there.
         std::fs::write(&p, format!("{v}\n")).map_err(|e| {
-            (
+            StepFailure::new(
                 format!("cannot set {k}={v}: {e}"),
                 "check that /proc/sys is writable (not a read-only container)".into(),
             )
         })?;
         let now = std::fs::read_to_string(&p).unwrap_or_default();
         if !sysctl_eq(&now, v) {
-            return Err((
+            return Err(StepFailure::new(
                 format!("{k} reads {:?} after writing {v:?}", now.trim()),
                 "the kernel rejected the value".into(),
             ));
@@ -293,102 +280,112 @@ fn swap_unit_names(devices: &[String], fstab: Option<&str>) -> Vec<String> {
     names
 }
 
+/// Swap off now (live host only), kept off at the next boot (swap units masked, fstab's
+/// swap lines commented out), then checked.
 async fn swap_off(root: &HostRoot, systemd: Option<&Systemd>, devices: &[String]) -> StepResult {
     let mut did = Vec::new();
     let mut notes = Vec::new();
     if root.is_live() {
         for d in devices {
-            let c = CString::new(d.as_str()).map_err(|_| {
-                (
-                    format!("swap path {d:?} contains NUL"),
-                    "check /proc/swaps".into(),
-                )
-            })?;
-            // SAFETY: c is a valid NUL-terminated path that outlives the call.
-            let rc = unsafe { libc::swapoff(c.as_ptr()) };
-            if rc != 0 {
-                let e = std::io::Error::last_os_error();
-                return Err((
-                    format!("swapoff {d}: {e}"),
-                    "free memory so the swapped pages fit in RAM, then retry".into(),
-                ));
-            }
+            swapoff(d)?;
             did.push(format!("swapoff {d}"));
         }
     } else if !devices.is_empty() {
         notes.push("swapoff not called for a --root tree".to_string());
     }
-
     let fstab_path = root.path(FSTAB);
     let fstab = match std::fs::read_to_string(&fstab_path) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            return Err((
+            return Err(StepFailure::new(
                 format!("cannot read {}: {e}", fstab_path.display()),
                 "check /etc/fstab".into(),
             ));
         }
     };
-
     // Masking covers swap that systemd activates on its own (gpt-auto partitions, .swap
     // units); fstab is edited too, since a masked name for /dev/sda2 does not match the
     // unit generated for UUID=... and other init setups read fstab directly.
     let units = swap_unit_names(devices, fstab.as_deref());
     match systemd {
-        Some(sd) if !units.is_empty() => {
-            let names: Vec<&str> = units.iter().map(String::as_str).collect();
-            sd.mask(&names).await.map_err(|e| {
-                (
-                    format!("masking {}: {e}", units.join(" ")),
-                    "check the D-Bus connection to systemd".into(),
-                )
-            })?;
-            sd.reload().await.map_err(|e| {
-                (
-                    format!("reloading systemd: {e}"),
-                    "check the D-Bus connection to systemd".into(),
-                )
-            })?;
-            did.push(format!("masked {}", units.join(" ")));
-        }
+        Some(sd) if !units.is_empty() => did.push(mask_swap_units(sd, &units).await?),
         None if !units.is_empty() => notes.push(format!(
             "systemd not reachable: {} not masked",
             units.join(" ")
         )),
         _ => {}
     }
-
     if let Some(new) = fstab.as_deref().and_then(disable_fstab_swap) {
-        let mode = std::fs::metadata(&fstab_path)
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o644);
-        write_atomic(&fstab_path, new.as_bytes(), mode).map_err(|e| {
-            (
-                format!("cannot write {}: {e}", fstab_path.display()),
-                "check that /etc is writable".into(),
-            )
-        })?;
+        rewrite_fstab(&fstab_path, &new)?;
         did.push("commented out the swap entries in /etc/fstab".into());
     }
+    check_swap_off(root)?;
+    did.extend(notes);
+    Ok(did.join("; "))
+}
 
-    let still =
-        kernel::active_swaps(root).map_err(|e| (e.to_string(), "check /proc/swaps".into()))?;
+fn swapoff(device: &str) -> StepResult<()> {
+    let c = CString::new(device).map_err(|_| {
+        StepFailure::new(
+            format!("swap path {device:?} contains NUL"),
+            "check /proc/swaps".into(),
+        )
+    })?;
+    // SAFETY: c is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::swapoff(c.as_ptr()) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(StepFailure::new(
+            format!("swapoff {device}: {e}"),
+            "free memory so the swapped pages fit in RAM, then retry".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn mask_swap_units(sd: &Systemd, units: &[String]) -> StepResult {
+    let names: Vec<&str> = units.iter().map(String::as_str).collect();
+    sd.mask(&names).await.map_err(|e| {
+        StepFailure::new(
+            format!("masking {}: {e}", units.join(" ")),
+            "check the D-Bus connection to systemd".into(),
+        )
+    })?;
+    sd.reload().await.map_err(|e| {
+        StepFailure::new(
+            format!("reloading systemd: {e}"),
+            "check the D-Bus connection to systemd".into(),
+        )
+    })?;
+    Ok(format!("masked {}", units.join(" ")))
+}
+
+/// Writes the edited fstab with the mode the old one had.
+fn rewrite_fstab(path: &std::path::Path, text: &str) -> StepResult<()> {
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    write_atomic(path, text.as_bytes(), mode).map_err(|e| {
+        StepFailure::new(
+            format!("cannot write {}: {e}", path.display()),
+            "check that /etc is writable".into(),
+        )
+    })
+}
+
+/// On the live host no swap may remain active.
+fn check_swap_off(root: &HostRoot) -> StepResult<()> {
+    let still = kernel::active_swaps(root)
+        .map_err(|e| StepFailure::new(e.to_string(), "check /proc/swaps".into()))?;
     if root.is_live() && !still.is_empty() {
-        return Err((
-            format!(
-                "swap still active: {}",
-                still
-                    .iter()
-                    .map(|s| s.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
+        let paths: Vec<&str> = still.iter().map(|s| s.path.as_str()).collect();
+        return Err(StepFailure::new(
+            format!("swap still active: {}", paths.join(" ")),
             "run swapoff -a and check what re-enables swap (zram generators, swap units)".into(),
         ));
     }
-    did.extend(notes);
-    Ok(did.join("; "))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::facts::FactError;
 use crate::fsutil::HostRoot;
 use crate::plan::{Finding, Outcome};
@@ -13,14 +11,15 @@ use crate::rancher::agent_binary::{self, AgentBinaryError};
 use crate::rancher::agent_paths::AgentPaths;
 use crate::rancher::cacerts::{self, CaError};
 use crate::rancher::interlock::{self, InterlockError, TokioClock, WaitOutcome};
-use crate::rancher::rke1::{self, Rke1Error, Rke1Record};
-use crate::rancher::system_agent::{self, SystemAgentError, SystemAgentRecord};
+use crate::rancher::rke1::{self, Rke1Error};
+use crate::rancher::system_agent::{self, SystemAgentError};
 use crate::rancher::{Deadline, Registration, Tuning};
 use crate::system::docker::{self, DockerError};
 use crate::system::systemd::{Systemd, SystemdError};
 use crate::userdata::{RegistrationMode, RuntimeSource, Settings};
 
 pub use crate::rancher::NodeIdentity;
+pub use crate::state::RegistrationRecord;
 
 /// Image archives baked into a node image for air-gapped registration (`docker load`ed
 /// through the Engine API when the agent image is not present).
@@ -60,6 +59,15 @@ impl RegisterError {
         )
     }
 
+    /// True when the agent container could not start or did not stay up: the host or the
+    /// agent's own checks stopped it, not the network.
+    pub fn is_agent_start_failure(&self) -> bool {
+        matches!(
+            self,
+            RegisterError::Rke1(Rke1Error::StartFailed { .. } | Rke1Error::AgentNotRunning { .. })
+        )
+    }
+
     /// True when the server's certificate did not verify under the proven trust.
     pub fn is_untrusted_server(&self) -> bool {
         matches!(
@@ -67,25 +75,6 @@ impl RegisterError {
             RegisterError::SystemAgent(SystemAgentError::Untrusted { .. })
         )
     }
-}
-
-/// What registration did. Serialisable for the state journal; never holds the token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistrationRecord {
-    pub server: String,
-    /// "rke1" or "system-agent".
-    pub mode: String,
-    pub roles: Vec<String>,
-    pub node_name: String,
-    /// The CA checksum that was verified and pinned, if any.
-    pub ca_checksum: Option<String>,
-    /// How the server was verified ("pinned CA sha256 ..." or "system trust store (...)").
-    pub trust: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rke1: Option<Rke1Record>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_agent: Option<SystemAgentRecord>,
-    pub findings: Vec<Finding>,
 }
 
 /// A random wait before the first contact, so that nodes booting together spread out.
@@ -130,11 +119,7 @@ pub async fn register_with(
     let mode = settings.rancher.mode;
     let mut record = RegistrationRecord {
         server: reg.server.to_string(),
-        mode: match mode {
-            RegistrationMode::Rke1 => "rke1",
-            RegistrationMode::SystemAgent => "system-agent",
-        }
-        .to_string(),
+        mode,
         roles: reg.roles.iter().map(|r| r.as_str().to_string()).collect(),
         node_name: node.node_name.clone(),
         ca_checksum: None,

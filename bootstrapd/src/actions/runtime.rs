@@ -1,6 +1,6 @@
 //! Carries out the container runtime steps. Steps depend on each other (no start without
-//! packages, no readiness without a start), so the first failure ends the sequence and the
-//! rest are reported as not attempted.
+//! packages, no readiness without a start), so the first failure ends the sequence
+//! ([`crate::actions::apply`]).
 //!
 //! Below a test root (`--root`) files are written there, but package managers, systemd and
 //! the Engine API of the real host are never touched: those steps report `skipped`.
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use crate::actions::StepFailure;
 use crate::facts::runtime::DOCKER_PACKAGES;
 use crate::fsutil::{HostRoot, write_atomic};
 use crate::http::{HttpClient, Request, RetryPolicy, TlsTrust};
@@ -18,7 +19,7 @@ use crate::system::docker;
 use crate::system::packages::{self, PackageManager, VersionConstraint};
 use crate::system::systemd::Systemd;
 
-type StepResult = Result<(Outcome, String), (String, String)>;
+type StepResult = crate::actions::StepResult<(Outcome, String)>;
 
 /// Package downloads running while the host is prepared ([`crate::plan::runtime::prefetchable`]),
 /// so that the runtime install only unpacks. They install nothing; if they fail, the install
@@ -51,38 +52,6 @@ impl Prefetch {
     }
 }
 
-/// Applies the steps in order; one finding per step.
-pub async fn apply(
-    root: &HostRoot,
-    systemd: Option<&Systemd>,
-    steps: &[RuntimeStep],
-) -> Vec<Finding> {
-    let mut out = Vec::with_capacity(steps.len());
-    let mut failed: Option<&'static str> = None;
-    for step in steps {
-        let f = match failed {
-            Some(prev) => Finding::new(
-                step.step,
-                Outcome::Skipped,
-                format!("not attempted: {prev} failed"),
-            ),
-            None => apply_one(root, systemd, step).await,
-        };
-        match f.outcome {
-            Outcome::Failed => {
-                tracing::error!(step = %f.step, detail = %f.detail, "runtime step failed");
-                failed = Some(step.step);
-            }
-            Outcome::Changed => {
-                tracing::info!(step = %f.step, detail = %f.detail, "runtime changed")
-            }
-            _ => tracing::debug!(step = %f.step, outcome = f.outcome.as_str(), detail = %f.detail),
-        }
-        out.push(f);
-    }
-    out
-}
-
 fn needs_live(action: &RuntimeAction) -> bool {
     !matches!(
         action,
@@ -92,7 +61,13 @@ fn needs_live(action: &RuntimeAction) -> bool {
     )
 }
 
-async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &RuntimeStep) -> Finding {
+/// One step applied; below a test root, a step that needs the live host only says what
+/// it would do.
+pub(crate) async fn apply_one(
+    root: &HostRoot,
+    systemd: Option<&Systemd>,
+    step: &RuntimeStep,
+) -> Finding {
     if !root.is_live() && needs_live(&step.action) {
         return Finding::new(
             step.step,
@@ -111,18 +86,7 @@ async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &RuntimeSte
             mode,
         } => write_file(root, path, content.as_bytes(), *mode),
         RuntimeAction::InstallAptKey { source, dest } => install_apt_key(root, source, dest).await,
-        RuntimeAction::Refresh { manager } => {
-            let spec = packages::refresh_command(*manager);
-            packages::run(&spec)
-                .await
-                .map(|_| (Outcome::Changed, format!("ran `{spec}`")))
-                .map_err(|e| {
-                    (
-                        e.to_string(),
-                        "check the repository URL and the network".into(),
-                    )
-                })
-        }
+        RuntimeAction::Refresh { manager } => refresh(*manager).await,
         RuntimeAction::Install {
             manager,
             packages,
@@ -137,36 +101,50 @@ async fn apply_one(root: &HostRoot, systemd: Option<&Systemd>, step: &RuntimeSte
             install_files(root, *manager, files).await
         }
         RuntimeAction::EnableStart { unit } => enable_start(systemd, unit).await,
-        RuntimeAction::WaitDocker { timeout_secs } => {
-            docker::wait_ready(root, Duration::from_secs(*timeout_secs))
-                .await
-                .map(|i| {
-                    (
-                        Outcome::Ok,
-                        format!(
-                            "Docker Engine API answers (Docker {}, API {})",
-                            i.version, i.api_version
-                        ),
-                    )
-                })
-                .map_err(|e| {
-                    (
-                        e.to_string(),
-                        "check `journalctl -u docker` for why the daemon does not come up".into(),
-                    )
-                })
-        }
+        RuntimeAction::WaitDocker { timeout_secs } => wait_docker(root, *timeout_secs).await,
         RuntimeAction::CheckRkeDockerVersion { host } => match docker::engine_info(root).await {
             Ok(i) => return rke_version_step(&i.version, host).preview(),
-            Err(e) => Err((e.to_string(), "check that docker.service runs".into())),
+            Err(e) => Err(StepFailure::new(
+                e.to_string(),
+                "check that docker.service runs".into(),
+            )),
         },
     };
     match result {
         Ok((outcome, detail)) => Finding::new(step.step, outcome, detail),
-        Err((detail, remedy)) => {
-            Finding::new(step.step, Outcome::Failed, detail).with_remedy(remedy)
-        }
+        Err(failure) => failure.finding(step.step),
     }
+}
+
+async fn refresh(manager: PackageManager) -> StepResult {
+    let spec = packages::refresh_command(manager);
+    packages::run(&spec)
+        .await
+        .map(|_| (Outcome::Changed, format!("ran `{spec}`")))
+        .map_err(|e| {
+            StepFailure::new(
+                e.to_string(),
+                "check the repository URL and the network".into(),
+            )
+        })
+}
+
+async fn wait_docker(root: &HostRoot, timeout_secs: u64) -> StepResult {
+    let i = docker::wait_ready(root, Duration::from_secs(timeout_secs))
+        .await
+        .map_err(|e| {
+            StepFailure::new(
+                e.to_string(),
+                "check `journalctl -u docker` for why the daemon does not come up".into(),
+            )
+        })?;
+    Ok((
+        Outcome::Ok,
+        format!(
+            "Docker Engine API answers (Docker {}, API {})",
+            i.version, i.api_version
+        ),
+    ))
 }
 
 fn write_file(root: &HostRoot, path: &str, data: &[u8], mode: u32) -> StepResult {
@@ -177,7 +155,7 @@ fn write_file(root: &HostRoot, path: &str, data: &[u8], mode: u32) -> StepResult
     write_atomic(&p, data, mode)
         .map(|()| (Outcome::Changed, format!("wrote {path}")))
         .map_err(|e| {
-            (
+            StepFailure::new(
                 format!("cannot write {}: {e}", p.display()),
                 "check that the file system is writable".into(),
             )
@@ -233,15 +211,15 @@ async fn install_apt_key(root: &HostRoot, source: &str, dest: &str) -> StepResul
             })
             .max_body(1 << 20)
             .build()
-            .map_err(|e| (e.to_string(), "check the key URL".to_string()))?;
-        let req =
-            Request::get(source).map_err(|e| (e.to_string(), "check the key URL".to_string()))?;
+            .map_err(|e| StepFailure::new(e.to_string(), "check the key URL".to_string()))?;
+        let req = Request::get(source)
+            .map_err(|e| StepFailure::new(e.to_string(), "check the key URL".to_string()))?;
         let resp = client
             .send(&req)
             .await
             .and_then(|r| r.error_for_status(&crate::http::Method::GET))
             .map_err(|e| {
-                (
+                StepFailure::new(
                     e.to_string(),
                     "check the key URL and the network".to_string(),
                 )
@@ -250,20 +228,20 @@ async fn install_apt_key(root: &HostRoot, source: &str, dest: &str) -> StepResul
     } else {
         let p = root.path(source);
         std::fs::read(&p).map_err(|e| {
-            (
+            StepFailure::new(
                 format!("cannot read the repository key {}: {e}", p.display()),
                 "put the key file into the image or give a URL".to_string(),
             )
         })?
     };
     let key = dearmor(&data).map_err(|e| {
-        (
+        StepFailure::new(
             format!("{source}: {e}"),
             "give the repository's OpenPGP public key".to_string(),
         )
     })?;
     if key.is_empty() {
-        return Err((
+        return Err(StepFailure::new(
             format!("{source}: the key is empty"),
             "give the repository's OpenPGP public key".into(),
         ));
@@ -283,7 +261,7 @@ async fn install(
         // Cloud images often ship without package lists; madison and install need them.
         let spec = packages::refresh_command(pm);
         packages::run(&spec).await.map_err(|e| {
-            (
+            StepFailure::new(
                 e.to_string(),
                 "check the configured apt sources and the network".to_string(),
             )
@@ -292,17 +270,17 @@ async fn install(
     let constraint = constraint
         .map(VersionConstraint::parse)
         .transpose()
-        .map_err(|e| (e.to_string(), "fix runtime.version".to_string()))?;
+        .map_err(|e| StepFailure::new(e.to_string(), "fix runtime.version".to_string()))?;
     let mut specs = Vec::new();
     for name in names {
         match (&constraint, constrained.contains(name)) {
             (Some(c), true) => {
-                let cands = packages::candidates(pm, name)
-                    .await
-                    .map_err(|e| (e.to_string(), "check the repositories".to_string()))?;
+                let cands = packages::candidates(pm, name).await.map_err(|e| {
+                    StepFailure::new(e.to_string(), "check the repositories".to_string())
+                })?;
                 let Some(v) = packages::pick_candidate(&cands, c) else {
                     let shown: Vec<&str> = cands.iter().take(8).map(String::as_str).collect();
-                    return Err((
+                    return Err(StepFailure::new(
                         format!(
                             "no version of {name} satisfies runtime.version {:?} (available: {})",
                             c.as_str(),
@@ -341,7 +319,7 @@ async fn install_files(root: &HostRoot, pm: PackageManager, files: &[String]) ->
     let spec = packages::install_command(pm, &args);
     packages::finish_interrupted(pm, &spec).await?;
     packages::run(&spec).await.map_err(|e| {
-        (
+        StepFailure::new(
             e.to_string(),
             "check that the bundle's packages fit this distribution".to_string(),
         )
@@ -354,7 +332,7 @@ async fn install_files(root: &HostRoot, pm: PackageManager, files: &[String]) ->
             ));
         }
     }
-    Err((
+    Err(StepFailure::new(
         format!("no Docker package is installed after `{spec}`"),
         format!(
             "the bundle must hold one of: {}",
@@ -365,13 +343,13 @@ async fn install_files(root: &HostRoot, pm: PackageManager, files: &[String]) ->
 
 async fn enable_start(systemd: Option<&Systemd>, unit: &str) -> StepResult {
     let Some(sd) = systemd else {
-        return Err((
+        return Err(StepFailure::new(
             "systemd is not reachable over D-Bus".into(),
             "run bootstrapd under systemd with the system bus up".into(),
         ));
     };
     let fail = |what: &str, e: crate::system::systemd::SystemdError| {
-        (
+        StepFailure::new(
             format!("{what} {unit}: {e}"),
             format!("check `journalctl -u {unit}`"),
         )
@@ -403,7 +381,7 @@ async fn enable_start(systemd: Option<&Systemd>, unit: &str) -> StepResult {
     }
     let st = sd.unit_state(unit).await.map_err(|e| fail("reading", e))?;
     if !st.is_active() {
-        return Err((
+        return Err(StepFailure::new(
             format!("{unit} is not active after starting it [{st}]"),
             format!("check `journalctl -u {unit}`"),
         ));
@@ -468,23 +446,6 @@ mod tests {
         )
         .unwrap();
         let settings = crate::userdata::Settings {
-            roles: vec![crate::userdata::Role::Worker],
-            rancher: crate::userdata::RancherSettings {
-                server: "https://r".into(),
-                token: crate::secret::Secret::new("t"),
-                ca_checksum: None,
-                mode: crate::userdata::RegistrationMode::Rke1,
-                agent_image: "rancher/rancher-agent:v2.6.14".into(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 10,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
             runtime: crate::userdata::RuntimeSettings {
                 registry_mirrors: vec!["https://mirror.lab".into()],
                 source: crate::userdata::RuntimeSource::Repo(crate::userdata::RepoSource {
@@ -496,11 +457,12 @@ mod tests {
                 }),
                 ..Default::default()
             },
-            host: Default::default(),
+            ..crate::userdata::Settings::rke1_worker()
         };
         let facts = gather(&root, &settings, None).await;
         let steps = plan(&settings, &facts);
-        let findings = apply(&root, None, &steps).await;
+        let findings =
+            crate::actions::apply_all(crate::actions::Target::quiet(&root, None), &steps).await;
         let by = |s: &str| findings.iter().find(|f| f.step == s).unwrap().outcome;
         assert_eq!(by("runtime.daemon-json"), Outcome::Changed);
         assert_eq!(by("runtime.repository-key"), Outcome::Changed);
@@ -519,7 +481,8 @@ mod tests {
         // Second pass: the files are in place, nothing left to write.
         let facts = gather(&root, &settings, None).await;
         let steps = plan(&settings, &facts);
-        let again = apply(&root, None, &steps).await;
+        let again =
+            crate::actions::apply_all(crate::actions::Target::quiet(&root, None), &steps).await;
         let by = |s: &str| again.iter().find(|f| f.step == s).unwrap().outcome;
         assert_eq!(by("runtime.daemon-json"), Outcome::Ok);
         assert_eq!(by("runtime.repository-key"), Outcome::Ok);

@@ -8,10 +8,12 @@ use clap::{Parser, Subcommand};
 use crate::fsutil::HostRoot;
 
 pub mod notify;
+pub mod plan;
 pub mod query;
 pub mod reset;
 pub mod run;
 pub mod sign;
+pub mod stages;
 pub mod status;
 pub mod validate;
 
@@ -82,41 +84,52 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Schema => validate::schema(),
         Command::Query { userdata } => query::run(&root, userdata.as_ref()).await,
         Command::Run => run::run(&root).await,
-        Command::Plan { userdata, json } => run::plan(&root, userdata.as_ref(), json).await,
+        Command::Plan { userdata, json } => plan::run(&root, userdata.as_ref(), json).await,
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bootstrapd: {}", crate::http::redact_urls(&e.0));
+            eprintln!("bootstrapd: {}", crate::actions::describe(&e));
             1
         }
     }
 }
 
-/// An error at the edge: the message already carries its context.
-#[derive(Debug)]
-pub struct CliError(pub String);
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// An error at the edge. Each variant wraps the module error that ended the command; it
+/// is shown with its causes and every URL redacted ([`crate::actions::describe`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Journal(#[from] crate::state::JournalError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Datasource(#[from] crate::datasource::DatasourceError),
+    #[error(transparent)]
+    Signature(#[from] crate::signature::SignatureError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("printing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
-impl<E: std::error::Error> From<E> for CliError {
-    fn from(e: E) -> Self {
-        // Report the whole chain: "reading X: permission denied".
-        let mut msg = e.to_string();
-        let mut src = e.source();
-        while let Some(s) = src {
-            let s_text = s.to_string();
-            if !msg.contains(&s_text) {
-                msg.push_str(": ");
-                msg.push_str(&s_text);
-            }
-            src = s.source();
+impl CliError {
+    /// A failed read of `path`, for `map_err`.
+    pub fn read(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+        move |source| CliError::Read {
+            path: path.to_path_buf(),
+            source,
         }
-        CliError(crate::http::redact_urls(&msg))
     }
 }
 

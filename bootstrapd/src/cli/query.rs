@@ -14,8 +14,7 @@ use super::{CliError, CliResult};
 pub async fn run(root: &HostRoot, file: Option<&PathBuf>) -> CliResult {
     let (source, instance_id, mut metadata, bytes) = match file {
         Some(f) => {
-            let bytes =
-                std::fs::read(f).map_err(|e| CliError(format!("reading {}: {e}", f.display())))?;
+            let bytes = std::fs::read(f).map_err(CliError::read(f))?;
             (
                 f.display().to_string(),
                 None,
@@ -25,8 +24,13 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>) -> CliResult {
         }
         None => {
             let cfg = AgentConfig::load(root)?;
-            match datasource::fetch(root, &cfg).await? {
-                Some(f) => (f.source, Some(f.instance_id), f.metadata, f.userdata),
+            match datasource::fetch(root, &cfg.datasource_options()).await? {
+                Some(f) => (
+                    f.source.to_string(),
+                    Some(f.instance_id),
+                    f.metadata,
+                    f.userdata,
+                ),
                 None => {
                     println!("{{\"datasource\": null}}");
                     eprintln!("no datasource offered userdata");
@@ -38,7 +42,7 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>) -> CliResult {
     redact_json(&mut metadata);
     let (settings, problems, format, notes) = match userdata::parse(&bytes) {
         Ok(p) => (
-            serde_json::to_value(&p.settings).map_err(|e| CliError(e.to_string()))?,
+            serde_json::to_value(&p.settings)?,
             Vec::new(),
             Some(p.format.to_string()),
             p.notes,
@@ -59,9 +63,6 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>) -> CliResult {
         "notes": notes,
         "metadata": metadata,
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&out).map_err(|e| CliError(e.to_string()))?
-    );
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if problems.is_empty() { 0 } else { 1 })
 }

@@ -32,21 +32,24 @@ pub fn run(args: &Args) -> CliResult {
         return Ok(0);
     }
     let Some(key_path) = &args.key else {
-        return Err(super::CliError(
-            "sign needs --key KEY and files, or --generate-key KEY".into(),
+        return Err(super::CliError::Usage(
+            "sign needs --key KEY and files, or --generate-key KEY",
         ));
     };
     let key = signature::load_signing_key(key_path)?;
     for file in &args.files {
-        let data = std::fs::read(file)
-            .map_err(|e| super::CliError(format!("reading {}: {e}", file.display())))?;
+        let data = std::fs::read(file).map_err(super::CliError::read(file))?;
         let sig = signature::sign(&key, &data);
         if args.header {
             println!("X-Bootstrapd-Signature: {sig}");
         } else {
             let out = PathBuf::from(format!("{}.sig", file.display()));
-            write_atomic(&out, format!("{sig}\n").as_bytes(), 0o644)
-                .map_err(|e| super::CliError(format!("writing {}: {e}", out.display())))?;
+            write_atomic(&out, format!("{sig}\n").as_bytes(), 0o644).map_err(|source| {
+                super::CliError::Write {
+                    path: out.clone(),
+                    source,
+                }
+            })?;
             println!("{}", out.display());
         }
     }

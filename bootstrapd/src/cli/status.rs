@@ -46,10 +46,7 @@ pub async fn run(root: &HostRoot, args: &Args) -> CliResult {
         }
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&journal).map_err(|e| super::CliError(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string_pretty(&journal)?);
     } else {
         print!("{}", render(&journal));
     }

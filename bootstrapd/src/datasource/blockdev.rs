@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use serde::Serialize;
 
-use super::DatasourceError;
+use super::error::{DatasourceError, io_err};
 use crate::fsutil::HostRoot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -247,7 +247,7 @@ impl Mounted {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "dev".into());
         let target = base.join(format!("ds-{name}.{}", std::process::id()));
-        std::fs::create_dir_all(&target).map_err(super::io_err(&target))?;
+        std::fs::create_dir_all(&target).map_err(io_err(&target))?;
         let flags =
             MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         if let Err(source) = nix::mount::mount(

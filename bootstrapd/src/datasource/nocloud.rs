@@ -4,13 +4,15 @@
 
 use std::path::PathBuf;
 
+use serde::Serialize;
+
+use super::blockdev::{self, LabelledDevice};
 use super::cmdline::{KernelCmdline, NocloudParam, find_ds_in_serial, parse_nocloud_ds};
+use super::error::DatasourceError;
+use super::evidence::Dmi;
+use super::fetched::{FetchOptions, Fetched, fallback_instance_id, metadata_hostname};
+use super::kind::DatasourceKind;
 use super::tree::Tree;
-use super::{
-    Candidate, DatasourceError, DatasourceKind, Dmi, Fetched, LabelledDevice, Location,
-    SeedOverrides, blockdev, fallback_instance_id, http_client,
-};
-use crate::config::AgentConfig;
 use crate::fsutil::HostRoot;
 
 const SEED_DIRS: [&str; 2] = [
@@ -19,18 +21,45 @@ const SEED_DIRS: [&str; 2] = [
 ];
 const MAX_META_DATA: usize = 1 << 20;
 
+/// Where a NoCloud seed is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Seed {
+    /// A directory holding `meta-data` / `user-data` (seed directory, `s=file://`).
+    #[serde(rename = "seed_dir")]
+    Dir {
+        path: PathBuf,
+        #[serde(flatten)]
+        overrides: SeedOverrides,
+    },
+    /// NoCloud-net seed URL (ends with `/`, or contains `%s` for the file name).
+    #[serde(rename = "seed_url")]
+    Url {
+        url: String,
+        #[serde(flatten)]
+        overrides: SeedOverrides,
+    },
+    /// A filesystem labelled `cidata`, mounted read-only.
+    Device(LabelledDevice),
+}
+
+/// NoCloud `i=` / `h=` from the kernel command line or DMI serial, which override
+/// meta-data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SeedOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
 pub(super) fn detect(
     root: &HostRoot,
     cmdline: &KernelCmdline,
     dmi: &Dmi,
     devices: &[LabelledDevice],
-) -> Vec<Candidate> {
-    let cand = |evidence: String, location: Location| Candidate {
-        kind: DatasourceKind::Nocloud,
-        explicit: false,
-        evidence,
-        location,
-    };
+) -> Vec<(String, Seed)> {
+    let cand = |evidence: String, seed: Seed| (evidence, seed);
     let mut out = Vec::new();
 
     let from_cmdline = cmdline.get("ds").and_then(parse_nocloud_ds);
@@ -52,7 +81,7 @@ pub(super) fn detect(
         if let Some(path) = seed.strip_prefix("file://") {
             out.push(cand(
                 format!("ds=nocloud seedfrom {seed} on the {origin}"),
-                Location::SeedDir {
+                Seed::Dir {
                     path: root.path(path),
                     overrides: overrides.clone(),
                 },
@@ -60,7 +89,7 @@ pub(super) fn detect(
         } else {
             out.push(cand(
                 format!("ds=nocloud with a seed URL on the {origin}"),
-                Location::SeedUrl {
+                Seed::Url {
                     url: seed.clone(),
                     overrides: overrides.clone(),
                 },
@@ -73,7 +102,7 @@ pub(super) fn detect(
         if p.join("user-data").is_file() || p.join("meta-data").is_file() {
             out.push(cand(
                 format!("seed directory {dir}"),
-                Location::SeedDir {
+                Seed::Dir {
                     path: p,
                     overrides: overrides.clone(),
                 },
@@ -92,44 +121,46 @@ pub(super) fn detect(
                 d.label,
                 d.device.display()
             ),
-            Location::Device(d.clone()),
+            Seed::Device(d.clone()),
         ));
     }
     out
 }
 
-pub(super) async fn fetch(
-    loc: &Location,
-    root: &HostRoot,
-    cfg: &AgentConfig,
-) -> Result<Option<Fetched>, DatasourceError> {
-    match loc {
-        Location::SeedDir { path, overrides } => {
-            read_seed(&Tree::Dir(path.clone()), overrides, root, cfg).await
-        }
-        Location::SeedUrl { url, overrides } => {
-            let client = http_client(cfg, false)?;
-            let tree = Tree::Http {
-                client: &client,
-                base: url.clone(),
-            };
-            match read_seed(&tree, overrides, root, cfg).await? {
-                Some(f) => Ok(Some(f)),
-                // The operator pointed us at this URL: an empty seed is a mistake to report.
-                None => Err(DatasourceError::Invalid {
-                    place: tree.place(""),
-                    message: "neither meta-data nor user-data exists below the seed URL".into(),
-                }),
+impl Seed {
+    /// `None`: a seed directory without meta-data and user-data.
+    pub(super) async fn fetch(
+        &self,
+        root: &HostRoot,
+        opts: &FetchOptions,
+    ) -> Result<Option<Fetched>, DatasourceError> {
+        match self {
+            Seed::Dir { path, overrides } => {
+                read_seed(&Tree::Dir(path.clone()), overrides, root, opts).await
+            }
+            Seed::Url { url, overrides } => {
+                let client = opts.client(false)?;
+                let tree = Tree::Http {
+                    client: &client,
+                    base: url.clone(),
+                };
+                match read_seed(&tree, overrides, root, opts).await? {
+                    Some(f) => Ok(Some(f)),
+                    // The operator pointed us at this URL: an empty seed is a mistake to report.
+                    None => Err(DatasourceError::Invalid {
+                        place: tree.place(""),
+                        message: "neither meta-data nor user-data exists below the seed URL".into(),
+                    }),
+                }
+            }
+            Seed::Device(dev) => {
+                let mounted = blockdev::Mounted::mount(dev, root)?;
+                let tree = Tree::Dir(PathBuf::from(mounted.path()));
+                let r = read_seed(&tree, &SeedOverrides::default(), root, opts).await;
+                drop(mounted);
+                r
             }
         }
-        Location::Device(dev) => {
-            let mounted = blockdev::Mounted::mount(dev, root)?;
-            let tree = Tree::Dir(PathBuf::from(mounted.path()));
-            let r = read_seed(&tree, &SeedOverrides::default(), root, cfg).await;
-            drop(mounted);
-            r
-        }
-        other => Err(super::unexpected(DatasourceKind::Nocloud, other)),
     }
 }
 
@@ -137,11 +168,11 @@ async fn read_seed(
     tree: &Tree<'_>,
     overrides: &SeedOverrides,
     root: &HostRoot,
-    cfg: &AgentConfig,
+    opts: &FetchOptions,
 ) -> Result<Option<Fetched>, DatasourceError> {
     let meta = tree.read("meta-data", MAX_META_DATA).await?;
     let user = tree
-        .read_signed("user-data", cfg.max_userdata_bytes)
+        .read_signed("user-data", opts.max_userdata_bytes)
         .await?;
     if meta.is_none() && user.is_none() {
         return Ok(None);
@@ -166,21 +197,21 @@ async fn read_seed(
         .or_else(|| str_field("instance-id"))
     {
         Some(id) => id,
-        None => fallback_instance_id(root, "nocloud")?,
+        None => fallback_instance_id(root, DatasourceKind::Nocloud)?,
     };
     let hostname = match &overrides.hostname {
-        Some(h) => super::metadata_hostname(Some(h.clone()), "ds=nocloud", "h")?,
+        Some(h) => metadata_hostname(Some(h.clone()), "ds=nocloud", "h")?,
         None => {
             let key = ["local-hostname", "hostname"]
                 .into_iter()
                 .find(|k| str_field(k).is_some())
                 .unwrap_or("local-hostname");
-            super::metadata_hostname(str_field(key), &tree.place("meta-data"), key)?
+            metadata_hostname(str_field(key), &tree.place("meta-data"), key)?
         }
     };
     let (userdata, signature) = user.unwrap_or_default();
     Ok(Some(Fetched {
-        source: DatasourceKind::Nocloud.to_string(),
+        source: DatasourceKind::Nocloud.into(),
         userdata,
         signature,
         metadata,
@@ -226,6 +257,7 @@ fn first_line(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datasource::fetched::test_fetch_options;
 
     #[test]
     fn meta_data_yaml_and_json() {
@@ -263,11 +295,8 @@ mod tests {
         std::fs::write(seed.join("user-data.sig"), [1u8, 2, 3]).unwrap();
         let cands = detect(&root, &KernelCmdline::default(), &Dmi::default(), &[]);
         assert_eq!(cands.len(), 1);
-        let cfg = AgentConfig::default();
-        let f = fetch(&cands[0].location, &root, &cfg)
-            .await
-            .unwrap()
-            .unwrap();
+        let opts = test_fetch_options();
+        let f = cands[0].1.fetch(&root, &opts).await.unwrap().unwrap();
         assert_eq!(f.instance_id, "iid-abc");
         assert_eq!(f.hostname.as_deref(), Some("n1"));
         assert_eq!(f.userdata, b"#cloud-config\n");
@@ -275,10 +304,7 @@ mod tests {
 
         let cmd = KernelCmdline::parse("ds=nocloud;i=from-cmdline;h=host2");
         let cands = detect(&root, &cmd, &Dmi::default(), &[]);
-        let f = fetch(&cands[0].location, &root, &cfg)
-            .await
-            .unwrap()
-            .unwrap();
+        let f = cands[0].1.fetch(&root, &opts).await.unwrap().unwrap();
         assert_eq!(f.instance_id, "from-cmdline");
         assert_eq!(f.hostname.as_deref(), Some("host2"));
     }
@@ -292,11 +318,12 @@ mod tests {
         std::fs::write(seed.join("user-data"), "x").unwrap();
         std::fs::create_dir_all(root.path("/etc")).unwrap();
         std::fs::write(root.path("/etc/machine-id"), "0123abcd\n").unwrap();
-        let loc = Location::SeedDir {
+        let loc = Seed::Dir {
             path: seed,
             overrides: SeedOverrides::default(),
         };
-        let f = fetch(&loc, &root, &AgentConfig::default())
+        let f = loc
+            .fetch(&root, &test_fetch_options())
             .await
             .unwrap()
             .unwrap();
@@ -311,13 +338,13 @@ mod tests {
         let seed = root.path(SEED_DIRS[0]);
         std::fs::create_dir_all(&seed).unwrap();
         std::fs::write(seed.join("user-data"), "#cloud-config\n").unwrap();
-        let cfg = AgentConfig::default();
+        let opts = test_fetch_options();
         let fetch_with = |meta: &'static str, cmdline: &'static str| {
-            let (root, seed, cfg) = (&root, seed.clone(), &cfg);
+            let (root, seed, opts) = (&root, seed.clone(), &opts);
             async move {
                 std::fs::write(seed.join("meta-data"), meta).unwrap();
                 let cands = detect(root, &KernelCmdline::parse(cmdline), &Dmi::default(), &[]);
-                fetch(&cands[0].location, root, cfg).await
+                cands[0].1.fetch(root, opts).await
             }
         };
         // Case and a final dot are DNS spelling, not a different name.

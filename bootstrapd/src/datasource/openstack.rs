@@ -3,9 +3,14 @@
 
 use std::path::PathBuf;
 
+use serde::Serialize;
+
+use super::blockdev::{self, LabelledDevice};
+use super::error::DatasourceError;
+use super::evidence::Dmi;
+use super::fetched::{FetchOptions, Fetched, metadata_hostname};
+use super::kind::DatasourceKind;
 use super::tree::Tree;
-use super::{DatasourceError, DatasourceKind, Fetched, Location, blockdev, http_client};
-use crate::config::AgentConfig;
 use crate::fsutil::HostRoot;
 use crate::secret::REDACTED;
 
@@ -16,35 +21,91 @@ const MAX_META: usize = 1 << 20;
 /// for the guest's random number generator.
 const SECRET_KEYS: [&str; 2] = ["admin_pass", "random_seed"];
 
-pub(super) async fn fetch(
-    loc: &Location,
-    root: &HostRoot,
-    cfg: &AgentConfig,
-) -> Result<Option<Fetched>, DatasourceError> {
-    match loc {
-        Location::Device(dev) => {
-            let mounted = blockdev::Mounted::mount(dev, root)?;
-            let r = read(&Tree::Dir(PathBuf::from(mounted.path())), cfg).await;
-            drop(mounted);
-            r.map(Some)
-        }
-        Location::MetadataService { base } => {
-            let client = http_client(cfg, true)?;
-            read(
-                &Tree::Http {
+/// Where OpenStack's files are: a config drive, or the metadata service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Drive {
+    /// A filesystem labelled `config-2`, mounted read-only.
+    Device(LabelledDevice),
+    /// The metadata service's base URL.
+    MetadataService { base: String },
+}
+
+pub(super) fn detect(
+    devices: &[LabelledDevice],
+    dmi: &Dmi,
+    metadata: &str,
+) -> Vec<(String, Drive)> {
+    let drives: Vec<(String, Drive)> = devices
+        .iter()
+        .filter(|d| d.label.eq_ignore_ascii_case("config-2"))
+        .map(|d| {
+            let evidence = format!(
+                "{} filesystem labelled {:?} on {}",
+                d.fstype.name(),
+                d.label,
+                d.device.display()
+            );
+            (evidence, Drive::Device(d.clone()))
+        })
+        .collect();
+    if !drives.is_empty() {
+        return drives;
+    }
+    evidence(dmi)
+        .map(|e| {
+            let base = metadata.to_string();
+            (e, Drive::MetadataService { base })
+        })
+        .into_iter()
+        .collect()
+}
+
+/// OpenStack identification as cloud-init's `detect_openstack`.
+fn evidence(dmi: &Dmi) -> Option<String> {
+    let product = dmi.product_name.as_deref().unwrap_or_default();
+    if matches!(product, "OpenStack Nova" | "OpenStack Compute") {
+        return Some(format!("DMI product_name is {product:?}"));
+    }
+    if dmi.chassis_asset_tag.as_deref() == Some("OpenStack Nova") {
+        return Some("DMI chassis_asset_tag is \"OpenStack Nova\"".into());
+    }
+    if dmi
+        .sys_vendor
+        .as_deref()
+        .is_some_and(|v| v.contains("OpenStack"))
+    {
+        return Some("DMI sys_vendor mentions OpenStack".into());
+    }
+    None
+}
+
+impl Drive {
+    pub(super) async fn fetch(
+        &self,
+        root: &HostRoot,
+        opts: &FetchOptions,
+    ) -> Result<Fetched, DatasourceError> {
+        match self {
+            Drive::Device(dev) => {
+                let mounted = blockdev::Mounted::mount(dev, root)?;
+                let r = read(&Tree::Dir(PathBuf::from(mounted.path())), opts).await;
+                drop(mounted);
+                r
+            }
+            Drive::MetadataService { base } => {
+                let client = opts.client(true)?;
+                let tree = Tree::Http {
                     client: &client,
                     base: base.clone(),
-                },
-                cfg,
-            )
-            .await
-            .map(Some)
+                };
+                read(&tree, opts).await
+            }
         }
-        other => Err(super::unexpected(DatasourceKind::Openstack, other)),
     }
 }
 
-async fn read(tree: &Tree<'_>, cfg: &AgentConfig) -> Result<Fetched, DatasourceError> {
+async fn read(tree: &Tree<'_>, opts: &FetchOptions) -> Result<Fetched, DatasourceError> {
     let place = tree.place(META);
     let meta = tree
         .read(META, MAX_META)
@@ -85,13 +146,13 @@ async fn read(tree: &Tree<'_>, cfg: &AgentConfig) -> Result<Fetched, DatasourceE
     } else {
         "name"
     };
-    let hostname = super::metadata_hostname(field(key), &place, key)?;
+    let hostname = metadata_hostname(field(key), &place, key)?;
     let (userdata, signature) = tree
-        .read_signed(USER, cfg.max_userdata_bytes)
+        .read_signed(USER, opts.max_userdata_bytes)
         .await?
         .unwrap_or_default();
     Ok(Fetched {
-        source: DatasourceKind::Openstack.to_string(),
+        source: DatasourceKind::Openstack.into(),
         userdata,
         signature,
         metadata,
@@ -103,6 +164,7 @@ async fn read(tree: &Tree<'_>, cfg: &AgentConfig) -> Result<Fetched, DatasourceE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datasource::fetched::test_fetch_options;
 
     #[tokio::test]
     async fn config_drive_tree_redacts_secrets() {
@@ -116,7 +178,7 @@ mod tests {
         .unwrap();
         std::fs::write(latest.join("user_data"), "#cloud-config\n").unwrap();
         std::fs::write(latest.join("user_data.sig"), "sig").unwrap();
-        let f = read(&Tree::Dir(d.path().into()), &AgentConfig::default())
+        let f = read(&Tree::Dir(d.path().into()), &test_fetch_options())
             .await
             .unwrap();
         assert_eq!(f.instance_id, "8e1a-uuid");
@@ -135,12 +197,12 @@ mod tests {
         let latest = d.path().join("openstack/latest");
         std::fs::create_dir_all(&latest).unwrap();
         std::fs::write(latest.join("meta_data.json"), r#"{"uuid":"u1"}"#).unwrap();
-        let f = read(&Tree::Dir(d.path().into()), &AgentConfig::default())
+        let f = read(&Tree::Dir(d.path().into()), &test_fetch_options())
             .await
             .unwrap();
         assert!(f.userdata.is_empty() && f.signature.is_none());
         std::fs::write(latest.join("meta_data.json"), r#"{"name":"x"}"#).unwrap();
-        let e = read(&Tree::Dir(d.path().into()), &AgentConfig::default())
+        let e = read(&Tree::Dir(d.path().into()), &test_fetch_options())
             .await
             .unwrap_err()
             .to_string();
@@ -157,7 +219,7 @@ mod tests {
             r#"{"uuid":"u1","hostname":"Evil Node/../../x"}"#,
         )
         .unwrap();
-        let e = read(&Tree::Dir(d.path().into()), &AgentConfig::default())
+        let e = read(&Tree::Dir(d.path().into()), &test_fetch_options())
             .await
             .unwrap_err()
             .to_string();
@@ -165,5 +227,15 @@ mod tests {
             e.contains("meta_data.json: `hostname`: `evil node/../../x` is not a valid node name"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn openstack_dmi_evidence() {
+        let d = Dmi {
+            product_name: Some("OpenStack Nova".into()),
+            ..Dmi::default()
+        };
+        assert!(evidence(&d).is_some());
+        assert!(evidence(&Dmi::default()).is_none());
     }
 }

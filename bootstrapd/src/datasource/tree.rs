@@ -11,7 +11,8 @@ use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::Mode;
 use url::Url;
 
-use super::{DatasourceError, MAX_SIGNATURE_BYTES, decode_signature_header};
+use super::error::DatasourceError;
+use super::fetched::{MAX_SIGNATURE_BYTES, decode_signature_header};
 use crate::http::{HttpClient, HttpError, Request, StatusCode, redact_url};
 
 pub const SIGNATURE_HEADER: &str = "X-Bootstrapd-Signature";

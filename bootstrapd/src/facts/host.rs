@@ -8,6 +8,7 @@ use super::iptables::{self, IptablesFacts};
 use super::kernel::{self, SwapEntry};
 use super::read_optional;
 use super::selinux::{self, SelinuxFacts};
+use super::{ProbeArea, ProbeFailures};
 use crate::fsutil::HostRoot;
 use crate::system::packages::{self, PackageManager};
 use crate::system::systemd::{Systemd, UnitState};
@@ -46,8 +47,8 @@ pub struct HostFacts {
     pub swaps: Vec<SwapEntry>,
     pub fstab: Option<String>,
     pub hostname: Option<String>,
-    /// Probes that failed: (area, error). The plan turns each into a failed step.
-    pub errors: Vec<(String, String)>,
+    /// Probes that failed. The plan turns each into a failed step.
+    pub errors: ProbeFailures,
 }
 
 impl HostFacts {
@@ -55,9 +56,9 @@ impl HostFacts {
         self.packages.get(name).is_some_and(Option::is_some)
     }
 
-    fn error(&mut self, area: &str, e: impl std::fmt::Display) {
-        tracing::warn!(area, error = %e, "host probe failed");
-        self.errors.push((area.to_string(), e.to_string()));
+    fn error(&mut self, area: ProbeArea, e: impl std::fmt::Display) {
+        tracing::warn!(%area, error = %e, "host probe failed");
+        self.errors.record(area, e);
     }
 }
 
@@ -112,79 +113,91 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
         live: root.is_live(),
         ..HostFacts::default()
     };
-
     if let Some(sd) = systemd {
         match sd.unit_state(FIREWALLD_UNIT).await {
             Ok(s) => f.firewalld = Some(s),
-            Err(e) => f.error("firewalld", e),
+            Err(e) => f.error(ProbeArea::Firewalld, e),
         }
     }
+    selinux_and_policy_packages(&mut f, root).await;
+    match iptables::probe(root).await {
+        Ok(i) => f.iptables = i,
+        Err(e) => f.error(ProbeArea::Iptables, e),
+    }
+    modules_and_sysctls(&mut f, root, settings);
+    swap(&mut f, root);
+    hostname(&mut f, root);
+    f
+}
 
+async fn selinux_and_policy_packages(f: &mut HostFacts, root: &HostRoot) {
     match selinux::probe(root) {
         Ok(s) => f.selinux = Some(s),
-        Err(e) => f.error("selinux", e),
+        Err(e) => f.error(ProbeArea::Selinux, e),
     }
     f.package_manager = packages::detect(root);
     f.package_db = package_db(root);
     // Only worth asking when SELinux is (or will be) on: rpm queries cost a fork each.
     let selinux_on = f.selinux.as_ref().is_some_and(SelinuxFacts::enabled);
-    if let (true, Some(db)) = (selinux_on, f.package_db) {
-        for name in SELINUX_PACKAGES.iter().chain(["docker-ce"].iter()) {
-            match packages::installed_version(root, db, name).await {
-                Ok(v) => {
-                    f.packages.insert(name.to_string(), v);
-                }
-                Err(e) => {
-                    f.error("packages", e);
-                    break;
-                }
+    let (true, Some(db)) = (selinux_on, f.package_db) else {
+        return;
+    };
+    for name in SELINUX_PACKAGES.iter().chain(["docker-ce"].iter()) {
+        match packages::installed_version(root, db, name).await {
+            Ok(v) => {
+                f.packages.insert(name.to_string(), v);
+            }
+            Err(e) => {
+                f.error(ProbeArea::Packages, e);
+                break;
             }
         }
     }
+}
 
-    match iptables::probe(root).await {
-        Ok(i) => f.iptables = i,
-        Err(e) => f.error("iptables", e),
-    }
-
+/// The kernel's live state and the boot-time files that set it again.
+fn modules_and_sysctls(f: &mut HostFacts, root: &HostRoot, settings: &Settings) {
     match kernel::loaded_modules(root) {
         Ok(m) => f.modules_loaded = m,
-        Err(e) => f.error("modules", e),
+        Err(e) => f.error(ProbeArea::Modules, e),
     }
     match read_optional(&root.path(MODULES_CONF)) {
         Ok(c) => f.modules_conf = c,
-        Err(e) => f.error("modules", e),
+        Err(e) => f.error(ProbeArea::Modules, e),
     }
     for key in wanted_sysctls(settings).keys() {
         match kernel::read_sysctl(root, key) {
             Ok(v) => {
                 f.sysctls.insert(key.clone(), v);
             }
-            Err(e) => f.error("sysctls", e),
+            Err(e) => f.error(ProbeArea::Sysctls, e),
         }
     }
     match read_optional(&root.path(SYSCTL_CONF)) {
         Ok(c) => f.sysctl_conf = c,
-        Err(e) => f.error("sysctls", e),
+        Err(e) => f.error(ProbeArea::Sysctls, e),
     }
+}
 
+fn swap(f: &mut HostFacts, root: &HostRoot) {
     match kernel::active_swaps(root) {
         Ok(s) => f.swaps = s,
-        Err(e) => f.error("swap", e),
+        Err(e) => f.error(ProbeArea::Swap, e),
     }
     match read_optional(&root.path(FSTAB)) {
         Ok(c) => f.fstab = c,
-        Err(e) => f.error("swap", e),
+        Err(e) => f.error(ProbeArea::Swap, e),
     }
+}
 
+fn hostname(f: &mut HostFacts, root: &HostRoot) {
     // /proc/sys/kernel/hostname is the kernel's (transient) name, what RKE reads too.
     match read_optional(&root.path("/proc/sys/kernel/hostname")) {
         Ok(Some(h)) => f.hostname = Some(h.trim().to_string()),
         Ok(None) => match read_optional(&root.path("/etc/hostname")) {
             Ok(h) => f.hostname = h.map(|h| h.trim().to_string()),
-            Err(e) => f.error("hostname", e),
+            Err(e) => f.error(ProbeArea::Hostname, e),
         },
-        Err(e) => f.error("hostname", e),
+        Err(e) => f.error(ProbeArea::Hostname, e),
     }
-    f
 }

@@ -11,6 +11,11 @@ pub mod usr_local;
 
 use std::path::PathBuf;
 
+use serde::Serialize;
+
+use crate::system::process::{self, CommandSpec, ProcessError};
+pub(crate) use crate::system::process::{Output, last_line};
+
 /// A probe that could not read what it needed.
 #[derive(Debug, thiserror::Error)]
 pub enum FactError {
@@ -26,21 +31,93 @@ pub enum FactError {
         line: usize,
         message: String,
     },
-    #[error("cannot run {program}: {source}")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{program} {args} exited with {status}: {stderr}")]
-    Exit {
-        program: String,
-        args: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("{program} did not finish within {secs} s")]
-    Timeout { program: String, secs: u64 },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+/// The part of the host a probe reads. A probe that fails fails the steps that need its area,
+/// and only those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeArea {
+    Firewalld,
+    Selinux,
+    Packages,
+    Iptables,
+    Modules,
+    Sysctls,
+    Swap,
+    Hostname,
+    /// bootstrapd's package repository file.
+    Repository,
+    /// The runtime's offline bundle.
+    Bundle,
+    /// The Docker Engine API.
+    Docker,
+    /// `/etc/docker/daemon.json`.
+    DaemonJson,
+}
+
+impl ProbeArea {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeArea::Firewalld => "firewalld",
+            ProbeArea::Selinux => "selinux",
+            ProbeArea::Packages => "packages",
+            ProbeArea::Iptables => "iptables",
+            ProbeArea::Modules => "modules",
+            ProbeArea::Sysctls => "sysctls",
+            ProbeArea::Swap => "swap",
+            ProbeArea::Hostname => "hostname",
+            ProbeArea::Repository => "repository",
+            ProbeArea::Bundle => "bundle",
+            ProbeArea::Docker => "docker",
+            ProbeArea::DaemonJson => "daemon-json",
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A probe that failed: the area it reads and what went wrong. The causes are of many types
+/// (D-Bus, I/O, a tool, the Engine API) and the plan only reports them, so the message is
+/// kept as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{area}: {message}")]
+pub struct ProbeFailure {
+    pub area: ProbeArea,
+    pub message: String,
+}
+
+/// The probes that failed while gathering facts, in the order they failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ProbeFailures(Vec<ProbeFailure>);
+
+impl ProbeFailures {
+    pub fn record(&mut self, area: ProbeArea, e: impl std::fmt::Display) {
+        self.0.push(ProbeFailure {
+            area,
+            message: e.to_string(),
+        });
+    }
+
+    /// The first failure of `area`.
+    pub fn get(&self, area: ProbeArea) -> Option<&ProbeFailure> {
+        self.0.iter().find(|f| f.area == area)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ProbeFailure> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Reads a file that may legitimately be absent: Ok(None) then.
@@ -55,53 +132,41 @@ pub(crate) fn read_optional(path: &std::path::Path) -> Result<Option<String>, Fa
     }
 }
 
-/// Output of a finished child process.
-pub(crate) struct Output {
-    pub status: std::process::ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs a system tool with a C locale (its output is parsed) and no stdin, bounded in time.
+/// Runs a system tool (its output is parsed) through the one process runner, bounded in time.
 pub(crate) async fn run_tool(
     program: &str,
     args: &[&str],
     timeout: std::time::Duration,
 ) -> Result<Output, FactError> {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        // systemd's socket is for bootstrapd alone: package scripts that found it would
-        // send readiness of their own (systemd logs and drops it).
-        .env_remove("NOTIFY_SOCKET")
-        .env("LANG", "C")
-        .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = match tokio::time::timeout(timeout, cmd.output()).await {
-        Ok(r) => r.map_err(|source| FactError::Spawn {
-            program: program.to_string(),
-            source,
-        })?,
-        Err(_) => {
-            return Err(FactError::Timeout {
-                program: program.to_string(),
-                secs: timeout.as_secs(),
-            });
-        }
-    };
-    Ok(Output {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Ok(process::run(&CommandSpec::new(program, args), timeout).await?)
 }
 
-/// Last line of a tool's stderr, for one-line error messages.
-pub(crate) fn last_line(s: &str) -> String {
-    s.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_failures_are_found_by_area_first_one_first() {
+        let mut f = ProbeFailures::default();
+        assert!(f.is_empty() && f.get(ProbeArea::Swap).is_none());
+        f.record(ProbeArea::Swap, "cannot read /proc/swaps: denied");
+        f.record(ProbeArea::DaemonJson, "not JSON");
+        f.record(ProbeArea::Swap, "second");
+        assert_eq!(
+            f.get(ProbeArea::Swap).unwrap().message,
+            "cannot read /proc/swaps: denied"
+        );
+        assert!(f.get(ProbeArea::Firewalld).is_none());
+        let areas: Vec<_> = f.iter().map(|p| p.area.as_str()).collect();
+        assert_eq!(areas, ["swap", "daemon-json", "swap"]);
+        assert_eq!(
+            f.get(ProbeArea::DaemonJson).unwrap().to_string(),
+            "daemon-json: not JSON"
+        );
+        // The serialized name is the one shown in messages.
+        assert_eq!(
+            serde_json::to_value(ProbeArea::DaemonJson).unwrap(),
+            ProbeArea::DaemonJson.as_str()
+        );
+    }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::{ProbeArea, ProbeFailures};
 use crate::fsutil::HostRoot;
 use crate::system::docker::{self, EngineInfo};
 use crate::system::packages::{self, PackageManager, PackageState};
@@ -45,8 +46,8 @@ pub struct RuntimeFacts {
     pub repo_file: Option<String>,
     /// Package files of the offline bundle for this host's manager (absolute host paths).
     pub bundle_packages: Vec<String>,
-    /// Probes that failed: (area, error).
-    pub errors: Vec<(String, String)>,
+    /// Probes that failed.
+    pub errors: ProbeFailures,
     /// The package index was already refreshed in this run (by the downloads made during the
     /// host preparation), so the install need not refresh it again. Not read from the host:
     /// the run sets it.
@@ -54,9 +55,9 @@ pub struct RuntimeFacts {
 }
 
 impl RuntimeFacts {
-    fn error(&mut self, area: &str, e: impl std::fmt::Display) {
-        tracing::warn!(area, error = %e, "runtime probe failed");
-        self.errors.push((area.to_string(), e.to_string()));
+    fn error(&mut self, area: ProbeArea, e: impl std::fmt::Display) {
+        tracing::warn!(%area, error = %e, "runtime probe failed");
+        self.errors.record(area, e);
     }
 
     /// The first installed package among `names`, with its version.
@@ -110,69 +111,24 @@ pub async fn gather(
         live: root.is_live(),
         ..RuntimeFacts::default()
     };
-    f.hostname = match read_optional(&root.path("/etc/hostname")) {
-        Ok(h) => h.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()),
-        Err(e) => {
-            f.error("hostname", e);
-            None
-        }
-    };
-    if f.live && f.hostname.is_none() {
-        f.hostname = nix::unistd::gethostname()
-            .ok()
-            .map(|h| h.to_string_lossy().into_owned());
-    }
+    hostname(&mut f, root);
     f.package_manager = packages::detect(root);
-
     if let Some(pm) = f.package_manager {
-        let names: Vec<&str> = DOCKER_PACKAGES
-            .iter()
-            .chain(CONTAINERD_PACKAGES.iter())
-            .copied()
-            .collect();
-        match packages::package_states(root, pm, &names).await {
-            Ok(states) => {
-                for (name, state) in names.into_iter().zip(states) {
-                    match state {
-                        PackageState::Installed(v) => {
-                            f.installed.insert(name.to_string(), v);
-                        }
-                        PackageState::Unfinished(s) => {
-                            f.unfinished.insert(name.to_string(), s);
-                        }
-                        PackageState::Absent => {}
-                    }
-                }
-            }
-            Err(e) => f.error("packages", e),
-        }
-        let repo = root.path(repo_file_path(pm));
-        match read_optional(&repo) {
-            Ok(c) => f.repo_file = c,
-            Err(e) => f.error("repository", format!("{}: {e}", repo.display())),
-        }
-        if let RuntimeSource::Offline(o) = &settings.runtime.source {
-            match bundle_package_files(root, &o.path, pm.package_extension()) {
-                Ok(files) => f.bundle_packages = files,
-                Err(e) => f.error("bundle", format!("{}: {e}", o.path)),
-            }
-        }
+        runtime_packages(&mut f, root, pm).await;
+        package_sources(&mut f, root, settings, pm);
     }
-
     if docker::socket_path(root).exists() {
         match docker::engine_info(root).await {
             Ok(i) => f.engine = Some(i),
-            Err(e) => f.error("docker", e),
+            Err(e) => f.error(ProbeArea::Docker, e),
         }
     }
     f.containerd_socket = root.path(CONTAINERD_SOCKET).exists();
-
     let dj = root.path(docker::DAEMON_JSON);
     match read_optional(&dj) {
         Ok(c) => f.daemon_json = c,
-        Err(e) => f.error("daemon-json", format!("{}: {e}", dj.display())),
+        Err(e) => f.error(ProbeArea::DaemonJson, format!("{}: {e}", dj.display())),
     }
-
     if let Some(sd) = systemd {
         for (unit, slot) in [
             (DOCKER_UNIT, &mut f.docker_unit),
@@ -184,6 +140,65 @@ pub async fn gather(
         }
     }
     f
+}
+
+/// The name RKE's version check reports: the configured one, else (live) the kernel's.
+fn hostname(f: &mut RuntimeFacts, root: &HostRoot) {
+    f.hostname = match read_optional(&root.path("/etc/hostname")) {
+        Ok(h) => h.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()),
+        Err(e) => {
+            f.error(ProbeArea::Hostname, e);
+            None
+        }
+    };
+    if f.live && f.hostname.is_none() {
+        f.hostname = nix::unistd::gethostname()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned());
+    }
+}
+
+/// Docker's and containerd's packages: installed, or left unfinished by a cut-short install.
+async fn runtime_packages(f: &mut RuntimeFacts, root: &HostRoot, pm: PackageManager) {
+    let names: Vec<&str> = DOCKER_PACKAGES
+        .iter()
+        .chain(CONTAINERD_PACKAGES.iter())
+        .copied()
+        .collect();
+    let states = match packages::package_states(root, pm, &names).await {
+        Ok(states) => states,
+        Err(e) => {
+            f.error(ProbeArea::Packages, e);
+            return;
+        }
+    };
+    for (name, state) in names.into_iter().zip(states) {
+        match state {
+            PackageState::Installed(v) => {
+                f.installed.insert(name.to_string(), v);
+            }
+            PackageState::Unfinished(s) => {
+                f.unfinished.insert(name.to_string(), s);
+            }
+            PackageState::Absent => {}
+        }
+    }
+}
+
+/// Where the packages would come from: the repository file bootstrapd writes, and the offline
+/// bundle's package files.
+fn package_sources(f: &mut RuntimeFacts, root: &HostRoot, settings: &Settings, pm: PackageManager) {
+    let repo = root.path(repo_file_path(pm));
+    match read_optional(&repo) {
+        Ok(c) => f.repo_file = c,
+        Err(e) => f.error(ProbeArea::Repository, format!("{}: {e}", repo.display())),
+    }
+    if let RuntimeSource::Offline(o) = &settings.runtime.source {
+        match bundle_package_files(root, &o.path, pm.package_extension()) {
+            Ok(files) => f.bundle_packages = files,
+            Err(e) => f.error(ProbeArea::Bundle, format!("{}: {e}", o.path)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,27 +225,7 @@ mod tests {
         w("/opt/bundle/docker.deb", "");
         w("/opt/bundle/containerd.deb", "");
         w("/opt/bundle/agent.tar", "");
-        let mut s = crate::userdata::Settings {
-            roles: vec![],
-            rancher: crate::userdata::RancherSettings {
-                server: "https://r".into(),
-                token: crate::secret::Secret::new("t"),
-                ca_checksum: None,
-                mode: Default::default(),
-                agent_image: String::new(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 1,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
-            runtime: Default::default(),
-            host: Default::default(),
-        };
+        let mut s = crate::userdata::Settings::rke1_worker();
         s.runtime.source = RuntimeSource::Offline(crate::userdata::OfflineSource {
             path: "/opt/bundle".into(),
         });

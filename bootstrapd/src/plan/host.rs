@@ -20,8 +20,9 @@
 use serde::Serialize;
 
 use super::Outcome;
+use crate::facts::ProbeArea;
 use crate::facts::host::{HostFacts, MODULES_CONF, SYSCTL_CONF, wanted_modules, wanted_sysctls};
-use crate::facts::iptables::Backend;
+use crate::facts::iptables::{Backend, IptablesFacts};
 use crate::facts::kernel::{
     fstab_swap_lines, normalize_module, sysctl_eq, sysctl_path, valid_module_name,
 };
@@ -98,12 +99,8 @@ const WHY_SWAP: &str = "kubelet refuses to run with swap on by default";
 const WHY_HOSTNAME: &str =
     "node names must be unique in the cluster (RKE1 derives them from the hostname)";
 
-fn probe_error<'a>(facts: &'a HostFacts, area: &str) -> Option<&'a str> {
-    facts
-        .errors
-        .iter()
-        .find(|(a, _)| a == area)
-        .map(|(_, e)| e.as_str())
+fn probe_error(facts: &HostFacts, area: ProbeArea) -> Option<&str> {
+    facts.errors.get(area).map(|f| f.message.as_str())
 }
 
 pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
@@ -118,7 +115,7 @@ pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
 
 fn firewalld(settings: &Settings, facts: &HostFacts) -> HostStep {
     const S: &str = "firewalld";
-    if let Some(e) = probe_error(facts, "firewalld") {
+    if let Some(e) = probe_error(facts, ProbeArea::Firewalld) {
         return HostStep::failed(
             S,
             WHY_FIREWALLD,
@@ -246,46 +243,12 @@ pub fn selinux_packages(
 }
 
 fn selinux(settings: &Settings, facts: &HostFacts) -> HostStep {
-    const S: &str = "selinux";
-    if let Some(e) = probe_error(facts, "selinux") {
-        return HostStep::failed(
-            S,
-            WHY_SELINUX,
-            format!("cannot read the SELinux mode: {e}"),
-            "check /sys/fs/selinux and /etc/selinux/config",
-        );
-    }
-    let Some(se) = &facts.selinux else {
-        return HostStep::report(S, WHY_SELINUX, Outcome::Skipped, "SELinux state unknown");
+    let mode = match selinux_mode(facts) {
+        Ok(mode) => mode,
+        Err(step) => return step,
     };
-    if !se.enabled() {
-        return HostStep::report(
-            S,
-            WHY_SELINUX,
-            Outcome::Ok,
-            "SELinux is disabled: no policy packages needed",
-        );
-    }
-    let mode = format!(
-        "SELinux {} (configured: {})",
-        se.current.as_str(),
-        se.configured.map(|m| m.as_str()).unwrap_or("-")
-    );
-    if let Some(e) = probe_error(facts, "packages") {
-        return HostStep::failed(
-            S,
-            WHY_SELINUX,
-            format!("{mode}; cannot query the package database: {e}"),
-            "check that rpm or dpkg works on this host",
-        );
-    }
-    if facts.package_db.is_none() {
-        return HostStep::failed(
-            S,
-            WHY_SELINUX,
-            format!("{mode}; no dpkg or rpm database found"),
-            "install the container-selinux package",
-        );
+    if let Some(step) = package_db_unusable(facts, &mode) {
+        return step;
     }
     let needed = selinux_packages(settings, facts);
     let missing: Vec<String> = needed
@@ -294,27 +257,99 @@ fn selinux(settings: &Settings, facts: &HostFacts) -> HostStep {
         .map(|(p, _)| p.to_string())
         .collect();
     if missing.is_empty() {
-        let have: Vec<String> = needed
-            .iter()
-            .map(
-                |(p, _)| match facts.packages.get(*p).and_then(|v| v.as_deref()) {
-                    Some(v) => format!("{p} {v}"),
-                    None => p.to_string(),
-                },
-            )
-            .collect();
-        return HostStep::report(
+        return selinux_packages_installed(facts, &mode, &needed);
+    }
+    selinux_packages_missing(settings, facts, &mode, &needed, missing)
+}
+
+/// The SELinux mode as the step words it, or the step itself when SELinux needs no policy
+/// packages or its state cannot be read.
+fn selinux_mode(facts: &HostFacts) -> Result<String, HostStep> {
+    const S: &str = "selinux";
+    if let Some(e) = probe_error(facts, ProbeArea::Selinux) {
+        return Err(HostStep::failed(
+            S,
+            WHY_SELINUX,
+            format!("cannot read the SELinux mode: {e}"),
+            "check /sys/fs/selinux and /etc/selinux/config",
+        ));
+    }
+    let Some(se) = &facts.selinux else {
+        return Err(HostStep::report(
+            S,
+            WHY_SELINUX,
+            Outcome::Skipped,
+            "SELinux state unknown",
+        ));
+    };
+    if !se.enabled() {
+        return Err(HostStep::report(
             S,
             WHY_SELINUX,
             Outcome::Ok,
-            format!("{mode}; installed: {}", have.join(", ")),
-        );
+            "SELinux is disabled: no policy packages needed",
+        ));
     }
+    Ok(format!(
+        "SELinux {} (configured: {})",
+        se.current.as_str(),
+        se.configured.map(|m| m.as_str()).unwrap_or("-")
+    ))
+}
+
+/// Without a readable package database the policy packages cannot be checked.
+fn package_db_unusable(facts: &HostFacts, mode: &str) -> Option<HostStep> {
+    if let Some(e) = probe_error(facts, ProbeArea::Packages) {
+        return Some(HostStep::failed(
+            "selinux",
+            WHY_SELINUX,
+            format!("{mode}; cannot query the package database: {e}"),
+            "check that rpm or dpkg works on this host",
+        ));
+    }
+    facts.package_db.is_none().then(|| {
+        HostStep::failed(
+            "selinux",
+            WHY_SELINUX,
+            format!("{mode}; no dpkg or rpm database found"),
+            "install the container-selinux package",
+        )
+    })
+}
+
+fn selinux_packages_installed(facts: &HostFacts, mode: &str, needed: &[(&str, &str)]) -> HostStep {
+    let have: Vec<String> = needed
+        .iter()
+        .map(
+            |(p, _)| match facts.packages.get(*p).and_then(|v| v.as_deref()) {
+                Some(v) => format!("{p} {v}"),
+                None => p.to_string(),
+            },
+        )
+        .collect();
+    HostStep::report(
+        "selinux",
+        WHY_SELINUX,
+        Outcome::Ok,
+        format!("{mode}; installed: {}", have.join(", ")),
+    )
+}
+
+/// Missing policy packages, handled as host.selinux says: warn, fail, or install them.
+fn selinux_packages_missing(
+    settings: &Settings,
+    facts: &HostFacts,
+    mode: &str,
+    needed: &[(&str, &str)],
+    missing: Vec<String>,
+) -> HostStep {
+    const S: &str = "selinux";
     let why: Vec<String> = needed
         .iter()
         .filter(|(p, _)| missing.iter().any(|m| m == p))
         .map(|(p, w)| format!("{p} ({w})"))
         .collect();
+    let why = why.join(", ");
     let install_hint = match facts.package_manager {
         Some(pm) => format!("install them: {}", install_command(pm, &missing)),
         None => format!("install {}", missing.join(" ")),
@@ -324,50 +359,64 @@ fn selinux(settings: &Settings, facts: &HostFacts) -> HostStep {
             S,
             WHY_SELINUX,
             Outcome::Warning,
-            format!("{mode}; missing {} (host.selinux: ignore)", why.join(", ")),
+            format!("{mode}; missing {why} (host.selinux: ignore)"),
             install_hint,
         ),
         SelinuxPolicy::Require => HostStep::failed(
             S,
             WHY_SELINUX,
-            format!("{mode}; missing {}", why.join(", ")),
+            format!("{mode}; missing {why}"),
             format!("{install_hint}, or set host.selinux: install"),
         ),
-        SelinuxPolicy::Install => match facts.package_manager {
-            Some(manager) if facts.live => HostStep::change(
-                S,
-                WHY_SELINUX,
-                format!("{mode}; install {} with {manager}", why.join(", ")),
-                HostAction::InstallPackages {
-                    manager,
-                    packages: missing,
-                },
+        SelinuxPolicy::Install => {
+            install_selinux_packages(facts, mode, &why, missing, install_hint)
+        }
+    }
+}
+
+/// host.selinux: install — only on the live host, with its package manager.
+fn install_selinux_packages(
+    facts: &HostFacts,
+    mode: &str,
+    why: &str,
+    missing: Vec<String>,
+    install_hint: String,
+) -> HostStep {
+    const S: &str = "selinux";
+    match facts.package_manager {
+        Some(manager) if facts.live => HostStep::change(
+            S,
+            WHY_SELINUX,
+            format!("{mode}; install {why} with {manager}"),
+            HostAction::InstallPackages {
+                manager,
+                packages: missing,
+            },
+        ),
+        Some(_) => HostStep::report(
+            S,
+            WHY_SELINUX,
+            Outcome::Skipped,
+            format!(
+                "{mode}; would install {} (not on a --root tree)",
+                missing.join(" ")
             ),
-            Some(_) => HostStep::report(
-                S,
-                WHY_SELINUX,
-                Outcome::Skipped,
-                format!(
-                    "{mode}; would install {} (not on a --root tree)",
-                    missing.join(" ")
-                ),
+        ),
+        None => HostStep::failed(
+            S,
+            WHY_SELINUX,
+            format!(
+                "{mode}; missing {} and no package manager found",
+                missing.join(" ")
             ),
-            None => HostStep::failed(
-                S,
-                WHY_SELINUX,
-                format!(
-                    "{mode}; missing {} and no package manager found",
-                    missing.join(" ")
-                ),
-                install_hint,
-            ),
-        },
+            install_hint,
+        ),
     }
 }
 
 fn iptables(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     const S: &str = "iptables-backend";
-    if let Some(e) = probe_error(facts, "iptables") {
+    if let Some(e) = probe_error(facts, ProbeArea::Iptables) {
         return vec![HostStep::failed(
             S,
             WHY_IPTABLES,
@@ -387,77 +436,99 @@ fn iptables(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
             "install the iptables package",
         )];
     }
+    vec![
+        iptables_backend(settings.host.iptables_backend, ipt),
+        iptables_rules(ipt),
+    ]
+}
+
+/// The backend host.iptables_backend asks for: kept as it is, or switched through the
+/// alternatives tool.
+fn iptables_backend(policy: IptablesBackend, ipt: &IptablesFacts) -> HostStep {
+    const S: &str = "iptables-backend";
     let current = ipt
         .backend
         .map(Backend::as_str)
         .unwrap_or("unknown backend");
-    let want = match settings.host.iptables_backend {
-        IptablesBackend::Auto => None,
-        IptablesBackend::Legacy => Some(Backend::Legacy),
-        IptablesBackend::Nft => Some(Backend::Nft),
+    let want = match policy {
+        IptablesBackend::Auto => {
+            return HostStep::report(
+                S,
+                WHY_IPTABLES,
+                Outcome::Ok,
+                format!("iptables is {current} (host.iptables_backend: auto)"),
+            );
+        }
+        IptablesBackend::Legacy => Backend::Legacy,
+        IptablesBackend::Nft => Backend::Nft,
     };
-    let mut steps = vec![match want {
-        None => HostStep::report(
-            S,
-            WHY_IPTABLES,
-            Outcome::Ok,
-            format!("iptables is {current} (host.iptables_backend: auto)"),
-        ),
-        Some(w) if ipt.backend == Some(w) => HostStep::report(
+    if ipt.backend == Some(want) {
+        return HostStep::report(
             S,
             WHY_IPTABLES,
             Outcome::Ok,
             format!("iptables is {current}"),
+        );
+    }
+    let bin = format!("iptables-{}", want.as_str());
+    if !ipt.has(&bin) {
+        return HostStep::failed(
+            S,
+            WHY_IPTABLES,
+            format!("iptables is {current}; {bin} is not installed"),
+            format!("install the package providing {bin}, or set host.iptables_backend: auto"),
+        );
+    }
+    match &ipt.alternatives_tool {
+        Some(tool) => HostStep::change(
+            S,
+            WHY_IPTABLES,
+            format!(
+                "iptables is {current}: switch iptables and ip6tables to {}",
+                want.as_str()
+            ),
+            HostAction::SetIptablesBackend {
+                backend: want,
+                tool: tool.clone(),
+            },
         ),
-        Some(w) => {
-            let bin = format!("iptables-{}", w.as_str());
-            if !ipt.has(&bin) {
-                HostStep::failed(
-                    S,
-                    WHY_IPTABLES,
-                    format!("iptables is {current}; {bin} is not installed"),
-                    format!(
-                        "install the package providing {bin}, or set host.iptables_backend: auto"
-                    ),
-                )
-            } else if let Some(tool) = &ipt.alternatives_tool {
-                HostStep::change(
-                    S,
-                    WHY_IPTABLES,
-                    format!(
-                        "iptables is {current}: switch iptables and ip6tables to {}",
-                        w.as_str()
-                    ),
-                    HostAction::SetIptablesBackend {
-                        backend: w,
-                        tool: tool.clone(),
-                    },
-                )
-            } else {
-                HostStep::failed(
-                    S,
-                    WHY_IPTABLES,
-                    format!("iptables is {current}; no alternatives tool to switch it"),
-                    format!(
-                        "point /usr/sbin/iptables at {bin} by hand, or set host.iptables_backend: auto"
-                    ),
-                )
-            }
-        }
-    }];
+        None => HostStep::failed(
+            S,
+            WHY_IPTABLES,
+            format!("iptables is {current}; no alternatives tool to switch it"),
+            format!(
+                "point /usr/sbin/iptables at {bin} by hand, or set host.iptables_backend: auto"
+            ),
+        ),
+    }
+}
+
+/// Rules in both backends at once mean two writers that do not see each other's rules.
+fn iptables_rules(ipt: &IptablesFacts) -> HostStep {
     const R: &str = "iptables-rules";
-    steps.push(match (ipt.legacy_rules, ipt.nft_rules) {
+    match (ipt.legacy_rules, ipt.nft_rules) {
         (Some(l), Some(n)) if l > 0 && n > 0 => HostStep::with_remedy(
             R,
             WHY_IPTABLES,
             Outcome::Warning,
-            format!("rules in both backends at once (legacy {l}, nft {n}): pods may lose connectivity (Rancher issues 23045, 34604, 35245; rke 2432)"),
+            format!(
+                "rules in both backends at once (legacy {l}, nft {n}): pods may lose connectivity (Rancher issues 23045, 34604, 35245; rke 2432)"
+            ),
             "flush the backend not in use (iptables-legacy -F / -X per table, or nft flush ruleset) and reboot",
         ),
-        (Some(l), Some(n)) => HostStep::report(R, WHY_IPTABLES, Outcome::Ok, format!("rules only in one backend (legacy {l}, nft {n})")),
-        _ => HostStep::report(R, WHY_IPTABLES, Outcome::Skipped, "rule counts not measured (needs both iptables-legacy-save and iptables-nft-save on the live host)"),
-    });
-    steps
+        (Some(l), Some(n)) => HostStep::report(
+            R,
+            WHY_IPTABLES,
+            Outcome::Ok,
+            format!("rules only in one backend (legacy {l}, nft {n})"),
+        ),
+        _ => HostStep::report(
+            R,
+            WHY_IPTABLES,
+            Outcome::Skipped,
+            "rule counts not measured (needs both iptables-legacy-save and iptables-nft-save on the live host)",
+        ),
+    }
 }
 
 /// The modules-load.d file bootstrapd owns, as it should read.
@@ -493,7 +564,7 @@ fn modules(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
         )];
     }
     let mut steps = Vec::new();
-    if let Some(e) = probe_error(facts, "modules") {
+    if let Some(e) = probe_error(facts, ProbeArea::Modules) {
         steps.push(HostStep::failed(
             S,
             WHY_MODULES,
@@ -574,7 +645,7 @@ fn sysctls(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     let br_netfilter_coming = wanted_modules(settings)
         .iter()
         .any(|m| normalize_module(m) == "br_netfilter");
-    if let Some(e) = probe_error(facts, "sysctls") {
+    if let Some(e) = probe_error(facts, ProbeArea::Sysctls) {
         steps.push(HostStep::failed(
             S,
             WHY_SYSCTLS,
@@ -637,7 +708,7 @@ fn sysctls(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
 
 fn swap(settings: &Settings, facts: &HostFacts) -> HostStep {
     const S: &str = "swap";
-    if let Some(e) = probe_error(facts, "swap") {
+    if let Some(e) = probe_error(facts, ProbeArea::Swap) {
         return HostStep::failed(
             S,
             WHY_SWAP,
@@ -747,32 +818,10 @@ mod tests {
     use crate::facts::iptables::IptablesFacts;
     use crate::facts::kernel::SwapEntry;
     use crate::facts::selinux::{SelinuxFacts, SelinuxMode};
-    use crate::secret::Secret;
     use crate::system::systemd::UnitState;
-    use crate::userdata::{HostSettings, RancherSettings, RuntimeSettings};
 
     fn settings() -> Settings {
-        Settings {
-            roles: vec![Role::Worker],
-            rancher: RancherSettings {
-                server: "https://rancher.example".into(),
-                token: Secret::new("tok"),
-                ca_checksum: None,
-                mode: RegistrationMode::Rke1,
-                agent_image: crate::userdata::DEFAULT_AGENT_IMAGE.into(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 900,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
-            runtime: RuntimeSettings::default(),
-            host: HostSettings::default(),
-        }
+        Settings::rke1_worker()
     }
 
     fn unit(l: &str, a: &str, f: &str) -> UnitState {
@@ -891,7 +940,7 @@ mod tests {
         assert_eq!(outcome(&plan(&s, &f), "firewalld"), Outcome::Warning);
         f.live = false;
         assert_eq!(outcome(&plan(&s, &f), "firewalld"), Outcome::Skipped);
-        f.errors.push(("firewalld".into(), "Access denied".into()));
+        f.errors.record(ProbeArea::Firewalld, "Access denied");
         let p = step(&plan(&s, &f), "firewalld").preview();
         assert_eq!(p.outcome, Outcome::Failed);
         assert!(p.remedy.is_some());

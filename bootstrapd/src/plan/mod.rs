@@ -3,49 +3,11 @@
 pub mod host;
 pub mod runtime;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// What a step found or did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Already as required; nothing to do.
-    Ok,
-    /// bootstrapd changed the host to make it so.
-    Changed,
-    /// `plan` only: `run` would change this.
-    WouldChange,
-    /// Not as required and not fixable under the userdata's policy: a warning, the run goes on.
-    Warning,
-    /// Not as required and the run cannot go on.
-    Failed,
-    /// Not applicable on this host or under these settings.
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Changed => "changed",
-            Outcome::WouldChange => "would-change",
-            Outcome::Warning => "warning",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
-
-/// One line of the report for a step: what was found, what was done, and for failures the
-/// one-line remedy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    pub step: String,
-    pub outcome: Outcome,
-    pub detail: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remedy: Option<String>,
-}
+// Findings are the vocabulary of the journal as much as of plans; they live on their own so
+// the journal need not depend on the planner. Re-exported for the callers that name them here.
+pub use crate::findings::{Finding, Outcome};
 
 /// What a plan's steps do: either only report a finding, or change the host.
 pub trait StepAction {
@@ -133,21 +95,5 @@ impl<A: StepAction> Step<A> {
             }
             None => Finding::new(self.step, Outcome::WouldChange, self.detail.clone()),
         }
-    }
-}
-
-impl Finding {
-    pub fn new(step: impl Into<String>, outcome: Outcome, detail: impl Into<String>) -> Self {
-        Finding {
-            step: step.into(),
-            outcome,
-            detail: detail.into(),
-            remedy: None,
-        }
-    }
-
-    pub fn with_remedy(mut self, remedy: impl Into<String>) -> Self {
-        self.remedy = Some(remedy.into());
-        self
     }
 }

@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use super::Outcome;
+use crate::facts::ProbeArea;
 use crate::facts::runtime::{
     APT_KEYRING, CONTAINERD_PACKAGES, DOCKER_PACKAGES, DOCKER_UNIT, RuntimeFacts, repo_file_path,
 };
@@ -152,273 +153,354 @@ pub fn yum_repo_file(repo: &RepoSource) -> String {
     s
 }
 
+/// The step that ends the plan early: nothing after it can be planned (a refusal, a failure,
+/// or mode system-agent's skip).
+struct Stop(Box<RuntimeStep>);
+
+impl From<RuntimeStep> for Stop {
+    fn from(step: RuntimeStep) -> Self {
+        Stop(Box::new(step))
+    }
+}
+
 pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
-    let rt = &settings.runtime;
+    let mut steps = Vec::new();
+    if let Err(Stop(last)) = plan_steps(settings, facts, &mut steps) {
+        steps.push(*last);
+    }
+    steps
+}
+
+/// The runtime stage in the order it runs: daemon.json before anything can start the daemon,
+/// then the packages, the service, readiness and RKE's version check.
+fn plan_steps(
+    settings: &Settings,
+    facts: &RuntimeFacts,
+    steps: &mut Vec<RuntimeStep>,
+) -> Result<(), Stop> {
+    applicable(settings)?;
+    usable_facts(facts)?;
+    let constraint = version_constraint(settings)?;
+    steps.push(daemon_json(settings, facts)?);
+    steps.extend(engine_install(settings, facts, constraint.as_ref())?);
+    steps.push(service(facts));
+    steps.push(readiness(facts));
+    steps.push(rke_version_check(facts));
+    Ok(())
+}
+
+/// Only mode rke1 with Docker needs bootstrapd to install a runtime.
+fn applicable(settings: &Settings) -> Result<(), Stop> {
     if settings.rancher.mode == RegistrationMode::SystemAgent {
-        return vec![RuntimeStep::report(
+        return Err(Stop::from(RuntimeStep::report(
             "runtime",
             WHY_RUNTIME,
             Outcome::Skipped,
             "mode system-agent: RKE2/K3s install and run their own containerd",
-        )];
+        )));
     }
-    if rt.engine == Engine::Containerd {
-        return vec![RuntimeStep::with_remedy(
+    if settings.runtime.engine == Engine::Containerd {
+        return Err(Stop::from(RuntimeStep::with_remedy(
             "runtime",
             WHY_RUNTIME,
             Outcome::Failed,
             "mode rke1 runs the rancher-agent container on Docker; containerd alone cannot host it",
             "set runtime.engine: docker, or rancher.mode: system-agent for RKE2/K3s clusters",
-        )];
+        )));
     }
-    for (area, e) in &facts.errors {
-        if area != "docker" {
-            return vec![RuntimeStep::with_remedy(
-                "runtime",
-                WHY_RUNTIME,
-                Outcome::Failed,
-                format!("could not inspect the host ({area}): {e}"),
-                "fix the probe error above and run again",
-            )];
-        }
+    Ok(())
+}
+
+/// A probe that failed leaves the plan without ground to stand on; Docker's own probe failing
+/// only means the engine does not answer yet, which the plan handles.
+fn usable_facts(facts: &RuntimeFacts) -> Result<(), Stop> {
+    match facts.errors.iter().find(|f| f.area != ProbeArea::Docker) {
+        Some(failure) => Err(Stop::from(RuntimeStep::with_remedy(
+            "runtime",
+            WHY_RUNTIME,
+            Outcome::Failed,
+            format!(
+                "could not inspect the host ({}): {}",
+                failure.area, failure.message
+            ),
+            "fix the probe error above and run again",
+        ))),
+        None => Ok(()),
     }
-    let constraint = match rt
-        .version
-        .as_deref()
+}
+
+fn version_constraint(settings: &Settings) -> Result<Option<VersionConstraint>, Stop> {
+    let version = settings.runtime.version.as_deref();
+    version
         .map(VersionConstraint::parse)
         .transpose()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return vec![RuntimeStep::with_remedy(
+        .map_err(|e| {
+            Stop::from(RuntimeStep::with_remedy(
                 "runtime.version",
                 WHY_RUNTIME,
                 Outcome::Failed,
                 e.to_string(),
                 "write runtime.version like 24.0, =24.0.7 or >=20.10",
-            )];
-        }
-    };
-    let host = facts.hostname.clone().unwrap_or_else(|| "unknown".into());
-    let mut steps = Vec::new();
+            ))
+        })
+}
 
-    // 1. daemon.json before anything can start the daemon.
-    match render_daemon_json(
+/// daemon.json with the registry mirrors, before anything can start the daemon.
+fn daemon_json(settings: &Settings, facts: &RuntimeFacts) -> Result<RuntimeStep, Stop> {
+    const S: &str = "runtime.daemon-json";
+    let mirrors = &settings.runtime.registry_mirrors;
+    let rendered = render_daemon_json(
         std::path::Path::new(DAEMON_JSON),
         facts.daemon_json.as_deref(),
-        &rt.registry_mirrors,
-    ) {
-        Ok(Some(content)) => steps.push(RuntimeStep::change(
-            "runtime.daemon-json",
+        mirrors,
+    );
+    match rendered {
+        Ok(Some(content)) => Ok(RuntimeStep::change(
+            S,
             WHY_DAEMON_JSON,
-            format!(
-                "write {DAEMON_JSON} with registry-mirrors {:?}",
-                rt.registry_mirrors
-            ),
+            format!("write {DAEMON_JSON} with registry-mirrors {mirrors:?}"),
             RuntimeAction::WriteFile {
                 path: DAEMON_JSON.into(),
                 content,
                 mode: 0o644,
             },
         )),
-        Ok(None) => steps.push(RuntimeStep::report(
-            "runtime.daemon-json",
+        Ok(None) => Ok(RuntimeStep::report(
+            S,
             WHY_DAEMON_JSON,
             Outcome::Ok,
-            if rt.registry_mirrors.is_empty() {
+            if mirrors.is_empty() {
                 "no registry mirrors requested".to_string()
             } else {
                 format!("{DAEMON_JSON} already lists the registry mirrors")
             },
         )),
-        Err(e) => {
-            steps.push(RuntimeStep::with_remedy(
-                "runtime.daemon-json",
-                WHY_DAEMON_JSON,
-                Outcome::Failed,
-                e.to_string(),
-                format!("fix or remove {DAEMON_JSON}"),
-            ));
-            return steps;
+        Err(e) => Err(Stop::from(RuntimeStep::with_remedy(
+            S,
+            WHY_DAEMON_JSON,
+            Outcome::Failed,
+            e.to_string(),
+            format!("fix or remove {DAEMON_JSON}"),
+        ))),
+    }
+}
+
+/// The engine's packages: an installed engine is kept, otherwise they come from the source
+/// the userdata names.
+fn engine_install(
+    settings: &Settings,
+    facts: &RuntimeFacts,
+    constraint: Option<&VersionConstraint>,
+) -> Result<Vec<RuntimeStep>, Stop> {
+    let unfinished = unfinished_installs(facts);
+    if let Some((what, version)) = installed_engine(facts, &unfinished) {
+        return Ok(vec![keep_installed(&what, &version, constraint)]);
+    }
+    let Some(pm) = facts.package_manager else {
+        return Err(Stop::from(RuntimeStep::with_remedy(
+            "runtime.install",
+            WHY_RUNTIME,
+            Outcome::Failed,
+            "Docker is not installed and the host has no apt-get, dnf, yum or zypper",
+            "preinstall Docker in the image",
+        )));
+    };
+    match &settings.runtime.source {
+        RuntimeSource::Offline(o) => Ok(vec![install_offline(&o.path, pm, facts, &unfinished)?]),
+        RuntimeSource::Repo(repo) => {
+            let mut steps = repository(repo, pm, facts)?;
+            steps.push(install_step(settings, pm, constraint, true, &unfinished));
+            Ok(steps)
+        }
+        RuntimeSource::Distro => {
+            let refresh = pm == PackageManager::Apt && !facts.index_fresh;
+            Ok(vec![install_step(
+                settings,
+                pm,
+                constraint,
+                refresh,
+                &unfinished,
+            )])
         }
     }
+}
 
-    // 2. Packages. An engine whose package install was cut short (a crash during its
-    // postinst) may answer all the same; it counts as installed only once dpkg has finished it,
-    // which the install action does first.
-    let unfinished: Vec<String> = facts
+/// Packages an earlier install left cut short (a crash during their postinst), as the step
+/// names them.
+fn unfinished_installs(facts: &RuntimeFacts) -> Vec<String> {
+    facts
         .unfinished
         .iter()
         .map(|(p, state)| format!("{p} ({state})"))
-        .collect();
-    let current = if unfinished.is_empty() {
-        facts
-            .engine
-            .as_ref()
-            .map(|e| ("Docker Engine".to_string(), e.version.clone()))
-            .or_else(|| {
-                facts
-                    .installed_any(&DOCKER_PACKAGES)
-                    .map(|(p, v)| (p.to_string(), v.to_string()))
-            })
-    } else {
-        None
-    };
-    if let Some((what, version)) = current {
-        match &constraint {
-            Some(c) if !c.matches(&version) => steps.push(RuntimeStep::with_remedy(
-                "runtime.install",
-                WHY_RUNTIME,
-                Outcome::Warning,
-                format!(
-                    "{what} {version} is installed and does not satisfy runtime.version {:?}; \
-                     an installed engine is never replaced",
-                    c.as_str()
-                ),
-                "install the wanted version in the image, or relax runtime.version",
-            )),
-            _ => steps.push(RuntimeStep::report(
-                "runtime.install",
-                WHY_RUNTIME,
-                Outcome::Ok,
-                format!("{what} {version} already installed"),
-            )),
-        }
-    } else {
-        let Some(pm) = facts.package_manager else {
-            steps.push(RuntimeStep::with_remedy(
-                "runtime.install",
-                WHY_RUNTIME,
-                Outcome::Failed,
-                "Docker is not installed and the host has no apt-get, dnf, yum or zypper",
-                "preinstall Docker in the image",
-            ));
-            return steps;
-        };
-        match &rt.source {
-            RuntimeSource::Offline(o) => {
-                if facts.bundle_packages.is_empty() {
-                    steps.push(RuntimeStep::with_remedy(
-                        "runtime.install",
-                        WHY_RUNTIME,
-                        Outcome::Failed,
-                        format!(
-                            "the offline bundle {} holds no .{} files",
-                            o.path,
-                            pm.package_extension()
-                        ),
-                        "put the runtime's packages into the bundle directory",
-                    ));
-                    return steps;
-                }
-                steps.push(RuntimeStep::change(
-                    "runtime.install",
-                    WHY_RUNTIME,
-                    format!(
-                        "{}install {} package file(s) from {} with {pm}",
-                        finish_note(&unfinished),
-                        facts.bundle_packages.len(),
-                        o.path
-                    ),
-                    RuntimeAction::InstallFiles {
-                        manager: pm,
-                        files: facts.bundle_packages.clone(),
-                    },
-                ));
-            }
-            RuntimeSource::Repo(repo) => {
-                if repo.key.is_none() && !repo.trusted {
-                    steps.push(RuntimeStep::with_remedy(
-                        "runtime.repository",
-                        WHY_REPO,
-                        Outcome::Failed,
-                        format!(
-                            "repository {} has no signing key and is not marked trusted",
-                            repo.url
-                        ),
-                        "give runtime.source.repo.key, or set trusted: true for a local repository",
-                    ));
-                    return steps;
-                }
-                let path = repo_file_path(pm);
-                let content = match pm {
-                    PackageManager::Apt => apt_source_line(repo),
-                    _ => yum_repo_file(repo),
-                };
-                if let (PackageManager::Apt, Some(key)) = (pm, &repo.key) {
-                    steps.push(RuntimeStep::change(
-                        "runtime.repository-key",
-                        WHY_REPO,
-                        format!("install the signing key {key} as {APT_KEYRING}"),
-                        RuntimeAction::InstallAptKey {
-                            source: key.clone(),
-                            dest: APT_KEYRING.into(),
-                        },
-                    ));
-                }
-                if facts.repo_file.as_deref() == Some(content.as_str()) {
-                    steps.push(RuntimeStep::report(
-                        "runtime.repository",
-                        WHY_REPO,
-                        Outcome::Ok,
-                        format!("{path} already points at {}", repo.url),
-                    ));
-                } else {
-                    steps.push(RuntimeStep::change(
-                        "runtime.repository",
-                        WHY_REPO,
-                        format!("write {path} for {}", repo.url),
-                        RuntimeAction::WriteFile {
-                            path: path.into(),
-                            content,
-                            mode: 0o644,
-                        },
-                    ));
-                }
-                steps.push(install_step(
-                    settings,
-                    pm,
-                    constraint.as_ref(),
-                    true,
-                    &unfinished,
-                ));
-            }
-            RuntimeSource::Distro => {
-                steps.push(install_step(
-                    settings,
-                    pm,
-                    constraint.as_ref(),
-                    pm == PackageManager::Apt && !facts.index_fresh,
-                    &unfinished,
-                ));
-            }
-        }
-    }
+        .collect()
+}
 
-    // 3. Service and readiness.
+/// The engine already on the host, as (what, version). An engine whose install was cut short
+/// may answer all the same; it counts as installed only once dpkg has finished it, which the
+/// install action does first.
+fn installed_engine(facts: &RuntimeFacts, unfinished: &[String]) -> Option<(String, String)> {
+    if !unfinished.is_empty() {
+        return None;
+    }
+    facts
+        .engine
+        .as_ref()
+        .map(|e| ("Docker Engine".to_string(), e.version.clone()))
+        .or_else(|| {
+            facts
+                .installed_any(&DOCKER_PACKAGES)
+                .map(|(p, v)| (p.to_string(), v.to_string()))
+        })
+}
+
+/// An installed engine is never replaced: one that misses runtime.version is a warning.
+fn keep_installed(
+    what: &str,
+    version: &str,
+    constraint: Option<&VersionConstraint>,
+) -> RuntimeStep {
+    match constraint {
+        Some(c) if !c.matches(version) => RuntimeStep::with_remedy(
+            "runtime.install",
+            WHY_RUNTIME,
+            Outcome::Warning,
+            format!(
+                "{what} {version} is installed and does not satisfy runtime.version {:?}; \
+                 an installed engine is never replaced",
+                c.as_str()
+            ),
+            "install the wanted version in the image, or relax runtime.version",
+        ),
+        _ => RuntimeStep::report(
+            "runtime.install",
+            WHY_RUNTIME,
+            Outcome::Ok,
+            format!("{what} {version} already installed"),
+        ),
+    }
+}
+
+fn install_offline(
+    bundle: &str,
+    pm: PackageManager,
+    facts: &RuntimeFacts,
+    unfinished: &[String],
+) -> Result<RuntimeStep, Stop> {
+    if facts.bundle_packages.is_empty() {
+        return Err(Stop::from(RuntimeStep::with_remedy(
+            "runtime.install",
+            WHY_RUNTIME,
+            Outcome::Failed,
+            format!(
+                "the offline bundle {bundle} holds no .{} files",
+                pm.package_extension()
+            ),
+            "put the runtime's packages into the bundle directory",
+        )));
+    }
+    Ok(RuntimeStep::change(
+        "runtime.install",
+        WHY_RUNTIME,
+        format!(
+            "{}install {} package file(s) from {bundle} with {pm}",
+            finish_note(unfinished),
+            facts.bundle_packages.len(),
+        ),
+        RuntimeAction::InstallFiles {
+            manager: pm,
+            files: facts.bundle_packages.clone(),
+        },
+    ))
+}
+
+/// The repository the userdata names: its signing key (apt), then its source file.
+fn repository(
+    repo: &RepoSource,
+    pm: PackageManager,
+    facts: &RuntimeFacts,
+) -> Result<Vec<RuntimeStep>, Stop> {
+    if repo.key.is_none() && !repo.trusted {
+        return Err(Stop::from(RuntimeStep::with_remedy(
+            "runtime.repository",
+            WHY_REPO,
+            Outcome::Failed,
+            format!(
+                "repository {} has no signing key and is not marked trusted",
+                repo.url
+            ),
+            "give runtime.source.repo.key, or set trusted: true for a local repository",
+        )));
+    }
+    let mut steps = Vec::new();
+    if let (PackageManager::Apt, Some(key)) = (pm, &repo.key) {
+        steps.push(RuntimeStep::change(
+            "runtime.repository-key",
+            WHY_REPO,
+            format!("install the signing key {key} as {APT_KEYRING}"),
+            RuntimeAction::InstallAptKey {
+                source: key.clone(),
+                dest: APT_KEYRING.into(),
+            },
+        ));
+    }
+    steps.push(repository_file(repo, pm, facts));
+    Ok(steps)
+}
+
+fn repository_file(repo: &RepoSource, pm: PackageManager, facts: &RuntimeFacts) -> RuntimeStep {
+    let path = repo_file_path(pm);
+    let content = match pm {
+        PackageManager::Apt => apt_source_line(repo),
+        _ => yum_repo_file(repo),
+    };
+    if facts.repo_file.as_deref() == Some(content.as_str()) {
+        return RuntimeStep::report(
+            "runtime.repository",
+            WHY_REPO,
+            Outcome::Ok,
+            format!("{path} already points at {}", repo.url),
+        );
+    }
+    RuntimeStep::change(
+        "runtime.repository",
+        WHY_REPO,
+        format!("write {path} for {}", repo.url),
+        RuntimeAction::WriteFile {
+            path: path.into(),
+            content,
+            mode: 0o644,
+        },
+    )
+}
+
+/// The Docker unit enabled and running. A running engine without a unit (started some other
+/// way) is left as it is.
+fn service(facts: &RuntimeFacts) -> RuntimeStep {
     let unit_ok = facts
         .docker_unit
         .as_ref()
         .is_some_and(|u| u.is_active() && u.is_enabled());
     if facts.engine.is_some() && (unit_ok || facts.docker_unit.is_none()) {
-        steps.push(RuntimeStep::report(
+        return RuntimeStep::report(
             "runtime.service",
             WHY_SERVICE,
             Outcome::Ok,
             format!("{DOCKER_UNIT} running"),
-        ));
-    } else {
-        steps.push(RuntimeStep::change(
-            "runtime.service",
-            WHY_SERVICE,
-            format!("enable and start {DOCKER_UNIT}"),
-            RuntimeAction::EnableStart {
-                unit: DOCKER_UNIT.into(),
-            },
-        ));
+        );
     }
+    RuntimeStep::change(
+        "runtime.service",
+        WHY_SERVICE,
+        format!("enable and start {DOCKER_UNIT}"),
+        RuntimeAction::EnableStart {
+            unit: DOCKER_UNIT.into(),
+        },
+    )
+}
+
+fn readiness(facts: &RuntimeFacts) -> RuntimeStep {
     match &facts.engine {
-        Some(e) => steps.push(RuntimeStep::report(
+        Some(e) => RuntimeStep::report(
             "runtime.ready",
             WHY_READY,
             Outcome::Ok,
@@ -426,28 +508,30 @@ pub fn plan(settings: &Settings, facts: &RuntimeFacts) -> Vec<RuntimeStep> {
                 "Docker Engine API answers (Docker {}, API {})",
                 e.version, e.api_version
             ),
-        )),
-        None => steps.push(RuntimeStep::change(
+        ),
+        None => RuntimeStep::change(
             "runtime.ready",
             WHY_READY,
             format!("wait up to {READY_TIMEOUT_SECS} s for the Docker Engine API"),
             RuntimeAction::WaitDocker {
                 timeout_secs: READY_TIMEOUT_SECS,
             },
-        )),
+        ),
     }
+}
 
-    // 4. RKE's version check (mode rke1 only reaches here).
+/// RKE's version check now when the engine answers, else once it does.
+fn rke_version_check(facts: &RuntimeFacts) -> RuntimeStep {
+    let host = facts.hostname.clone().unwrap_or_else(|| "unknown".into());
     match &facts.engine {
-        Some(e) => steps.push(rke_version_step(&e.version, &host)),
-        None => steps.push(RuntimeStep::change(
+        Some(e) => rke_version_step(&e.version, &host),
+        None => RuntimeStep::change(
             "runtime.rke-docker-version",
             WHY_RKE_VERSION,
             "check the Docker version against RKE's supported list once the engine answers",
             RuntimeAction::CheckRkeDockerVersion { host },
-        )),
+        ),
     }
-    steps
 }
 
 /// The packages the runtime stage will install from the repositories configured as they are
@@ -557,29 +641,12 @@ pub fn rke_version_step(version: &str, host: &str) -> RuntimeStep {
 mod tests {
     use super::*;
     use crate::system::docker::EngineInfo;
-    use crate::userdata::{OfflineSource, RancherSettings, RuntimeSettings};
+    use crate::userdata::{OfflineSource, RuntimeSettings};
 
     fn settings(runtime: RuntimeSettings) -> Settings {
         Settings {
-            roles: vec![crate::userdata::Role::Worker],
-            rancher: RancherSettings {
-                server: "https://r".into(),
-                token: crate::secret::Secret::new("t"),
-                ca_checksum: None,
-                mode: RegistrationMode::Rke1,
-                agent_image: "rancher/rancher-agent:v2.6.14".into(),
-                node_name: None,
-                address: None,
-                internal_address: None,
-                labels: Default::default(),
-                taints: vec![],
-                deadline_seconds: 10,
-                splay_seconds: 0,
-                strict_verify: None,
-                system_agent: Default::default(),
-            },
             runtime,
-            host: Default::default(),
+            ..Settings::rke1_worker()
         }
     }
 

@@ -32,6 +32,14 @@ pub enum Rke1Error {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The engine refused to start the container (runc could not set it up): a host
+    /// matter, not the server's, so it gets its own remedy.
+    #[error("Docker could not start the rancher-agent container {id}: {source}")]
+    StartFailed {
+        id: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error(
         "the rancher-agent container {id} does not stay up ({state}); its last log lines: {logs}"
     )]
@@ -395,8 +403,8 @@ async fn keep_or_remove(
         docker
             .start_container(&id, None)
             .await
-            .map_err(|source| Rke1Error::Api {
-                action: format!("starting container {id}"),
+            .map_err(|source| Rke1Error::StartFailed {
+                id: id.clone(),
                 source,
             })?;
         check_stays_up(docker, &id, token).await?;
@@ -445,7 +453,10 @@ pub async fn ensure_agent(
     docker
         .start_container(&created.id, None)
         .await
-        .map_err(api(&format!("starting container {}", created.id)))?;
+        .map_err(|source| Rke1Error::StartFailed {
+            id: created.id.clone(),
+            source,
+        })?;
     check_stays_up(docker, &created.id, token).await?;
     tracing::info!(container = %created.id, %image, "rancher-agent container started");
     Ok(Rke1Record {

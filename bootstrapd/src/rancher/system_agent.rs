@@ -396,73 +396,28 @@ async fn connect(
 ) -> Result<Response, SystemAgentError> {
     let url = endpoint(reg.server, "/v3/connect/agent");
     let err = http_err("connect", trust);
-    let mut req = Request::get(&url).map_err(&err)?.secret_header(
-        "Authorization",
-        &Secret::new(format!("Bearer {}", reg.token.expose())),
-    );
-    let node = NodeHeaders::of(reg);
-    for (name, value) in connect_headers(cattle_id, reg.roles, &node, reg.labels, reg.taints) {
-        req = req.header(name, value);
-    }
+    let req = connect_request(reg, &url, cattle_id).map_err(&err)?;
     let http = client(&trust.tls(), deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20).map_err(&err)?;
-    let since = std::sync::Mutex::new(None::<std::time::Instant>);
-    let verdict = |r: &Response| {
-        if r.status == StatusCode::OK {
-            return Verdict::Accept;
-        }
-        if is_machine_not_found(r) {
-            let first = *since
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert_with(std::time::Instant::now);
-            let waited = first.elapsed();
-            let msg = format!(
-                "Rancher answers \"{MACHINE_NOT_FOUND}\" (for {} s): the token may be wrong, \
-                 expired or rotated, or Rancher/CAPI is still starting; giving up after {} s",
-                waited.as_secs(),
-                tuning.not_found_window.as_secs()
-            );
-            tracing::warn!(%url, "{msg}");
-            (tuning.progress)(&msg);
-            return if waited >= tuning.not_found_window {
-                Verdict::Accept
-            } else {
-                Verdict::Retry
-            };
-        }
-        let transient = r.status.is_server_error()
-            || r.status == StatusCode::UNAUTHORIZED
-            || r.status == StatusCode::TOO_MANY_REQUESTS
-            || r.status == StatusCode::REQUEST_TIMEOUT;
-        if transient {
-            (tuning.progress)(&format!(
-                "Rancher is not ready to register nodes yet (status {}); retrying",
-                r.status.as_u16()
-            ));
-            Verdict::Retry
-        } else {
-            Verdict::Accept
-        }
-    };
-    let result = http.send_with(&req, verdict).await;
-    let not_found_for = since
+    let not_found_since = std::sync::Mutex::new(None);
+    let result = http
+        .send_with(&req, |r| connect_verdict(r, &url, &not_found_since, tuning))
+        .await;
+    let not_found_for = not_found_since
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .map(|t| t.elapsed().as_secs());
-    let unknown = |seconds| SystemAgentError::UnknownToken {
-        url: url.clone(),
-        seconds,
-    };
     let resp = match (result, not_found_for) {
-        (Ok(r), Some(secs)) if is_machine_not_found(&r) => return Err(unknown(secs)),
+        (Ok(r), Some(seconds)) if is_machine_not_found(&r) => {
+            return Err(SystemAgentError::UnknownToken { url, seconds });
+        }
         // The deadline ended the wait while the server still said "machine not found".
         (
             Err(HttpError::Exhausted {
                 last: Cause::Status(StatusCode::INTERNAL_SERVER_ERROR),
                 ..
             }),
-            Some(secs),
-        ) => return Err(unknown(secs)),
+            Some(seconds),
+        ) => return Err(SystemAgentError::UnknownToken { url, seconds }),
         (r, _) => r.map_err(&err)?,
     };
     if resp.status != StatusCode::OK {
@@ -473,6 +428,68 @@ async fn connect(
         });
     }
     Ok(resp)
+}
+
+/// The connect request: the token as a bearer secret, the node's identity in headers.
+fn connect_request(
+    reg: &Registration<'_>,
+    url: &str,
+    cattle_id: &str,
+) -> Result<Request, HttpError> {
+    let mut req = Request::get(url)?.secret_header(
+        "Authorization",
+        &Secret::new(format!("Bearer {}", reg.token.expose())),
+    );
+    let node = NodeHeaders::of(reg);
+    for (name, value) in connect_headers(cattle_id, reg.roles, &node, reg.labels, reg.taints) {
+        req = req.header(name, value);
+    }
+    Ok(req)
+}
+
+/// Whether a connect reply ends the wait (see [`connect`]). `not_found_since` is when the
+/// server first answered "machine not found", kept across attempts.
+fn connect_verdict(
+    r: &Response,
+    url: &str,
+    not_found_since: &std::sync::Mutex<Option<std::time::Instant>>,
+    tuning: &Tuning<'_>,
+) -> Verdict {
+    if r.status == StatusCode::OK {
+        return Verdict::Accept;
+    }
+    if is_machine_not_found(r) {
+        let first = *not_found_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(std::time::Instant::now);
+        let waited = first.elapsed();
+        let msg = format!(
+            "Rancher answers \"{MACHINE_NOT_FOUND}\" (for {} s): the token may be wrong, \
+             expired or rotated, or Rancher/CAPI is still starting; giving up after {} s",
+            waited.as_secs(),
+            tuning.not_found_window.as_secs()
+        );
+        tracing::warn!(%url, "{msg}");
+        (tuning.progress)(&msg);
+        return if waited >= tuning.not_found_window {
+            Verdict::Accept
+        } else {
+            Verdict::Retry
+        };
+    }
+    let transient = r.status.is_server_error()
+        || r.status == StatusCode::UNAUTHORIZED
+        || r.status == StatusCode::TOO_MANY_REQUESTS
+        || r.status == StatusCode::REQUEST_TIMEOUT;
+    if !transient {
+        return Verdict::Accept;
+    }
+    (tuning.progress)(&format!(
+        "Rancher is not ready to register nodes yet (status {}); retrying",
+        r.status.as_u16()
+    ));
+    Verdict::Retry
 }
 
 /// The connect reply must be connection info the agent can use.

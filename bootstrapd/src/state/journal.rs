@@ -3,8 +3,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::findings::{Finding, Outcome};
 use crate::fsutil::{HostRoot, write_atomic};
-use crate::plan::{Finding, Outcome};
+use crate::metrics::{Resources, cpu_ms_since, own_cpu_ms};
+use crate::rancher::rke1::Rke1Record;
+use crate::rancher::system_agent::SystemAgentRecord;
+pub use crate::userdata::RegistrationMode;
 
 pub const STATE_DIR: &str = "/var/lib/bootstrapd";
 pub const JOURNAL_FILE: &str = "state.json";
@@ -141,8 +145,12 @@ pub struct Journal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
     /// What registration did (no secrets): the guard against registering twice.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registration: Option<serde_json::Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted_keys"
+    )]
+    pub registration: Option<RegistrationRecord>,
     /// Lines the operator should read: resumed runs, changed userdata, ignored keys.
     #[serde(default)]
     pub notes: Vec<String>,
@@ -156,6 +164,34 @@ pub struct Journal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<RunOwner>,
     pub updated: u64,
+}
+
+/// What registration did. Never holds the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationRecord {
+    pub server: String,
+    pub mode: RegistrationMode,
+    pub roles: Vec<String>,
+    pub node_name: String,
+    /// The CA checksum that was verified and pinned, if any.
+    pub ca_checksum: Option<String>,
+    /// How the server was verified ("pinned CA sha256 ..." or "system trust store (...)").
+    pub trust: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rke1: Option<Rke1Record>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_agent: Option<SystemAgentRecord>,
+    pub findings: Vec<Finding>,
+}
+
+/// Journals before the typed record held it as a `serde_json::Value`, whose objects print
+/// their keys sorted; printing through a `Value` keeps state.json byte for byte as it was.
+fn sorted_keys<S: serde::Serializer>(
+    record: &Option<RegistrationRecord>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let value = serde_json::to_value(record).map_err(serde::ser::Error::custom)?;
+    value.serialize(s)
 }
 
 /// Identifies a run's process across pid reuse and reboots.
@@ -259,53 +295,6 @@ impl Journal {
                 fix(&mut f.detail);
                 f.remedy.iter_mut().for_each(fix);
             }
-        }
-    }
-}
-
-/// bootstrapd's own footprint, from getrusage(RUSAGE_SELF) and /proc/self/status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resources {
-    pub peak_rss_kib: u64,
-    pub cpu_user_ms: u64,
-    pub cpu_system_ms: u64,
-    pub wall_ms: u64,
-}
-
-fn tv_ms(tv: nix::sys::time::TimeVal) -> u64 {
-    (tv.tv_sec().max(0) as u64) * 1000 + (tv.tv_usec().max(0) as u64) / 1000
-}
-
-/// This process's CPU time so far (user + system, ms).
-pub fn own_cpu_ms() -> Option<u64> {
-    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
-    Some(tv_ms(u.user_time()) + tv_ms(u.system_time()))
-}
-
-/// This process's CPU time since `before` (an [`own_cpu_ms`] reading), in ms.
-pub fn cpu_ms_since(before: Option<u64>) -> Option<u64> {
-    Some(own_cpu_ms()?.saturating_sub(before?))
-}
-
-impl Resources {
-    /// Measures this process now; `started` is when the run began.
-    pub fn measure(started: std::time::Instant) -> Resources {
-        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok();
-        // VmHWM is the peak resident set; ru_maxrss is the same in KiB on Linux.
-        let peak = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .or_else(|| usage.map(|u| u.max_rss().max(0) as u64))
-            .unwrap_or(0);
-        Resources {
-            peak_rss_kib: peak,
-            cpu_user_ms: usage.map(|u| tv_ms(u.user_time())).unwrap_or(0),
-            cpu_system_ms: usage.map(|u| tv_ms(u.system_time())).unwrap_or(0),
-            wall_ms: started.elapsed().as_millis() as u64,
         }
     }
 }
@@ -609,6 +598,111 @@ mod tests {
         (d, root, s)
     }
 
+    fn record() -> RegistrationRecord {
+        RegistrationRecord {
+            server: "https://rancher.lab".into(),
+            mode: RegistrationMode::Rke1,
+            roles: vec!["worker".into()],
+            node_name: "node4".into(),
+            ca_checksum: None,
+            trust: "system trust store".into(),
+            rke1: None,
+            system_agent: None,
+            findings: vec![],
+        }
+    }
+
+    /// A state.json as the journal wrote it while `registration` was a `serde_json::Value`
+    /// (keys sorted at every level of the record), from a system-agent registration.
+    const OLD_JOURNAL: &str = r#"{
+  "version": 1,
+  "verdict": "done",
+  "instance_id": "iid-node1",
+  "datasource": "nocloud:/var/lib/cloud/seed/nocloud",
+  "userdata_sha256": "9f2c",
+  "runs": 1,
+  "stages": [],
+  "registration": {
+    "ca_checksum": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "findings": [
+      {
+        "detail": "https://rancher.lab: pinned CA sha256 0123",
+        "outcome": "ok",
+        "step": "register.ca"
+      },
+      {
+        "detail": "3 attempts",
+        "outcome": "warning",
+        "remedy": "check the server",
+        "step": "register.connect"
+      }
+    ],
+    "mode": "system-agent",
+    "node_name": "node1",
+    "roles": [
+      "etcd",
+      "controlplane"
+    ],
+    "server": "https://rancher.lab",
+    "system_agent": {
+      "binary": "/usr/local/bin/rancher-system-agent",
+      "binary_sha256": "abcd",
+      "binary_source": "offline bundle",
+      "cattle_id": "c1",
+      "cattle_id_created": true,
+      "connection_info_file": "/etc/rancher/agent/conn.json",
+      "machine_name": "custom-1",
+      "strict_verify": false
+    },
+    "trust": "pinned CA sha256 0123"
+  },
+  "notes": [],
+  "updated": 1764700000
+}
+"#;
+
+    #[test]
+    fn an_old_journal_loads_and_prints_byte_for_byte() {
+        let (_d, root, _s) = store();
+        let p = journal_path(&root);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, OLD_JOURNAL).unwrap();
+        let j = load(&root).unwrap();
+        let r = j.registration.as_ref().unwrap();
+        assert_eq!(r.mode, RegistrationMode::SystemAgent);
+        assert_eq!(r.server, "https://rancher.lab");
+        assert_eq!(r.system_agent.as_ref().unwrap().cattle_id, "c1");
+        assert_eq!(r.findings[1].remedy.as_deref(), Some("check the server"));
+        let again = serde_json::to_string_pretty(&j).unwrap() + "\n";
+        assert_eq!(again, OLD_JOURNAL);
+    }
+
+    #[test]
+    fn the_record_prints_as_the_untyped_value_did() {
+        let mut r = record();
+        r.rke1 = Some(Rke1Record {
+            container_id: "0123456789abcdef".into(),
+            image: "rancher/rancher-agent:v2.6.14".into(),
+            created: true,
+            started: true,
+            image_source: "present".into(),
+            replaced: None,
+        });
+        r.findings
+            .push(Finding::new("register", Outcome::Ok, "x").with_remedy("y"));
+        let mut typed = Vec::new();
+        sorted_keys(
+            &Some(r.clone()),
+            &mut serde_json::Serializer::pretty(&mut typed),
+        )
+        .unwrap();
+        let untyped = serde_json::to_vec_pretty(&serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(typed).unwrap(),
+            String::from_utf8(untyped).unwrap()
+        );
+    }
+
     #[test]
     fn fresh_journal_is_not_run() {
         let (_d, root, s) = store();
@@ -646,7 +740,7 @@ mod tests {
         s.begin("i-1", "nocloud", "aaa").unwrap();
         s.start_stage(Stage::Fetch).unwrap();
         s.finish_stage(Stage::Fetch, vec![], None).unwrap();
-        s.journal.registration = Some(serde_json::json!({"container": "x"}));
+        s.journal.registration = Some(record());
 
         let notes = s.begin("i-1", "nocloud", "bbb").unwrap();
         assert!(notes[0].contains("userdata changed"));

@@ -7,3 +7,7 @@
 pub mod journal;
 
 pub use journal::*;
+
+// Their old paths: the footprint moved to `metrics` so that datasources and system clients
+// measure without depending on the journal.
+pub use crate::metrics::{Resources, cpu_ms_since, own_cpu_ms};

@@ -151,7 +151,7 @@ pub async fn load_archive(socket: &Path, path: &Path) -> Result<(), DockerError>
         reason,
     };
     tracing::info!(path = %path.display(), "loading image archive");
-    let cpu_before = crate::state::own_cpu_ms();
+    let cpu_before = crate::metrics::own_cpu_ms();
     let started = Instant::now();
     let (socket_owned, path_owned) = (socket.to_path_buf(), path.to_path_buf());
     let reply = tokio::task::spawn_blocking(move || send_archive(&socket_owned, &path_owned))
@@ -162,7 +162,7 @@ pub async fn load_archive(socket: &Path, path: &Path) -> Result<(), DockerError>
     tracing::info!(
         path = %path.display(),
         wall_ms = started.elapsed().as_millis() as u64,
-        cpu_ms = crate::state::cpu_ms_since(cpu_before),
+        cpu_ms = crate::metrics::cpu_ms_since(cpu_before),
         "image archive loaded"
     );
     Ok(())

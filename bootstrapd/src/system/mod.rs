@@ -4,4 +4,5 @@
 pub mod docker;
 pub mod netlink;
 pub mod packages;
+pub mod process;
 pub mod systemd;

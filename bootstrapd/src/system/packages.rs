@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::HostRoot;
 
+use super::process::{self, ProcessError};
+// Its old path: the command type belongs to the one process runner now.
+pub use super::process::CommandSpec;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("cannot start `{command}`: {source}")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     #[error("`{command}` exited with {status}: {stderr}")]
     Failed {
         command: String,
@@ -32,8 +32,6 @@ pub enum PackageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{command}` did not finish within {secs} s")]
-    Timeout { command: String, secs: u64 },
     #[error("invalid version constraint {constraint:?}: {reason}")]
     Constraint { constraint: String, reason: String },
 }
@@ -97,37 +95,6 @@ pub fn detect(root: &HostRoot) -> Option<PackageManager> {
     .into_iter()
     .find(|(prog, _)| has_program(root, prog))
     .map(|(_, pm)| pm)
-}
-
-/// A command to run: program, arguments and extra environment. Never holds secrets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CommandSpec {
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-}
-
-impl CommandSpec {
-    fn new(program: &str, args: &[&str]) -> Self {
-        CommandSpec {
-            program: program.to_string(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-        }
-    }
-}
-
-impl fmt::Display for CommandSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (k, v) in &self.env {
-            write!(f, "{k}={v} ")?;
-        }
-        f.write_str(&self.program)?;
-        for a in &self.args {
-            write!(f, " {a}")?;
-        }
-        Ok(())
-    }
 }
 
 /// Install `packages` (names, `name=version` specs or package file paths).
@@ -538,35 +505,15 @@ async fn rpm_version(root: &HostRoot, package: &str) -> Result<Option<String>, P
     let out = output(&spec).await?;
     // rpm exits 1 for "not installed": that is an answer, not a failure.
     if out.status.success() {
-        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let v = out.stdout.trim().to_string();
         Ok(Some(v.strip_prefix("0:").map(str::to_string).unwrap_or(v)))
     } else {
         Ok(None)
     }
 }
 
-async fn output(spec: &CommandSpec) -> Result<std::process::Output, PackageError> {
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    // Output is parsed: keep it untranslated.
-    cmd.args(&spec.args)
-        // systemd's socket is for bootstrapd alone: package scripts that found it would
-        // send readiness of their own (systemd logs and drops it).
-        .env_remove("NOTIFY_SOCKET")
-        .env("LANG", "C")
-        .env("LC_ALL", "C")
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    match tokio::time::timeout(COMMAND_TIMEOUT, cmd.output()).await {
-        Ok(r) => r.map_err(|source| PackageError::Spawn {
-            command: spec.to_string(),
-            source,
-        }),
-        Err(_) => Err(PackageError::Timeout {
-            command: spec.to_string(),
-            secs: COMMAND_TIMEOUT.as_secs(),
-        }),
-    }
+async fn output(spec: &CommandSpec) -> Result<process::Output, PackageError> {
+    Ok(process::run(spec, COMMAND_TIMEOUT).await?)
 }
 
 /// Upper bound for one package manager run: a slow mirror may take long, a hung one must
@@ -578,10 +525,9 @@ pub async fn run(spec: &CommandSpec) -> Result<String, PackageError> {
     tracing::info!(command = %spec, "running");
     let out = output(spec).await?;
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(out.stdout)
     } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
         Err(PackageError::Failed {
             command: spec.to_string(),
             status: out.status.to_string(),
@@ -595,11 +541,7 @@ pub async fn candidates(pm: PackageManager, package: &str) -> Result<Vec<String>
     let spec = candidates_command(pm, package);
     let out = output(&spec).await?;
     // dnf/yum exit 1 when nothing matches: an empty list, not a failure.
-    Ok(parse_candidates(
-        pm,
-        package,
-        &String::from_utf8_lossy(&out.stdout),
-    ))
+    Ok(parse_candidates(pm, package, &out.stdout))
 }
 
 /// Before an apt-get install: a crash (or power loss) mid-install leaves dpkg "interrupted",

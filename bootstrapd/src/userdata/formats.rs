@@ -4,9 +4,9 @@ use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
 
-use super::tree::{self, Mark, Value};
+use super::tree::{self, Mark, Node, Value};
 use super::validate::Validator;
-use super::{Format, MAX_USERDATA_BYTES, Parsed, Problem, UserdataError};
+use super::{Format, MAX_USERDATA_BYTES, Parsed, Problem, Settings, UserdataError};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Most leaf parts a MIME message may have. cloud-init userdata has a handful; every part
@@ -147,56 +147,14 @@ fn from_text(text: &str, format: Format, line_offset: usize) -> Result<Parsed, U
     let mut notes = Vec::new();
     let fatal = built.root.is_none() && !problems.is_empty();
     if !fatal {
-        let start = Mark { line: 1, column: 1 };
         let settings = match format {
             Format::CloudConfig => {
-                let root = built.root.as_ref();
-                let entry = root.and_then(|r| r.get("bootstrapd"));
-                if let Some(Value::Map(entries)) = root.map(|r| &r.value) {
-                    let others: Vec<&str> = entries
-                        .iter()
-                        .filter_map(|(k, _)| k.scalar_text())
-                        .filter(|k| *k != "bootstrapd")
-                        .collect();
-                    if !others.is_empty() {
-                        notes.push(format!(
-                            "cloud-config keys left to cloud-init (ignored by bootstrapd): {}",
-                            others.join(", ")
-                        ));
-                    }
-                }
-                match (root, entry) {
-                    (_, Some((k, v))) => {
-                        let mut validator = Validator::new("bootstrapd");
-                        let s = validator.settings((!v.is_null()).then_some(v), k.mark);
-                        problems.extend(validator.problems);
-                        s
-                    }
-                    (Some(r), None) if !matches!(r.value, Value::Map(_)) && !r.is_null() => {
-                        problems.push(Problem {
-                            line: r.mark.line,
-                            column: r.mark.column,
-                            path: String::new(),
-                            message: "a #cloud-config document must be a mapping".into(),
-                        });
-                        None
-                    }
-                    (_, None) => {
-                        problems.push(Problem {
-                            line: 1,
-                            column: 1,
-                            path: "bootstrapd".into(),
-                            message: "this #cloud-config has no `bootstrapd:` key holding \
-                                      bootstrapd's settings"
-                                .into(),
-                        });
-                        None
-                    }
-                }
+                notes.extend(cloud_init_keys_note(built.root.as_ref()));
+                cloud_config_settings(built.root.as_ref(), &mut problems)
             }
             _ => {
                 let mut validator = Validator::new("");
-                let s = validator.settings(built.root.as_ref(), start);
+                let s = validator.settings(built.root.as_ref(), Mark { line: 1, column: 1 });
                 problems.extend(validator.problems);
                 s
             }
@@ -221,6 +179,57 @@ fn from_text(text: &str, format: Format, line_offset: usize) -> Result<Parsed, U
         problems,
         origin: None,
     })
+}
+
+/// The note naming a cloud-config's other keys, which cloud-init handles and bootstrapd does
+/// not (so that nobody expects bootstrapd to act on them).
+fn cloud_init_keys_note(root: Option<&Node>) -> Option<String> {
+    let Some(Value::Map(entries)) = root.map(|r| &r.value) else {
+        return None;
+    };
+    let others: Vec<&str> = entries
+        .iter()
+        .filter_map(|(k, _)| k.scalar_text())
+        .filter(|k| *k != "bootstrapd")
+        .collect();
+    (!others.is_empty()).then(|| {
+        format!(
+            "cloud-config keys left to cloud-init (ignored by bootstrapd): {}",
+            others.join(", ")
+        )
+    })
+}
+
+/// The settings under a cloud-config's `bootstrapd:` key.
+fn cloud_config_settings(root: Option<&Node>, problems: &mut Vec<Problem>) -> Option<Settings> {
+    match (root, root.and_then(|r| r.get("bootstrapd"))) {
+        (_, Some((k, v))) => {
+            let mut validator = Validator::new("bootstrapd");
+            let s = validator.settings((!v.is_null()).then_some(v), k.mark);
+            problems.extend(validator.problems);
+            s
+        }
+        (Some(r), None) if !matches!(r.value, Value::Map(_)) && !r.is_null() => {
+            problems.push(Problem {
+                line: r.mark.line,
+                column: r.mark.column,
+                path: String::new(),
+                message: "a #cloud-config document must be a mapping".into(),
+            });
+            None
+        }
+        (_, None) => {
+            problems.push(Problem {
+                line: 1,
+                column: 1,
+                path: "bootstrapd".into(),
+                message: "this #cloud-config has no `bootstrapd:` key holding \
+                          bootstrapd's settings"
+                    .into(),
+            });
+            None
+        }
+    }
 }
 
 /// A leaf part of a MIME message, decoded.

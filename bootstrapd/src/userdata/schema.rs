@@ -1,33 +1,145 @@
 //! Pieces of the JSON schema that derive attributes cannot say: patterns shared by several
 //! fields, maps with constrained keys, and fields that also take YAML numbers.
 //!
-//! Each pattern states the same rule as a check in `validate.rs`; change both together.
+//! Each pattern states the same rule as a check in `validate.rs`; change both together
+//! (`tests/userdata_schema.rs` runs one corpus through both and fails where they disagree).
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-/// An https URL without a query or fragment.
-pub const SERVER: &str = r"^https://[^\s?#@/\x00-\x1f\x7f-\x9f]+(/[^\s?#\x00-\x1f\x7f-\x9f]*)?$";
+/// Control characters (`char::is_control`), inside a bracket expression.
+macro_rules! cc {
+    () => {
+        r"\x00-\x1f\x7f-\x9f"
+    };
+}
+/// One DNS label: at most 63 characters.
+macro_rules! dns_label {
+    () => {
+        r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+    };
+}
+/// URL schemes, in any case as URLs allow.
+macro_rules! https {
+    () => {
+        "[Hh][Tt][Tt][Pp][Ss]://"
+    };
+}
+macro_rules! http_or_https {
+    () => {
+        "[Hh][Tt][Tt][Pp][Ss]?://"
+    };
+}
+macro_rules! file {
+    () => {
+        "[Ff][Ii][Ll][Ee]://"
+    };
+}
+/// A URL's host (and port): no credentials, so no `@`.
+macro_rules! authority {
+    () => {
+        concat!(r"[^\s/?#@", cc!(), "]+")
+    };
+}
+/// The rest of a URL after its authority, one word.
+macro_rules! url_rest {
+    () => {
+        concat!(r"([/?#][^\s", cc!(), "]*)?")
+    };
+}
+/// An absolute path without a `..` component or control characters; `extra` names more
+/// characters a component must not hold.
+macro_rules! abs_path {
+    ($extra:literal) => {
+        concat!(
+            r"(/([^/",
+            $extra,
+            cc!(),
+            r"]?|[^./",
+            $extra,
+            cc!(),
+            r"][^/",
+            $extra,
+            cc!(),
+            r"]|\.[^./",
+            $extra,
+            cc!(),
+            r"]|[^/",
+            $extra,
+            cc!(),
+            r"]{3,}))+"
+        )
+    };
+}
+/// The IPv6 addresses that start with `::` (every other address starts with a letter or
+/// digit, which the interface-name rule covers).
+macro_rules! ipv6_from_colons {
+    () => {
+        concat!(
+            r"::(([0-9A-Fa-f]{1,4}:){0,6}[0-9A-Fa-f]{1,4}|([0-9A-Fa-f]{1,4}:){0,5}",
+            r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3})?"
+        )
+    };
+}
+macro_rules! dns_prefix {
+    () => {
+        concat!(dns_label!(), r"(\.", dns_label!(), ")*")
+    };
+}
+
+/// An https URL without credentials, query or fragment.
+pub const SERVER: &str = concat!("^", https!(), authority!(), r"(/[^\s?#", cc!(), "]*)?$");
+/// One word: no whitespace or control character (it goes into an HTTP header).
+pub const TOKEN: &str = concat!(r"^[^\s", cc!(), "]+$");
 pub const CHECKSUM: &str = r"^[0-9a-fA-F]{64}$";
-pub const IMAGE: &str = r"^[^\s-]\S*$";
-pub const NODE_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const IMAGE: &str = concat!(r"^[^\s", cc!(), r"-][^\s", cc!(), "]*$");
+pub const NODE_NAME: &str = concat!("^", dns_prefix!(), "$");
 /// An IP address, an interface name or a keyword such as `awslocal`.
-pub const ADDRESS: &str = r"^[A-Za-z0-9:][A-Za-z0-9._:-]*$";
-const DNS_PREFIX: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+pub const ADDRESS: &str = concat!(r"^([A-Za-z0-9][A-Za-z0-9._:-]*|", ipv6_from_colons!(), ")$");
+const DNS_PREFIX: &str = dns_prefix!();
 const NAME: &str = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?";
 /// URLs and key locations are one word: no whitespace or control character anywhere (they
 /// are written as they are into apt lists and yum repos).
-pub const HTTP_URL: &str = r"^https?://[^\s/?#\x00-\x1f\x7f-\x9f]+[^\s\x00-\x1f\x7f-\x9f]*$";
-pub const REPO_URL: &str =
-    r"^(https?://[^\s/?#\x00-\x1f\x7f-\x9f]+|file:///?)[^\s\x00-\x1f\x7f-\x9f]*$";
+pub const HTTP_URL: &str = concat!("^", http_or_https!(), authority!(), url_rest!(), "$");
+pub const REPO_URL: &str = concat!(
+    "^(",
+    http_or_https!(),
+    authority!(),
+    "|",
+    file!(),
+    r"[^\s/?#@",
+    cc!(),
+    "]*)",
+    url_rest!(),
+    "$"
+);
 /// A key over plain http is refused: it could be swapped in transit.
-pub const KEY_LOCATION: &str = r"^((https|file)://|/)[^\s\x00-\x1f\x7f-\x9f]*$";
+pub const KEY_LOCATION: &str = concat!(
+    "^((",
+    https!(),
+    authority!(),
+    "|",
+    file!(),
+    r"[^\s/?#@",
+    cc!(),
+    "]*)",
+    url_rest!(),
+    "|",
+    abs_path!(r"\s"),
+    ")$"
+);
 pub const APT_WORD: &str = r"^[A-Za-z0-9._/-]+$";
-pub const ABS_PATH: &str = r"^/";
+pub const ABS_PATH: &str = concat!("^", abs_path!(""), "$");
 pub const MODULE: &str = r"^[a-z0-9_-]{1,55}$";
 pub const SYSCTL_KEY: &str = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$";
+/// One line; a tab may separate values (`net.ipv4.tcp_rmem`).
+const SYSCTL_VALUE: &str = r"^[^\x00-\x08\x0a-\x1f\x7f-\x9f]+$";
 /// What `VersionConstraint::parse` takes: comma-separated terms, each an optional operator,
 /// an optional `v` and dotted numbers.
 pub const VERSION: &str = r"^\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*(,\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*)*$";
+
+pub fn token(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "minLength": 1, "pattern": TOKEN })
+}
 
 fn qualified_name() -> String {
     format!("^({DNS_PREFIX}/)?{NAME}$")
@@ -55,7 +167,11 @@ pub fn sysctls(_: &mut SchemaGenerator) -> Schema {
         "description": "sysctls to set in addition to the ones Kubernetes needs.",
         "type": "object",
         "propertyNames": { "pattern": SYSCTL_KEY },
-        "additionalProperties": { "type": ["string", "number"], "minLength": 1 },
+        "additionalProperties": {
+            "type": ["string", "number"],
+            "minLength": 1,
+            "pattern": SYSCTL_VALUE,
+        },
         "default": {},
     })
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 use crate::userdata::schema;
@@ -44,7 +44,8 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, JsonSchema)]
+// Deserialize: the journal's registration record names the mode it registered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RegistrationMode {
     /// Rancher 2.0-2.11 RKE1 "existing nodes": the rancher-agent container on Docker.
@@ -69,6 +70,7 @@ pub struct RancherSettings {
     #[schemars(pattern(schema::SERVER))]
     pub server: String,
     /// Cluster registration token. Never logged.
+    #[schemars(schema_with = "schema::token")]
     pub token: Secret,
     /// sha256 of the server's CA (64 lowercase hex), as in the node command's --ca-checksum.
     #[serde(default)]
@@ -344,3 +346,33 @@ pub const REQUIRED_SYSCTLS: [(&str, &str); 3] = [
     ("net.ipv4.ip_forward", "1"),
     ("net.ipv4.conf.all.forwarding", "1"),
 ];
+
+#[cfg(test)]
+impl Settings {
+    /// One worker in mode rke1 with the default agent image and nothing else asked for: what
+    /// the unit tests of the planner and the stages start from, changing only what they test.
+    /// (The integration tests have the same in `tests/common`.)
+    pub(crate) fn rke1_worker() -> Settings {
+        Settings {
+            roles: vec![Role::Worker],
+            rancher: RancherSettings {
+                server: "https://rancher.example".into(),
+                token: Secret::new("token-abc"),
+                ca_checksum: None,
+                mode: RegistrationMode::Rke1,
+                agent_image: DEFAULT_AGENT_IMAGE.into(),
+                node_name: None,
+                address: None,
+                internal_address: None,
+                labels: BTreeMap::new(),
+                taints: vec![],
+                deadline_seconds: 900,
+                splay_seconds: 0,
+                strict_verify: None,
+                system_agent: SystemAgentSettings::default(),
+            },
+            runtime: RuntimeSettings::default(),
+            host: HostSettings::default(),
+        }
+    }
+}

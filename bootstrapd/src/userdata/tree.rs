@@ -270,96 +270,118 @@ impl Builder {
         let mark = mark_of(span);
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                let node = Node {
-                    mark,
-                    tag: tag.map(|t| t.original()),
-                    value: Value::Scalar {
-                        text: text.into_owned(),
-                        style: style_of(style),
-                    },
-                };
-                self.count(node.size(), mark)?;
-                self.finish(anchor, node);
+                let tag = tag.map(|t| t.original());
+                self.scalar(mark, text.into_owned(), style, anchor, tag)
             }
             Event::SequenceStart(_, anchor, tag) => {
-                self.count(ONE_NODE, mark)?;
-                let path = self.child_path();
-                self.push(
-                    Frame::Seq {
-                        mark,
-                        tag: tag.map(|t| t.original()),
-                        anchor,
-                        path,
-                        items: Vec::new(),
-                    },
+                let tag = tag.map(|t| t.original());
+                self.open(mark, |path| Frame::Seq {
                     mark,
-                )?;
+                    tag,
+                    anchor,
+                    path,
+                    items: Vec::new(),
+                })
             }
             Event::MappingStart(_, anchor, tag) => {
-                self.count(ONE_NODE, mark)?;
-                let path = self.child_path();
-                self.push(
-                    Frame::Map {
-                        mark,
-                        tag: tag.map(|t| t.original()),
-                        anchor,
-                        path,
-                        entries: Vec::new(),
-                        key: None,
-                    },
-                    mark,
-                )?;
-            }
-            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq {
+                let tag = tag.map(|t| t.original());
+                self.open(mark, |path| Frame::Map {
                     mark,
                     tag,
                     anchor,
-                    items,
-                    ..
-                }) => self.finish(
-                    anchor,
-                    Node {
-                        mark,
-                        tag,
-                        value: Value::Seq(items),
-                    },
-                ),
-                Some(Frame::Map {
-                    mark,
-                    tag,
-                    anchor,
-                    entries,
-                    ..
-                }) => self.finish(
-                    anchor,
-                    Node {
-                        mark,
-                        tag,
-                        value: Value::Map(entries),
-                    },
-                ),
-                None => {}
-            },
-            Event::Alias(id) => {
-                let Some(size) = self.anchors.get(&id).map(|(_, size)| *size) else {
-                    return Err(problem(
-                        mark,
-                        &self.child_path(),
-                        "alias to an unknown anchor",
-                    ));
-                };
-                // Counted before the copy is made: the budget must hold before memory is spent.
-                self.count(size, mark)?;
-                let Some((target, _)) = self.anchors.get(&id) else {
-                    unreachable!("the anchor was found just above")
-                };
-                let mut node = target.clone();
-                node.mark = mark;
-                self.add(node);
+                    path,
+                    entries: Vec::new(),
+                    key: None,
+                })
             }
-            _ => {}
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.close();
+                Ok(())
+            }
+            Event::Alias(id) => self.alias(mark, id),
+            _ => Ok(()),
         }
+    }
+
+    fn scalar(
+        &mut self,
+        mark: Mark,
+        text: String,
+        style: ScalarStyle,
+        anchor: usize,
+        tag: Option<String>,
+    ) -> Result<(), Problem> {
+        let node = Node {
+            mark,
+            tag,
+            value: Value::Scalar {
+                text,
+                style: style_of(style),
+            },
+        };
+        self.count(node.size(), mark)?;
+        self.finish(anchor, node);
+        Ok(())
+    }
+
+    /// A sequence or mapping starts: its frame collects the children until it ends.
+    fn open(&mut self, mark: Mark, frame: impl FnOnce(String) -> Frame) -> Result<(), Problem> {
+        self.count(ONE_NODE, mark)?;
+        let path = self.child_path();
+        self.push(frame(path), mark)
+    }
+
+    /// A sequence or mapping ends: its frame becomes a node of its parent.
+    fn close(&mut self) {
+        match self.stack.pop() {
+            Some(Frame::Seq {
+                mark,
+                tag,
+                anchor,
+                items,
+                ..
+            }) => self.finish(
+                anchor,
+                Node {
+                    mark,
+                    tag,
+                    value: Value::Seq(items),
+                },
+            ),
+            Some(Frame::Map {
+                mark,
+                tag,
+                anchor,
+                entries,
+                ..
+            }) => self.finish(
+                anchor,
+                Node {
+                    mark,
+                    tag,
+                    value: Value::Map(entries),
+                },
+            ),
+            None => {}
+        }
+    }
+
+    fn alias(&mut self, mark: Mark, id: usize) -> Result<(), Problem> {
+        let Some(size) = self.anchors.get(&id).map(|(_, size)| *size) else {
+            return Err(problem(
+                mark,
+                &self.child_path(),
+                "alias to an unknown anchor",
+            ));
+        };
+        // Counted before the copy is made: the budget must hold before memory is spent.
+        self.count(size, mark)?;
+        let Some((target, _)) = self.anchors.get(&id) else {
+            unreachable!("the anchor was found just above")
+        };
+        let mut node = target.clone();
+        node.mark = mark;
+        self.add(node);
         Ok(())
     }
 }

@@ -665,42 +665,15 @@ impl Validator {
         let token = self
             .required(&f, "token")
             .and_then(|n| self.token(n, &f.path("token")));
-        let ca_checksum = f.get("ca_checksum").map(|n| {
-            // A checksum of only digits reads as a number in YAML; it is still hex.
-            let text = self.text(n, &f.path("ca_checksum"), true, true)?;
-            match check_checksum(&text) {
-                Ok(()) => Some(text.to_ascii_lowercase()),
-                Err(why) => {
-                    self.report(n.mark, &f.path("ca_checksum"), why);
-                    None
-                }
-            }
-        });
-        let mode = f.get("mode").map(|n| {
-            self.choice(
-                n,
-                &f.path("mode"),
-                &[
-                    ("rke1", RegistrationMode::Rke1),
-                    ("system-agent", RegistrationMode::SystemAgent),
-                ],
-            )
-        });
-        let agent_image = f.get("agent_image").map(|n| {
-            // The image is the RKE1 agent container's; the system agent is a binary from the
-            // server's /assets. Setting it in system-agent mode means the mode is not the one
-            // the author thinks, so it is an error rather than silently ignored.
-            if matches!(mode, None | Some(Some(RegistrationMode::SystemAgent))) {
-                self.report(
-                    n.mark,
-                    &f.path("agent_image"),
-                    "applies only to mode rke1 (the system agent is downloaded from the server); \
-                     remove it, or set rancher.mode: rke1 for Rancher <= 2.11",
-                );
-                return None;
-            }
-            self.checked(n, &f.path("agent_image"), check_image)
-        });
+        let ca_checksum = f
+            .get("ca_checksum")
+            .map(|n| self.hex_digest(n, &f.path("ca_checksum"), check_checksum));
+        let mode = f
+            .get("mode")
+            .map(|n| self.registration_mode(n, &f.path("mode")));
+        let agent_image = f
+            .get("agent_image")
+            .map(|n| self.agent_image(n, &f.path("agent_image"), mode));
         let strict_verify = f
             .get("strict_verify")
             .map(|n| self.boolean(n, &f.path("strict_verify")));
@@ -737,11 +710,7 @@ impl Validator {
             token: token?,
             ca_checksum: transpose(ca_checksum)?,
             mode: mode.unwrap_or(Some(RegistrationMode::default()))?,
-            // The default image applies only in rke1 mode (system-agent mode has none).
-            agent_image: agent_image.unwrap_or_else(|| match mode {
-                Some(Some(RegistrationMode::Rke1)) => Some(DEFAULT_AGENT_IMAGE.to_string()),
-                _ => Some(String::new()),
-            })?,
+            agent_image: agent_image.unwrap_or_else(|| Some(default_agent_image(mode)))?,
             strict_verify: transpose(strict_verify)?,
             node_name: transpose(node_name)?,
             address: transpose(address)?,
@@ -752,6 +721,57 @@ impl Validator {
             splay_seconds: splay.unwrap_or(Some(DEFAULT_SPLAY_SECONDS))?,
             system_agent: system_agent.unwrap_or(Some(SystemAgentSettings::default()))?,
         })
+    }
+
+    /// A sha256 written as hex (`check` says whose). One of only digits reads as a number in
+    /// YAML; it is still hex.
+    fn hex_digest(
+        &mut self,
+        node: &Node,
+        path: &str,
+        check: fn(&str) -> Result<(), String>,
+    ) -> Option<String> {
+        let text = self.text(node, path, true, true)?;
+        match check(&text) {
+            Ok(()) => Some(text.to_ascii_lowercase()),
+            Err(why) => {
+                self.report(node.mark, path, why);
+                None
+            }
+        }
+    }
+
+    fn registration_mode(&mut self, node: &Node, path: &str) -> Option<RegistrationMode> {
+        self.choice(
+            node,
+            path,
+            &[
+                ("rke1", RegistrationMode::Rke1),
+                ("system-agent", RegistrationMode::SystemAgent),
+            ],
+        )
+    }
+
+    /// `mode` is as validated: absent (`None`), invalid (`Some(None)`) or given.
+    fn agent_image(
+        &mut self,
+        node: &Node,
+        path: &str,
+        mode: Option<Option<RegistrationMode>>,
+    ) -> Option<String> {
+        // The image is the RKE1 agent container's; the system agent is a binary from the
+        // server's /assets. Setting it in system-agent mode means the mode is not the one
+        // the author thinks, so it is an error rather than silently ignored.
+        if matches!(mode, None | Some(Some(RegistrationMode::SystemAgent))) {
+            self.report(
+                node.mark,
+                path,
+                "applies only to mode rke1 (the system agent is downloaded from the server); \
+                 remove it, or set rancher.mode: rke1 for Rancher <= 2.11",
+            );
+            return None;
+        }
+        self.checked(node, path, check_image)
     }
 
     fn system_agent(&mut self, node: &Node, at: Mark) -> Option<SystemAgentSettings> {
@@ -775,17 +795,9 @@ impl Validator {
         let file = f
             .get("path")
             .map(|n| self.checked(n, &f.path("path"), check_abs_path));
-        let sha256 = self.required(&f, "sha256").and_then(|n| {
-            // All digits reads as a number in YAML; it is still hex.
-            let text = self.text(n, &f.path("sha256"), true, true)?;
-            match check_sha256(&text) {
-                Ok(()) => Some(text.to_ascii_lowercase()),
-                Err(why) => {
-                    self.report(n.mark, &f.path("sha256"), why);
-                    None
-                }
-            }
-        });
+        let sha256 = self
+            .required(&f, "sha256")
+            .and_then(|n| self.hex_digest(n, &f.path("sha256"), check_sha256));
         if url.is_some() == file.is_some() {
             self.report(at, path, "expected exactly one of `url` or `path`");
             return None;
@@ -1004,6 +1016,14 @@ fn key_mark(f: &Fields<'_>, key: &str) -> Mark {
         .find(|(k, _, _)| *k == key)
         .map(|(_, k, _)| k.mark)
         .unwrap_or(f.at)
+}
+
+/// The default image applies only in rke1 mode (system-agent mode has none).
+fn default_agent_image(mode: Option<Option<RegistrationMode>>) -> String {
+    match mode {
+        Some(Some(RegistrationMode::Rke1)) => DEFAULT_AGENT_IMAGE.to_string(),
+        _ => String::new(),
+    }
 }
 
 /// An absent optional value is fine (`Some(None)`); a present but invalid one is not (`None`).

@@ -66,11 +66,7 @@ impl NodeRun<'_> {
     fn machine_name(&self) -> Option<String> {
         self.reports.iter().rev().find_map(|(_, _, r)| {
             let journal = r.status_json().ok()?;
-            journal
-                .registration?
-                .pointer("/system_agent/machine_name")?
-                .as_str()
-                .map(str::to_string)
+            Some(journal.registration?.system_agent?.machine_name)
         })
     }
 }
@@ -773,8 +769,12 @@ mod tests {
                 "@@E2E status-json| {{\"version\": 1, \"verdict\": \"done\", \"updated\": 1{reg}}}\n@@E2E status-json| rc=0\n"
             )
         };
-        let with =
-            journal(r#", "registration": {"system_agent": {"machine_name": "custom-e8a1"}}"#);
+        let with = journal(concat!(
+            r#", "registration": {"server": "https://rancher.lab", "mode": "system-agent", "#,
+            r#""roles": ["worker"], "node_name": "n", "trust": "t", "findings": [], "#,
+            r#""system_agent": {"cattle_id": "c", "cattle_id_created": true, "#,
+            r#""machine_name": "custom-e8a1", "connection_info_file": "f", "binary": "b"}}"#
+        ));
         let mut run = NodeRun {
             scenario,
             mode: Mode::SystemAgent,

@@ -22,6 +22,7 @@ mod qemu;
 mod report;
 mod scenario;
 mod secrets;
+mod selinux;
 mod server;
 mod tool;
 mod userdata;
@@ -82,6 +83,8 @@ enum Command {
     Crash(cli::CrashArgs),
     /// The .deb and the .rpm (scripts/build-packages.sh) and what they carry; no VM.
     Packages(cli::PackagesArgs),
+    /// The SELinux scenario on an enforcing kernel (not in scripts/test.sh; selinux.rs).
+    Selinux(selinux::Args),
 }
 
 /// `records`: the record as the campaigns' bash reads it.
@@ -110,12 +113,13 @@ fn repo_root() -> PathBuf {
 fn main() -> ExitCode {
     let args = Args::parse();
     let repo = repo_root();
-    match &args.command {
-        Some(Command::Records { summary, file }) => return records(*summary, file),
-        Some(Command::Qcow2(a)) => return cli::qcow2(a, &repo),
-        Some(Command::Pxe(a)) => return cli::pxe(a, &repo),
-        Some(Command::Crash(a)) => return cli::crash(a, &repo),
-        Some(Command::Packages(a)) => return cli::packages(a, &repo),
+    match args.command {
+        Some(Command::Records { summary, file }) => return records(summary, &file),
+        Some(Command::Qcow2(a)) => return cli::qcow2(&a, &repo),
+        Some(Command::Pxe(a)) => return cli::pxe(&a, &repo),
+        Some(Command::Crash(a)) => return cli::crash(&a, &repo),
+        Some(Command::Packages(a)) => return cli::packages(&a, &repo),
+        Some(Command::Selinux(a)) => return selinux::main(a, repo),
         None => {}
     }
     let work = args.work.unwrap_or_else(|| repo.join("build/e2e"));
