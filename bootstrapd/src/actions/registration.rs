@@ -299,17 +299,7 @@ mod tests {
     }
 
     fn record(server: &str) -> RegistrationRecord {
-        RegistrationRecord {
-            server: server.into(),
-            mode: RegistrationMode::Rke1,
-            roles: vec!["worker".into()],
-            node_name: "n".into(),
-            ca_checksum: None,
-            trust: String::new(),
-            rke1: None,
-            system_agent: None,
-            findings: vec![],
-        }
+        RegistrationRecord::for_test(server)
     }
 
     #[test]

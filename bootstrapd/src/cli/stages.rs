@@ -182,7 +182,7 @@ async fn apply_stage(
 mod tests {
     use super::*;
     use crate::plan::Outcome;
-    use crate::state::{Progress, RegistrationMode};
+    use crate::state::Progress;
 
     #[test]
     fn the_table_holds_the_journal_stages_after_validate_in_order() {
@@ -215,17 +215,7 @@ mod tests {
     }
 
     fn registered_with(server: &str) -> RegistrationRecord {
-        RegistrationRecord {
-            server: server.into(),
-            mode: RegistrationMode::Rke1,
-            roles: vec!["worker".into()],
-            node_name: "n".into(),
-            ca_checksum: None,
-            trust: String::new(),
-            rke1: None,
-            system_agent: None,
-            findings: vec![],
-        }
+        RegistrationRecord::for_test(server)
     }
 
     fn files_below(dir: &std::path::Path) -> usize {

@@ -184,6 +184,24 @@ pub struct RegistrationRecord {
     pub findings: Vec<Finding>,
 }
 
+#[cfg(test)]
+impl RegistrationRecord {
+    /// A minimal rke1 worker record for `server`, for tests of what reads the journal.
+    pub fn for_test(server: &str) -> Self {
+        RegistrationRecord {
+            server: server.into(),
+            mode: RegistrationMode::Rke1,
+            roles: vec!["worker".into()],
+            node_name: "n".into(),
+            ca_checksum: None,
+            trust: String::new(),
+            rke1: None,
+            system_agent: None,
+            findings: vec![],
+        }
+    }
+}
+
 /// Journals before the typed record held it as a `serde_json::Value`, whose objects print
 /// their keys sorted; printing through a `Value` keeps state.json byte for byte as it was.
 fn sorted_keys<S: serde::Serializer>(
