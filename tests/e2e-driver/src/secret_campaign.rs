@@ -260,6 +260,79 @@ mod tests {
         );
     }
 
+    const TOKEN: &str = "kq7v5x2n8m4c6b9z1l3j5h7g9f2d4s6a8p0o1i3u5y7t9r2e4w6";
+
+    /// An rke1 boot's console as the guest prints it (a real run's secrets section, container
+    /// ids shortened), with carriage returns and a status line's escape glued in front.
+    const RKE1_BOOT: &str = "[   41.2] bootstrapd[301]: registering with https://10.0.2.2:8451\r\n\
+\x1b[K@@E2E secrets| token=found length=51\r\n\
+@@E2E secrets| place=cmdline hits=0 samples=536 distinct=182\r\n\
+@@E2E secrets| place=journal-this-boot hits=0\r\n\
+@@E2E secrets| place=journal-all-boots hits=0\r\n\
+@@E2E secrets| place=status hits=0\r\n\
+@@E2E secrets| place=status-json hits=0\r\n\
+@@E2E secrets| place=query hits=0\r\n\
+@@E2E secrets| place=docker-args hits=0 containers=1\r\n\
+@@E2E secrets| hit=docker-env: /sad_davinci CATTLE_TOKEN=<TOKEN>\r\n\
+@@E2E secrets| place=docker-env hits=1\r\n\
+@@E2E secrets| file=600 root:root /var/lib/docker/containers/9f3e/config.v2.json nobody-readable=no\r\n\
+@@E2E secrets| file=644 root:root /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db nobody-readable=no\r\n\
+@@E2E secrets| file=644 root:root /run/containerd/io.containerd.runtime.v2.task/moby/9f3e/config.json nobody-readable=no\r\n\
+@@E2E secrets| place=files-scanned dirs=/etc,/var,/run,/tmp\r\n\
+@@E2E secrets| rc=0\r\n";
+
+    #[test]
+    fn a_real_rke1_boot_passes_and_is_tabulated() {
+        let r = Report::parse(RKE1_BOOT);
+        let mut c = Checks::default();
+        secrets::check(&mut c, "s-rke1 boot 1", &r, TOKEN, Mode::Rke1);
+        assert_eq!((c.passed, c.failures.clone()), (10, Vec::<String>::new()));
+        let t = secrets::table(&r, TOKEN);
+        assert_eq!(
+            &t[6..10],
+            [
+                "  docker-args            0",
+                "  docker-env             1",
+                "  serial-console         0",
+                "  files                  3",
+            ]
+        );
+        assert_eq!(
+            t[10],
+            "    file 600 root:root /var/lib/docker/containers/9f3e/config.v2.json nobody-readable=no"
+        );
+        assert_eq!(
+            t[13],
+            "    hit=docker-env: /sad_davinci CATTLE_TOKEN=<TOKEN>"
+        );
+        assert_eq!(t.len(), 14);
+    }
+
+    #[test]
+    fn a_leak_under_a_debug_log_form_fails_without_printing_the_token() {
+        let leaky = RKE1_BOOT
+            .replace(
+                "place=journal-this-boot hits=0",
+                "place=journal-this-boot hits=1\n@@E2E secrets| hit=journal-this-boot: h2::codec: <TOKEN>",
+            )
+            .replace(
+                "[   41.2] bootstrapd[301]: registering",
+                &format!("[   41.2] hyper::proto: authorization: Bearer {TOKEN}"),
+            );
+        let r = Report::parse(&leaky);
+        let mut c = Checks::default();
+        secrets::check(&mut c, "s-rke1 boot 2", &r, TOKEN, Mode::Rke1);
+        assert_eq!(c.failed(), 2, "{:?}", c.failures);
+        assert!(c.failures[0].contains("no token in journal-this-boot"));
+        assert!(c.failures[1].contains("serial console"));
+        let t = secrets::table(&r, TOKEN);
+        assert!(
+            t.contains(&"  serial-console         1".to_string()),
+            "{t:?}"
+        );
+        assert!(c.failures.iter().chain(&t).all(|l| !l.contains(TOKEN)));
+    }
+
     #[test]
     fn rke1_gets_every_role() {
         assert_eq!(roles(Mode::Rke1), "etcd, controlplane, worker");
