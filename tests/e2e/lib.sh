@@ -1,62 +1,13 @@
 #!/usr/bin/env bash
 # Helpers for the VM tests: the one host set-up (host_setup) that the e2e driver
-# (tests/e2e-driver), the campaigns, the boot benchmark and scripts/lab share; reading the
-# report that bootstrapd-e2e.service prints on the serial console
-# (images/debian12/overlay/usr/libexec/bootstrapd-e2e/report) and counting assertions, for what
-# still checks in bash: the secret campaign (secrets.sh).
-# Every other VM test asserts in Rust (tests/e2e-driver).
-
-E2E_PASSED=0
-E2E_FAILED=0
-E2E_FAILURES=()
-
-# e2e_section LOG NAME: the lines of one report section, without the "@@E2E NAME| " prefix.
-e2e_section() {
-  e2e_clean "$1" | sed -n "s/^@@E2E $2| //p"
-}
+# (tests/e2e-driver), the campaigns, the boot benchmark and scripts/lab share, and the serial
+# log's cleaning for the lab's messages. Plumbing only: every VM test, the campaigns included,
+# reads the report and asserts in Rust (tests/e2e-driver).
 
 # e2e_clean LOG: the serial log without carriage returns and terminal escapes (systemd's status
 # output can leave an ESC[K glued to the start of the next line the report prints).
 e2e_clean() {
   tr -d '\r' <"$1" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g'
-}
-
-# e2e_prop LOG SECTION KEY: the value of KEY=VALUE in a section (systemctl show output).
-e2e_prop() {
-  e2e_section "$1" "$2" | sed -n "s/^$3=//p" | head -n 1
-}
-
-pass() {
-  E2E_PASSED=$((E2E_PASSED + 1))
-  printf '  ok    %s\n' "$1"
-}
-
-fail() {
-  E2E_FAILED=$((E2E_FAILED + 1))
-  E2E_FAILURES+=("$1${2:+: $2}")
-  printf '  FAIL  %s%s\n' "$1" "${2:+: $2}"
-}
-
-# check NAME COMMAND...: passes when the command succeeds.
-check() {
-  local name=$1
-  shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
-
-# check_eq NAME EXPECTED ACTUAL
-check_eq() {
-  if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi
-}
-
-e2e_summary() {
-  local f
-  echo
-  if [ "$E2E_FAILED" -gt 0 ]; then
-    echo "failures:"
-    for f in "${E2E_FAILURES[@]}"; do echo "  - $f"; done
-  fi
-  echo "e2e: $E2E_PASSED passed, $E2E_FAILED failed"
 }
 
 # ---- host side, shared by the e2e driver, the campaigns, the benchmark and scripts/lab ----

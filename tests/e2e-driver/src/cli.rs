@@ -1,4 +1,4 @@
-//! The subcommands that run one test of their own (`qcow2`, `pxe`, `crash`): their arguments,
+//! The subcommands that run one test of their own (`qcow2`, `pxe`, `crash`, `secrets`): their arguments,
 //! with the environment knobs and ports the bash tests had, turned into the tests' options.
 
 use std::path::{Path, PathBuf};
@@ -95,6 +95,34 @@ pub struct CrashArgs {
     profile: String,
 }
 
+/// `e2e-driver secrets` (scripts/secret-campaign.sh).
+#[derive(Debug, clap::Args)]
+pub struct SecretsArgs {
+    /// bootstrapd to put in the image instead of building it.
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Boots per node; boot n uses the ((n-1) mod count)th log form (2 tries both defaults).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    boots: u32,
+    /// The nodes, space-separated: system-agent (a worker), rke1 (all roles).
+    #[arg(long, default_value = crate::secret_campaign::MODES)]
+    modes: String,
+    /// BOOTSTRAPD_LOG forms, space-separated.
+    #[arg(long, default_value = crate::secret_campaign::LOG_FORMS)]
+    log_forms: String,
+    #[arg(long, env = "SECRET_WORK")]
+    work: Option<PathBuf>,
+    #[arg(long, env = "SECRET_APT_PORT", default_value_t = 18091)]
+    apt_port: u16,
+    #[arg(long, env = "SECRET_RANCHER_PORT", default_value_t = 8451)]
+    rancher_port: u16,
+    /// Hard limit per boot, seconds.
+    #[arg(long, env = "SECRET_BOOT_TIMEOUT", default_value_t = 900)]
+    boot_timeout: u64,
+    #[arg(long, env = "E2E_CARGO_PROFILE", default_value = "dev")]
+    profile: String,
+}
+
 /// `e2e-driver packages`.
 #[derive(Debug, clap::Args)]
 pub struct PackagesArgs {
@@ -173,4 +201,40 @@ pub fn crash(a: &CrashArgs, repo: &Path) -> ExitCode {
         boot_timeout_s: a.boot_timeout,
     };
     exit(crate::crash::run(opts, &points))
+}
+
+/// Exit status 0 when nothing leaked, 1 otherwise, 2 on bad usage (not root included, as the
+/// bash campaign had it).
+pub fn secrets(a: &SecretsArgs, repo: &Path) -> ExitCode {
+    use crate::secret_campaign::{parse_log_forms, parse_modes};
+    let parsed = parse_modes(&a.modes).and_then(|m| Ok((m, parse_log_forms(&a.log_forms)?)));
+    let (modes, log_forms) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("secret-campaign: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("secret-campaign: must run as root");
+        return ExitCode::from(2);
+    }
+    let work = a.work.clone().unwrap_or_else(|| repo.join("build/secrets"));
+    let opts = crate::secret_campaign::SecretOptions {
+        host: crate::host::HostConfig {
+            starting_while: work.join("rancher-starting"),
+            repo: repo.to_path_buf(),
+            work,
+            apt_port: a.apt_port,
+            rancher_port: a.rancher_port,
+            profile: a.profile.clone(),
+        },
+        binary: a.binary.clone(),
+        boots: a.boots,
+        modes,
+        log_forms,
+        boot_timeout_s: a.boot_timeout,
+    };
+    exit(crate::secret_campaign::run(opts))
 }

@@ -7,7 +7,8 @@
 //! `Journal`) and the server's record (read as `rancher_test_server::NodeRecord`).
 //!
 //! Subcommands run the other VM tests the same way: `qcow2` (the disk image's GRUB boot),
-//! `pxe` (the network boot), `crash` (the crash campaign) and `packages` (the .deb and .rpm); `records` is for the shell.
+//! `pxe` (the network boot), `crash` (the crash campaign), `secrets` (the secret campaign) and
+//! `packages` (the .deb and .rpm); `records` is for the shell.
 
 mod checks;
 mod cli;
@@ -21,6 +22,7 @@ mod qcow2;
 mod qemu;
 mod report;
 mod scenario;
+mod secret_campaign;
 mod secrets;
 mod selinux;
 mod server;
@@ -81,6 +83,8 @@ enum Command {
     Pxe(cli::PxeArgs),
     /// The crash campaign (scripts/crash-campaign.sh; CI runs `--points ci-r1-chain`).
     Crash(cli::CrashArgs),
+    /// The secret campaign (scripts/secret-campaign.sh; CI's boots get the same checks).
+    Secrets(cli::SecretsArgs),
     /// The .deb and the .rpm (scripts/build-packages.sh) and what they carry; no VM.
     Packages(cli::PackagesArgs),
     /// The SELinux scenario on an enforcing kernel (not in scripts/test.sh; selinux.rs).
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         Some(Command::Qcow2(a)) => return cli::qcow2(&a, &repo),
         Some(Command::Pxe(a)) => return cli::pxe(&a, &repo),
         Some(Command::Crash(a)) => return cli::crash(&a, &repo),
+        Some(Command::Secrets(a)) => return cli::secrets(&a, &repo),
         Some(Command::Packages(a)) => return cli::packages(&a, &repo),
         Some(Command::Selinux(a)) => return selinux::main(a, repo),
         None => {}

@@ -1,7 +1,10 @@
-//! The secrets checks on one boot's report (the rules of tests/e2e/secrets.sh, which the secret
-//! campaign keeps): the registration token appears nowhere but in root-owned 0600 files that
-//! hold it by design and, for rke1, in the agent container's environment and the container
-//! runtime's records of it. The token is only compared, never printed.
+//! The secrets checks on one boot's report, for the e2e driver's boots (CI) and the secret
+//! campaign (`e2e-driver secrets`, secret_campaign.rs) alike: the registration token appears
+//! nowhere but in root-owned 0600 files that hold it by design and, for rke1, in the agent
+//! container's environment and the container runtime's records of it. The guest side is the
+//! report's "secrets" section (images/debian12/overlay/usr/libexec/bootstrapd-e2e/secrets) and
+//! the command-line sampler (bootstrapd-e2e-sampler.service). The token is only compared, never
+//! printed.
 
 use crate::checks::Checks;
 use crate::report::Report;
@@ -170,6 +173,59 @@ pub fn check(c: &mut Checks, label: &str, report: &Report, token: &str, mode: Mo
     }
 }
 
+/// The places of the campaign's table: the judged ones, then the agent container's.
+const TABLE_PLACES: [&str; 2] = ["docker-args", "docker-env"];
+
+/// The campaign's per-place table for one boot: the guest's hit count per place ("-" where the
+/// section lacks it), the console's, the files holding the token, then the guest's `hit=` lines.
+/// Those are redacted by the guest; any token left in one is replaced here all the same.
+pub fn table(report: &Report, token: &str) -> Vec<String> {
+    let cell = |place: &str, v: String| format!("  {place:<22} {v}");
+    let mut out: Vec<String> = PLACES
+        .iter()
+        .chain(&TABLE_PLACES)
+        .map(|p| {
+            cell(
+                p,
+                hits(report, p).map_or("-".to_string(), |n| n.to_string()),
+            )
+        })
+        .collect();
+    out.push(cell(
+        "serial-console",
+        console_hits(report, token).to_string(),
+    ));
+    let files: Vec<&String> = report
+        .section("secrets")
+        .iter()
+        .filter(|l| l.starts_with("file="))
+        .collect();
+    out.push(cell("files", files.len().to_string()));
+    let redact = |l: &str| redacted(l, token);
+    out.extend(
+        files
+            .iter()
+            .map(|l| format!("    file {}", redact(&l[5..]))),
+    );
+    out.extend(
+        report
+            .section("secrets")
+            .iter()
+            .filter(|l| l.starts_with("hit="))
+            .map(|l| format!("    {}", redact(l))),
+    );
+    out
+}
+
+/// `line` with every occurrence of the token replaced by `<TOKEN>`, as the guest shows hits.
+pub fn redacted(line: &str, token: &str) -> String {
+    if token.is_empty() {
+        line.to_string()
+    } else {
+        line.replace(token, "<TOKEN>")
+    }
+}
+
 fn none_or(s: &str) -> &str {
     if s.is_empty() { "none" } else { s }
 }
@@ -234,6 +290,45 @@ mod tests {
         assert_eq!(c.failures.len(), 1);
         assert!(c.failures[0].contains("serial console"));
         assert!(!c.failures[0].contains(TOKEN));
+    }
+
+    #[test]
+    fn the_table_counts_every_place_and_lists_files_and_hits() {
+        let hit = format!(
+            "@@E2E secrets| hit=journal-this-boot: bootstrapd[312]: token {TOKEN}\n\
+[  6.0] bootstrapd[312]: again {TOKEN}\n"
+        );
+        let t = table(&report(&hit), TOKEN);
+        let want = [
+            "  cmdline                0",
+            "  journal-this-boot      0",
+            "  journal-all-boots      0",
+            "  status                 0",
+            "  status-json            0",
+            "  query                  0",
+            "  docker-args            0",
+            "  docker-env             1",
+            "  serial-console         2",
+            "  files                  2",
+            "    file 600 root:root /etc/bootstrapd/token nobody-readable=no",
+            "    file 644 root:root /var/lib/docker/containers/0a1b/config.v2.json nobody-readable=yes",
+            "    hit=journal-this-boot: bootstrapd[312]: token <TOKEN>",
+        ];
+        assert_eq!(t, want);
+        assert!(t.iter().all(|l| !l.contains(TOKEN)));
+    }
+
+    #[test]
+    fn the_table_marks_places_the_guest_did_not_report() {
+        let r = Report::parse(
+            "@@E2E secrets| token=found length=19\n@@E2E secrets| place=cmdline hits=3 samples=2\n",
+        );
+        let t = table(&r, TOKEN);
+        assert_eq!(t[0], "  cmdline                3");
+        assert!(t[1..8].iter().all(|l| l.ends_with(" -")), "{t:?}");
+        assert_eq!(t[8], "  serial-console         0");
+        assert_eq!(t[9], "  files                  0");
+        assert_eq!(t.len(), 10);
     }
 
     #[test]
