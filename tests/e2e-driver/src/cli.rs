@@ -187,16 +187,14 @@ pub fn crash(a: &CrashArgs, repo: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let work = a.work.clone().unwrap_or_else(|| repo.join("build/crash"));
     let opts = crate::crash::CrashOptions {
-        host: crate::host::HostConfig {
-            starting_while: work.join("rancher-starting"),
-            repo: repo.to_path_buf(),
-            work,
-            apt_port: a.apt_port,
-            rancher_port: a.rancher_port,
-            profile: a.profile.clone(),
-        },
+        host: crate::host::HostConfig::new(
+            repo,
+            a.work.clone(),
+            "build/crash",
+            (a.apt_port, a.rancher_port),
+            &a.profile,
+        ),
         binary: a.binary.clone(),
         boot_timeout_s: a.boot_timeout,
     };
@@ -220,16 +218,14 @@ pub fn secrets(a: &SecretsArgs, repo: &Path) -> ExitCode {
         eprintln!("secret-campaign: must run as root");
         return ExitCode::from(2);
     }
-    let work = a.work.clone().unwrap_or_else(|| repo.join("build/secrets"));
     let opts = crate::secret_campaign::SecretOptions {
-        host: crate::host::HostConfig {
-            starting_while: work.join("rancher-starting"),
-            repo: repo.to_path_buf(),
-            work,
-            apt_port: a.apt_port,
-            rancher_port: a.rancher_port,
-            profile: a.profile.clone(),
-        },
+        host: crate::host::HostConfig::new(
+            repo,
+            a.work.clone(),
+            "build/secrets",
+            (a.apt_port, a.rancher_port),
+            &a.profile,
+        ),
         binary: a.binary.clone(),
         boots: a.boots,
         modes,

@@ -19,6 +19,11 @@ pub enum HostError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file} lacks {key}")]
     Missing { file: PathBuf, key: &'static str },
     #[error("{0} holds no token")]
@@ -39,6 +44,37 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// The host of one suite or campaign: its work directory (`work`, else REPO/`default_work`)
+    /// holds the Rancher test server's starting-while file too.
+    pub fn new(
+        repo: &Path,
+        work: Option<PathBuf>,
+        default_work: &str,
+        (apt_port, rancher_port): (u16, u16),
+        profile: &str,
+    ) -> Self {
+        let work = work.unwrap_or_else(|| repo.join(default_work));
+        HostConfig {
+            starting_while: work.join("rancher-starting"),
+            repo: repo.to_path_buf(),
+            work,
+            apt_port,
+            rancher_port,
+            profile: profile.to_string(),
+        }
+    }
+
+    /// Makes WORK/logs and runs `host_setup`, with `--binary` when one is given.
+    pub fn start(&self, binary: Option<&Path>) -> Result<Host, HostError> {
+        let logs = self.work.join("logs");
+        fs::create_dir_all(&logs).map_err(|source| HostError::Write { path: logs, source })?;
+        let mut args = self.host_setup_args();
+        if let Some(b) = binary {
+            args.extend(["--binary".into(), b.as_os_str().to_owned()]);
+        }
+        Host::run(&self.repo, &self.work, &args)
+    }
+
     /// `host_setup WORK APT_PORT RANCHER_PORT --profile P`, for `Host::run`.
     pub fn host_setup_args(&self) -> Vec<std::ffi::OsString> {
         vec![

@@ -127,16 +127,14 @@ fn main() -> ExitCode {
         Some(Command::Selinux(a)) => return selinux::main(a, repo),
         None => {}
     }
-    let work = args.work.unwrap_or_else(|| repo.join("build/e2e"));
     let opts = driver::Options {
-        host: host::HostConfig {
-            starting_while: work.join("rancher-starting"),
-            repo,
-            work,
-            apt_port: args.apt_port,
-            rancher_port: args.rancher_port,
-            profile: args.profile,
-        },
+        host: host::HostConfig::new(
+            &repo,
+            args.work,
+            "build/e2e",
+            (args.apt_port, args.rancher_port),
+            &args.profile,
+        ),
         level: args.level,
         boot_timeout_s: args.boot_timeout,
         log_form: args.log_form,

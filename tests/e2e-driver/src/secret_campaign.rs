@@ -114,15 +114,7 @@ struct Campaign {
 pub fn run(opts: SecretOptions) -> Result<bool, DriverError> {
     let t_total = Instant::now();
     let h = &opts.host;
-    std::fs::create_dir_all(h.work.join("logs")).map_err(|source| DriverError::Write {
-        path: h.work.clone(),
-        source,
-    })?;
-    let mut args = h.host_setup_args();
-    if let Some(b) = &opts.binary {
-        args.extend(["--binary".into(), b.clone().into()]);
-    }
-    let host = Host::run(&h.repo, &h.work, &args)?;
+    let host = h.start(opts.binary.as_deref())?;
     println!(
         "==> token: {} characters, from {}",
         host.token.chars().count(),

@@ -154,15 +154,13 @@ pub struct Args {
 }
 
 pub fn main(a: Args, repo: PathBuf) -> ExitCode {
-    let work = a.work.unwrap_or_else(|| repo.join("build/e2e-selinux"));
-    let cfg = HostConfig {
-        starting_while: work.join("rancher-starting"),
-        repo,
-        work,
-        apt_port: a.apt_port,
-        rancher_port: a.rancher_port,
-        profile: "dev".to_string(),
-    };
+    let cfg = HostConfig::new(
+        &repo,
+        a.work,
+        "build/e2e-selinux",
+        (a.apt_port, a.rancher_port),
+        "dev",
+    );
     match run(cfg, a.boot_timeout, a.only.as_deref()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
