@@ -101,10 +101,8 @@ async fn install_packages(
     manager: PackageManager,
     names: &[String],
 ) -> StepResult {
-    let mut spec = packages::install_command(manager, names);
-    // Output is logged and parsed for errors: keep it untranslated.
-    spec.env.push(("LANG".into(), "C".into()));
-    spec.env.push(("LC_ALL".into(), "C".into()));
+    // Untranslated output comes from the process runner itself (C locale for every child).
+    let spec = packages::install_command(manager, names);
     let db = if manager == PackageManager::Apt {
         PackageManager::Apt
     } else {

@@ -39,6 +39,12 @@ impl fmt::Display for CommandSpec {
     }
 }
 
+/// The command as errors name it: a proxy or repository URL among its environment or
+/// arguments may carry credentials or a signed query, and errors reach journald and `status`.
+fn shown(spec: &CommandSpec) -> String {
+    crate::http::redact_urls(&spec.to_string())
+}
+
 /// A child that could not be run to its end. A non-zero exit is not one: whether it is a
 /// failure is the caller's to say (`rpm -q` answers "not installed" with 1).
 #[derive(Debug, thiserror::Error)]
@@ -76,12 +82,12 @@ pub async fn run(spec: &CommandSpec, timeout: Duration) -> Result<Output, Proces
         .kill_on_drop(true);
     let out = match tokio::time::timeout(timeout, cmd.output()).await {
         Ok(r) => r.map_err(|source| ProcessError::Spawn {
-            command: spec.to_string(),
+            command: shown(spec),
             source,
         })?,
         Err(_) => {
             return Err(ProcessError::Timeout {
-                command: spec.to_string(),
+                command: shown(spec),
                 secs: timeout.as_secs(),
             });
         }
@@ -141,6 +147,19 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, ProcessError::Timeout { secs: 1, .. }), "{e:?}");
         assert!(e.to_string().contains("`/bin/sh -c exec sleep 600`"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_error_names_the_command_without_the_credentials_of_its_urls() {
+        let mut spec = CommandSpec::new("/nonexistent/apt-get", &["update"]);
+        spec.env.push((
+            "https_proxy".into(),
+            "http://user:hunter2@proxy.lab:3128/".into(),
+        ));
+        let e = run(&spec, Duration::from_secs(60)).await.unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("/nonexistent/apt-get update"), "{text}");
     }
 
     #[test]

@@ -61,6 +61,7 @@ container_selinux() {
   in_root make -s -C /tmp/container-selinux/src -f /usr/share/selinux/devel/Makefile \
     container.pp docker.pp >"$work/make.log" 2>&1 || { tail -n 20 "$work/make.log" >&2; exit 1; }
   cp "$work"/src/{container,docker}.pp "$work/pkg/usr/share/selinux/packages/container-selinux/"
+  # shellcheck disable=SC2016 # dpkg-query's own format field, not a shell expansion
   version=$(in_root dpkg-query -W -f='${Version}' selinux-policy-default)
   cat >"$work/pkg/DEBIAN/control" <<EOC
 Package: container-selinux
@@ -106,4 +107,5 @@ grep -qx 'SELINUX=enforcing' "$rootfs/etc/selinux/config" \
 [ -f "$rootfs/etc/selinux/default/contexts/files/file_contexts" ] \
   || { echo "build-selinux: no file_contexts: the policy did not install" >&2; exit 1; }
 in_root systemctl enable auditd.service >/dev/null 2>&1
+# shellcheck disable=SC2016 # dpkg-query's own format field, not a shell expansion
 echo "build-selinux: done ($(in_root dpkg-query -W -f='${Version}' selinux-policy-default))"

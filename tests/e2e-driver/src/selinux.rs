@@ -16,30 +16,11 @@ use bootstrapd::plan::{Finding, Outcome};
 use bootstrapd::state::journal::{Journal, Stage, StageState, Verdict};
 
 use crate::checks::Checks;
-use crate::host::{Host, HostConfig, HostError};
+use crate::driver::DriverError;
+use crate::host::{Host, HostConfig};
 use crate::report::Report;
 use crate::scenario::Mode;
 use crate::{userdata, vm};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SelinuxError {
-    #[error("must run as root (image build, mounts)")]
-    NotRoot,
-    #[error(transparent)]
-    Host(#[from] HostError),
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot run {what}: {source}")]
-    Spawn {
-        what: &'static str,
-        source: std::io::Error,
-    },
-    #[error("scripts/build-image.sh --selinux failed (see {0})")]
-    Image(PathBuf),
-}
 
 /// What must run on the node once bootstrapd is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,14 +156,14 @@ pub fn main(a: Args, repo: PathBuf) -> ExitCode {
 const TEMPLATE: &str = "tests/e2e/userdata/selinux.yaml";
 
 /// Runs the cases (all, or those whose name contains `only`); `Ok(true)` when every check passed.
-pub fn run(cfg: HostConfig, boot_timeout_s: u64, only: Option<&str>) -> Result<bool, SelinuxError> {
+pub fn run(cfg: HostConfig, boot_timeout_s: u64, only: Option<&str>) -> Result<bool, DriverError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(SelinuxError::NotRoot);
+        return Err(DriverError::NotRoot);
     }
     let t_total = Instant::now();
     let logs = cfg.work.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|source| SelinuxError::Write {
+    std::fs::create_dir_all(&logs).map_err(|source| DriverError::Write {
         path: logs.clone(),
         source,
     })?;
@@ -224,15 +205,15 @@ pub fn run(cfg: HostConfig, boot_timeout_s: u64, only: Option<&str>) -> Result<b
 }
 
 /// scripts/build-image.sh --selinux with the binary and agent archive host_setup made.
-fn build_image(cfg: &HostConfig) -> Result<PathBuf, SelinuxError> {
+fn build_image(cfg: &HostConfig) -> Result<PathBuf, DriverError> {
     let out = cfg.work.join("image-selinux");
     let log = cfg.work.join("logs/image-selinux.log");
     println!("==> SELinux node image ({})", out.display());
-    let file = std::fs::File::create(&log).map_err(|source| SelinuxError::Write {
+    let file = std::fs::File::create(&log).map_err(|source| DriverError::Write {
         path: log.clone(),
         source,
     })?;
-    let err = file.try_clone().map_err(|source| SelinuxError::Write {
+    let err = file.try_clone().map_err(|source| DriverError::Write {
         path: log.clone(),
         source,
     })?;
@@ -249,12 +230,12 @@ fn build_image(cfg: &HostConfig) -> Result<PathBuf, SelinuxError> {
         .stdout(file)
         .stderr(err)
         .status()
-        .map_err(|source| SelinuxError::Spawn {
-            what: "scripts/build-image.sh",
-            source,
-        })?;
+        .map_err(|e| DriverError::Build(format!("cannot run scripts/build-image.sh: {e}")))?;
     if !status.success() {
-        return Err(SelinuxError::Image(log));
+        return Err(DriverError::Build(format!(
+            "scripts/build-image.sh --selinux failed (see {})",
+            log.display()
+        )));
     }
     Ok(out.join("image.env"))
 }
@@ -267,7 +248,7 @@ fn boot(
     case: &Case,
     timeout_s: u64,
     checks: &mut Checks,
-) -> Result<(u64, Option<Report>), SelinuxError> {
+) -> Result<(u64, Option<Report>), DriverError> {
     println!(
         "==> {}: mode {}, host.selinux: {}",
         case.name,
@@ -286,10 +267,7 @@ fn boot(
         serial: serial.clone(),
         timeout_s,
     };
-    let (rc, took) = vm::boot(&cfg.repo, &b).map_err(|source| SelinuxError::Spawn {
-        what: "scripts/vm.sh",
-        source,
-    })?;
+    let (rc, took) = vm::boot(&cfg.repo, &b).map_err(DriverError::Vm)?;
     let report = Report::load(&serial).unwrap_or_default();
     let name = format!("{}: the VM powered off cleanly", case.name);
     checks.check(
@@ -307,10 +285,10 @@ fn boot(
 }
 
 /// The case's userdata (0600: it holds the token), `@SELINUX@` filled first.
-fn write_userdata(cfg: &HostConfig, host: &Host, case: &Case) -> Result<PathBuf, SelinuxError> {
+fn write_userdata(cfg: &HostConfig, host: &Host, case: &Case) -> Result<PathBuf, DriverError> {
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| SelinuxError::Write { path, source }
+        move |source| DriverError::Write { path, source }
     };
     let template = cfg.work.join(format!("{}.template.yaml", case.name));
     let text = std::fs::read_to_string(cfg.repo.join(TEMPLATE))
