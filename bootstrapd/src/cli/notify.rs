@@ -24,13 +24,32 @@ pub fn status(stage: Stage, step: &str) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
 }
 
+/// The run's outcome: systemd's status and READY=1, and one line on stdout. The unit sends
+/// stdout to the console as well (StandardOutput=journal+console; logs go to journald
+/// directly), so an operator at a serial console, or a test reading one, sees how the boot's
+/// run ended, as cloud-init's final message. systemd's own "Started bootstrapd.service" line
+/// cannot tell: systemd stops printing status lines while a getty holds the console.
 pub fn ready(summary: &str) {
     let summary = crate::http::redact_urls(summary);
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Status(&summary),
         sd_notify::NotifyState::Ready,
     ]);
+    println!("{}", outcome_line(&summary));
 }
+
+/// One line, whatever the summary holds (userdata problems span several).
+fn outcome_line(summary: &str) -> String {
+    let one: Vec<&str> = summary
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("{OUTCOME_PREFIX}{}", one.join("; "))
+}
+
+/// What starts the outcome line on stdout and the console.
+pub const OUTCOME_PREFIX: &str = "bootstrapd run ended: ";
 
 /// Asks systemd for `budget` more start-up time from now. The unit's TimeoutStartSec (45 min)
 /// covers the install stages; registration waits up to `rancher.deadline_seconds`, which may
@@ -50,6 +69,18 @@ fn extend_timeout_line(budget: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outcome_is_one_line() {
+        assert_eq!(
+            outcome_line("failed: userdata from nocloud has problems:\n  - a\n\n  - b\n"),
+            "bootstrapd run ended: failed: userdata from nocloud has problems:; - a; - b"
+        );
+        assert_eq!(
+            outcome_line("done: node prepared and registered"),
+            "bootstrapd run ended: done: node prepared and registered"
+        );
+    }
 
     #[test]
     fn extend_timeout_carries_a_week_without_wrapping() {

@@ -107,7 +107,7 @@ async fn fetch_stage(
         let msg = "no datasource offered userdata: nothing to do".to_string();
         info!("{msg}");
         store.disabled(msg.clone())?;
-        notify::ready(&msg);
+        notify::ready(&format!("disabled: {msg}"));
         return Ok(None);
     };
     let digest = hex::encode(Sha256::digest(&fetched.userdata));

@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::report::clean;
+// What bootstrapd prints on stdout when its run ends; its unit copies stdout to the console
+// (StandardOutput=journal+console).
+use bootstrapd::cli::notify::OUTCOME_PREFIX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
@@ -204,21 +207,23 @@ fn qmp_is_return(line: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.get("return").is_some())
 }
 
-/// systemd's status line saying bootstrapd.service finished (the .deb images' kernel command
-/// lines have no "quiet"): "Started|Failed to start|Finished bootstrapd.service - bootstrapd
-/// node bootstrap agent", which systemd may shorten in the middle to the console width.
+/// bootstrapd's own line saying how its run ended, as journald forwarded it to the console:
+/// "[  45.7] bootstrapd[263]: bootstrapd run ended: done: node prepared and registered".
+/// Not systemd's "Started bootstrapd.service" line: systemd prints no status lines while a
+/// getty holds the console, and the login prompt may come first (a CI run saw that).
 pub fn bootstrapd_outcome(console: &str) -> Option<String> {
-    console
-        .lines()
-        .find(|l| {
-            ["Started", "Failed to start", "Finished"]
-                .iter()
-                .any(|verb| {
-                    l.find(&format!("{verb} bootstrapd"))
-                        .is_some_and(|i| l[i..].contains("bootstrapd node bootstrap agent"))
-                })
-        })
-        .map(str::to_string)
+    console.lines().find_map(|l| {
+        l.find(OUTCOME_PREFIX)
+            .map(|i| l[i..].trim_end().to_string())
+    })
+}
+
+/// The run ended "done": prepared and registered, nothing degraded.
+pub fn outcome_done(outcome: Option<&str>) -> bool {
+    outcome.is_some_and(|l| {
+        l.strip_prefix(OUTCOME_PREFIX)
+            .is_some_and(|v| v.starts_with("done:"))
+    })
 }
 
 #[cfg(test)]
@@ -226,22 +231,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_outcome_line_is_found_whole_or_shortened() {
+    fn the_outcome_line_is_bootstrapds_own() {
         let log = "[  OK  ] Started firewalld.service - firewalld - dynamic firewall daemon.\n\
-[  OK  ] Started bootstrapd.service - bootstrapd node bootstrap agent.\n";
+pxe-node login: [   45.744345] bootstrapd[263]: bootstrapd run ended: done: node prepared and registered\r\n";
+        let line = bootstrapd_outcome(log);
         assert_eq!(
-            bootstrapd_outcome(log).as_deref(),
-            Some("[  OK  ] Started bootstrapd.service - bootstrapd node bootstrap agent.")
+            line.as_deref(),
+            Some("bootstrapd run ended: done: node prepared and registered")
         );
-        let failed = "[FAILED] Failed to start bootstrapd.s…ce - bootstrapd node bootstrap agent.";
-        assert_eq!(bootstrapd_outcome(failed).as_deref(), Some(failed));
+        assert!(outcome_done(line.as_deref()));
+        let failed = "[  9.1] bootstrapd[263]: bootstrapd run ended: failed: stage register failed";
+        assert!(!outcome_done(bootstrapd_outcome(failed).as_deref()));
+        let degraded = "bootstrapd run ended: degraded: done: with warnings";
+        assert!(!outcome_done(Some(degraded)));
+        // systemd's status lines are not bootstrapd's word.
         assert_eq!(
             bootstrapd_outcome(
-                "         Starting bootstrapd.service - bootstrapd node bootstrap agent..."
+                "[  OK  ] Started bootstrapd.service - bootstrapd node bootstrap agent."
             ),
             None
         );
         assert_eq!(bootstrapd_outcome(""), None);
+        assert!(!outcome_done(None));
     }
 
     #[test]
