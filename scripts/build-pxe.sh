@@ -43,27 +43,15 @@ done
 . "$repo_root/images/qcow2/rootfs.sh"
 
 # What is checked is the commands and files, not package names (scripts/host-tools.sh).
-# shellcheck source=scripts/host-tools.sh
-. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
 host_tools_need build-pxe debootstrap:debootstrap mksquashfs:squashfs-tools dpkg-scanpackages:dpkg-dev || exit 1
 
 t0=$(date +%s)
 timings=()
-step() { timings+=("$(printf '%-28s %5ss' "$1" $(( $(date +%s) - $2 )))"); }
+step() { timings+=("$(printf '%-30s %5ss' "$1" $(( $(date +%s) - $2 )))"); }
 
-host_deb_arch=$(dpkg --print-architecture)
-if [ -z "$deb" ]; then
-  deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb 2>/dev/null | tail -n 1 || true)
-  if [ -z "$deb" ]; then
-    t=$(date +%s)
-    "$repo_root/scripts/build-packages.sh" --out "$repo_root/build/pkg"
-    step "packages" "$t"
-    deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb | tail -n 1)
-  fi
-fi
-[ -f "$deb" ] || die "$deb: no such .deb"
-case $(dpkg-deb -f "$deb" Architecture) in amd64) arch=x86_64 ;; arm64) arch=aarch64 ;; *) die "unexpected .deb architecture" ;; esac
-[ "$arch" = "$(uname -m)" ] || die "a $arch bundle needs a $arch build host or binfmt emulation (images/aarch64.md)"
+product_deb "$deb"
+deb=$DEB
+arch=$ARCH
 
 mkdir -p "$out" "$cache"
 out=$(cd "$out" && pwd)
@@ -71,26 +59,13 @@ work=$out/work
 mkdir -p "$work"
 trap chroot_umount EXIT
 
-t=$(date +%s)
-rm -rf "$work/debx"
-dpkg-deb -x "$deb" "$work/debx"
-base_rootfs "$work" "$work/debx/usr/bin/bootstrapd"
-step "base (cached or built)" "$t"
-
-t=$(date +%s)
-cached_layer pxe
-step "live-boot layer" "$t"
-
-t=$(date +%s)
-stage=$work/stage
-rm -rf "$stage"
-cp -a "$LAYER_ROOTFS" "$stage"
-install_product "$stage" "$deb" "$apt_url"
+product_stage pxe "$work" "$apt_url"
+stage=$STAGE
 # live-boot mounts the root itself (overlay on the squashfs): no fstab entry for /.
 printf '# The root filesystem is a live-boot overlay (squashfs + tmpfs): nothing to mount.\n' >"$stage/etc/fstab"
-step "rootfs + dpkg -i bootstrapd" "$t"
 
 t=$(date +%s)
+# shellcheck disable=SC2012 # names this project makes: no odd characters
 kernel=$(ls -v "$stage"/boot/vmlinuz-* | tail -n 1)
 kver=${kernel##*/vmlinuz-}
 # The NIC driver must be in the initramfs: live-boot fetches the root before udev's later
@@ -117,7 +92,7 @@ mksquashfs "$stage" "$out/filesystem.squashfs" -comp zstd -Xcompression-level 15
   || { cat "$work/mksquashfs.log" >&2; die "mksquashfs failed"; }
 step "squashfs" "$t"
 install -m 0644 "$repo_root/images/pxe/boot.ipxe.in" "$out/boot.ipxe.in"
-rm -rf "$stage" "$work/debx"
+rm -rf "$stage"
 
 cat >"$out/pxe.env" <<EOF
 KERNEL=$out/vmlinuz
@@ -131,4 +106,4 @@ EOF
 echo "build-pxe: vmlinuz $(du -h "$out/vmlinuz" | cut -f1), initrd.img $(du -h "$out/initrd.img" | cut -f1), filesystem.squashfs $(du -h "$out/filesystem.squashfs" | cut -f1)"
 echo "build-pxe: durations:"
 printf '  %s\n' "${timings[@]}"
-echo "  total                        $(( $(date +%s) - t0 ))s"
+echo "  total                          $(( $(date +%s) - t0 ))s"

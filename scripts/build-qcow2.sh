@@ -46,53 +46,25 @@ done
 . "$repo_root/images/qcow2/rootfs.sh"
 
 # What is checked is the commands and files, not package names (scripts/host-tools.sh).
-# shellcheck source=scripts/host-tools.sh
-. "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
 host_tools_need build-qcow2 debootstrap:debootstrap mkfs.ext4:e2fsprogs sfdisk:fdisk qemu-img:qemu-utils qemu-system-x86_64:qemu-system-x86 losetup:util-linux dpkg-scanpackages:dpkg-dev || exit 1
 
 t0=$(date +%s)
 timings=()
-step() { timings+=("$(printf '%-28s %5ss' "$1" $(( $(date +%s) - $2 )))"); }
+step() { timings+=("$(printf '%-30s %5ss' "$1" $(( $(date +%s) - $2 )))"); }
 
-host_deb_arch=$(dpkg --print-architecture)
-if [ -z "$deb" ]; then
-  deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb 2>/dev/null | tail -n 1 || true)
-  if [ -z "$deb" ]; then
-    t=$(date +%s)
-    "$repo_root/scripts/build-packages.sh" --out "$repo_root/build/pkg"
-    step "packages" "$t"
-    deb=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb | tail -n 1)
-  fi
-fi
-[ -f "$deb" ] || die "$deb: no such .deb"
-deb_arch=$(dpkg-deb -f "$deb" Architecture)
-case $deb_arch in amd64) arch=x86_64 ;; arm64) arch=aarch64 ;; *) die "unexpected .deb architecture $deb_arch" ;; esac
-[ "$arch" = "$(uname -m)" ] || die "a $arch image needs a $arch build host or binfmt emulation (images/aarch64.md)"
+product_deb "$deb"
+deb=$DEB
+arch=$ARCH
 
 mkdir -p "$out" "$cache"
 out=$(cd "$out" && pwd)
 work=$out/work
 mkdir -p "$work"
-
 trap chroot_umount EXIT
 
-# The base needs a bootstrapd binary only because scripts/build-image.sh wants one; take it
-# from the .deb so that nothing else is built.
+product_stage qcow2 "$work" "$apt_url"
+stage=$STAGE
 t=$(date +%s)
-rm -rf "$work/debx"
-dpkg-deb -x "$deb" "$work/debx"
-base_rootfs "$work" "$work/debx/usr/bin/bootstrapd"
-step "base (cached or built)" "$t"
-
-t=$(date +%s)
-cached_layer qcow2
-step "grub layer (cached or built)" "$t"
-
-t=$(date +%s)
-stage=$work/stage
-rm -rf "$stage"
-cp -a "$LAYER_ROOTFS" "$stage"
-install_product "$stage" "$deb" "$apt_url"
 cat >"$stage/etc/default/grub" <<'EOF'
 # Written by scripts/build-qcow2.sh. The serial console first so that a headless VM (and the
 # e2e test) sees GRUB, the kernel and systemd; the VGA console too for a graphical one.
@@ -105,7 +77,6 @@ GRUB_TERMINAL="console serial"
 GRUB_SERIAL_COMMAND="serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1"
 GRUB_DISABLE_OS_PROBER=true
 EOF
-step "rootfs + dpkg -i bootstrapd" "$t"
 
 t=$(date +%s)
 raw=$work/disk.raw
@@ -128,6 +99,7 @@ mkfs.ext4 -q -F -b 4096 -L bootstrapd-root -U "$uuid" -E offset=1048576 -d "$sta
 step "disk (partition + ext4)" "$t"
 
 t=$(date +%s)
+# shellcheck disable=SC2012 # names this project makes: no odd characters
 kernel=$(ls -v "$stage"/boot/vmlinuz-* | tail -n 1)
 initrd=$stage/boot/initrd.img-${kernel##*/vmlinuz-}
 serial=$work/grub-setup.log
@@ -150,7 +122,7 @@ image=$out/bootstrapd-debian12-$arch.qcow2
 rm -f "$image"
 qemu-img convert -q -O qcow2 "$raw" "$image"
 rm -f "$raw"
-rm -rf "$stage" "$work/debx"
+rm -rf "$stage"
 step "qcow2 convert" "$t"
 
 cat >"$out/qcow2.env" <<EOF
@@ -164,4 +136,4 @@ EOF
 echo "build-qcow2: $image ($(du -h "$image" | cut -f1) allocated, $size virtual)"
 echo "build-qcow2: durations:"
 printf '  %s\n' "${timings[@]}"
-echo "  total                        $(( $(date +%s) - t0 ))s"
+echo "  total                          $(( $(date +%s) - t0 ))s"

@@ -13,7 +13,7 @@
 #   3. per build: bootstrapd installed FROM ITS .deb with dpkg -i, and the product settings
 #      (networkd DHCP, apt sources, persistent journal, serial console)
 #
-# The caller defines die() and sets repo_root, cache, mirror.
+# The caller defines die() and step() and sets repo_root, cache, mirror.
 
 rootfs_mounts=()
 
@@ -43,6 +43,59 @@ in_chroot() { # DIR COMMAND...
   shift
   chroot "$d" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
     LC_ALL=C.UTF-8 HOME=/root "$@"
+}
+
+# product_deb DEB: the .deb an image is built from: DEB, or else this host's newest in
+# build/pkg, built by scripts/build-packages.sh when there is none. Sets DEB and ARCH (the
+# image's uname -m, which must be this host's: the layers run its programs in a chroot).
+product_deb() {
+  local host_deb_arch deb_arch t
+  DEB=$1
+  host_deb_arch=$(dpkg --print-architecture)
+  if [ -z "$DEB" ]; then
+    # shellcheck disable=SC2012 # names this project makes: no odd characters
+    DEB=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb 2>/dev/null | tail -n 1 || true)
+    if [ -z "$DEB" ]; then
+      t=$(date +%s)
+      "$repo_root/scripts/build-packages.sh" --out "$repo_root/build/pkg"
+      step "packages" "$t"
+      # shellcheck disable=SC2012 # names this project makes: no odd characters
+      DEB=$(ls "$repo_root"/build/pkg/bootstrapd_*_"$host_deb_arch".deb | tail -n 1)
+    fi
+  fi
+  [ -f "$DEB" ] || die "$DEB: no such .deb"
+  deb_arch=$(dpkg-deb -f "$DEB" Architecture)
+  case $deb_arch in
+    amd64) ARCH=x86_64 ;;
+    arm64) ARCH=aarch64 ;;
+    *) die "unexpected .deb architecture $deb_arch" ;;
+  esac
+  [ "$ARCH" = "$(uname -m)" ] || die "a $ARCH image needs a $ARCH build host or binfmt emulation (images/aarch64.md)"
+}
+
+# product_stage KIND WORK APT_URL: the three layers in WORK/stage, from DEB (product_deb), each
+# timed with the caller's `step`. Sets STAGE.
+product_stage() {
+  local kind=$1 work=$2 apt_url=$3 t
+  t=$(date +%s)
+  # The base needs a bootstrapd binary only because scripts/build-image.sh wants one; take it
+  # from the .deb so that nothing else is built.
+  rm -rf "$work/debx"
+  dpkg-deb -x "$DEB" "$work/debx"
+  base_rootfs "$work" "$work/debx/usr/bin/bootstrapd"
+  rm -rf "$work/debx"
+  step "base (cached or built)" "$t"
+
+  t=$(date +%s)
+  cached_layer "$kind"
+  step "$kind layer (cached or built)" "$t"
+
+  t=$(date +%s)
+  STAGE=$work/stage
+  rm -rf "$STAGE"
+  cp -a "$LAYER_ROOTFS" "$STAGE"
+  install_product "$STAGE" "$DEB" "$apt_url"
+  step "rootfs + dpkg -i bootstrapd" "$t"
 }
 
 # base_rootfs WORK BINARY: makes sure the cached base exists (through scripts/build-image.sh,
@@ -102,8 +155,10 @@ cached_layer() {
     in_chroot "$r" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >"$tmp/apt.log" 2>&1 \
       || { tail -n 30 "$tmp/apt.log" >&2; chroot_umount; die "$kind: apt-get install failed"; }
     # One kernel per image: the base may carry an older one next to the current.
+    # shellcheck disable=SC2012 # names this project makes: no odd characters
     keep=$(ls -v "$r"/boot/vmlinuz-* | tail -n 1)
     keep=${keep##*/vmlinuz-}
+    # shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
     for k in $(in_chroot "$r" dpkg-query -W -f '${Package}\n' 'linux-image-[0-9]*'); do
       [ "$k" = "linux-image-$keep" ] || in_chroot "$r" apt-get purge -y -qq "$k" >>"$tmp/apt.log" 2>&1
     done
@@ -160,9 +215,11 @@ EOF
   rm -f "$r/var/lib/dbus/machine-id"
 
   # What the image promises.
+  # shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
   [ "$(chroot "$r" dpkg-query -W -f '${db:Status-Abbrev}' bootstrapd)" = "ii " ] \
     || die "bootstrapd is not installed from the .deb"
   # (dpkg knows cloud-init's name from the package's Conflicts:, as not installed.)
+  # shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
   ! chroot "$r" dpkg-query -W -f '${db:Status-Abbrev}\n' 'cloud-init*' 2>/dev/null | grep -q '^i' \
     || die "cloud-init is installed in the image"
   [ ! -e "$r/usr/bin/cloud-init" ] || die "/usr/bin/cloud-init exists in the image"
