@@ -56,6 +56,7 @@ if $add; then
   command -v vagrant >/dev/null || die "vagrant is not installed (scripts/setup-vagrant-host.sh)"
 fi
 command -v qemu-img >/dev/null || die "qemu-img is not installed (apt-get install qemu-utils)"
+# shellcheck disable=SC2012 # a glob over versions; the first match is enough
 insecure_key=$(ls /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub \
   /opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant.pub 2>/dev/null | head -n 1 || true)
 [ -n "$insecure_key" ] || die "Vagrant's insecure public key (keys/vagrant.pub) was not found"
@@ -79,32 +80,21 @@ scripts/build-image.sh --binary "$binary" --out "$out/image" --apt-url "$apt_url
 
 echo "==> Vagrant additions"
 mnt=$out/mnt
-mounted=()
+# shellcheck source=images/debian12/chroot.sh
+. "$repo_root/images/debian12/chroot.sh"
 cleanup() {
-  local i
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
-    umount -l "${mounted[$i]}" 2>/dev/null || true
-  done
-  mounted=()
+  chroot_umount
+  umount -l "$mnt" 2>/dev/null || true
 }
 trap cleanup EXIT
 mkdir -p "$mnt"
 mount -o loop "$DISK" "$mnt"
-mounted+=("$mnt")
-mount -t proc proc "$mnt/proc"
-mounted+=("$mnt/proc")
-mount --bind /sys "$mnt/sys"
-mounted+=("$mnt/sys")
-mount --rbind /dev "$mnt/dev"
-mount --make-rslave "$mnt/dev"
-mounted+=("$mnt/dev")
+chroot_mount "$mnt"
 # Downloaded once per base: later builds install from the cache (apt still refreshes its lists).
 debs=$cache/vagrant-debs-$BASE_HASH
 mkdir -p "$debs/partial" "$mnt/var/cache/apt/archives"
-mount --bind "$debs" "$mnt/var/cache/apt/archives"
-mounted+=("$mnt/var/cache/apt/archives")
-printf '#!/bin/sh\nexit 101\n' >"$mnt/usr/sbin/policy-rc.d"
-chmod 0755 "$mnt/usr/sbin/policy-rc.d"
+chroot_bind "$debs" "$mnt/var/cache/apt/archives"
+deny_services "$mnt"
 cp "$mnt/etc/apt/sources.list" "$out/sources.list.lab"
 echo "deb $mirror bookworm main" >"$mnt/etc/apt/sources.list"
 cp -L /etc/resolv.conf "$mnt/etc/resolv.conf"
@@ -117,7 +107,7 @@ in_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >"$out/apt.l
 rm -rf "$mnt"/var/lib/apt/lists/*
 install -m 0644 "$out/sources.list.lab" "$mnt/etc/apt/sources.list"
 umount "$mnt/var/cache/apt/archives"
-unset 'mounted[-1]'
+unset 'chroot_mounts[-1]'
 
 if ! in_root id vagrant >/dev/null 2>&1; then
   in_root useradd --create-home --shell /bin/bash --user-group vagrant
@@ -139,7 +129,7 @@ for u in ssh.service ssh-hostkeys.service bootstrapd.service systemd-networkd.se
   [ "$(in_root systemctl is-enabled "$u" 2>/dev/null)" = enabled ] || die "$u is not enabled in the box"
 done
 : >"$mnt/etc/machine-id"
-rm -f "$mnt/usr/sbin/policy-rc.d"
+allow_services "$mnt"
 cleanup
 trap - EXIT
 e2fsck -fy "$DISK" >/dev/null 2>&1 || [ $? -le 1 ] || die "e2fsck of $DISK failed"

@@ -6,7 +6,7 @@
 #
 # The slow part (debootstrap, upgrades, the local apt repository with docker.io's dependency
 # closure) is cached in ${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}, keyed by the hash of the
-# recipe (images/debian12/base/*, the mirror): it is rebuilt only when the recipe changes.
+# recipe (images/debian12/base/*, images/debian12/chroot.sh, the mirror): it is rebuilt only when the recipe changes.
 # Each call then layers images/debian12/overlay, the given bootstrapd binary
 # (/usr/bin/bootstrapd) and configs/bootstrapd.service (enabled) on a copy of the cached root
 # and writes, under --out (default build/image):
@@ -76,6 +76,7 @@ selinux_layer() {
     {
       echo "selinux-v1 $base_hash"
       (cd "$recipe/selinux" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+      sha256sum <"$recipe/chroot.sh"
     } | sha256sum | cut -c1-16
   )
   layer=$cache/debian12-selinux-$hash
@@ -104,6 +105,8 @@ base_hash=$(
   {
     echo "recipe-v1 $mirror"
     (cd "$recipe/base" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+    # The chroot plumbing both recipes source.
+    sha256sum <"$recipe/chroot.sh"
   } | sha256sum | cut -c1-16
 )
 base=$cache/debian12-base-$base_hash
@@ -176,6 +179,7 @@ if [ "$selinux" = 1 ]; then
   append='selinux=1 security=selinux enforcing=1'
 fi
 
+# shellcheck disable=SC2012 # kernel names sort by version (ls -v); no odd characters
 kernel=$(ls -v "$stage"/boot/vmlinuz-* | tail -n 1)
 initrd=$stage/boot/initrd.img-${kernel##*/vmlinuz-}
 [ -f "$initrd" ] || die "no initrd for $kernel"

@@ -15,28 +15,8 @@
 #
 # The caller defines die() and step() and sets repo_root, cache, mirror.
 
-rootfs_mounts=()
-
-# chroot_mount DIR: /proc, /sys, /dev for package scripts (grub-install probes devices).
-chroot_mount() {
-  local d=$1
-  mount -t proc proc "$d/proc"
-  rootfs_mounts+=("$d/proc")
-  mount --bind /sys "$d/sys"
-  rootfs_mounts+=("$d/sys")
-  mount --rbind /dev "$d/dev"
-  mount --make-rslave "$d/dev"
-  rootfs_mounts+=("$d/dev")
-}
-
-# chroot_umount: undoes every chroot_mount, newest first.
-chroot_umount() {
-  local i
-  for ((i = ${#rootfs_mounts[@]} - 1; i >= 0; i--)); do
-    umount -R "${rootfs_mounts[$i]}" 2>/dev/null || umount -l "${rootfs_mounts[$i]}" 2>/dev/null || true
-  done
-  rootfs_mounts=()
-}
+# shellcheck source=images/debian12/chroot.sh
+. "$repo_root/images/debian12/chroot.sh"
 
 in_chroot() { # DIR COMMAND...
   local d=$1
@@ -142,11 +122,8 @@ cached_layer() {
     flock -u 7
     local r=$tmp/rootfs
     chroot_mount "$r"
-    printf '#!/bin/sh\nexit 101\n' >"$r/usr/sbin/policy-rc.d"
-    chmod 0755 "$r/usr/sbin/policy-rc.d"
-    local security=${mirror%/debian}/debian-security
-    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
-      "$mirror" "$mirror" "$security" >"$r/etc/apt/sources.list"
+    deny_services "$r"
+    debian_sources "$r" "$mirror"
     # grub-pc asks where to install itself; the image build runs grub-install by hand.
     printf '%s\n' 'grub-pc grub-pc/install_devices multiselect' \
       'grub-pc grub-pc/install_devices_empty boolean true' | in_chroot "$r" debconf-set-selections
@@ -164,7 +141,7 @@ cached_layer() {
     done
     in_chroot "$r" apt-get clean
     rm -rf "$r"/var/lib/apt/lists/*
-    rm -f "$r/usr/sbin/policy-rc.d"
+    allow_services "$r"
     chroot_umount
     date -u +%FT%TZ >"$tmp/DONE"
     mv "$tmp" "$layer"
@@ -182,12 +159,12 @@ install_product() {
   local r=$1 deb=$2 apt_url=$3
   cp "$deb" "$r/tmp/bootstrapd.deb"
   chroot_mount "$r"
-  printf '#!/bin/sh\nexit 101\n' >"$r/usr/sbin/policy-rc.d"
-  chmod 0755 "$r/usr/sbin/policy-rc.d"
+  deny_services "$r"
   # The package under test, exactly as shipped: its maintainer scripts enable the unit.
   in_chroot "$r" dpkg -i /tmp/bootstrapd.deb >"$r/tmp/dpkg.log" 2>&1 \
     || { cat "$r/tmp/dpkg.log" >&2; chroot_umount; die "dpkg -i bootstrapd.deb failed"; }
-  rm -f "$r/tmp/bootstrapd.deb" "$r/tmp/dpkg.log" "$r/usr/sbin/policy-rc.d"
+  rm -f "$r/tmp/bootstrapd.deb" "$r/tmp/dpkg.log"
+  allow_services "$r"
   chroot_umount
 
   echo node >"$r/etc/hostname"
@@ -204,9 +181,7 @@ EOF
     printf '# Set at image build time (--apt-url).\ndeb [trusted=yes] %s bookworm main\n' "$apt_url" \
       >"$r/etc/apt/sources.list"
   else
-    local security=${mirror%/debian}/debian-security
-    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
-      "$mirror" "$mirror" "$security" >"$r/etc/apt/sources.list"
+    debian_sources "$r" "$mirror"
   fi
   # The journal survives reboots: a failed first boot must be readable afterwards.
   mkdir -p "$r/var/log/journal"

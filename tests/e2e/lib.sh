@@ -255,6 +255,7 @@ host_setup_deb_image() {
     HOST_BUILD_SECONDS=$(( $(date +%s) - t ))
     echo "==> $kind image"
     t=$(date +%s)
+    # shellcheck source=/dev/null # written by scripts/build-packages.sh
     deb=$(. "$work/pkg/packages.env" && echo "$DEB")
     "scripts/build-$kind.sh" --deb "$deb" --out "$work/$kind" --apt-url "http://10.0.2.2:$apt_port/" \
       >"$work/logs/build-$kind.log" 2>&1 \

@@ -19,39 +19,18 @@ repo=$out/aptrepo
 
 list() { grep -v -e '^#' -e '^[[:space:]]*$' "$1"; }
 
-mounted=()
-cleanup() {
-  local i
-  # Unmount in reverse order so nested mounts go first.
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
-    umount -l "${mounted[$i]}" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
+# shellcheck source=images/debian12/chroot.sh
+. "$here/../chroot.sh"
+trap chroot_umount EXIT
 
 echo "build-base: debootstrap $suite from $mirror"
 include=$(list "$here/packages" | paste -sd, -)
 debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" "$mirror" \
   >"$out/debootstrap.log" 2>&1 || { tail -n 30 "$out/debootstrap.log" >&2; exit 1; }
 
-mount -t proc proc "$rootfs/proc"
-mounted+=("$rootfs/proc")
-mount --bind /sys "$rootfs/sys"
-mounted+=("$rootfs/sys")
-# Recursive, for /dev/pts (dpkg logs through a pty).
-mount --rbind /dev "$rootfs/dev"
-mount --make-rslave "$rootfs/dev"
-mounted+=("$rootfs/dev")
-# Services must not start inside the chroot.
-printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
-chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
-
-security_mirror=${mirror%/debian}/debian-security
-cat >"$rootfs/etc/apt/sources.list" <<EOF
-deb $mirror $suite main
-deb $mirror $suite-updates main
-deb $security_mirror $suite-security main
-EOF
+chroot_mount "$rootfs"
+deny_services "$rootfs"
+debian_sources "$rootfs" "$mirror"
 
 in_root() { chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
 
@@ -61,13 +40,16 @@ in_root apt-get update -qq
 in_root apt-get -y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef dist-upgrade >/dev/null
 # A kernel upgrade leaves the old kernel behind (debootstrap marks it manually installed, so
 # autoremove keeps it): the image boots one kernel only, the one the metapackage depends on.
+# shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
 keep=$(in_root dpkg-query -W -f='${Depends}' linux-image-amd64 | sed 's/[ ,].*//')
+# shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
 mapfile -t old_kernels < <(in_root dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' 'linux-image-[0-9]*' \
   | awk -v keep="$keep" '$2 == "ii" && $1 != keep { print $1 }')
 if [ ${#old_kernels[@]} -gt 0 ]; then
   in_root apt-get -y -qq purge "${old_kernels[@]}" >/dev/null
 fi
 in_root apt-get -y -qq autoremove --purge >/dev/null
+# shellcheck disable=SC2012 # counting kernels; the names do not matter
 [ "$(ls "$rootfs"/boot/vmlinuz-* | wc -l)" = 1 ] || { echo "build-base: more than one kernel left" >&2; exit 1; }
 
 echo "build-base: downloading the runtime packages' dependency closure"
@@ -94,9 +76,8 @@ done
 
 in_root apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/*
-rm -f "$rootfs/usr/sbin/policy-rc.d"
-cleanup
-mounted=()
+allow_services "$rootfs"
+chroot_umount
 
 # Clones of this image must not share a machine id (DHCP client identity, journal).
 : >"$rootfs/etc/machine-id"
@@ -116,4 +97,5 @@ echo "build-base: indexing the local apt repository"
     release "dists/$suite" >"dists/$suite/Release.tmp"
   mv "dists/$suite/Release.tmp" "dists/$suite/Release"
 )
+# shellcheck disable=SC2012 # counting files; the names do not matter
 echo "build-base: done ($(ls "$repo/pool/main" | wc -l) packages in the local repository)"

@@ -12,35 +12,15 @@ set -euo pipefail
 rootfs=${1:?usage: build-selinux.sh ROOTFS MIRROR}
 mirror=${2:?usage: build-selinux.sh ROOTFS MIRROR}
 here=$(cd "$(dirname "$0")" && pwd)
-suite=bookworm
 
 list() { grep -v -e '^#' -e '^[[:space:]]*$' "$1"; }
 
-mounted=()
-cleanup() {
-  local i
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
-    umount -l "${mounted[$i]}" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-
-mount -t proc proc "$rootfs/proc"
-mounted+=("$rootfs/proc")
-mount --bind /sys "$rootfs/sys"
-mounted+=("$rootfs/sys")
-mount --rbind /dev "$rootfs/dev"
-mount --make-rslave "$rootfs/dev"
-mounted+=("$rootfs/dev")
-printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
-chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
-
-security_mirror=${mirror%/debian}/debian-security
-cat >"$rootfs/etc/apt/sources.list" <<EOS
-deb $mirror $suite main
-deb $mirror $suite-updates main
-deb $security_mirror $suite-security main
-EOS
+# shellcheck source=images/debian12/chroot.sh
+. "$here/../chroot.sh"
+trap chroot_umount EXIT
+chroot_mount "$rootfs"
+deny_services "$rootfs"
+debian_sources "$rootfs" "$mirror"
 
 in_root() { chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
 
@@ -95,7 +75,7 @@ in_root apt-get -y -qq --no-install-recommends install "${pkgs[@]}" >/dev/null
 container_selinux
 in_root apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/*
-rm -f "$rootfs/usr/sbin/policy-rc.d"
+allow_services "$rootfs"
 
 # Enforcing from the first boot. selinux-activate is not run: it edits GRUB (the VM boots its
 # kernel directly; the image carries the command line in image.env) and schedules an
