@@ -650,6 +650,66 @@ mod tests {
         assert_eq!(fired_at(&missed), None);
     }
 
+    /// Runs the guest's crasher on this machine (CRASHER_DRY: it fires nothing) with SPEC,
+    /// then writes a running journal at register/STEP, and returns what the crasher said once
+    /// it fired (bounded: a crasher that never fires fails the test instead of hanging it).
+    fn crasher_fires(spec: &str, step: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = dir.path().join("state.json");
+        let console = dir.path().join("console");
+        let script =
+            crate::repo_root().join("images/debian12/overlay/usr/libexec/bootstrapd-e2e/crasher");
+        let mut child = std::process::Command::new("bash")
+            .arg(script)
+            .env("CRASHER_JOURNAL", &journal)
+            .env("CRASHER_CONSOLE", &console)
+            .env("CRASHER_SPEC", spec)
+            .env("CRASHER_DRY", "1")
+            .spawn()
+            .expect("bash runs the crasher");
+        // Not a timing assertion: the bound only keeps a broken crasher from hanging the test.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // The run's first write must come after the crasher noted the runs before it.
+        while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("watching for"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let running = JOURNAL
+            .replace("\"stage\": \"runtime\"", "\"stage\": \"register\"")
+            .replace("runtime.install", step);
+        let tmp = dir.path().join("state.json.tmp");
+        std::fs::write(&tmp, &running).expect("write");
+        std::fs::rename(&tmp, &journal).expect("rename");
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::read_to_string(&console).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_crasher_matches_a_step_and_what_it_becomes() {
+        // The register step moves from "registering" to "registering with URL" faster than a
+        // poll: the spec's word matches both.
+        let said = crasher_fires(
+            "kill,register,registering",
+            "registering with https://10.0.2.2:8450/",
+        );
+        assert!(
+            said.contains("firing kill at stage=register step=registering with https://"),
+            "{said}"
+        );
+        let exact = crasher_fires("reset,register,node+identity", "node identity");
+        assert!(
+            exact.contains("firing reset at stage=register step=node identity"),
+            "{exact}"
+        );
+    }
+
     #[test]
     fn the_journal_at_boot_is_read_as_bootstrapds_journal() {
         let ok = Report::parse(&format!(
