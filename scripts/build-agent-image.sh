@@ -52,10 +52,14 @@ if [ -z "$AGENT" ]; then
         cargo build --profile image \
         --target x86_64-unknown-linux-gnu -p rancher-test-server --bin rancher-agent-double )
     AGENT="$ROOT/target/x86_64-unknown-linux-gnu/image/rancher-agent-double"
-    file -L "$AGENT" | grep -Eq 'static(-pie)? linked|statically linked' \
-        || die "$AGENT is not statically linked: $(file -L "$AGENT")"
-    if ldd "$AGENT" 2>&1 | grep -q '=>'; then
-        die "$AGENT still needs shared libraries: $(ldd "$AGENT" 2>&1)"
+    # Outputs are read whole before grep: `cmd | grep -q` under pipefail fails whenever grep
+    # exits at its match before cmd has written everything (cmd dies of SIGPIPE).
+    kind=$(file -L "$AGENT")
+    grep -Eq 'static(-pie)? linked|statically linked' <<<"$kind" \
+        || die "$AGENT is not statically linked: $kind"
+    needs=$(ldd "$AGENT" 2>&1 || true)
+    if grep -q '=>' <<<"$needs"; then
+        die "$AGENT still needs shared libraries: $needs"
     fi
 fi
 [ -x "$AGENT" ] || die "agent binary $AGENT missing or not executable"
@@ -126,7 +130,10 @@ if [ -n "$RUN_SH" ]; then
     [ -f "$RUN_SH" ] || die "--with-run-sh $RUN_SH: no such file"
     install -m 0755 "$RUN_SH" "$RFS/usr/bin/run.sh"
 fi
-if ldd "$AGENT" 2>&1 | grep -q '=>'; then
+# Read whole first (see above): a pipe into grep -q made this take the static branch at
+# random, and the test's chrooted agent then missed libgcc_s.so.1.
+needs=$(ldd "$AGENT" 2>&1 || true)
+if grep -q '=>' <<<"$needs"; then
     copy_with_libs "$AGENT" /usr/bin/agent   # a test build; the image build is static
 else
     install -m 0755 "$AGENT" "$RFS/usr/bin/agent"

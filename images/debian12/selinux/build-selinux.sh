@@ -65,7 +65,9 @@ EOC
   in_root apt-get -y -qq autoremove --purge >/dev/null
   in_root dpkg -i /tmp/container-selinux/container-selinux.deb >/dev/null
   rm -rf "$work"
-  in_root semodule -l | grep -qx container || { echo "build-selinux: container module not loaded" >&2; exit 1; }
+  # grep without -q reads the whole list: under pipefail, grep -q exiting at its match would
+  # fail the pipeline whenever semodule is still writing (SIGPIPE).
+  in_root semodule -l | grep -x container >/dev/null || { echo "build-selinux: container module not loaded" >&2; exit 1; }
 }
 
 echo "build-selinux: installing the policy and tools"
