@@ -209,3 +209,202 @@ pub fn ssh(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     };
     vec![user_step, keys_step]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::identity::SshFacts;
+    use crate::system::authorized_keys::{Account, Current, Meta};
+    use crate::userdata::SshSettings;
+
+    fn facts(kernel: &str, stat: &str) -> HostFacts {
+        HostFacts {
+            hostname: Some(kernel.into()),
+            static_hostname: Some(stat.into()),
+            identity: IdentityFacts {
+                instance_id: Some("i-0abc".into()),
+                metadata_hostname: Some("node7.lab.example".into()),
+                serial: None,
+                mac: Some("525400ab0001".into()),
+            },
+            ..HostFacts::default()
+        }
+    }
+
+    fn with(h: HostnameSetting) -> Settings {
+        let mut s = Settings::rke1_worker();
+        s.hostname = Some(h);
+        s
+    }
+
+    fn template(t: &str) -> Settings {
+        with(HostnameSetting::Template(t.into()))
+    }
+
+    #[test]
+    fn a_different_hostname_is_a_change_and_the_same_one_is_nothing() {
+        let s = template("node-{mac}");
+        let st = hostname(&s, &facts("debian", "debian"));
+        assert_eq!(
+            st.action,
+            HostAction::SetHostname {
+                name: "node-525400ab0001".into()
+            }
+        );
+        assert_eq!(
+            st.detail,
+            "hostname debian -> node-525400ab0001 (from template `node-{mac}`), static and transient"
+        );
+        let done = hostname(&s, &facts("node-525400ab0001", "node-525400ab0001"));
+        assert!(!done.changes(), "{done:?}");
+        assert_eq!(done.preview().outcome, Outcome::Ok);
+        // The kernel's name set but not /etc/hostname (or the reverse): still a change.
+        assert!(hostname(&s, &facts("node-525400ab0001", "debian")).changes());
+        assert!(hostname(&s, &facts("debian", "node-525400ab0001")).changes());
+    }
+
+    #[test]
+    fn metadata_gives_the_short_name_and_its_absence_fails() {
+        let s = with(HostnameSetting::Metadata);
+        let st = hostname(&s, &facts("debian", "debian"));
+        assert_eq!(
+            st.action,
+            HostAction::SetHostname {
+                name: "node7".into()
+            }
+        );
+        let mut f = facts("debian", "debian");
+        f.identity.metadata_hostname = None;
+        let st = hostname(&s, &f);
+        assert_eq!(st.preview().outcome, Outcome::Failed);
+        assert!(
+            st.detail.contains("the datasource gave no hostname"),
+            "{st:?}"
+        );
+        f.identity.metadata_hostname = Some("bad_name".into());
+        let st = hostname(&s, &f);
+        assert_eq!(st.preview().outcome, Outcome::Failed);
+        assert!(st.detail.contains("RFC 1123"), "{st:?}");
+    }
+
+    #[test]
+    fn a_missing_fact_fails_and_a_generic_result_is_not_set() {
+        let st = hostname(&template("n-{serial}"), &facts("debian", "debian"));
+        assert_eq!(st.preview().outcome, Outcome::Failed);
+        assert!(st.detail.contains("SMBIOS serial"), "{st:?}");
+        let st = hostname(&template("localhost"), &facts("debian", "debian"));
+        assert!(!st.changes());
+        assert_eq!(st.preview().outcome, Outcome::Warning);
+    }
+
+    #[test]
+    fn the_node_name_is_named_when_it_differs_and_the_warning_points_here() {
+        let mut s = template("node-{mac}");
+        s.rancher.node_name = Some("worker-1".into());
+        let st = hostname(&s, &facts("debian", "debian"));
+        assert!(
+            st.detail
+                .ends_with("the Rancher node name is worker-1 (rancher.node_name)")
+        );
+        let st = hostname(&Settings::rke1_worker(), &facts("localhost", "localhost"));
+        assert_eq!(st.preview().outcome, Outcome::Warning);
+        assert!(st.preview().remedy.unwrap().contains("hostname: metadata"));
+    }
+
+    fn key() -> String {
+        use base64::Engine as _;
+        let mut blob = 11u32.to_be_bytes().to_vec();
+        blob.extend_from_slice(b"ssh-ed25519");
+        blob.extend_from_slice(&[0, 0, 0, 32]);
+        blob.extend_from_slice(&[1; 32]);
+        format!(
+            "ssh-ed25519 {} ops@lab",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        )
+    }
+
+    fn ssh_settings() -> Settings {
+        let mut s = Settings::rke1_worker();
+        s.ssh = Some(SshSettings {
+            user: "ops".into(),
+            authorized_keys: vec![key()],
+        });
+        s
+    }
+
+    fn names(steps: &[HostStep]) -> Vec<(&str, bool)> {
+        steps.iter().map(|s| (s.step, s.changes())).collect()
+    }
+
+    #[test]
+    fn ssh_steps_create_the_user_add_missing_keys_and_then_change_nothing() {
+        let s = ssh_settings();
+        let mut f = HostFacts {
+            ssh: Some(SshFacts {
+                user: "ops".into(),
+                account: None,
+                current: Current::default(),
+            }),
+            ..HostFacts::default()
+        };
+        let steps = ssh(&s, &f);
+        assert_eq!(
+            names(&steps),
+            [("ssh-user", true), ("ssh-authorized-keys", true)]
+        );
+        let account = Account {
+            uid: 1001,
+            gid: 1001,
+            home: "/home/ops".into(),
+        };
+        let meta = |mode| {
+            Some(Meta {
+                uid: 1001,
+                gid: 1001,
+                mode,
+            })
+        };
+        f.ssh = Some(SshFacts {
+            user: "ops".into(),
+            account: Some(account),
+            current: Current {
+                dir: meta(0o700),
+                file: meta(0o600),
+                text: "ssh-rsa AAAA other\n".into(),
+            },
+        });
+        let steps = ssh(&s, &f);
+        assert_eq!(
+            names(&steps),
+            [("ssh-user", false), ("ssh-authorized-keys", true)]
+        );
+        assert_eq!(
+            steps[1].detail,
+            "add 1 key(s) to /home/ops/.ssh/authorized_keys, keeping the 0 there"
+        );
+        let cur = &mut f.ssh.as_mut().unwrap().current;
+        cur.text = format!("{}\n", key());
+        let steps = ssh(&s, &f);
+        assert_eq!(
+            names(&steps),
+            [("ssh-user", false), ("ssh-authorized-keys", false)]
+        );
+        // The keys are there but the file is group-readable: rewritten with 0600.
+        f.ssh.as_mut().unwrap().current.file = meta(0o640);
+        assert!(ssh(&s, &f)[1].changes());
+    }
+
+    #[test]
+    fn an_ssh_probe_failure_fails_the_keys_step() {
+        let s = ssh_settings();
+        let mut f = HostFacts::default();
+        f.errors.record(
+            ProbeArea::Ssh,
+            "/home/ops/.ssh is a symlink or not a directory",
+        );
+        let steps = ssh(&s, &f);
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].preview().outcome, Outcome::Failed);
+        assert!(ssh(&Settings::rke1_worker(), &f).is_empty());
+    }
+}
