@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
-use zbus::message::Type;
 use zbus::Variant;
+use zbus::message::Type;
 use zbus::{Connection, MessageStream};
 
 use bootstrapd::system::hostnamed::{self, HostnamedError};
