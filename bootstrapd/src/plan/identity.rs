@@ -8,9 +8,9 @@ use super::Outcome;
 use super::host::{HostAction, HostStep};
 use crate::facts::ProbeArea;
 use crate::facts::host::HostFacts;
-use crate::facts::identity::IdentityFacts;
+use crate::facts::identity::{IdentityFacts, SshFacts};
 use crate::facts::network::hostname_problem;
-use crate::system::authorized_keys::{FILE, SSH_DIR};
+use crate::system::authorized_keys::{Account, FILE, SSH_DIR};
 use crate::userdata::identity::{self, PublicKey};
 use crate::userdata::{HostnameSetting, Settings};
 
@@ -174,9 +174,20 @@ pub fn ssh(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
             account.uid, account.home
         ),
     );
-    let (_, added) = identity::merge_keys(&facts.current.text, &keys);
+    vec![user_step, keys_step(facts, account, &keys, action)]
+}
+
+/// An existing user's keys: added when missing, rewritten when owner or modes are wrong.
+fn keys_step(
+    facts: &SshFacts,
+    account: &Account,
+    keys: &[PublicKey],
+    action: HostAction,
+) -> HostStep {
+    const S: &str = "ssh-authorized-keys";
+    let (_, added) = identity::merge_keys(&facts.current.text, keys);
     let path = format!("{}/{SSH_DIR}/{FILE}", account.home.trim_end_matches('/'));
-    let keys_step = if !added.is_empty() {
+    if !added.is_empty() {
         let kept = facts
             .current
             .text
@@ -184,7 +195,7 @@ pub fn ssh(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
             .filter_map(identity::key_in_line)
             .count();
         HostStep::change(
-            "ssh-authorized-keys",
+            S,
             WHY_KEYS,
             format!(
                 "add {} key(s) to {path}, keeping the {kept} there",
@@ -194,27 +205,25 @@ pub fn ssh(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
         )
     } else if !facts.current.owned_by(account) {
         HostStep::change(
-            "ssh-authorized-keys",
+            S,
             WHY_KEYS,
-            format!("{path}: set owner {user} and modes 0700/0600"),
+            format!("{path}: set owner {} and modes 0700/0600", facts.user),
             action,
         )
     } else {
         HostStep::report(
-            "ssh-authorized-keys",
+            S,
             WHY_KEYS,
             Outcome::Ok,
             format!("the {} key(s) are in {path}", keys.len()),
         )
-    };
-    vec![user_step, keys_step]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::identity::SshFacts;
-    use crate::system::authorized_keys::{Account, Current, Meta};
+    use crate::system::authorized_keys::{Current, Meta};
     use crate::userdata::SshSettings;
 
     fn facts(kernel: &str, stat: &str) -> HostFacts {
