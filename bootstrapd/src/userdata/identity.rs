@@ -129,6 +129,30 @@ pub fn expand(pieces: &[Piece], fact: impl Fn(Fact) -> Option<String>) -> Result
     Ok(name)
 }
 
+/// Example facts for `validate`, which does not run on the node.
+const EXAMPLE_FACTS: [(Fact, &str); 3] = [
+    (Fact::InstanceId, "i-0abc123"),
+    (Fact::Serial, "SN-1234"),
+    (Fact::Mac, "525400123456"),
+];
+
+/// What `validate` says of a template: what it yields with example facts.
+pub fn template_note(template: &str) -> String {
+    let example = |f: Fact| {
+        EXAMPLE_FACTS
+            .iter()
+            .find(|(e, _)| *e == f)
+            .map(|(_, v)| v.to_string())
+    };
+    let yields = parse_template(template)
+        .and_then(|p| expand(&p, example))
+        .unwrap_or_else(|e| e);
+    format!(
+        "hostname template `{template}` yields `{yields}` with instance id i-0abc123, \
+         serial SN-1234 and MAC 52:54:00:12:34:56; `bootstrapd plan` on the node shows its own"
+    )
+}
+
 fn fact_description(f: Fact) -> &'static str {
     match f {
         Fact::InstanceId => "instance id (`{instance_id}`): the datasource gave none",
@@ -374,6 +398,12 @@ mod tests {
             "a".repeat(62)
         );
         assert_eq!(sanitize_hostname("--"), "");
+        assert_eq!(
+            template_note("Edge-{serial}"),
+            "hostname template `Edge-{serial}` yields `edge-sn-1234` with instance id \
+             i-0abc123, serial SN-1234 and MAC 52:54:00:12:34:56; `bootstrapd plan` on the \
+             node shows its own"
+        );
         let t = parse_template("-{serial}").unwrap();
         let empty = |_| Some("__".to_string());
         assert!(expand(&t, empty).unwrap_err().contains("no hostname"));
