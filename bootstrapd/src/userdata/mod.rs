@@ -128,9 +128,6 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, UserdataError> {
     if parsed.settings.rancher.mode == RegistrationMode::Rke1 {
         parsed.notes.push(RKE1_NOTE.to_string());
     }
-    if let Some(HostnameSetting::Template(t)) = &parsed.settings.hostname {
-        parsed.notes.push(identity::template_note(t));
-    }
     Ok(parsed)
 }
 
