@@ -205,3 +205,24 @@ async fn symlinks_planted_in_the_home_are_not_followed() {
     assert!(found[0].detail.contains("symlink"), "{found:?}");
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+#[tokio::test]
+async fn a_home_leading_out_of_the_tree_is_refused() {
+    let (dir, root) = temp_root();
+    tree(dir.path());
+    // The tree's /home is an absolute link: below --root it would lead to this machine.
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir_all(outside.path().join("ops")).unwrap();
+    fs::remove_dir_all(dir.path().join("home")).unwrap();
+    symlink(outside.path(), dir.path().join("home")).unwrap();
+    let s = settings("ops", &[key(4)]);
+    let steps = plan(&s, &facts(&root, &s).await);
+    let f = steps
+        .iter()
+        .find(|st| st.step == "ssh-authorized-keys")
+        .unwrap()
+        .preview();
+    assert_eq!(f.outcome, Outcome::Failed);
+    assert!(f.detail.contains("--root"), "{f:?}");
+    assert_eq!(fs::read_dir(outside.path().join("ops")).unwrap().count(), 0);
+}

@@ -106,7 +106,9 @@ async fn plan_register<'c>(ctx: &'c Ctx<'c>) -> Vec<Planned<'c>> {
         .settings
         .hostname
         .as_ref()
-        .and_then(|h| plan::identity::wanted_hostname(h, &identity(ctx)).ok());
+        .and_then(|h| plan::identity::wanted_hostname(h, &identity(ctx)).ok())
+        // A generic name is not set (see the hostname step), so it names nothing either.
+        .filter(|w| facts::network::hostname_problem(w).is_none());
     let hostname = set.or_else(|| ctx.hostname.map(str::to_string));
     let step = registration::plan(ctx.root, ctx.settings, hostname, previous);
     vec![Planned::Register(Box::new(step))]

@@ -39,6 +39,8 @@ pub enum KeysError {
     NotADirectory { path: PathBuf },
     #[error("{path} is a symlink or not a regular file: refusing to follow it")]
     NotAFile { path: PathBuf },
+    #[error(transparent)]
+    Outside(#[from] crate::fsutil::NotLiveSystem),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -127,11 +129,14 @@ struct Paths {
 }
 
 impl Paths {
-    fn new(root: &HostRoot, a: &Account) -> Paths {
+    /// The account's paths below `root`; a home that leads out of a --root tree (an absolute
+    /// symlink among the tree's directories) is refused.
+    fn new(root: &HostRoot, a: &Account) -> Result<Paths, KeysError> {
         let home = root.path(&a.home);
+        root.contained(&home, "home directories")?;
         let dir = home.join(SSH_DIR);
         let file = dir.join(FILE);
-        Paths { home, dir, file }
+        Ok(Paths { home, dir, file })
     }
 }
 
@@ -166,7 +171,7 @@ fn open_dir(at: Option<&OwnedFd>, path: &std::path::Path) -> Result<Option<Owned
 
 /// Reads `.ssh/authorized_keys` of `a` below `root`, refusing symlinks.
 pub fn read(root: &HostRoot, a: &Account) -> Result<Current, KeysError> {
-    let p = Paths::new(root, a);
+    let p = Paths::new(root, a)?;
     let mut cur = Current::default();
     let Some(home) = open_dir(None, &p.home)? else {
         return Ok(cur);
@@ -200,7 +205,7 @@ pub fn read(root: &HostRoot, a: &Account) -> Result<Current, KeysError> {
 /// account, the file replaced atomically (temp file in `.ssh`, fsync, rename, fsync of
 /// `.ssh`) with mode 0600 from its creation.
 pub fn write(root: &HostRoot, a: &Account, text: &str) -> Result<(), KeysError> {
-    let p = Paths::new(root, a);
+    let p = Paths::new(root, a)?;
     let werr = |path: &PathBuf| {
         let path = path.clone();
         move |source| KeysError::Write { path, source }
