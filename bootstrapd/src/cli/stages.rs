@@ -314,6 +314,40 @@ mod tests {
         );
     }
 
+    /// The node name's fallback the register stage gets: `hostname:`'s result when set.
+    async fn register_fallback(c: &Ctx<'_>) -> Option<String> {
+        let steps = plan_register(c).await;
+        match steps.into_iter().next() {
+            Some(Planned::Register(step)) => match *step {
+                registration::RegisterStep::Register { hostname, .. } => hostname,
+                registration::RegisterStep::Guard(f) => panic!("guard {f:?}"),
+            },
+            _ => panic!("not a register step"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_register_stage_names_the_node_after_the_hostname_set() {
+        let d = tempfile::tempdir().unwrap();
+        let nic = d.path().join("sys/class/net/eth0");
+        std::fs::create_dir_all(nic.join("device")).unwrap();
+        std::fs::write(nic.join("address"), "52:54:00:12:ab:01\n").unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let mut s = settings();
+        let mut c = ctx(&root, &s, None);
+        c.hostname = Some("ds-name.lab");
+        assert_eq!(register_fallback(&c).await.as_deref(), Some("ds-name.lab"));
+        s.hostname = Some(crate::userdata::HostnameSetting::Template(
+            "Node-{mac}".into(),
+        ));
+        let mut c = ctx(&root, &s, None);
+        c.hostname = Some("ds-name.lab");
+        assert_eq!(
+            register_fallback(&c).await.as_deref(),
+            Some("node-52540012ab01")
+        );
+    }
+
     #[tokio::test]
     async fn apply_stops_at_the_failed_stage() {
         let d = tempfile::tempdir().unwrap();
