@@ -226,3 +226,25 @@ async fn a_home_leading_out_of_the_tree_is_refused() {
     assert!(f.detail.contains("--root"), "{f:?}");
     assert_eq!(fs::read_dir(outside.path().join("ops")).unwrap().count(), 0);
 }
+
+#[tokio::test]
+async fn a_new_user_joins_the_group_of_its_name_when_there_is_one() {
+    let (dir, root) = temp_root();
+    tree(dir.path());
+    write(
+        dir.path(),
+        "/etc/group",
+        "root:x:0:\nops:x:1500:\ndeploy:x:1700:\n",
+    );
+    write(
+        dir.path(),
+        "/etc/gshadow",
+        "root:*::\nops:!::\ndeploy:!::\n",
+    );
+    let s = settings("deploy", &[key(6)]);
+    let found = apply(&root, &s).await;
+    assert_eq!(found[1].1, Outcome::Changed, "{found:?}");
+    let passwd = fs::read_to_string(dir.path().join("etc/passwd")).unwrap();
+    let line = passwd.lines().find(|l| l.starts_with("deploy:")).unwrap();
+    assert_eq!(line.split(':').nth(3), Some("1700"), "{line}");
+}

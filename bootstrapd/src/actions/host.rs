@@ -53,7 +53,9 @@ pub(crate) async fn apply_one(
         HostAction::SwapOff { devices, .. } => swap_off(root, systemd, devices).await,
         HostAction::SetHostname { name } => identity::set_hostname(root, systemd, name).await,
         HostAction::CreateUser { user } => identity::create_user(root, user).await,
-        HostAction::AuthorizedKeys { user, keys } => identity::authorized_keys(root, user, keys),
+        HostAction::AuthorizedKeys { user, keys } => {
+            identity::authorized_keys(root, user, keys).await
+        }
     };
     match result {
         Ok(detail) => Finding::new(s, Outcome::Changed, detail),

@@ -57,7 +57,15 @@ pub(crate) async fn set_hostname(
 /// `--prefix`, which reads and writes that tree's /etc and home without a chroot.
 pub(crate) async fn create_user(root: &HostRoot, user: &str) -> StepResult {
     let prefix = root.path("/").to_string_lossy().into_owned();
-    let mut args = vec!["--create-home", "--user-group"];
+    // useradd --user-group refuses a name whose group exists already: join that group.
+    let group_exists = std::fs::read_to_string(root.path("/etc/group"))
+        .is_ok_and(|g| g.lines().any(|l| l.split(':').next() == Some(user)));
+    let mut args = vec!["--create-home"];
+    if group_exists {
+        args.extend(["--gid", user]);
+    } else {
+        args.push("--user-group");
+    }
     if !root.is_live() {
         args.extend(["--prefix", prefix.as_str()]);
     }
@@ -95,7 +103,7 @@ fn account(root: &HostRoot, user: &str) -> StepResult<Account> {
 
 /// The userdata's keys merged into the user's authorized_keys (kept lines stay), then read
 /// back.
-pub(crate) fn authorized_keys(root: &HostRoot, user: &str, keys: &[String]) -> StepResult {
+pub(crate) async fn authorized_keys(root: &HostRoot, user: &str, keys: &[String]) -> StepResult {
     let a = account(root, user)?;
     let refuse = |e: authorized_keys::KeysError| {
         StepFailure::new(
@@ -122,10 +130,32 @@ pub(crate) fn authorized_keys(root: &HostRoot, user: &str, keys: &[String]) -> S
             "look for another tool rewriting ~/.ssh (a configuration manager)".into(),
         ));
     }
+    let dir = format!("{}/.ssh", a.home.trim_end_matches('/'));
+    let labelled = relabel(root, &dir).await?;
     Ok(format!(
-        "{} key(s) added to {}/.ssh/authorized_keys ({} already there)",
+        "{} key(s) added to {dir}/authorized_keys ({} already there){labelled}",
         added.len(),
-        a.home.trim_end_matches('/'),
         keys.len() - added.len()
     ))
+}
+
+/// With SELinux on, a `.ssh` bootstrapd (initrc_t) creates may keep its parent's type where
+/// sshd looks for ssh_home_t; restorecon gives it the policy's label, as cloud-init does.
+async fn relabel(root: &HostRoot, dir: &str) -> StepResult {
+    let on = crate::facts::selinux::probe(root)
+        .is_ok_and(|s| s.current != crate::facts::selinux::SelinuxMode::Disabled);
+    if !root.is_live() || !on {
+        return Ok(String::new());
+    }
+    // -R does not follow symlinks; the tree was just checked to hold none.
+    let spec = CommandSpec::new("restorecon", &["-R", "-F", "--", dir]);
+    let remedy = || format!("install policycoreutils and run `restorecon -R -F {dir}`");
+    match process::run(&spec, USERADD_TIMEOUT).await {
+        Ok(o) if o.status.success() => Ok(format!("; {dir} relabelled (restorecon)")),
+        Ok(o) => Err(StepFailure::new(
+            format!("`{spec}` failed: {}", process::last_line(&o.stderr)),
+            remedy(),
+        )),
+        Err(e) => Err(StepFailure::new(e.to_string(), remedy())),
+    }
 }
