@@ -248,3 +248,22 @@ async fn a_new_user_joins_the_group_of_its_name_when_there_is_one() {
     let line = passwd.lines().find(|l| l.starts_with("deploy:")).unwrap();
     assert_eq!(line.split(':').nth(3), Some("1700"), "{line}");
 }
+
+#[tokio::test]
+async fn a_hard_link_in_place_of_the_key_file_is_not_read() {
+    let (dir, root) = temp_root();
+    tree(dir.path());
+    let victim = dir.path().join("etc/shadow");
+    let ssh = dir.path().join("home/ops/.ssh");
+    fs::create_dir_all(&ssh).unwrap();
+    fs::hard_link(&victim, ssh.join("authorized_keys")).unwrap();
+    let s = settings("ops", &[key(7)]);
+    let steps = plan(&s, &facts(&root, &s).await);
+    let f = steps
+        .iter()
+        .find(|st| st.step == "ssh-authorized-keys")
+        .unwrap()
+        .preview();
+    assert_eq!(f.outcome, Outcome::Failed);
+    assert!(f.detail.contains("hard link"), "{f:?}");
+}

@@ -37,7 +37,7 @@ pub enum KeysError {
     Malformed { path: PathBuf, user: String },
     #[error("{path} is a symlink or not a directory: refusing to follow it")]
     NotADirectory { path: PathBuf },
-    #[error("{path} is a symlink or not a regular file: refusing to follow it")]
+    #[error("{path} is a symlink, a hard link or not a regular file: refusing to follow it")]
     NotAFile { path: PathBuf },
     #[error(transparent)]
     Outside(#[from] crate::fsutil::NotLiveSystem),
@@ -111,15 +111,17 @@ impl Current {
     }
 }
 
-fn meta(fd: impl AsFd) -> Result<(Meta, bool, bool), Errno> {
+/// Owner and mode, and whether it is a regular file with no other name: a hard link to
+/// /etc/shadow (possible where fs.protected_hardlinks is off) would be read into the merge.
+fn meta(fd: impl AsFd) -> Result<(Meta, bool), Errno> {
     let st = fstat(fd)?;
-    let kind = st.st_mode & libc::S_IFMT;
     let m = Meta {
         uid: st.st_uid,
         gid: st.st_gid,
         mode: st.st_mode & 0o7777,
     };
-    Ok((m, kind == libc::S_IFDIR, kind == libc::S_IFREG))
+    let lone_file = st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1;
+    Ok((m, lone_file))
 }
 
 struct Paths {
@@ -187,8 +189,8 @@ pub fn read(root: &HostRoot, a: &Account) -> Result<Current, KeysError> {
         Err(Errno::ELOOP) => return Err(KeysError::NotAFile { path: p.file }),
         Err(e) => return Err(read_err(&p.file)(e)),
     };
-    let (m, _, regular) = meta(&fd).map_err(read_err(&p.file))?;
-    if !regular {
+    let (m, lone_file) = meta(&fd).map_err(read_err(&p.file))?;
+    if !lone_file {
         return Err(KeysError::NotAFile { path: p.file });
     }
     cur.file = Some(m);
