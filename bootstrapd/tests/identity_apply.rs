@@ -267,3 +267,59 @@ async fn a_hard_link_in_place_of_the_key_file_is_not_read() {
     assert_eq!(f.outcome, Outcome::Failed);
     assert!(f.detail.contains("hard link"), "{f:?}");
 }
+
+/// `validate` says what a template yields with example facts, `plan` what it yields on the
+/// (here: --root) host, with the steps it would take.
+#[test]
+fn validate_and_plan_say_what_the_template_yields() {
+    let bin = env!("CARGO_BIN_EXE_bootstrapd");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/examples/edge-identity.yaml"
+    );
+    let out = std::process::Command::new(bin)
+        .args(["validate", example])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("note: hostname template `node-{mac}` yields `node-525400123456`"),
+        "{text}"
+    );
+    let (dir, _root) = temp_root();
+    tree(dir.path());
+    let out = std::process::Command::new(bin)
+        .arg("plan")
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--userdata", example])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = |step: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(step))
+            .unwrap_or_else(|| panic!("no {step} row in {text}"))
+            .to_string()
+    };
+    assert!(
+        row("hostname").ends_with(
+            "would-change  hostname debian -> node-52540012ab01 (from template `node-{mac}`), \
+             static and transient"
+        ),
+        "{text}"
+    );
+    assert!(
+        row("ssh-user").contains("ok            user ops exists (uid 1500"),
+        "{text}"
+    );
+    assert!(
+        row("ssh-authorized-keys").contains("add 2 key(s) to /home/ops/.ssh/authorized_keys"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("home/ops/.ssh").exists(),
+        "plan wrote below the root"
+    );
+}
