@@ -66,7 +66,7 @@ server: x
 23:27: host.modules[1]: `Bad.Mod` is not a kernel module name (lowercase letters, digits, `_` and `-`)
 26:5: host.sysctls[kernel]: `kernel` is not a sysctl name such as `net.ipv4.ip_forward`
 27:3: host.swapp: unknown key `swapp`; did you mean `swap`?
-28:1: colour: unknown key `colour`; expected one of `roles`, `rancher`, `runtime`, `host`
+28:1: colour: unknown key `colour`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`
 29:1: server: unknown key `server`; did you mean `rancher.server`?";
     let e = errors(doc);
     assert_eq!(e.to_string(), expected);
@@ -358,7 +358,9 @@ fn a_huge_unknown_key_is_echoed_shortened() {
     assert_eq!(p.path, cut);
     assert_eq!(
         p.message,
-        format!("unknown key `{cut}`; expected one of `roles`, `rancher`, `runtime`, `host`")
+        format!(
+            "unknown key `{cut}`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`"
+        )
     );
     // Nested keys, duplicate keys and values are cut the same way.
     let e = errors(&format!(
@@ -378,4 +380,46 @@ fn a_huge_unknown_key_is_echoed_shortened() {
         "{:?}",
         e.problems[0]
     );
+}
+
+#[test]
+fn identity_mistakes_have_line_and_column() {
+    let ed = {
+        use base64::Engine as _;
+        let mut blob = 7u32.to_be_bytes().to_vec();
+        blob.extend_from_slice(b"ssh-rsa");
+        blob.extend_from_slice(&[0, 0, 0, 1, 9]);
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    };
+    let doc = format!(
+        "roles: [worker]\n{GOOD_RANCHER}hostname:\n  template: \"node-{{macaddr}}\"\nssh:\n  user: Ops\n  authorized_keys:\n    - ssh-ed25519 {ed} me@lab\n    - no-pty ssh-ed25519 AAAA\n    - ssh-dss AAAA\n  keys: []\n"
+    );
+    let expected = "\
+6:13: hostname.template: unknown placeholder `{macaddr}` at offset 5; expected one of `{instance_id}`, `{serial}`, `{mac}`
+8:9: ssh.user: `Ops` is not a user name: at most 32 lowercase letters, digits, `_` and `-`, starting with a letter or `_`
+10:7: ssh.authorized_keys[0]: the key's body is a `ssh-rsa` key, not `ssh-ed25519`
+11:7: ssh.authorized_keys[1]: options before the key (`no-pty`) are not accepted: give the key alone and restrict it in sshd_config
+12:7: ssh.authorized_keys[2]: `ssh-dss` is not a key type sshd takes; expected one of `ssh-ed25519`, `ssh-rsa`, `ecdsa-sha2-nistp256`, `ecdsa-sha2-nistp384`, `ecdsa-sha2-nistp521`, `sk-ssh-ed25519@openssh.com`, `sk-ecdsa-sha2-nistp256@openssh.com`
+13:3: ssh.keys: unknown key `keys`; expected one of `user`, `authorized_keys`";
+    assert_eq!(errors(&doc).to_string(), expected);
+
+    let doc = format!("roles: [worker]\n{GOOD_RANCHER}hostname: metdata\n");
+    assert_eq!(
+        errors(&doc).to_string(),
+        "5:11: hostname: expected `metadata` or a mapping `{template: \"node-{mac}\"}`, found a string `metdata`"
+    );
+    let doc = format!("roles: [worker]\n{GOOD_RANCHER}ssh:\n  authorized_keys: []\n");
+    assert_eq!(
+        errors(&doc).to_string(),
+        "6:20: ssh.authorized_keys: at least one key is required"
+    );
+    let doc = format!("roles: [worker]\n{GOOD_RANCHER}ssh: {{user: ops}}\n");
+    assert_eq!(
+        errors(&doc).to_string(),
+        "5:1: ssh.authorized_keys: missing required key `authorized_keys`"
+    );
+    let doc = format!("roles: [worker]\n{GOOD_RANCHER}hostname: metadata\n");
+    let s = userdata::parse(doc.as_bytes()).unwrap().settings;
+    assert_eq!(s.hostname, Some(userdata::HostnameSetting::Metadata));
+    assert_eq!(s.ssh, None);
 }

@@ -426,3 +426,18 @@ fn multipart_decoded_size_is_bounded_over_all_parts() {
         "MIME part 2: gunzipped, the MIME parts together are larger than 1048576 bytes"
     );
 }
+
+#[test]
+fn identity_example() {
+    let p = userdata::parse(&example("edge-identity.yaml")).unwrap();
+    let s = p.settings;
+    assert_eq!(
+        s.hostname,
+        Some(userdata::HostnameSetting::Template("node-{mac}".into()))
+    );
+    let ssh = s.ssh.unwrap();
+    assert_eq!(ssh.user, "ops");
+    assert_eq!(ssh.authorized_keys.len(), 2);
+    assert!(ssh.authorized_keys[1].starts_with("ecdsa-sha2-nistp256 AAAAE2"));
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+}

@@ -77,6 +77,14 @@ fn every_object_is_closed_and_required_keys_match() {
     assert_eq!(definition(&s, "OfflineSource")["required"], json!(["path"]));
     assert!(definition(&s, "RuntimeSettings").get("required").is_none());
     assert!(definition(&s, "HostSettings").get("required").is_none());
+    assert_eq!(
+        definition(&s, "SshSettings")["required"],
+        json!(["authorized_keys"])
+    );
+    assert_eq!(
+        definition(&s, "HostnameSetting")["oneOf"][1]["required"],
+        json!(["template"])
+    );
 
     // The validator requires the same keys.
     for (path, key) in [
@@ -114,6 +122,11 @@ fn schema_properties_are_the_validators_keys() {
             definition(&s, "SystemAgentSettings"),
         ),
         ("rancher.system_agent.binary", definition(&s, "AgentBinary")),
+        ("ssh", definition(&s, "SshSettings")),
+        (
+            "hostname",
+            definition(&s, "HostnameSetting")["oneOf"][1].clone(),
+        ),
     ];
     for (section, def) in sections {
         let props = def["properties"].as_object().unwrap();
@@ -579,6 +592,99 @@ fn url_looser() -> Vec<(String, &'static str)> {
     ]
 }
 
+/// An ed25519 public key line whose blob says `inner`.
+fn ssh_key(kind: &str, inner: &str) -> String {
+    use base64::Engine as _;
+    let mut blob = (inner.len() as u32).to_be_bytes().to_vec();
+    blob.extend_from_slice(inner.as_bytes());
+    blob.extend_from_slice(&[0, 0, 0, 32]);
+    blob.extend_from_slice(&[5; 32]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+    format!("{kind} {b64}")
+}
+
+fn ssh_user(user: &str) -> Value {
+    json!({"user": user, "authorized_keys": [ssh_key("ssh-ed25519", "ssh-ed25519")]})
+}
+
+fn ssh_keys(key: &str) -> Value {
+    json!({"authorized_keys": [key]})
+}
+
+fn identity_corpus() -> Vec<Corpus> {
+    let ed = ssh_key("ssh-ed25519", "ssh-ed25519");
+    vec![
+        Corpus {
+            field: "hostname.template",
+            place: Place::Value("hostname.template"),
+            schema: "/definitions/HostnameSetting/oneOf/1/properties/template",
+            good: strings(&["node-{mac}", "{serial}", "Edge-{instance_id}-x", "node1"]),
+            bad: strings(&[
+                "",
+                "node-{macc}",
+                "node-{mac",
+                "node_{mac}",
+                "node.{mac}",
+                "{}",
+                "node {mac}",
+                "n}",
+            ]),
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "ssh.user",
+            place: Place::With("ssh", ssh_user),
+            schema: "/definitions/SshSettings/properties/user",
+            good: vec!["root".into(), "ops-1".into(), "_svc".into(), "a".repeat(32)],
+            bad: vec![
+                String::new(),
+                "Ops".into(),
+                "1ops".into(),
+                "a b".into(),
+                "a:b".into(),
+                "a".repeat(33),
+            ],
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "ssh.authorized_keys",
+            place: Place::With("ssh", ssh_keys),
+            schema: "/definitions/SshSettings/properties/authorized_keys/items",
+            good: vec![
+                ed.clone(),
+                format!("{ed} ops@lab laptop"),
+                ssh_key("ssh-rsa", "ssh-rsa"),
+                ssh_key("ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384"),
+                ssh_key("sk-ssh-ed25519@openssh.com", "sk-ssh-ed25519@openssh.com"),
+            ],
+            bad: vec![
+                String::new(),
+                format!("no-pty {ed}"),
+                format!("from=\"10.0.0.0/8\" {ed}"),
+                ssh_key("ssh-dss", "ssh-dss"),
+                format!("{ed}\nssh-rsa AAAA"),
+                format!("{ed} a\u{1}b"),
+                "ssh-ed25519 !!!".into(),
+                "ssh-ed25519".into(),
+            ],
+            schema_looser: vec![
+                (
+                    ssh_key("ssh-ed25519", "ssh-rsa"),
+                    "the type inside the base64 blob (decoding)",
+                ),
+                (
+                    "ssh-ed25519 AAAA".into(),
+                    "a blob too short to hold a key (decoding)",
+                ),
+                (
+                    "ssh-ed25519 AAAA=".into(),
+                    "base64 that does not decode (decoding)",
+                ),
+            ],
+        },
+    ]
+}
+
 fn corpus() -> Vec<Corpus> {
     let http_urls = |field, place, schema| Corpus {
         field,
@@ -937,7 +1043,7 @@ fn corpus() -> Vec<Corpus> {
 fn schema_patterns_agree_with_the_validator() {
     let s = schema();
     let mut disagreements = Vec::new();
-    for c in corpus() {
+    for c in corpus().into_iter().chain(identity_corpus()) {
         assert!(!c.good.is_empty() && !c.bad.is_empty(), "{}", c.field);
         let verdicts = c
             .good

@@ -70,6 +70,8 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u
         },
         runtime: Default::default(),
         host: Default::default(),
+        hostname: None,
+        ssh: None,
     }
 }
 

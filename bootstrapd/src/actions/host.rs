@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::actions::{StepFailure, StepResult};
+use crate::actions::{StepFailure, StepResult, identity};
 use crate::facts::host::{FIREWALLD_UNIT, FSTAB};
 use crate::facts::iptables::Backend;
 use crate::facts::kernel::{self, fstab_swap_lines, sysctl_eq, sysctl_path};
@@ -51,6 +51,11 @@ pub(crate) async fn apply_one(
         }
         HostAction::SetSysctls { values } => set_sysctls(root, values),
         HostAction::SwapOff { devices, .. } => swap_off(root, systemd, devices).await,
+        HostAction::SetHostname { name } => identity::set_hostname(root, systemd, name).await,
+        HostAction::CreateUser { user } => identity::create_user(root, user).await,
+        HostAction::AuthorizedKeys { user, keys } => {
+            identity::authorized_keys(root, user, keys).await
+        }
     };
     match result {
         Ok(detail) => Finding::new(s, Outcome::Changed, detail),

@@ -11,6 +11,7 @@ use crate::state::RegistrationRecord;
 use crate::system::systemd::Systemd;
 
 pub mod host;
+mod identity;
 pub mod register;
 pub mod registration;
 pub mod runtime;

@@ -22,8 +22,9 @@ pub enum RegisterStep<'a> {
     Register {
         root: &'a HostRoot,
         settings: &'a Settings,
-        /// The datasource's hostname, the node name's fallback.
-        hostname: Option<&'a str>,
+        /// The node name's fallback: the hostname the prepare stage set, else the
+        /// datasource's.
+        hostname: Option<String>,
     },
 }
 
@@ -33,7 +34,7 @@ pub enum RegisterStep<'a> {
 pub fn plan<'a>(
     root: &'a HostRoot,
     settings: &'a Settings,
-    hostname: Option<&'a str>,
+    hostname: Option<String>,
     previous: Option<&RegistrationRecord>,
 ) -> RegisterStep<'a> {
     let server = &settings.rancher.server;
@@ -101,7 +102,7 @@ impl RegisterStep<'_> {
             RegisterStep::Guard(f) => f.clone().into(),
             RegisterStep::Register {
                 settings, hostname, ..
-            } => register_node(target, settings, *hostname).await,
+            } => register_node(target, settings, hostname.as_deref()).await,
         }
     }
 }
@@ -183,7 +184,8 @@ fn register_failed(e: &RegisterError) -> Finding {
     Finding::new("register", Outcome::Failed, super::describe(e)).with_remedy(remedy)
 }
 
-/// The node name: the userdata's, else the datasource's hostname, else this host's, short.
+/// The node name: the userdata's, else the hostname set from `hostname:` or the
+/// datasource's, else this host's, short.
 fn node_name(settings: &Settings, hostname: Option<&str>) -> String {
     let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
     settings

@@ -38,6 +38,7 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>, json: bool) -> CliResu
         settings: &settings,
         systemd: systemd.as_ref(),
         hostname: fetched.hostname.as_deref(),
+        instance_id: Some(fetched.instance_id.as_str()),
         registration: journal.registration,
         prefetch: Cell::new(None),
     };

@@ -80,6 +80,7 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, CliError>
         settings: &settings,
         systemd: systemd.as_ref(),
         hostname: fetched.hostname.as_deref(),
+        instance_id: Some(fetched.instance_id.as_str()),
         registration: store.journal.registration.clone(),
         prefetch: Cell::new(prefetch),
     };

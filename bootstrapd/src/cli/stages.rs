@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use crate::actions::runtime::Prefetch;
 use crate::actions::{self, Planned, Step, Target, registration};
 use crate::facts;
+use crate::facts::identity::IdentityFacts;
 use crate::fsutil::HostRoot;
 use crate::plan::{self, Finding};
 use crate::state::{JournalError, RegistrationRecord, Stage, StageState, Store};
@@ -30,6 +31,8 @@ pub struct Ctx<'a> {
     pub systemd: Option<&'a Systemd>,
     /// The datasource's hostname, the node name's fallback.
     pub hostname: Option<&'a str>,
+    /// The datasource's instance id (`{instance_id}` of a hostname template).
+    pub instance_id: Option<&'a str>,
     /// The journal's registration on this instance: the guard against registering twice.
     pub registration: Option<RegistrationRecord>,
     /// The runtime's packages downloading while the host is prepared (apply mode only).
@@ -71,8 +74,14 @@ pub const STAGES: [StageSpec; 3] = [
     },
 ];
 
+/// What a hostname template and `hostname: metadata` read.
+fn identity(ctx: &Ctx<'_>) -> IdentityFacts {
+    facts::identity::gather(ctx.root, ctx.instance_id, ctx.hostname)
+}
+
 async fn plan_prepare<'c>(ctx: &'c Ctx<'c>) -> Vec<Planned<'c>> {
-    let facts = facts::host::gather(ctx.root, ctx.settings, ctx.systemd).await;
+    let mut facts = facts::host::gather(ctx.root, ctx.settings, ctx.systemd).await;
+    facts.identity = identity(ctx);
     let steps = plan::host::plan(ctx.settings, &facts);
     steps.into_iter().map(Planned::Host).collect()
 }
@@ -92,7 +101,16 @@ async fn plan_runtime<'c>(ctx: &'c Ctx<'c>) -> Vec<Planned<'c>> {
 
 async fn plan_register<'c>(ctx: &'c Ctx<'c>) -> Vec<Planned<'c>> {
     let previous = ctx.registration.as_ref();
-    let step = registration::plan(ctx.root, ctx.settings, ctx.hostname, previous);
+    // The hostname the prepare stage set is the node name's fallback, not the datasource's.
+    let set = ctx
+        .settings
+        .hostname
+        .as_ref()
+        .and_then(|h| plan::identity::wanted_hostname(h, &identity(ctx)).ok())
+        // A generic name is not set (see the hostname step), so it names nothing either.
+        .filter(|w| facts::network::hostname_problem(w).is_none());
+    let hostname = set.or_else(|| ctx.hostname.map(str::to_string));
+    let step = registration::plan(ctx.root, ctx.settings, hostname, previous);
     vec![Planned::Register(Box::new(step))]
 }
 
@@ -209,6 +227,7 @@ mod tests {
             settings,
             systemd: None,
             hostname: None,
+            instance_id: None,
             registration,
             prefetch: Cell::new(None),
         }
@@ -292,6 +311,40 @@ mod tests {
                 .unwrap()
                 .findings
                 .is_empty()
+        );
+    }
+
+    /// The node name's fallback the register stage gets: `hostname:`'s result when set.
+    async fn register_fallback(c: &Ctx<'_>) -> Option<String> {
+        let steps = plan_register(c).await;
+        match steps.into_iter().next() {
+            Some(Planned::Register(step)) => match *step {
+                registration::RegisterStep::Register { hostname, .. } => hostname,
+                registration::RegisterStep::Guard(f) => panic!("guard {f:?}"),
+            },
+            _ => panic!("not a register step"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_register_stage_names_the_node_after_the_hostname_set() {
+        let d = tempfile::tempdir().unwrap();
+        let nic = d.path().join("sys/class/net/eth0");
+        std::fs::create_dir_all(nic.join("device")).unwrap();
+        std::fs::write(nic.join("address"), "52:54:00:12:ab:01\n").unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let mut s = settings();
+        let mut c = ctx(&root, &s, None);
+        c.hostname = Some("ds-name.lab");
+        assert_eq!(register_fallback(&c).await.as_deref(), Some("ds-name.lab"));
+        s.hostname = Some(crate::userdata::HostnameSetting::Template(
+            "Node-{mac}".into(),
+        ));
+        let mut c = ctx(&root, &s, None);
+        c.hostname = Some("ds-name.lab");
+        assert_eq!(
+            register_fallback(&c).await.as_deref(),
+            Some("node-52540012ab01")
         );
     }
 

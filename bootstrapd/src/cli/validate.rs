@@ -23,6 +23,10 @@ pub fn run(files: &[PathBuf]) -> CliResult {
                 for note in &parsed.notes {
                     println!("{name}: note: {note}");
                 }
+                // The node's facts are not here: say what the template makes of example ones.
+                if let Some(userdata::HostnameSetting::Template(t)) = &parsed.settings.hostname {
+                    println!("{name}: note: {}", userdata::identity::template_note(t));
+                }
             }
             Err(e) => {
                 bad += 1;

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::identity::{self, IdentityFacts, SshFacts};
 use super::iptables::{self, IptablesFacts};
 use super::kernel::{self, SwapEntry};
 use super::read_optional;
@@ -47,6 +48,12 @@ pub struct HostFacts {
     pub swaps: Vec<SwapEntry>,
     pub fstab: Option<String>,
     pub hostname: Option<String>,
+    /// /etc/hostname, the static hostname.
+    pub static_hostname: Option<String>,
+    /// What a hostname template names; the run fills in the datasource's part.
+    pub identity: IdentityFacts,
+    /// The SSH user's account and keys, when the userdata asks for keys.
+    pub ssh: Option<SshFacts>,
     /// Probes that failed. The plan turns each into a failed step.
     pub errors: ProbeFailures,
 }
@@ -127,6 +134,13 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
     modules_and_sysctls(&mut f, root, settings);
     swap(&mut f, root);
     hostname(&mut f, root);
+    f.identity = identity::gather(root, None, None);
+    if let Some(ssh) = &settings.ssh {
+        match identity::ssh(root, &ssh.user) {
+            Ok(s) => f.ssh = Some(s),
+            Err(e) => f.error(ProbeArea::Ssh, e),
+        }
+    }
     f
 }
 
@@ -191,6 +205,10 @@ fn swap(f: &mut HostFacts, root: &HostRoot) {
 }
 
 fn hostname(f: &mut HostFacts, root: &HostRoot) {
+    match read_optional(&root.path("/etc/hostname")) {
+        Ok(h) => f.static_hostname = h.map(|h| h.trim().to_string()),
+        Err(e) => f.error(ProbeArea::Hostname, e),
+    }
     // /proc/sys/kernel/hostname is the kernel's (transient) name, what RKE reads too.
     match read_optional(&root.path("/proc/sys/kernel/hostname")) {
         Ok(Some(h)) => f.hostname = Some(h.trim().to_string()),

@@ -2,6 +2,7 @@
 //! into steps and `actions` carries them out.
 
 pub mod host;
+pub mod identity;
 pub mod iptables;
 pub mod kernel;
 pub mod network;
@@ -48,6 +49,8 @@ pub enum ProbeArea {
     Sysctls,
     Swap,
     Hostname,
+    /// The SSH user's account and authorized_keys.
+    Ssh,
     /// bootstrapd's package repository file.
     Repository,
     /// The runtime's offline bundle.
@@ -69,6 +72,7 @@ impl ProbeArea {
             ProbeArea::Sysctls => "sysctls",
             ProbeArea::Swap => "swap",
             ProbeArea::Hostname => "hostname",
+            ProbeArea::Ssh => "ssh",
             ProbeArea::Repository => "repository",
             ProbeArea::Bundle => "bundle",
             ProbeArea::Docker => "docker",

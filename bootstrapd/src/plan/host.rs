@@ -26,7 +26,6 @@ use crate::facts::iptables::{Backend, IptablesFacts};
 use crate::facts::kernel::{
     fstab_swap_lines, normalize_module, sysctl_eq, sysctl_path, valid_module_name,
 };
-use crate::facts::network::hostname_problem;
 use crate::system::packages::{
     PackageManager, VersionConstraint, install_command, version_components,
 };
@@ -67,6 +66,19 @@ pub enum HostAction {
         devices: Vec<String>,
         fstab_lines: Vec<usize>,
     },
+    /// Static and transient hostname, through systemd-hostnamed.
+    SetHostname {
+        name: String,
+    },
+    /// useradd, with a home directory.
+    CreateUser {
+        user: String,
+    },
+    /// The keys merged into the user's ~/.ssh/authorized_keys.
+    AuthorizedKeys {
+        user: String,
+        keys: Vec<String>,
+    },
 }
 
 /// A step of the host plan: see [`crate::plan::Step`].
@@ -96,8 +108,6 @@ const WHY_MODULES_FILE: &str = "the modules must load again on every boot";
 const WHY_SYSCTLS: &str = "pod traffic must be forwarded and pass through iptables";
 const WHY_SYSCTLS_FILE: &str = "the sysctls must be set again on every boot";
 const WHY_SWAP: &str = "kubelet refuses to run with swap on by default";
-const WHY_HOSTNAME: &str =
-    "node names must be unique in the cluster (RKE1 derives them from the hostname)";
 
 fn probe_error(facts: &HostFacts, area: ProbeArea) -> Option<&str> {
     facts.errors.get(area).map(|f| f.message.as_str())
@@ -109,7 +119,8 @@ pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     steps.extend(modules(settings, facts));
     steps.extend(sysctls(settings, facts));
     steps.push(swap(settings, facts));
-    steps.push(hostname(settings, facts));
+    steps.push(super::identity::hostname(settings, facts));
+    steps.extend(super::identity::ssh(settings, facts));
     steps
 }
 
@@ -776,37 +787,6 @@ fn swap(settings: &Settings, facts: &HostFacts) -> HostStep {
                 active.join(" ")
             ),
         ),
-    }
-}
-
-fn hostname(settings: &Settings, facts: &HostFacts) -> HostStep {
-    const S: &str = "hostname";
-    if let Some(n) = &settings.rancher.node_name {
-        return HostStep::report(
-            S,
-            WHY_HOSTNAME,
-            Outcome::Ok,
-            format!("node name {n:?} given in the userdata"),
-        );
-    }
-    match facts.hostname.as_deref() {
-        None => HostStep::with_remedy(
-            S,
-            WHY_HOSTNAME,
-            Outcome::Warning,
-            "hostname unknown",
-            "set a unique hostname or rancher.node_name",
-        ),
-        Some(h) => match hostname_problem(h) {
-            Some(p) => HostStep::with_remedy(
-                S,
-                WHY_HOSTNAME,
-                Outcome::Warning,
-                p,
-                "give each node a unique hostname (datasource local-hostname) or set rancher.node_name",
-            ),
-            None => HostStep::report(S, WHY_HOSTNAME, Outcome::Ok, format!("hostname {h}")),
-        },
     }
 }
 

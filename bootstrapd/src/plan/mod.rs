@@ -1,6 +1,7 @@
 //! Settings + facts -> ordered steps. Pure: nothing here touches the host.
 
 pub mod host;
+pub mod identity;
 pub mod runtime;
 
 use serde::Serialize;

@@ -375,6 +375,11 @@ impl Systemd {
             .map_err(call_err("UnmaskUnitFiles", names.join(",")))
     }
 
+    /// The system bus connection, for systemd's other services (hostnamed).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// daemon-reload: needed after unit file changes so systemd sees them (systemctl does it
     /// after disable/mask/enable too).
     pub async fn reload(&self) -> Result<(), SystemdError> {

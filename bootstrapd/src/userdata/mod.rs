@@ -6,6 +6,7 @@
 //! line and column, so one edit-and-retry round fixes them all.
 
 mod formats;
+pub mod identity;
 mod schema;
 pub mod settings;
 mod tree;

@@ -135,6 +135,18 @@ pub const SYSCTL_KEY: &str = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$";
 const SYSCTL_VALUE: &str = r"^[^\x00-\x08\x0a-\x1f\x7f-\x9f]+$";
 /// What `VersionConstraint::parse` takes: comma-separated terms, each an optional operator,
 /// an optional `v` and dotted numbers.
+/// `hostname: {template: ...}`: text of letters, digits and `-`, and known placeholders.
+pub const HOSTNAME_TEMPLATE: &str = r"^([A-Za-z0-9-]|\{(instance_id|serial|mac)\})+$";
+/// A user name useradd takes everywhere.
+pub const USER_NAME: &str = r"^[a-z_][a-z0-9_-]{0,31}$";
+/// One OpenSSH public key line without options; that the base64 decodes to a blob of the
+/// same type is the validator's to say.
+pub const PUBLIC_KEY: &str = concat!(
+    r"^ *(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|",
+    r"sk-ecdsa-sha2-nistp256@openssh\.com) +[A-Za-z0-9+/]+={0,2}( [^",
+    cc!(),
+    "]*)?$"
+);
 pub const VERSION: &str = r"^\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*(,\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*)*$";
 
 pub fn token(_: &mut SchemaGenerator) -> Schema {

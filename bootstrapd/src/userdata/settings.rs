@@ -22,6 +22,50 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     #[serde(default)]
     pub host: HostSettings,
+    /// The node's hostname, set through systemd-hostnamed while the host is prepared (before
+    /// the runtime and the Rancher agent start). Absent: the hostname is left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<HostnameSetting>,
+    /// SSH public keys added to one user's ~/.ssh/authorized_keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSettings>,
+}
+
+/// Where the hostname comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum HostnameSetting {
+    /// The datasource's hostname (NoCloud and EC2 `local-hostname`, OpenStack `hostname`),
+    /// its first label in lowercase.
+    Metadata,
+    /// A template over facts: letters, digits, `-` and the placeholders `{instance_id}`,
+    /// `{serial}` (SMBIOS) and `{mac}` (first physical NIC, 12 hex digits); the expansion is
+    /// lowercased, other characters become `-`, and it is cut to 63 characters.
+    Template(#[schemars(pattern(schema::HOSTNAME_TEMPLATE))] String),
+}
+
+/// The user whose keys are managed: created (useradd) when absent; keys already in the
+/// file are kept, the userdata's added once each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    /// Default `root` (sshd's default PermitRootLogin takes keys).
+    #[serde(default = "default_ssh_user")]
+    #[schemars(pattern(schema::USER_NAME))]
+    pub user: String,
+    /// OpenSSH public key lines, `TYPE BASE64 [COMMENT]`, without an options prefix.
+    #[schemars(
+        length(min = 1),
+        inner(pattern(schema::PUBLIC_KEY)),
+        extend("uniqueItems" = true)
+    )]
+    pub authorized_keys: Vec<String>,
+}
+
+pub const DEFAULT_SSH_USER: &str = "root";
+
+pub(crate) fn default_ssh_user() -> String {
+    DEFAULT_SSH_USER.to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
@@ -373,6 +417,8 @@ impl Settings {
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),
+            hostname: None,
+            ssh: None,
         }
     }
 }

@@ -8,12 +8,15 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::Problem;
+use super::identity;
 use super::settings::*;
 use super::tree::{Mark, Node, Style, Value, join_key, shown};
 use crate::secret::Secret;
 use crate::system::packages::VersionConstraint;
 
-pub const ROOT_KEYS: &[&str] = &["roles", "rancher", "runtime", "host"];
+pub const ROOT_KEYS: &[&str] = &["roles", "rancher", "runtime", "host", "hostname", "ssh"];
+pub const HOSTNAME_KEYS: &[&str] = &["template"];
+pub const SSH_KEYS: &[&str] = &["user", "authorized_keys"];
 pub const RANCHER_KEYS: &[&str] = &[
     "server",
     "token",
@@ -59,6 +62,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("runtime.source.repo", REPO_KEYS),
     ("runtime.source.offline", OFFLINE_KEYS),
     ("host", HOST_KEYS),
+    ("hostname", HOSTNAME_KEYS),
+    ("ssh", SSH_KEYS),
 ];
 
 /// What a plain scalar means in the YAML 1.2 core schema, when it is not a string.
@@ -605,6 +610,10 @@ impl Validator {
             None => Some(HostSettings::default()),
             Some(n) => self.host(n, key_mark(&f, "host")),
         };
+        let hostname = f
+            .get("hostname")
+            .map(|n| self.hostname(n, key_mark(&f, "hostname")));
+        let ssh = f.get("ssh").map(|n| self.ssh(n, key_mark(&f, "ssh")));
         if !self.problems.is_empty() {
             return None;
         }
@@ -613,6 +622,54 @@ impl Validator {
             rancher: rancher?,
             runtime: runtime?,
             host: host?,
+            hostname: transpose(hostname)?,
+            ssh: transpose(ssh)?,
+        })
+    }
+
+    /// `metadata`, or `{template: TEXT}` whose placeholders are known.
+    fn hostname(&mut self, node: &Node, at: Mark) -> Option<HostnameSetting> {
+        if let Value::Scalar { text, .. } = &node.value {
+            if text == "metadata" && self.no_tag(node, "hostname") {
+                return Some(HostnameSetting::Metadata);
+            }
+            self.report(
+                node.mark,
+                "hostname",
+                format!(
+                    "expected `metadata` or a mapping `{{template: \"node-{{mac}}\"}}`, found {}",
+                    describe(node, true)
+                ),
+            );
+            return None;
+        }
+        let f = self.fields(node, at, "hostname", HOSTNAME_KEYS)?;
+        let template = self.required(&f, "template").and_then(|n| {
+            self.checked(n, &f.path("template"), |s| {
+                identity::parse_template(s).map(|_| ())
+            })
+        })?;
+        Some(HostnameSetting::Template(template))
+    }
+
+    /// `{user, authorized_keys}`: at least one key, each an OpenSSH public key line.
+    fn ssh(&mut self, node: &Node, at: Mark) -> Option<SshSettings> {
+        let f = self.fields(node, at, "ssh", SSH_KEYS)?;
+        let user = f
+            .get("user")
+            .map(|n| self.checked(n, &f.path("user"), identity::check_user_name));
+        let keys = self.required(&f, "authorized_keys").and_then(|n| {
+            let path = f.path("authorized_keys");
+            let keys = self.string_list(n, &path, |s| identity::parse_public_key(s).map(|_| ()))?;
+            if keys.is_empty() {
+                self.report(n.mark, &path, "at least one key is required");
+                return None;
+            }
+            Some(keys)
+        });
+        Some(SshSettings {
+            user: user.unwrap_or_else(|| Some(default_ssh_user()))?,
+            authorized_keys: keys?,
         })
     }
 

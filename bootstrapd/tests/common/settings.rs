@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use bootstrapd::secret::Secret;
 use bootstrapd::userdata::{
-    AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, RancherSettings, RegistrationMode, Role,
-    RuntimeSettings, Settings, Taint,
+    AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, HostnameSetting, RancherSettings,
+    RegistrationMode, Role, RuntimeSettings, Settings, SshSettings, Taint,
 };
 
 /// Builds [`Settings`] for one worker node, no CA checksum, no splay and a 900 s deadline,
@@ -44,6 +44,8 @@ impl SettingsBuilder {
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),
+            hostname: None,
+            ssh: None,
         })
     }
 
@@ -99,6 +101,19 @@ impl SettingsBuilder {
 
     pub fn host(mut self, host: HostSettings) -> Self {
         self.0.host = host;
+        self
+    }
+
+    pub fn hostname(mut self, hostname: HostnameSetting) -> Self {
+        self.0.hostname = Some(hostname);
+        self
+    }
+
+    pub fn ssh(mut self, user: &str, keys: &[String]) -> Self {
+        self.0.ssh = Some(SshSettings {
+            user: user.into(),
+            authorized_keys: keys.to_vec(),
+        });
         self
     }
 
