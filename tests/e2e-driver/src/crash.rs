@@ -277,29 +277,7 @@ pub fn judge(c: &mut Checks, point: &Point, seen: &Seen, records: &[NodeRecord])
         problems.push(format!("RECORDS={}", mine.len()));
     }
     let connects: Vec<String> = mine.iter().map(|r| r.connect_count.to_string()).collect();
-    let mut agents = None;
-    if point.mode == Mode::Rke1 {
-        let n = crate::driver::agent_containers(r);
-        c.eq(&format!("{id}: one rancher-agent container"), 1, n);
-        if n != 1 {
-            problems.push(format!("AGENTS={n}"));
-        }
-        agents = Some(n);
-        // Docker answering is not the package being installed: a dpkg run cut short leaves
-        // docker.io half-configured (iF) or half-installed (iHR), and every later apt-get refuses.
-        let state = dpkg_state(r, "docker.io");
-        c.eq(
-            &format!("{id}: docker.io is ii in dpkg"),
-            Some("ii"),
-            state.as_deref(),
-        );
-        if state.as_deref() != Some("ii") {
-            problems.push(format!(
-                "DPKG-docker.io={}",
-                state.as_deref().unwrap_or("none")
-            ));
-        }
-    }
+    let agents = (point.mode == Mode::Rke1).then(|| judge_rke1(c, id, r, &mut problems));
     let corrupt: Vec<String> = seen
         .journals
         .iter()
@@ -333,6 +311,31 @@ pub fn judge(c: &mut Checks, point: &Point, seen: &Seen, records: &[NodeRecord])
         agents,
         problems,
     }
+}
+
+/// An rke1 point's own checks: one agent container, docker.io fully installed; the number of
+/// agent containers.
+fn judge_rke1(c: &mut Checks, id: &str, r: &Report, problems: &mut Vec<String>) -> usize {
+    let n = crate::driver::agent_containers(r);
+    c.eq(&format!("{id}: one rancher-agent container"), 1, n);
+    if n != 1 {
+        problems.push(format!("AGENTS={n}"));
+    }
+    // Docker answering is not the package being installed: a dpkg run cut short leaves
+    // docker.io half-configured (iF) or half-installed (iHR), and every later apt-get refuses.
+    let state = dpkg_state(r, "docker.io");
+    c.eq(
+        &format!("{id}: docker.io is ii in dpkg"),
+        Some("ii"),
+        state.as_deref(),
+    );
+    if state.as_deref() != Some("ii") {
+        problems.push(format!(
+            "DPKG-docker.io={}",
+            state.as_deref().unwrap_or("none")
+        ));
+    }
+    n
 }
 
 /// The dpkg state ("ii", "iF"...) of `package` in the report's packages section.

@@ -67,8 +67,8 @@ impl DebTest {
         self.timings.push((what.to_string(), seconds));
     }
 
-    /// The worker's NoCloud userdata (0600: it holds the token).
-    pub fn write_userdata(&self, out: &Path) -> Result<(), DriverError> {
+    /// The worker's NoCloud userdata (0600: it holds the token), with `identity`'s keys.
+    pub fn write_userdata(&self, out: &Path, identity: &Identity) -> Result<(), DriverError> {
         let values = userdata::Values {
             server: &self.host.server_url,
             token: &self.host.token,
@@ -76,12 +76,14 @@ impl DebTest {
             roles: "worker",
             mode: "system-agent",
         };
-        userdata::write(&self.opts.repo.join(WORKER_TEMPLATE), out, &values).map_err(|source| {
-            DriverError::Write {
-                path: out.to_path_buf(),
-                source,
-            }
-        })
+        let write_err = |source| DriverError::Write {
+            path: out.to_path_buf(),
+            source,
+        };
+        let template =
+            std::fs::read_to_string(self.opts.repo.join(WORKER_TEMPLATE)).map_err(write_err)?;
+        let text = userdata::render(&template, &values) + &identity.yaml();
+        userdata::write_text(out, text.trim_end()).map_err(write_err)
     }
 
     /// A value of the image's env file (build-KIND.sh's KIND.env).
@@ -137,6 +139,79 @@ impl DebTest {
     }
 }
 
+/// The node identity a test's userdata asks for: its `hostname` setting and the user its SSH key
+/// logs in as.
+pub struct Identity<'a> {
+    /// `metadata`, or a template such as `pxe-{mac}`.
+    pub hostname: &'a str,
+    /// None: the setting's default user (root).
+    pub user: Option<&'a str>,
+    pub key: &'a str,
+    /// The hostname the node must end up with.
+    pub expect_hostname: &'a str,
+}
+
+impl Identity<'_> {
+    /// The `bootstrapd:` keys, indented to follow the template's last lines.
+    fn yaml(&self) -> String {
+        let hostname = match self.hostname {
+            "metadata" => "metadata".to_string(),
+            t => format!("\n    template: \"{t}\""),
+        };
+        let user = self
+            .user
+            .map(|u| format!("    user: {u}\n"))
+            .unwrap_or_default();
+        format!(
+            "\n  hostname: {hostname}\n  ssh:\n{user}    authorized_keys:\n      - {}\n",
+            self.key
+        )
+    }
+
+    /// The user the key logs in as.
+    pub fn login_user(&self) -> &str {
+        self.user.unwrap_or("root")
+    }
+}
+
+/// The command run over SSH: who logged in, the hostname, and the modes and owners of the
+/// files bootstrapd wrote.
+pub const LOGIN_COMMAND: &str = "id -un; hostname; stat -c '%a %U' ~/.ssh ~/.ssh/authorized_keys";
+
+/// The SSH login's checks: the key let `identity`'s user in, the hostname is the one asked for,
+/// `.ssh` is 0700 and `authorized_keys` 0600, both the user's.
+pub fn check_login(c: &mut Checks, identity: &Identity, ran: &crate::tool::Ran) {
+    let user = identity.login_user();
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    c.check(
+        &format!("the userdata's SSH key lets {user} log in (the guest's sshd)"),
+        ran.code == 0 && lines.first() == Some(&user),
+        format!(
+            "ssh exit {}: {}{}",
+            ran.code,
+            ran.stdout.trim(),
+            ran.stderr.trim()
+        ),
+    );
+    c.eq(
+        &format!(
+            "the hostname is {} (hostname: {})",
+            identity.expect_hostname, identity.hostname
+        ),
+        Some(identity.expect_hostname),
+        lines.get(1).copied(),
+    );
+    c.eq(
+        &format!("~{user}/.ssh is 0700 and authorized_keys 0600, both owned by {user}"),
+        vec![format!("700 {user}"), format!("600 {user}")],
+        lines
+            .iter()
+            .skip(2)
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>(),
+    );
+}
+
 /// The end of the console, at every level: systemd's login prompt (the check `login` names it)
 /// and bootstrapd's outcome line.
 pub fn check_console_end(c: &mut Checks, login: &str, console: &str, outcome: Option<&str>) {
@@ -170,6 +245,83 @@ mod tests {
             "first_seen": "t", "last_seen": "t", "connect_count": count
         }))
         .expect("record")
+    }
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINh4sr3UJtD2PNnWDTqURwSA7FMeC7+X1fUN3Pgr+Rwz e2e";
+
+    /// The worker template with `identity`'s keys, as bootstrapd's own parser reads it.
+    fn parsed(identity: &Identity) -> bootstrapd::userdata::Settings {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let template = std::fs::read_to_string(repo.join(WORKER_TEMPLATE)).expect("template");
+        let values = userdata::Values {
+            server: "https://10.0.2.2:8443",
+            token: "e2e-token-0123456789abcdef0123456789abcdef0123456789abcdef",
+            ca_checksum: &"ab".repeat(32),
+            roles: "worker",
+            mode: "system-agent",
+        };
+        let text = userdata::render(&template, &values) + &identity.yaml();
+        bootstrapd::userdata::parse(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .settings
+    }
+
+    #[test]
+    fn the_identity_keys_are_userdata_bootstrapd_accepts() {
+        use bootstrapd::userdata::HostnameSetting;
+        let metadata = Identity {
+            hostname: "metadata",
+            user: Some("ops"),
+            key: KEY,
+            expect_hostname: "qcow2-node",
+        };
+        let s = parsed(&metadata);
+        assert_eq!(s.hostname, Some(HostnameSetting::Metadata));
+        let ssh = s.ssh.expect("ssh");
+        assert_eq!((ssh.user.as_str(), ssh.authorized_keys.len()), ("ops", 1));
+        assert_eq!(metadata.login_user(), "ops");
+        let template = Identity {
+            hostname: "pxe-{mac}",
+            user: None,
+            key: KEY,
+            expect_hostname: "pxe-525400123456",
+        };
+        let s = parsed(&template);
+        assert_eq!(
+            s.hostname,
+            Some(HostnameSetting::Template("pxe-{mac}".into()))
+        );
+        assert_eq!(s.ssh.expect("ssh").user, "root");
+        assert_eq!(template.login_user(), "root");
+    }
+
+    #[test]
+    fn a_login_is_judged_by_user_hostname_and_modes() {
+        let identity = Identity {
+            hostname: "metadata",
+            user: Some("ops"),
+            key: KEY,
+            expect_hostname: "qcow2-node",
+        };
+        let ran = |code, stdout: &str| crate::tool::Ran {
+            code,
+            stdout: stdout.to_string(),
+            stderr: String::new(),
+        };
+        let mut c = Checks::default();
+        check_login(
+            &mut c,
+            &identity,
+            &ran(0, "ops\nqcow2-node\n700 ops\n600 ops\n"),
+        );
+        assert_eq!((c.passed, c.failed()), (3, 0));
+        let mut c = Checks::default();
+        check_login(&mut c, &identity, &ran(0, "ops\nnode\n755 ops\n644 root\n"));
+        assert_eq!((c.passed, c.failed()), (1, 2));
+        let mut c = Checks::default();
+        check_login(&mut c, &identity, &ran(255, ""));
+        assert_eq!((c.passed, c.failed()), (0, 3));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod secret_campaign;
 mod secrets;
 mod selinux;
 mod server;
+mod ssh;
 mod tool;
 mod userdata;
 mod vm;

@@ -11,7 +11,11 @@
 //!
 //! Checked always: the kernel, initrd and squashfs were fetched over HTTP; the kernel runs with
 //! boot=live and bootstrapd.url=; systemd booted from the live root; bootstrapd's run ended and
-//! fetched /user-data (HTTP 200). Level full also: the run ended done and the node registered.
+//! fetched /user-data (HTTP 200). Level full also: the run ended done and the node registered;
+//! the node identity (userdata `hostname: {template: "pxe-{mac}"}` over the NIC's fixed MAC,
+//! and `ssh` keys for the default user, root): a login with the test's key through the guest's
+//! sshd sees the template's hostname (not the kernel command line's `pxe-node`) and the key
+//! files' modes.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -19,14 +23,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::checks::Checks;
-use crate::deb::{DebOptions, DebTest};
+use crate::deb::{DebOptions, DebTest, Identity};
 use crate::driver::DriverError;
 use crate::qemu::{self, Vm};
+use crate::ssh;
 
 /// Debian's iPXE virtio ROM names the modern (virtio 1.0) device id 1af4:1041; SeaBIOS runs it
 /// only for a NIC with that id, hence disable-legacy=on (a transitional 1af4:1000 NIC silently
 /// gets no boot ROM: "No bootable device").
 const ROM: &str = "/usr/lib/ipxe/qemu/pxe-virtio.rom";
+/// The NIC's MAC, so the hostname template's `{mac}` is known here.
+const MAC: &str = "52:54:00:12:34:56";
 
 /// Runs the test; `Ok(true)` when every check passed.
 pub fn run(opts: DebOptions, http_port: u16, memory_mib: u32) -> Result<bool, DriverError> {
@@ -36,37 +43,88 @@ pub fn run(opts: DebOptions, http_port: u16, memory_mib: u32) -> Result<bool, Dr
         .collect();
     let mut t = DebTest::setup(opts, "host_setup_pxe", &args)?;
     let work = t.opts.work.clone();
-    t.write_userdata(&work.join("www/user-data"))?;
+    let key = ssh::Key::generate(&work.join("ssh"))?;
+    let identity = Identity {
+        hostname: "pxe-{mac}",
+        user: None,
+        key: &key.public,
+        expect_hostname: "pxe-525400123456",
+    };
+    t.write_userdata(&work.join("www/user-data"), &identity)?;
     let base_url = format!("http://10.0.2.2:{http_port}");
     let tftp = work.join("tftp");
-    let _ = std::fs::remove_dir_all(&tftp);
+    write_boot_script(&t, &tftp, &base_url)?;
+    let http_log = work.join("logs/boot-http.log");
+    // Only the guest's requests count: the log from here on (the set-up's probe is before).
+    let offset = std::fs::metadata(&http_log).map_or(0, |m| m.len() as usize);
+    let booted = boot(&mut t, &tftp, memory_mib, &key, identity.login_user())?;
+    let log = std::fs::read(&http_log).unwrap_or_default();
+    let log = String::from_utf8_lossy(log.get(offset..).unwrap_or_default());
+    println!("==> what the network boot showed");
+    let outcome = booted.outcome.as_deref();
+    judge(&mut t.checks, &log, &booted.console, &base_url, outcome);
+    println!("    guest requests:");
+    for ((req, status), n) in requests(&log) {
+        println!("      {n:>3} {req} -> {status}");
+    }
+    t.check_outcome_and_record(
+        outcome,
+        "bootstrapd's success, the node's registration, its identity",
+    );
+    if t.opts.level == crate::driver::Level::Full {
+        crate::deb::check_login(&mut t.checks, &identity, &booted.login);
+    }
+    Ok(t.finish())
+}
+
+/// TFTP_DIR/boot.ipxe, rendered from the image's template.
+fn write_boot_script(t: &DebTest, tftp: &Path, base_url: &str) -> Result<(), DriverError> {
+    let _ = std::fs::remove_dir_all(tftp);
     let template = t.image_var("IPXE_TEMPLATE")?;
-    let write = |path: &Path, text: String| {
-        std::fs::create_dir_all(&tftp)
-            .and_then(|()| std::fs::write(path, text))
-            .map_err(|source| DriverError::Write {
-                path: path.to_path_buf(),
-                source,
-            })
-    };
     let script = std::fs::read_to_string(&template).map_err(|source| DriverError::Write {
         path: template.clone().into(),
         source,
     })?;
-    write(&tftp.join("boot.ipxe"), render_ipxe(&script, &base_url))?;
-    let http_log = work.join("logs/boot-http.log");
-    // Only the guest's requests count: the log from here on (the set-up's probe is before).
-    let offset = std::fs::metadata(&http_log).map_or(0, |m| m.len() as usize);
-    let serial = work.join("logs/serial.log");
+    let path = tftp.join("boot.ipxe");
+    std::fs::create_dir_all(tftp)
+        .and_then(|()| std::fs::write(&path, render_ipxe(&script, base_url)))
+        .map_err(|source| DriverError::Write { path, source })
+}
+
+/// What the network boot gave: bootstrapd's outcome line, the SSH login, the whole console.
+struct Booted {
+    outcome: Option<String>,
+    login: crate::tool::Ran,
+    console: String,
+}
+
+/// Boots from the network, waits for bootstrapd's outcome, logs in over SSH as `user` with
+/// `key`, waits a moment for the login prompt, then stops: a diskless node keeps nothing.
+fn boot(
+    t: &mut DebTest,
+    tftp: &Path,
+    memory_mib: u32,
+    key: &ssh::Key,
+    user: &str,
+) -> Result<Booted, DriverError> {
+    let port = ssh::free_port().map_err(|source| DriverError::Write {
+        path: "127.0.0.1:0".into(),
+        source,
+    })?;
+    let serial = t.opts.work.join("logs/serial.log");
     println!("==> network boot (-boot n, no disk), {memory_mib} MiB");
     let mut a = qemu::base_args(memory_mib, &serial);
     a.extend([
         "-boot".to_string(),
         "n".to_string(),
         "-netdev".to_string(),
-        format!("user,id=net0,tftp={},bootfile=boot.ipxe", tftp.display()),
+        format!(
+            "user,id=net0,tftp={},bootfile=boot.ipxe,{}",
+            tftp.display(),
+            ssh::hostfwd(port)
+        ),
         "-device".to_string(),
-        format!("virtio-net-pci,disable-legacy=on,netdev=net0,romfile={ROM}"),
+        format!("virtio-net-pci,disable-legacy=on,netdev=net0,mac={MAC},romfile={ROM}"),
     ]);
     let mut vm = Vm::start(&a, &serial)?;
     let outcome = vm.wait_for(
@@ -85,31 +143,24 @@ pub fn run(opts: DebOptions, http_port: u16, memory_mib: u32) -> Result<bool, Dr
             t.opts.boot_timeout.as_secs()
         ),
     }
-    // A moment for the login prompt, then stop: a diskless node keeps nothing.
+    let login = ssh::run(
+        key,
+        user,
+        port,
+        crate::deb::LOGIN_COMMAND,
+        Duration::from_secs(120),
+    );
+    println!("    ssh {user}@guest: exit {}", login.code);
     let prompt = vm.started.elapsed() + Duration::from_secs(60);
     vm.wait_for(prompt, Duration::from_secs(5), |c| {
         c.contains("login:").then_some(())
     });
     vm.kill();
-    let log = std::fs::read(&http_log).unwrap_or_default();
-    let log = String::from_utf8_lossy(log.get(offset..).unwrap_or_default());
-    println!("==> what the network boot showed");
-    judge(
-        &mut t.checks,
-        &log,
-        &vm.console(),
-        &base_url,
-        outcome.as_deref(),
-    );
-    println!("    guest requests:");
-    for ((req, status), n) in requests(&log) {
-        println!("      {n:>3} {req} -> {status}");
-    }
-    t.check_outcome_and_record(
-        outcome.as_deref(),
-        "bootstrapd's success, the node's registration",
-    );
-    Ok(t.finish())
+    Ok(Booted {
+        outcome,
+        login,
+        console: vm.console(),
+    })
 }
 
 /// boot.ipxe from the template: files and userdata from `base_url`, the node's hostname.

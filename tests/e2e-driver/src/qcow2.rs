@@ -9,7 +9,10 @@
 //! the image's partition); bootstrapd is installed from the .deb (dpkg status, same bytes as the
 //! .deb's binary) and enabled; cloud-init absent; firewalld started before bootstrapd;
 //! bootstrapd.service ran /usr/bin/bootstrapd and finished. Level full also: bootstrapd
-//! succeeded, its status is done, firewalld masked, the Rancher test server recorded the node.
+//! succeeded, its status is done, firewalld masked, the Rancher test server recorded the node;
+//! the node identity (userdata `hostname: metadata` and `ssh` for a user `ops` the image lacks):
+//! a login with the test's key through the guest's sshd sees the meta-data's hostname and the
+//! key files' modes, and the disk's /etc/hostname holds that name.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -19,12 +22,16 @@ use std::time::Duration;
 use bootstrapd::state::journal::{Journal, Verdict};
 
 use crate::checks::Checks;
-use crate::deb::{DebOptions, DebTest};
+use crate::deb::{DebOptions, DebTest, Identity};
 use crate::driver::{DriverError, Level};
 use crate::qemu::{self, Vm};
-use crate::tool::{self, ToolError};
+use crate::ssh;
+use crate::tool::{self, Ran, ToolError};
 
+/// The meta-data's `local-hostname`; the image's own hostname is `node`.
 const HOSTNAME: &str = "qcow2-node";
+/// The user the userdata's `ssh` creates.
+const SSH_USER: &str = "ops";
 
 /// Runs the test; `Ok(true)` when every check passed.
 pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
@@ -41,7 +48,14 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
     .collect();
     let mut t = DebTest::setup(opts, "host_setup_deb_image", &args)?;
     let work = t.opts.work.clone();
-    let seed = make_seed(&t, &work.join("seed"))?;
+    let key = ssh::Key::generate(&work.join("ssh"))?;
+    let identity = Identity {
+        hostname: "metadata",
+        user: Some(SSH_USER),
+        key: &key.public,
+        expect_hostname: HOSTNAME,
+    };
+    let seed = make_seed(&t, &work.join("seed"), &identity)?;
     let overlay = work.join("node.qcow2");
     let _ = std::fs::remove_file(&overlay);
     tool::stdout(
@@ -51,7 +65,7 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
             .arg(&overlay),
     )?;
     let serial = work.join("logs/serial.log");
-    let outcome = boot(&mut t, &overlay, &seed, &serial)?;
+    let (outcome, login) = boot(&mut t, &overlay, &seed, &serial, &key)?;
     let console = std::fs::read(&serial)
         .map(|b| crate::report::clean(&String::from_utf8_lossy(&b)))
         .unwrap_or_default();
@@ -64,6 +78,7 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
     let status = check_journal(&mut t, &disk.mnt)?;
     if t.opts.level == Level::Full {
         check_full(&mut t.checks, &disk.mnt, &status);
+        check_identity(&mut t.checks, &disk.mnt, &identity, &login);
     }
     drop(disk);
     t.check_outcome_and_record(
@@ -74,14 +89,14 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
 }
 
 /// WORK/seed/seed.iso: the worker's userdata and the node's meta-data (volume cidata).
-fn make_seed(t: &DebTest, dir: &Path) -> Result<PathBuf, DriverError> {
+fn make_seed(t: &DebTest, dir: &Path, identity: &Identity) -> Result<PathBuf, DriverError> {
     let _ = std::fs::remove_dir_all(dir);
     let write_err = |source| DriverError::Write {
         path: dir.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(write_err)?;
-    t.write_userdata(&dir.join("user-data"))?;
+    t.write_userdata(&dir.join("user-data"), identity)?;
     std::fs::write(
         dir.join("meta-data"),
         format!("instance-id: iid-{HOSTNAME}\nlocal-hostname: {HOSTNAME}\n"),
@@ -99,13 +114,19 @@ fn make_seed(t: &DebTest, dir: &Path) -> Result<PathBuf, DriverError> {
     Ok(iso)
 }
 
-/// Boots the overlay from its bootloader, waits for bootstrapd's outcome line, powers off.
+/// Boots the overlay from its bootloader, waits for bootstrapd's outcome line, logs in over
+/// SSH with `key` (what the login printed), powers off.
 fn boot(
     t: &mut DebTest,
     overlay: &Path,
     seed: &Path,
     serial: &Path,
-) -> Result<Option<String>, DriverError> {
+    key: &ssh::Key,
+) -> Result<(Option<String>, Ran), DriverError> {
+    let port = ssh::free_port().map_err(|source| DriverError::Write {
+        path: "127.0.0.1:0".into(),
+        source,
+    })?;
     let qmp = t.opts.work.join("qmp.sock");
     let _ = std::fs::remove_file(&qmp);
     let mut args = qemu::base_args(1536, serial);
@@ -120,7 +141,7 @@ fn boot(
         "-drive".to_string(),
         format!("file={},format=raw,if=virtio,readonly=on", seed.display()),
         "-netdev".to_string(),
-        "user,id=net0".to_string(),
+        format!("user,id=net0,{}", ssh::hostfwd(port)),
         "-device".to_string(),
         "virtio-net-pci,netdev=net0".to_string(),
         "-qmp".to_string(),
@@ -142,11 +163,19 @@ fn boot(
             t.opts.boot_timeout.as_secs()
         ),
     }
+    let login = ssh::run(
+        key,
+        SSH_USER,
+        port,
+        crate::deb::LOGIN_COMMAND,
+        Duration::from_secs(120),
+    );
+    println!("    ssh {SSH_USER}@guest: exit {}", login.code);
     let before = vm.started.elapsed().as_secs();
     vm.power_down(&qmp, Duration::from_secs(120));
     t.time("power-off", vm.started.elapsed().as_secs() - before);
     t.time("qemu start to exit", vm.started.elapsed().as_secs());
-    Ok(outcome)
+    Ok((outcome, login))
 }
 
 /// The kernel's command line as GRUB passed it: `BOOT_IMAGE=/boot/vmlinuz-V root=UUID=U`.
@@ -433,6 +462,17 @@ fn check_full(c: &mut Checks, mnt: &Path, status: &DiskStatus) {
         "firewalld masked by bootstrapd (userdata firewalld: disable)",
         "/dev/null",
         link.as_str(),
+    );
+}
+
+/// Level full: the identity the userdata asked for, over SSH while the node ran and on its disk.
+fn check_identity(c: &mut Checks, mnt: &Path, identity: &Identity, login: &Ran) {
+    crate::deb::check_login(c, identity, login);
+    let name = std::fs::read_to_string(mnt.join("etc/hostname")).unwrap_or_default();
+    c.eq(
+        "the disk's /etc/hostname holds the meta-data's local-hostname",
+        identity.expect_hostname,
+        name.trim(),
     );
 }
 
