@@ -440,6 +440,41 @@ mod tests {
     }
 
     #[test]
+    fn the_preview_names_the_cattle_id_its_source_and_a_conflict() {
+        use crate::rancher::cattle_id::derive_cattle_id;
+        use crate::rancher::system_agent::{CATTLE_ID_FILE, machine_name};
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let mut s = settings("system-agent");
+        s.rancher.system_agent.machine_id = crate::userdata::MachineId::InstanceId;
+        let id = derive_cattle_id(&s.rancher.server, &s.rancher.token, "i-0abc");
+        let machine_id = |root: &HostRoot| {
+            let rows = plan(root, &s, None, Some("i-0abc"), None).preview();
+            rows.into_iter()
+                .find(|f| f.step == "register.machine-id")
+                .unwrap()
+        };
+        let f = machine_id(&root);
+        assert_eq!(f.outcome, Outcome::WouldChange);
+        assert!(f.detail.contains(&id), "{}", f.detail);
+        assert!(f.detail.contains(&machine_name(&id)), "{}", f.detail);
+        assert!(
+            f.detail
+                .contains("machine_id: instance_id (instance i-0abc)"),
+            "{}",
+            f.detail
+        );
+        assert!(!f.detail.contains(s.rancher.token.expose()));
+
+        std::fs::create_dir_all(root.path("/etc/rancher/agent")).unwrap();
+        std::fs::write(root.path(CATTLE_ID_FILE), "abc\n").unwrap();
+        let f = machine_id(&root);
+        assert_eq!(f.outcome, Outcome::Failed);
+        assert!(f.detail.contains(&machine_name("abc")), "{}", f.detail);
+        assert!(f.remedy.unwrap().contains("{value: <the file's id>}"));
+    }
+
+    #[test]
     fn the_node_name_falls_back_to_the_short_datasource_hostname() {
         let s = settings("rke1");
         assert_eq!(node_name(&s, Some("node4.lab.example")), "node4");
