@@ -105,3 +105,15 @@ fn the_schema_knows_the_setting() {
         assert!(text.contains(want), "{want} missing from {text}");
     }
 }
+
+#[test]
+fn the_shipped_example_derives_the_id_from_the_instance() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/examples/reimage-same-machine.yaml");
+    let p = userdata::parse(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(
+        p.settings.rancher.system_agent.machine_id,
+        MachineId::InstanceId
+    );
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+}
