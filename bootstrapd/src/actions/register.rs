@@ -272,6 +272,9 @@ async fn register_system_agent(
         tuning,
         cattle_id,
     } = run;
+    // A cattle-id file naming another machine stops here, before the interlock or anything
+    // else touches the host (install_with decides again, for its other callers).
+    crate::rancher::cattle_id::decide(root, &cattle_id)?;
     if let Some(f) = machine_id_warning(&cattle_id) {
         record.findings.push(f);
     }
