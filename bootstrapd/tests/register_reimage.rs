@@ -155,6 +155,11 @@ async fn a_disk_registered_as_another_machine_is_refused_before_anything_is_sent
         .await
         .unwrap();
     let old = cattle_id(&root);
+    // A file where the interlock's directory goes: had the interlock (the first step that
+    // writes) run before the conflict was found, the error would be the interlock's.
+    let interlock = root.path("/var/lib/rancher/agent/interlock");
+    std::fs::remove_dir_all(&interlock).unwrap();
+    std::fs::write(&interlock, b"").unwrap();
     let requests_before = srv.requests().0.len();
     let info_before = std::fs::read(root.path(CONNECTION_INFO_FILE)).unwrap();
 
@@ -187,6 +192,7 @@ async fn a_disk_registered_as_another_machine_is_refused_before_anything_is_sent
     );
     assert_eq!(srv.record().len(), 1);
 
+    std::fs::remove_file(&interlock).unwrap();
     // The same id given explicitly is the same machine again.
     let name = boot(&root, &settings(&srv, MachineId::Value(old.clone())))
         .await
