@@ -117,3 +117,99 @@ fn the_shipped_example_derives_the_id_from_the_instance() {
     );
     assert!(p.notes.is_empty(), "{:?}", p.notes);
 }
+
+/// `bootstrapd plan` on a `--root` tree with a NoCloud seed: the register stage's
+/// `register.machine-id` row for the reimage example.
+mod plan {
+    use std::path::Path;
+
+    use bootstrapd::rancher::cattle_id::derive_cattle_id;
+    use bootstrapd::rancher::system_agent::machine_name;
+    use bootstrapd::secret::Secret;
+
+    const EXAMPLE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/examples/reimage-same-machine.yaml"
+    );
+
+    fn write(root: &Path, path: &str, content: &str) {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    /// A disk with the example as NoCloud user-data and `meta` as meta-data.
+    fn disk(meta: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let seed = "/var/lib/cloud/seed/nocloud";
+        write(d.path(), &format!("{seed}/meta-data"), meta);
+        write(
+            d.path(),
+            &format!("{seed}/user-data"),
+            &std::fs::read_to_string(EXAMPLE).unwrap(),
+        );
+        write(
+            d.path(),
+            "/etc/machine-id",
+            "5e1f0c2b9a8d4e7f8a6b3c1d2e4f5a6b\n",
+        );
+        d
+    }
+
+    /// The `register.machine-id` row of `bootstrapd plan --root DIR`.
+    fn row(dir: &Path) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bootstrapd"))
+            .arg("plan")
+            .arg("--root")
+            .arg(dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("register.machine-id"))
+            .collect();
+        assert!(!rows.is_empty(), "no register.machine-id row in {text}");
+        rows.join("\n")
+    }
+
+    #[test]
+    fn the_same_instance_id_on_a_new_disk_names_the_same_machine() {
+        let token = Secret::new("fake-token-for-examples-only-0000000000000000000000000");
+        let id = derive_cattle_id("https://rancher.example.com", &token, "iid-worker-7");
+        for _disk in 0..2 {
+            let d = disk("instance-id: iid-worker-7\nlocal-hostname: worker-7\n");
+            let row = row(d.path());
+            assert!(row.contains("would-change"), "{row}");
+            assert!(row.contains(&format!("CATTLE_ID {id}")), "{row}");
+            assert!(row.contains(&machine_name(&id)), "{row}");
+            assert!(row.contains("instance_id (instance iid-worker-7)"), "{row}");
+            assert!(!row.contains("fake-token"), "{row}");
+        }
+    }
+
+    #[test]
+    fn an_instance_id_that_is_the_disks_machine_id_is_warned_about() {
+        // No instance-id in meta-data: NoCloud falls back to /etc/machine-id.
+        let d = disk("local-hostname: worker-7\n");
+        let row = row(d.path());
+        assert!(
+            row.contains("instance 5e1f0c2b9a8d4e7f8a6b3c1d2e4f5a6b"),
+            "{row}"
+        );
+        assert!(
+            row.lines()
+                .any(|l| l.contains("warning") && l.contains("becomes a new machine")),
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn a_cattle_id_file_for_another_machine_fails_the_plan() {
+        let d = disk("instance-id: iid-worker-7\n");
+        write(d.path(), "/etc/rancher/agent/cattle-id", "abc123\n");
+        let row = row(d.path());
+        assert!(row.contains("failed"), "{row}");
+        assert!(row.contains(&machine_name("abc123")), "{row}");
+    }
+}

@@ -305,6 +305,18 @@ fn machine_id_preview(
     use crate::rancher::cattle_id::{self, CattleIdSource};
     use crate::rancher::system_agent::{CATTLE_ID_FILE, machine_name};
     let step = "register.machine-id";
+    let no_instance = instance_id.is_none_or(|i| i.trim().is_empty());
+    if settings.rancher.system_agent.machine_id == crate::userdata::MachineId::InstanceId
+        && no_instance
+    {
+        // `plan --userdata FILE` reads no datasource; `run` always has an instance id.
+        return vec![Finding::new(
+            step,
+            Outcome::WouldChange,
+            "CATTLE_ID derived from the datasource's instance id when `run` reads it (this \
+             plan has none); rancher.system_agent.machine_id: instance_id",
+        )];
+    }
     let decided = CattleIdSource::resolve(root, settings, instance_id)
         .and_then(|src| cattle_id::decide(root, &src).map(|c| (src, c)));
     let (source, choice) = match decided {
