@@ -10,6 +10,7 @@ use crate::plan::{Finding, Outcome};
 use crate::rancher::agent_binary::{self, AgentBinaryError};
 use crate::rancher::agent_paths::AgentPaths;
 use crate::rancher::cacerts::{self, CaError};
+use crate::rancher::cattle_id::CattleIdSource;
 use crate::rancher::interlock::{self, InterlockError, TokioClock, WaitOutcome};
 use crate::rancher::rke1::{self, Rke1Error};
 use crate::rancher::system_agent::{self, SystemAgentError};
@@ -68,6 +69,14 @@ impl RegisterError {
         )
     }
 
+    /// True when the disk's CATTLE_ID names another machine than the userdata asks for.
+    pub fn is_cattle_id_conflict(&self) -> bool {
+        matches!(
+            self,
+            RegisterError::SystemAgent(SystemAgentError::CattleIdConflict { .. })
+        )
+    }
+
     /// True when the server's certificate did not verify under the proven trust.
     pub fn is_untrusted_server(&self) -> bool {
         matches!(
@@ -114,6 +123,18 @@ pub async fn register_with(
     node: &NodeIdentity,
     tuning: &Tuning<'_>,
 ) -> Result<RegistrationRecord, RegisterError> {
+    register_instance(root, settings, node, None, tuning).await
+}
+
+/// [`register_with`] knowing the datasource's instance id, which
+/// `rancher.system_agent.machine_id: instance_id` derives the CATTLE_ID from.
+pub async fn register_instance(
+    root: &HostRoot,
+    settings: &Settings,
+    node: &NodeIdentity,
+    instance_id: Option<&str>,
+    tuning: &Tuning<'_>,
+) -> Result<RegistrationRecord, RegisterError> {
     let reg = Registration::new(settings, node);
     let deadline = Deadline::after(Duration::from_secs(settings.rancher.deadline_seconds));
     let mode = settings.rancher.mode;
@@ -134,7 +155,15 @@ pub async fn register_with(
             register_rke1(root, settings, &reg, &deadline, &mut record).await?
         }
         RegistrationMode::SystemAgent => {
-            register_system_agent(root, settings, &reg, &deadline, tuning, &mut record).await?
+            let source = CattleIdSource::resolve(root, settings, instance_id)
+                .map_err(RegisterError::SystemAgent)?;
+            let sa = SystemAgentRun {
+                reg: &reg,
+                deadline: &deadline,
+                tuning,
+                cattle_id: source,
+            };
+            register_system_agent(root, settings, sa, &mut record).await?
         }
     }
     Ok(record)
@@ -222,20 +251,40 @@ async fn register_rke1(
     Ok(())
 }
 
+/// What one system-agent registration works with besides the host and the settings.
+struct SystemAgentRun<'r> {
+    reg: &'r Registration<'r>,
+    deadline: &'r Deadline,
+    tuning: &'r Tuning<'r>,
+    cattle_id: CattleIdSource,
+}
+
 /// system-agent: what install.sh does, natively (system_agent.rs), with its interlock.
 async fn register_system_agent(
     root: &HostRoot,
     settings: &Settings,
-    reg: &Registration<'_>,
-    deadline: &Deadline,
-    tuning: &Tuning<'_>,
+    run: SystemAgentRun<'_>,
     record: &mut RegistrationRecord,
 ) -> Result<(), RegisterError> {
+    let SystemAgentRun {
+        reg,
+        deadline,
+        tuning,
+        cattle_id,
+    } = run;
+    // A cattle-id file naming another machine stops here, before the interlock or anything
+    // else touches the host (install_with decides again, for its other callers).
+    crate::rancher::cattle_id::decide(root, &cattle_id)?;
+    if let Some(f) = machine_id_warning(&cattle_id) {
+        record.findings.push(f);
+    }
     // system_agent::install_with checks the CA itself, before anything else.
     splay(settings.rancher.splay_seconds).await;
     // The binary is read and checked before anything on the host changes; then
     // install.sh's restart-pending handshake, before the running agent is touched.
-    let how = prepare_agent(root, settings, deadline, &mut record.findings).await?;
+    let mut how = prepare_agent(root, settings, deadline, &mut record.findings).await?;
+    let source = cattle_id.describe();
+    how.cattle_id = cattle_id;
     let (pending, waited) =
         interlock::hold_for_restart(root, &mut TokioClock::new(), deadline.remaining()).await?;
     record.findings.push(interlock_finding(&waited));
@@ -246,7 +295,7 @@ async fn register_system_agent(
         "register.connect",
         Outcome::Changed,
         format!(
-            "connection info saved; machine {} (cattle id {}, {})",
+            "connection info saved; machine {} (cattle id {}, {}; {source})",
             r.machine_name,
             r.cattle_id,
             if r.cattle_id_created { "new" } else { "reused" }
@@ -315,7 +364,32 @@ async fn prepare_agent(
             format!("{} (sha256 {} verified)", b.source, b.sha256),
         ));
     }
-    Ok(system_agent::AgentInstall { paths, binary })
+    Ok(system_agent::AgentInstall {
+        paths,
+        binary,
+        cattle_id: CattleIdSource::Random,
+    })
+}
+
+/// `machine_id: instance_id` over an instance id that is only this disk's /etc/machine-id:
+/// the same machine on re-runs, a new one after a reimage.
+pub fn machine_id_warning(source: &CattleIdSource) -> Option<Finding> {
+    matches!(source, CattleIdSource::Wanted { per_disk: true, .. }).then(|| {
+        Finding::new(
+            "register.machine-id",
+            Outcome::Warning,
+            format!(
+                "{}: the datasource has no instance id of its own, so it is this disk's \
+                 /etc/machine-id; a reimaged node (new disk) gets a new one and becomes a new \
+                 machine in Rancher",
+                source.describe()
+            ),
+        )
+        .with_remedy(
+            "give the instance an id of its own (NoCloud meta-data `instance-id`, or `i=` in \
+             the `ds=nocloud` kernel parameter), or set machine_id to {value: ...}",
+        )
+    })
 }
 
 fn interlock_finding(waited: &WaitOutcome) -> Finding {

@@ -13,6 +13,7 @@ use crate::userdata::{RegistrationMode, Settings};
 
 use super::register::{self, NodeIdentity, RegisterError};
 use super::{Applied, Target};
+use crate::rancher::system_agent::SystemAgentError;
 
 /// The register stage's one step.
 pub enum RegisterStep<'a> {
@@ -25,6 +26,8 @@ pub enum RegisterStep<'a> {
         /// The node name's fallback: the hostname the prepare stage set, else the
         /// datasource's.
         hostname: Option<String>,
+        /// The datasource's instance id (`rancher.system_agent.machine_id: instance_id`).
+        instance_id: Option<String>,
     },
 }
 
@@ -35,6 +38,7 @@ pub fn plan<'a>(
     root: &'a HostRoot,
     settings: &'a Settings,
     hostname: Option<String>,
+    instance_id: Option<&str>,
     previous: Option<&RegistrationRecord>,
 ) -> RegisterStep<'a> {
     let server = &settings.rancher.server;
@@ -43,6 +47,7 @@ pub fn plan<'a>(
             root,
             settings,
             hostname,
+            instance_id: instance_id.map(str::to_string),
         },
         Some(p) if p.server == *server => RegisterStep::Guard(Finding::new(
             "register",
@@ -76,10 +81,16 @@ impl RegisterStep<'_> {
     pub fn preview(&self) -> Vec<Finding> {
         match self {
             RegisterStep::Guard(f) => vec![f.clone()],
-            RegisterStep::Register { root, settings, .. } => {
+            RegisterStep::Register {
+                root,
+                settings,
+                instance_id,
+                ..
+            } => {
                 let mut out = vec![would_register(settings)];
                 if settings.rancher.mode == RegistrationMode::SystemAgent {
                     out.extend(system_agent_preview(root, settings));
+                    out.extend(machine_id_preview(root, settings, instance_id.as_deref()));
                 }
                 out
             }
@@ -101,14 +112,30 @@ impl RegisterStep<'_> {
         match self {
             RegisterStep::Guard(f) => f.clone().into(),
             RegisterStep::Register {
-                settings, hostname, ..
-            } => register_node(target, settings, hostname.as_deref()).await,
+                settings,
+                hostname,
+                instance_id,
+                ..
+            } => {
+                register_node(
+                    target,
+                    settings,
+                    hostname.as_deref(),
+                    instance_id.as_deref(),
+                )
+                .await
+            }
         }
     }
 }
 
 /// The node's identity, then registration; every failure is a finding with its remedy.
-async fn register_node(target: Target<'_>, settings: &Settings, hostname: Option<&str>) -> Applied {
+async fn register_node(
+    target: Target<'_>,
+    settings: &Settings,
+    hostname: Option<&str>,
+    instance_id: Option<&str>,
+) -> Applied {
     (target.progress)("node identity");
     let mut findings = Vec::new();
     let node = match node_identity(target.root, settings, hostname, &mut findings).await {
@@ -132,7 +159,7 @@ async fn register_node(target: Target<'_>, settings: &Settings, hostname: Option
         progress: target.progress,
         ..Default::default()
     };
-    match register::register_with(target.root, settings, &node, &tuning).await {
+    match register::register_instance(target.root, settings, &node, instance_id, &tuning).await {
         Ok(record) => {
             findings.extend(record.findings.iter().cloned());
             Applied {
@@ -170,7 +197,12 @@ fn would_register(settings: &Settings) -> Finding {
 
 /// The register stage's failure, with the remedy for its kind.
 fn register_failed(e: &RegisterError) -> Finding {
-    let remedy = if e.is_token_refused() {
+    let remedy = if e.is_cattle_id_conflict() {
+        "if this host is the machine the file names, set rancher.system_agent.machine_id to \
+         {value: <the file's id>} (or remove machine_id); if the file came with a copied disk \
+         or image, delete /etc/rancher/agent/cattle-id (and that machine in Rancher if it is \
+         stale), then rerun `bootstrapd run`"
+    } else if e.is_token_refused() {
         "take the current registration command from Rancher and update rancher.token"
     } else if e.is_untrusted_server() {
         "check rancher.server and rancher.ca_checksum against the current registration command"
@@ -263,6 +295,66 @@ async fn default_route_address(root: &HostRoot, findings: &mut Vec<Finding>) -> 
     }
 }
 
+/// Which CATTLE_ID registration would use, from where, and the machine it names; a
+/// conflict with the disk's cattle-id file fails here as it would in the run.
+fn machine_id_preview(
+    root: &HostRoot,
+    settings: &Settings,
+    instance_id: Option<&str>,
+) -> Vec<Finding> {
+    use crate::rancher::cattle_id::{self, CattleIdSource};
+    use crate::rancher::system_agent::{CATTLE_ID_FILE, machine_name};
+    let step = "register.machine-id";
+    let no_instance = instance_id.is_none_or(|i| i.trim().is_empty());
+    if settings.rancher.system_agent.machine_id == crate::userdata::MachineId::InstanceId
+        && no_instance
+    {
+        // `plan --userdata FILE` reads no datasource; `run` always has an instance id.
+        return vec![Finding::new(
+            step,
+            Outcome::WouldChange,
+            "CATTLE_ID derived from the datasource's instance id when `run` reads it (this \
+             plan has none); rancher.system_agent.machine_id: instance_id",
+        )];
+    }
+    let decided = CattleIdSource::resolve(root, settings, instance_id)
+        .and_then(|src| cattle_id::decide(root, &src).map(|c| (src, c)));
+    let (source, choice) = match decided {
+        Ok(d) => d,
+        Err(e) => {
+            let f = Finding::new(step, Outcome::Failed, e.to_string());
+            return vec![match e {
+                SystemAgentError::CattleIdConflict { .. } => {
+                    f.with_remedy(register_failed(&e.into()).remedy.unwrap_or_default())
+                }
+                _ => f,
+            }];
+        }
+    };
+    let what = match (&source, choice.create) {
+        (CattleIdSource::Random, true) => format!(
+            "a new random CATTLE_ID, kept in {CATTLE_ID_FILE} (a reimaged node is a new machine)"
+        ),
+        (_, true) => format!(
+            "CATTLE_ID {} (machine {}), written to {CATTLE_ID_FILE}",
+            choice.id,
+            machine_name(&choice.id)
+        ),
+        (_, false) => format!(
+            "CATTLE_ID {} (machine {}) from {CATTLE_ID_FILE}",
+            choice.id,
+            machine_name(&choice.id)
+        ),
+    };
+    let mut out = vec![Finding::new(
+        step,
+        Outcome::WouldChange,
+        format!("{what}; {}", source.describe()),
+    )];
+    out.extend(register::machine_id_warning(&source));
+    out
+}
+
 /// Where the system agent would be installed and where its binary would come from.
 fn system_agent_preview(root: &HostRoot, settings: &Settings) -> Vec<Finding> {
     use crate::rancher::{agent_binary, agent_paths::AgentPaths, system_agent};
@@ -309,14 +401,14 @@ mod tests {
         let root = HostRoot::new(Some("/nonexistent".into()));
         let s = settings("rke1");
         let same = record("https://rancher.lab");
-        let step = plan(&root, &s, None, Some(&same));
+        let step = plan(&root, &s, None, None, Some(&same));
         let [f] = &step.preview()[..] else { panic!() };
         assert_eq!(f.outcome, Outcome::Ok);
         assert!(f.detail.contains("not registering again"), "{}", f.detail);
         assert_eq!(step.budget(), None);
 
         let other = record("https://old.lab");
-        let [f] = &plan(&root, &s, None, Some(&other)).preview()[..] else {
+        let [f] = &plan(&root, &s, None, None, Some(&other)).preview()[..] else {
             panic!()
         };
         assert_eq!(f.outcome, Outcome::Failed);
@@ -328,7 +420,7 @@ mod tests {
     fn unregistered_it_previews_the_registration_and_asks_for_its_deadline() {
         let root = HostRoot::new(Some("/nonexistent".into()));
         let s = settings("rke1");
-        let step = plan(&root, &s, None, None);
+        let step = plan(&root, &s, None, None, None);
         let [f] = &step.preview()[..] else { panic!() };
         assert_eq!(f.outcome, Outcome::WouldChange);
         assert_eq!(
@@ -339,16 +431,59 @@ mod tests {
         assert_eq!(step.budget(), Some(Duration::from_secs(deadline + 600)));
 
         let s = settings("system-agent");
-        let rows = plan(&root, &s, None, None).preview();
+        let rows = plan(&root, &s, None, None, None).preview();
         let steps: Vec<&str> = rows.iter().map(|f| f.step.as_str()).collect();
         assert_eq!(
             steps,
             [
                 "register",
                 "register.install-prefix",
-                "register.agent-binary"
+                "register.agent-binary",
+                "register.machine-id"
             ]
         );
+        let id = &rows[3];
+        assert_eq!(id.outcome, Outcome::WouldChange);
+        assert!(
+            id.detail.contains("new random CATTLE_ID") && id.detail.contains("machine_id: random"),
+            "{}",
+            id.detail
+        );
+    }
+
+    #[test]
+    fn the_preview_names_the_cattle_id_its_source_and_a_conflict() {
+        use crate::rancher::cattle_id::derive_cattle_id;
+        use crate::rancher::system_agent::{CATTLE_ID_FILE, machine_name};
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().to_path_buf()));
+        let mut s = settings("system-agent");
+        s.rancher.system_agent.machine_id = crate::userdata::MachineId::InstanceId;
+        let id = derive_cattle_id(&s.rancher.server, &s.rancher.token, "i-0abc");
+        let machine_id = |root: &HostRoot| {
+            let rows = plan(root, &s, None, Some("i-0abc"), None).preview();
+            rows.into_iter()
+                .find(|f| f.step == "register.machine-id")
+                .unwrap()
+        };
+        let f = machine_id(&root);
+        assert_eq!(f.outcome, Outcome::WouldChange);
+        assert!(f.detail.contains(&id), "{}", f.detail);
+        assert!(f.detail.contains(&machine_name(&id)), "{}", f.detail);
+        assert!(
+            f.detail
+                .contains("machine_id: instance_id (instance i-0abc)"),
+            "{}",
+            f.detail
+        );
+        assert!(!f.detail.contains(s.rancher.token.expose()));
+
+        std::fs::create_dir_all(root.path("/etc/rancher/agent")).unwrap();
+        std::fs::write(root.path(CATTLE_ID_FILE), "abc\n").unwrap();
+        let f = machine_id(&root);
+        assert_eq!(f.outcome, Outcome::Failed);
+        assert!(f.detail.contains(&machine_name("abc")), "{}", f.detail);
+        assert!(f.remedy.unwrap().contains("{value: <the file's id>}"));
     }
 
     #[test]

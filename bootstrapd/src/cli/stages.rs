@@ -110,7 +110,7 @@ async fn plan_register<'c>(ctx: &'c Ctx<'c>) -> Vec<Planned<'c>> {
         // A generic name is not set (see the hostname step), so it names nothing either.
         .filter(|w| facts::network::hostname_problem(w).is_none());
     let hostname = set.or_else(|| ctx.hostname.map(str::to_string));
-    let step = registration::plan(ctx.root, ctx.settings, hostname, previous);
+    let step = registration::plan(ctx.root, ctx.settings, hostname, ctx.instance_id, previous);
     vec![Planned::Register(Box::new(step))]
 }
 

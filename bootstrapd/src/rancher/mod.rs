@@ -4,6 +4,7 @@
 pub mod agent_binary;
 pub mod agent_paths;
 pub mod cacerts;
+pub mod cattle_id;
 pub mod interlock;
 pub mod rke1;
 pub mod system_agent;

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::agent_binary::{self, AgentBinaryError, VerifiedBinary};
 use super::agent_paths::AgentPaths;
 use super::cacerts::{self, CaError, ServerTrust};
+use super::cattle_id::{self, CattleIdChoice, CattleIdSource};
 use super::{Deadline, Registration, Tuning, client, endpoint};
 use crate::fsutil::{HostRoot, write_atomic};
 use crate::http::{Cause, HttpClient, HttpError, Request, Response, StatusCode, Verdict};
@@ -83,6 +84,24 @@ pub enum SystemAgentError {
     },
     #[error("{path}: invalid cattle id {value:?} (expected 63 hexadecimal characters)")]
     CattleId { path: PathBuf, value: String },
+    #[error(
+        "rancher.system_agent.machine_id is instance_id, but the datasource gave no instance id"
+    )]
+    NoInstanceId,
+    /// The disk's cattle-id file names another machine than the userdata asks for.
+    #[error(
+        "{path} holds CATTLE_ID {file_id} (machine {file_machine}), but {from} asks for \
+         machine {wanted_machine}: this disk was registered as {file_machine} already. Not \
+         registering, neither as {file_machine} against the userdata nor as a second machine \
+         for this host"
+    )]
+    CattleIdConflict {
+        path: PathBuf,
+        file_id: String,
+        file_machine: String,
+        wanted_machine: String,
+        from: String,
+    },
     #[error(transparent)]
     AgentBinary(Box<AgentBinaryError>),
 }
@@ -119,31 +138,27 @@ pub fn new_cattle_id() -> Result<String, SystemAgentError> {
     Ok(id)
 }
 
-fn valid_cattle_id(id: &str) -> bool {
+pub(crate) fn valid_cattle_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// The persisted CATTLE_ID, created on first use. Reusing it is what keeps a re-run from
-/// creating a second machine in Rancher (machine name: `custom-` + sha256(id)[..12]).
+/// The persisted CATTLE_ID, created (random) on first use. Reusing it is what keeps a
+/// re-run from creating a second machine in Rancher (machine name: `custom-` +
+/// sha256(id)[..12]).
 pub fn load_or_create_cattle_id(root: &HostRoot) -> Result<(String, bool), SystemAgentError> {
-    let path = root.path(CATTLE_ID_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let id = text.trim().to_string();
-            if valid_cattle_id(&id) {
-                Ok((id, false))
-            } else {
-                Err(SystemAgentError::CattleId { path, value: id })
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ensure_private_dir(root, CONFIG_DIR)?;
-            let id = new_cattle_id()?;
-            write_atomic(&path, format!("{id}\n").as_bytes(), 0o600).map_err(io_err(path))?;
-            Ok((id, true))
-        }
-        Err(e) => Err(SystemAgentError::Io { path, source: e }),
+    let choice = cattle_id::decide(root, &CattleIdSource::Random)?;
+    persist_cattle_id(root, &choice)?;
+    Ok((choice.id, choice.create))
+}
+
+/// Writes a new CATTLE_ID to the cattle-id file (0600, as install.sh's `umask 0177`).
+fn persist_cattle_id(root: &HostRoot, choice: &CattleIdChoice) -> Result<(), SystemAgentError> {
+    if !choice.create {
+        return Ok(());
     }
+    ensure_private_dir(root, CONFIG_DIR)?;
+    let path = root.path(CATTLE_ID_FILE);
+    write_atomic(&path, format!("{}\n", choice.id).as_bytes(), 0o600).map_err(io_err(path))
 }
 
 /// The machine name Rancher derives from a CATTLE_ID.
@@ -518,12 +533,14 @@ fn check_connection_info(url: &str, body: &[u8]) -> Result<(), SystemAgentError>
 /// Per-attempt limit of the connect call: above the 120 s Rancher may hold it.
 pub const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// How the agent is installed: its paths, and the binary when it does not come from
-/// `<server>/assets` (already read and checked, see `agent_binary::fetch`).
+/// How the agent is installed: its paths, the binary when it does not come from
+/// `<server>/assets` (already read and checked, see `agent_binary::fetch`), and where its
+/// CATTLE_ID comes from.
 #[derive(Debug, Clone, Default)]
 pub struct AgentInstall {
     pub paths: AgentPaths,
     pub binary: Option<VerifiedBinary>,
+    pub cattle_id: CattleIdSource,
 }
 
 /// Everything the installer does up to (not including) enabling and starting the unit.
@@ -535,6 +552,8 @@ pub async fn install_with(
     tuning: &Tuning<'_>,
 ) -> Result<(SystemAgentRecord, ServerTrust), SystemAgentError> {
     let arch = asset_arch(std::env::consts::ARCH)?;
+    // Which machine this host is, decided before anything is written or sent.
+    let cattle = cattle_id::decide(root, &how.cattle_id)?;
     let (trust, strict) = prove_server(reg, deadline).await?;
 
     // 2. Binary and uninstall script.
@@ -544,7 +563,8 @@ pub async fn install_with(
         install_binary(root, reg.server, arch, &trust, deadline, how).await?;
 
     // 3. CATTLE_ID.
-    let (cattle_id, created) = load_or_create_cattle_id(root)?;
+    persist_cattle_id(root, &cattle)?;
+    let (cattle_id, created) = (cattle.id, cattle.create);
 
     // 4. Connection info.
     let resp = connect(reg, &trust, &cattle_id, deadline, tuning).await?;

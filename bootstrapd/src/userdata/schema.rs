@@ -137,6 +137,9 @@ const SYSCTL_VALUE: &str = r"^[^\x00-\x08\x0a-\x1f\x7f-\x9f]+$";
 /// an optional `v` and dotted numbers.
 /// `hostname: {template: ...}`: text of letters, digits and `-`, and known placeholders.
 pub const HOSTNAME_TEMPLATE: &str = r"^([A-Za-z0-9-]|\{(instance_id|serial|mac)\})+$";
+/// `rancher.system_agent.machine_id: {value: ...}`: a CATTLE_ID as install.sh makes them
+/// (hex), short enough for the `rke.cattle.io/machine-id` label value Rancher puts it in.
+pub const MACHINE_ID: &str = r"^[0-9a-f]{1,63}$";
 /// A user name useradd takes everywhere.
 pub const USER_NAME: &str = r"^[a-z_][a-z0-9_-]{0,31}$";
 /// One OpenSSH public key line without options; that the base64 decodes to a blob of the

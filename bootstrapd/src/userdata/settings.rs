@@ -169,6 +169,42 @@ pub struct SystemAgentSettings {
     /// `<server>/assets`.
     #[serde(default)]
     pub binary: Option<AgentBinary>,
+    /// The node's CATTLE_ID, which names its machine in Rancher (`custom-` + sha256 of it).
+    /// `random` (the default, as Rancher's install.sh): made on first registration and kept
+    /// in /etc/rancher/agent/cattle-id, so a reimaged node (new disk) is a new machine.
+    /// `instance_id`: derived from the datasource's instance id, the server and the
+    /// registration token, so a reimage with the same instance id is the same machine.
+    /// `{value: HEX}`: the operator's own, 1 to 63 lowercase hexadecimal digits.
+    #[serde(default, skip_serializing_if = "MachineId::is_random")]
+    pub machine_id: MachineId,
+}
+
+/// Where the system agent's CATTLE_ID comes from (see `rancher.system_agent.machine_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MachineId {
+    /// Random on first registration, then kept in /etc/rancher/agent/cattle-id.
+    #[default]
+    Random,
+    /// sha256 over the datasource's instance id, the server URL and the registration token.
+    InstanceId,
+    /// The operator's own id: 1 to 63 lowercase hexadecimal digits (a Kubernetes label value).
+    Value(#[schemars(pattern(schema::MACHINE_ID))] String),
+}
+
+impl MachineId {
+    pub fn is_random(&self) -> bool {
+        *self == MachineId::Random
+    }
+
+    /// The choice as the userdata names it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            MachineId::Random => "random",
+            MachineId::InstanceId => "instance_id",
+            MachineId::Value(_) => "value",
+        }
+    }
 }
 
 /// Exactly one of `url` or `path`, and the binary's sha256, checked before it is installed.

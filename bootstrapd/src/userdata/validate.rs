@@ -33,7 +33,8 @@ pub const RANCHER_KEYS: &[&str] = &[
     "strict_verify",
     "system_agent",
 ];
-pub const SYSTEM_AGENT_KEYS: &[&str] = &["binary"];
+pub const SYSTEM_AGENT_KEYS: &[&str] = &["binary", "machine_id"];
+pub const MACHINE_ID_KEYS: &[&str] = &["value"];
 pub const AGENT_BINARY_KEYS: &[&str] = &["url", "path", "sha256"];
 pub const RUNTIME_KEYS: &[&str] = &["engine", "version", "source", "registry_mirrors"];
 pub const SOURCE_KEYS: &[&str] = &["repo", "offline"];
@@ -58,6 +59,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("rancher", RANCHER_KEYS),
     ("rancher.system_agent", SYSTEM_AGENT_KEYS),
     ("rancher.system_agent.binary", AGENT_BINARY_KEYS),
+    ("rancher.system_agent.machine_id", MACHINE_ID_KEYS),
     ("runtime", RUNTIME_KEYS),
     ("runtime.source.repo", REPO_KEYS),
     ("runtime.source.offline", OFFLINE_KEYS),
@@ -761,7 +763,18 @@ impl Validator {
             .map(|n| self.integer(n, &f.path("splay_seconds"), 0, MAX_SPLAY_SECONDS));
         let system_agent = f
             .get("system_agent")
-            .map(|n| self.system_agent(n, key_mark(&f, "system_agent")));
+            .map(|n| self.system_agent(n, key_mark(&f, "system_agent"), mode));
+        if let (Some(t), Some(Some(sa))) = (&token, &system_agent)
+            && sa.machine_id == MachineId::Value(t.expose().to_string())
+        {
+            // The id is sent in a header, shown by `plan` and kept in Rancher's labels.
+            self.report(
+                key_mark(&f, "system_agent"),
+                "rancher.system_agent.machine_id.value",
+                "must not be the registration token",
+            );
+            return None;
+        }
         Some(RancherSettings {
             server: server?,
             token: token?,
@@ -831,14 +844,60 @@ impl Validator {
         self.checked(node, path, check_image)
     }
 
-    fn system_agent(&mut self, node: &Node, at: Mark) -> Option<SystemAgentSettings> {
+    /// `mode` is as validated (see [`Self::agent_image`]).
+    fn system_agent(
+        &mut self,
+        node: &Node,
+        at: Mark,
+        mode: Option<Option<RegistrationMode>>,
+    ) -> Option<SystemAgentSettings> {
         let f = self.fields(node, at, "rancher.system_agent", SYSTEM_AGENT_KEYS)?;
         let binary = f
             .get("binary")
             .map(|n| self.agent_binary(n, key_mark(&f, "binary")));
+        let machine_id = f.get("machine_id").map(|n| {
+            let path = f.path("machine_id");
+            // rke1 names its node after the hostname (m- + md5 of it), not a CATTLE_ID: a
+            // setting that changes nothing there would mislead.
+            if mode == Some(Some(RegistrationMode::Rke1)) {
+                self.report(
+                    n.mark,
+                    &path,
+                    "applies only to mode system-agent (rke1 names the node after its \
+                     hostname); remove it",
+                );
+                return None;
+            }
+            self.machine_id(n, key_mark(&f, "machine_id"))
+        });
         Some(SystemAgentSettings {
             binary: transpose(binary)?,
+            machine_id: machine_id.unwrap_or(Some(MachineId::Random))?,
         })
+    }
+
+    /// `random`, `instance_id`, or `{value: HEX}` (1 to 63 lowercase hex digits).
+    fn machine_id(&mut self, node: &Node, at: Mark) -> Option<MachineId> {
+        let path = "rancher.system_agent.machine_id";
+        if let Value::Scalar { .. } = &node.value {
+            let derived = self.choice(node, path, &[("random", false), ("instance_id", true)])?;
+            return Some(if derived {
+                MachineId::InstanceId
+            } else {
+                MachineId::Random
+            });
+        }
+        let f = self.fields(node, at, path, MACHINE_ID_KEYS)?;
+        let value = self.required(&f, "value")?;
+        // Only digits reads as a number in YAML; it is still hex.
+        let text = self.text(value, &f.path("value"), true, true)?;
+        match check_machine_id(&text) {
+            Ok(()) => Some(MachineId::Value(text)),
+            Err(why) => {
+                self.report(value.mark, &f.path("value"), why);
+                None
+            }
+        }
     }
 
     /// `{url | path, sha256}`: exactly one location, and the checksum is required because
@@ -1172,6 +1231,27 @@ fn check_sha256(s: &str) -> Result<(), String> {
             shown(s)
         ))
     }
+}
+
+/// An explicit CATTLE_ID: hex as install.sh makes them, and at most 63 characters because
+/// Rancher puts it in the `rke.cattle.io/machine-id` label (a label value is at most 63).
+pub fn check_machine_id(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(format!(
+            "must be 1 to 63 hexadecimal digits (a Kubernetes label value), found {} characters",
+            s.chars().count()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_digit() || ('a'..='f').contains(c)))
+    {
+        return Err(format!(
+            "must be lowercase hexadecimal digits (0-9, a-f), found `{}`",
+            c.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 fn check_image(s: &str) -> Result<(), String> {

@@ -76,6 +76,40 @@ async fn accepted_request_returns_connection_info_and_is_recorded_once() {
     server.shutdown();
 }
 
+/// A reimaged node that comes back with a new X-Cattle-Id under the same name is a new
+/// machine, as in Rancher: the machine is named after the id (`custom.go`
+/// `machineRequestSecretName`), and the unmanaged-machine controller looks it up by that
+/// name or the id's `rke.cattle.io/machine-id` label, never by the node name
+/// (`pkg/controllers/capr/unmanaged/controller.go` `findMachine`).
+#[tokio::test]
+async fn a_new_cattle_id_under_the_same_node_name_is_a_second_machine() {
+    let server = server(Config::default()).await;
+    let other = "0".repeat(63);
+    let mut plans = Vec::new();
+    for id in [CATTLE_ID, &other, CATTLE_ID] {
+        let response = agent_request(&server, Some(TOKEN), Some(id))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status().as_u16(), 200);
+        let info: serde_json::Value = response.json().await.expect("json");
+        plans.push(info["secretName"].as_str().expect("secretName").to_string());
+    }
+    // The first id's plan secret is handed out again; the new id gets its own.
+    assert_eq!(plans[0], plans[2]);
+    assert_ne!(plans[0], plans[1]);
+    let mut nodes = server.record();
+    nodes.sort_by_key(|n| n.connect_count);
+    assert_eq!(nodes.len(), 2, "two ids, two machines: {nodes:?}");
+    assert!(nodes.iter().all(|n| n.hostname.as_deref() == Some("node5")));
+    assert_eq!(
+        nodes.iter().map(|n| n.connect_count).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(format!("{}-machine-plan", nodes[1].name), plans[0]);
+    server.shutdown();
+}
+
 /// Rancher 2.6 refusals; current rules are in current_rules.rs.
 #[tokio::test]
 async fn header_rules_of_the_config_server_2_6() {
