@@ -69,6 +69,10 @@ pub enum Command {
         /// Plan for this userdata file instead of the datasource's.
         #[arg(long)]
         userdata: Option<PathBuf>,
+        /// Show the local stage's network files for this network-config instead of the
+        /// local datasource's (not read at all when only --userdata is given).
+        #[arg(long, value_name = "FILE")]
+        network_config: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -95,7 +99,11 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Query { userdata } => query::run(&root, userdata.as_ref()).await,
         Command::Run => run::run(&root).await,
         Command::Local => local::run(&root).await,
-        Command::Plan { userdata, json } => plan::run(&root, userdata.as_ref(), json).await,
+        Command::Plan {
+            userdata,
+            network_config,
+            json,
+        } => plan::run(&root, userdata.as_ref(), network_config.as_ref(), json).await,
     };
     match result {
         Ok(code) => code,
