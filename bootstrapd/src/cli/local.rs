@@ -7,6 +7,8 @@
 //! It records what it did in /var/lib/bootstrapd/network.json ([`crate::state::network`]);
 //! the main run refuses to go on when it failed, and `status` shows it.
 
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
@@ -73,12 +75,32 @@ pub async fn run(root: &HostRoot) -> CliResult {
     }
 }
 
+/// How long to wait for a seed the kernel command line promises. udev coldplug has been
+/// triggered, not finished: a CD or USB drive's driver may still be loading.
+const SEED_WAIT: Duration = Duration::from_secs(5);
+const SEED_POLL: Duration = Duration::from_millis(250);
+
+/// The local datasource, waiting up to [`SEED_WAIT`] for one only when the kernel command
+/// line says there is one; otherwise a machine without a seed is answered at once.
+async fn find(
+    root: &HostRoot,
+    opts: &datasource::Options,
+) -> Result<Option<datasource::LocalNetwork>, DatasourceError> {
+    let deadline = Instant::now() + SEED_WAIT;
+    loop {
+        let found = datasource::local_network_config(root, opts).await?;
+        if found.is_some() || Instant::now() >= deadline || !datasource::seed_expected(root) {
+            return Ok(found);
+        }
+        tokio::time::sleep(SEED_POLL).await;
+    }
+}
+
 /// Finds the local network-config, checks it, and writes its files; fills `rec` as it goes.
 /// Nothing is written unless every check passed.
 async fn write_network(root: &HostRoot, rec: &mut NetworkRecord) -> Result<(), LocalError> {
     let cfg = AgentConfig::load(root)?;
-    let Some(found) = datasource::local_network_config(root, &cfg.datasource_options()).await?
-    else {
+    let Some(found) = find(root, &cfg.datasource_options()).await? else {
         return Ok(());
     };
     rec.source = Some(found.evidence);

@@ -93,3 +93,38 @@ async fn read_dir(dir: PathBuf) -> Result<Option<SeedFile>, DatasourceError> {
 pub fn baked_path() -> PathBuf {
     PathBuf::from(local_file::PATH).with_file_name(SEED_FILE)
 }
+
+/// Whether the kernel command line says a local NoCloud seed is there (`ds=nocloud` without a
+/// URL, or `bootstrapd.datasource=nocloud`). When none is found yet, it may be a drive whose
+/// driver udev is still loading: worth a short wait, which nothing else justifies.
+pub fn seed_expected(root: &HostRoot) -> bool {
+    let cmdline = super::KernelCmdline::read(root);
+    let ds = cmdline
+        .get("ds")
+        .and_then(super::cmdline::parse_nocloud_ds)
+        .is_some_and(|p| p.seedfrom.is_none_or(|s| s.starts_with("file://")));
+    ds || cmdline.get("bootstrapd.datasource") == Some("nocloud")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_is_expected_only_when_the_command_line_names_a_local_one() {
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(d.path().into()));
+        std::fs::create_dir_all(root.path("/proc")).unwrap();
+        let expect = |line: &str| {
+            std::fs::write(root.path("/proc/cmdline"), line).unwrap();
+            seed_expected(&root)
+        };
+        assert!(expect("root=/dev/vda ds=nocloud"));
+        assert!(expect("ds=nocloud;i=iid-1"));
+        assert!(expect("ds=nocloud;s=file:///seed/"));
+        assert!(expect("bootstrapd.datasource=nocloud"));
+        assert!(!expect("ds=nocloud;s=http://192.0.2.1/"));
+        assert!(!expect("ds=ec2 bootstrapd.datasource=local_file"));
+        assert!(!expect("root=/dev/vda"));
+    }
+}
