@@ -348,3 +348,42 @@ fn validate_and_plan_show_the_network_files() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_baked_in_network_config_beside_the_baked_userdata_is_read() {
+    let h = Host::new();
+    std::fs::remove_dir_all(h.root.join(SEED)).unwrap();
+    let etc = h.root.join("etc/bootstrapd");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("userdata.yaml"), "roles: [worker]\n").unwrap();
+    std::fs::write(
+        etc.join("network-config"),
+        "version: 2\nethernets:\n  eth0: {dhcp4: true}\n",
+    )
+    .unwrap();
+    let out = h.bootstrapd(&["local"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let body = std::fs::read_to_string(h.net("10-bootstrapd-eth0.network")).unwrap();
+    assert!(
+        body.contains("\nName=eth0\n") && body.contains("\nDHCP=ipv4\n"),
+        "{body}"
+    );
+    assert!(
+        h.record()["source"]
+            .as_str()
+            .unwrap()
+            .contains("userdata.yaml")
+    );
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let h = Host::new();
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/examples/network-config.yaml");
+    let out = h.bootstrapd(&["validate", "--network-config", example.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("10-bootstrapd-uplink.network"), "{stdout}");
+    assert!(stdout.contains("10-bootstrapd-eth1.network"), "{stdout}");
+}

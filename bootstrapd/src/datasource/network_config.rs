@@ -10,7 +10,7 @@ use super::error::DatasourceError;
 use super::nocloud::Seed;
 use super::openstack::Drive;
 use super::tree::Tree;
-use super::{Options, Source, local_file, try_detect};
+use super::{Options, Source, try_detect};
 use crate::fsutil::HostRoot;
 use crate::network::{MAX_NETWORK_CONFIG_BYTES, SEED_FILE};
 
@@ -87,11 +87,6 @@ async fn read_dir(dir: PathBuf) -> Result<Option<SeedFile>, DatasourceError> {
         place: tree.place(SEED_FILE),
         data: b.data,
     }))
-}
-
-/// Where the baked-in network-config lives, next to the baked-in userdata.
-pub fn baked_path() -> PathBuf {
-    PathBuf::from(local_file::PATH).with_file_name(SEED_FILE)
 }
 
 /// Whether the kernel command line says a local NoCloud seed is there (`ds=nocloud` without a

@@ -244,3 +244,38 @@ fn an_edited_file_is_not_ours() {
     assert!(!is_ours("[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"));
     assert!(!is_ours(""));
 }
+
+#[test]
+fn mutated_network_configs_never_panic_and_errors_point_inside() {
+    let seeds = [
+        STATIC,
+        include_str!("../../../configs/examples/network-config.yaml"),
+    ];
+    let mut rng = fastrand::Rng::with_seed(17);
+    for seed in seeds {
+        for _ in 0..1500 {
+            let mut b = seed.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..4) {
+                let i = rng.usize(..b.len());
+                match rng.u8(..3) {
+                    0 => b[i] = b" :-[]{}\n\"'x1.&*!"[rng.usize(..16)],
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, b[rng.usize(..b.len())]),
+                }
+            }
+            let lines = b.split(|c| *c == b'\n').count();
+            if let Err(e) = parse(&b) {
+                assert!(!e.problems.is_empty());
+                for p in &e.problems {
+                    assert!(
+                        p.line <= lines + 1,
+                        "{p} past the end of:\n{}",
+                        String::from_utf8_lossy(&b)
+                    );
+                }
+            }
+        }
+    }
+}
