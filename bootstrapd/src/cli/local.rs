@@ -88,9 +88,11 @@ async fn find(
 ) -> Result<Option<datasource::LocalNetwork>, DatasourceError> {
     let deadline = Instant::now() + SEED_WAIT;
     loop {
-        let found = datasource::local_network_config(root, opts).await?;
-        if found.is_some() || Instant::now() >= deadline || !datasource::seed_expected(root) {
-            return Ok(found);
+        let found = datasource::local_network_config(root, opts).await;
+        // An explicit `bootstrapd.datasource=nocloud` answers "missing" until the drive is there.
+        let missing = matches!(found, Ok(None) | Err(DatasourceError::Missing { .. }));
+        if !missing || Instant::now() >= deadline || !datasource::seed_expected(root) {
+            return found;
         }
         tokio::time::sleep(SEED_POLL).await;
     }
