@@ -387,3 +387,28 @@ fn the_shipped_example_is_valid() {
     assert!(stdout.contains("10-bootstrapd-uplink.network"), "{stdout}");
     assert!(stdout.contains("10-bootstrapd-eth1.network"), "{stdout}");
 }
+
+#[test]
+fn the_main_run_notes_what_the_local_stage_did() {
+    let h = Host::new();
+    h.network_config(STATIC);
+    // Userdata the validate stage refuses: the run ends there, after recording its notes.
+    std::fs::write(h.root.join(SEED).join("user-data"), "roles: [worker]\n").unwrap();
+    assert_eq!(h.bootstrapd(&["local"]).status.code(), Some(0));
+    let out = h.bootstrapd(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let status = text(&h.bootstrapd(&["status"]).stdout);
+    assert!(
+        status.contains("note: network: from ")
+            && status.contains("wrote /etc/systemd/network/10-bootstrapd-nic0.network"),
+        "{status}"
+    );
+    assert!(
+        status.contains("stage 2 of 5  validate  failed"),
+        "{status}"
+    );
+    assert!(
+        status.contains("network (local stage): ok: from "),
+        "{status}"
+    );
+}

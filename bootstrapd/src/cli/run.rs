@@ -62,7 +62,11 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, CliError>
     let Some(fetched) = fetch_stage(root, store).await? else {
         return Ok(0);
     };
-    if let Some(rec) = &network {
+    // What the early stage did, when it did something; "no network-config" on every boot of
+    // every node would only be noise.
+    if let Some(rec) = &network
+        && rec.state == NetworkState::Done
+    {
         store
             .journal
             .notes

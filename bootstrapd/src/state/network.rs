@@ -78,6 +78,9 @@ impl NetworkRecord {
                 Some(s) => format!("no network-config in the local datasource ({s})"),
                 None => "no local datasource: no network-config".to_string(),
             },
+            NetworkState::Done if self.files.is_empty() && self.removed.is_empty() => {
+                format!("{from} configures no interface (`config: disabled`): no files")
+            }
             NetworkState::Done if self.written.is_empty() && self.removed.is_empty() => format!(
                 "{} file(s) from {from} already in place: {}",
                 self.files.len(),
