@@ -412,3 +412,26 @@ fn the_main_run_notes_what_the_local_stage_did() {
         "{status}"
     );
 }
+
+#[test]
+fn a_local_stage_killed_before_it_finished_stops_the_main_run() {
+    let h = Host::new();
+    h.network_config(STATIC);
+    assert_eq!(h.bootstrapd(&["local"]).status.code(), Some(0));
+    // What a stage killed by its unit's timeout leaves: the record it saved first.
+    let path = h.root.join("var/lib/bootstrapd/network.json");
+    let mut rec = h.record();
+    rec["state"] = "running".into();
+    for k in ["written", "files", "removed"] {
+        rec[k] = serde_json::json!([]);
+    }
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let out = h.bootstrapd(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let status = text(&h.bootstrapd(&["status"]).stdout);
+    assert!(status.contains("started and never finished"), "{status}");
+    assert!(
+        status.contains("network (local stage): unfinished"),
+        "{status}"
+    );
+}

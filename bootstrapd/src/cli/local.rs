@@ -53,6 +53,7 @@ pub fn prefixed(place: &str, problems: &NetworkConfigError) -> String {
 }
 
 pub async fn run(root: &HostRoot) -> CliResult {
+    save(root, &NetworkRecord::new(NetworkState::Running))?;
     let mut rec = NetworkRecord::new(NetworkState::Nothing);
     let outcome = write_network(root, &mut rec).await;
     if let Err(e) = &outcome {

@@ -55,7 +55,7 @@ pub async fn run(root: &HostRoot) -> CliResult {
 async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, CliError> {
     let network = crate::state::network::load_this_boot(root)?;
     if let Some(rec) = &network
-        && rec.state == NetworkState::Failed
+        && matches!(rec.state, NetworkState::Failed | NetworkState::Running)
     {
         return network_failed(store, rec);
     }
@@ -179,16 +179,17 @@ fn validate_stage(
     }
 }
 
-/// The early stage refused the network-config: the node is on whatever DHCP gave it, not the
-/// network it was meant to have. Going on would fetch and register over the wrong network, so
+/// The early stage refused the network-config (or was killed before it finished): the node is
+/// on whatever DHCP gave it, not the network it was meant to have. Going on would fetch and register over the wrong network, so
 /// the run fails with the reason, before fetching anything.
 fn network_failed(store: &mut Store, rec: &NetworkRecord) -> Result<i32, CliError> {
     let msg = format!(
         "the early local stage (bootstrapd local) failed on this boot, so the network is not \
          configured as network-config says: {}",
-        rec.error
-            .as_deref()
-            .unwrap_or("see /var/lib/bootstrapd/network.json")
+        match &rec.error {
+            Some(e) => e.clone(),
+            None => rec.summary(),
+        }
     );
     error!("{msg}");
     store.journal.progress = None;

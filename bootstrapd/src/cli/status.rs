@@ -66,6 +66,7 @@ pub fn network_line(rec: &state::network::NetworkRecord) -> String {
     };
     let state = match rec.state {
         state::network::NetworkState::Failed => "failed",
+        state::network::NetworkState::Running => "unfinished",
         _ => "ok",
     };
     format!("network (local stage{when}): {state}: {}\n", rec.summary())

@@ -18,6 +18,9 @@ pub const NETWORK_FILE: &str = "network.json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkState {
+    /// Started and not finished: saved first, so a stage killed (its unit's timeout) is not
+    /// mistaken for one that never ran.
+    Running,
     /// No local datasource, or one without network-config: nothing done (files written on an
     /// earlier boot are kept: a cidata ISO is often removed after the first boot).
     Nothing,
@@ -91,6 +94,9 @@ impl NetworkRecord {
                 list_or_none(&self.written),
                 list_or_none(&self.removed)
             ),
+            NetworkState::Running => {
+                "started and never finished (killed, e.g. by its unit's timeout)".to_string()
+            }
             NetworkState::Failed => {
                 format!("nothing changed: {}", self.error.as_deref().unwrap_or("?"))
             }
