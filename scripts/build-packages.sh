@@ -97,6 +97,7 @@ files=$stage/files
 # (/lib is a symlink there, and a package must not ship files through it).
 install -D -m 0755 "$out/bootstrapd" "$files/usr/bin/bootstrapd"
 install -D -m 0644 configs/bootstrapd.service "$files/usr/lib/systemd/system/bootstrapd.service"
+install -D -m 0644 configs/bootstrapd-local.service "$files/usr/lib/systemd/system/bootstrapd-local.service"
 install -D -m 0644 configs/bootstrapd.toml "$files/etc/bootstrapd/bootstrapd.toml"
 install -D -m 0644 configs/bootstrapd.schema.json "$files/usr/share/bootstrapd/bootstrapd.schema.json"
 if [ -f LICENSE ]; then install -D -m 0644 LICENSE "$files/usr/share/doc/bootstrapd/copyright"; fi
@@ -126,16 +127,18 @@ set -e
 # Enabled for the next boot, never started from the package: it is a first-boot job, and a
 # package install inside an image build must not run it.
 if [ "$1" = configure ]; then
-  if command -v deb-systemd-helper >/dev/null 2>&1; then
-    deb-systemd-helper unmask bootstrapd.service >/dev/null || true
-    if deb-systemd-helper --quiet was-enabled bootstrapd.service || [ -z "$2" ]; then
-      deb-systemd-helper enable bootstrapd.service >/dev/null || true
-    else
-      deb-systemd-helper update-state bootstrapd.service >/dev/null || true
+  for unit in bootstrapd.service bootstrapd-local.service; do
+    if command -v deb-systemd-helper >/dev/null 2>&1; then
+      deb-systemd-helper unmask "$unit" >/dev/null || true
+      if deb-systemd-helper --quiet was-enabled "$unit" || [ -z "$2" ]; then
+        deb-systemd-helper enable "$unit" >/dev/null || true
+      else
+        deb-systemd-helper update-state "$unit" >/dev/null || true
+      fi
+    elif command -v systemctl >/dev/null 2>&1; then
+      systemctl enable "$unit" >/dev/null 2>&1 || true
     fi
-  elif command -v systemctl >/dev/null 2>&1; then
-    systemctl enable bootstrapd.service >/dev/null 2>&1 || true
-  fi
+  done
   if [ -d /run/systemd/system ]; then
     systemctl --system daemon-reload >/dev/null || true
   fi
@@ -147,13 +150,15 @@ set -e
 if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
   systemctl --system daemon-reload >/dev/null || true
 fi
-if [ "$1" = remove ] && command -v deb-systemd-helper >/dev/null 2>&1; then
-  deb-systemd-helper mask bootstrapd.service >/dev/null || true
-fi
-if [ "$1" = purge ] && command -v deb-systemd-helper >/dev/null 2>&1; then
-  deb-systemd-helper purge bootstrapd.service >/dev/null || true
-  deb-systemd-helper unmask bootstrapd.service >/dev/null || true
-fi
+for unit in bootstrapd.service bootstrapd-local.service; do
+  if [ "$1" = remove ] && command -v deb-systemd-helper >/dev/null 2>&1; then
+    deb-systemd-helper mask "$unit" >/dev/null || true
+  fi
+  if [ "$1" = purge ] && command -v deb-systemd-helper >/dev/null 2>&1; then
+    deb-systemd-helper purge "$unit" >/dev/null || true
+    deb-systemd-helper unmask "$unit" >/dev/null || true
+  fi
+done
 POST
 chmod 0755 "$deb/DEBIAN/postinst" "$deb/DEBIAN/postrm"
 debfile=$out/bootstrapd_${version}_${deb_arch}.deb
@@ -179,12 +184,13 @@ mkdir -p %{buildroot}
 cp -a $files/. %{buildroot}/
 %post
 # Enabled for the next boot, never started: it is a first-boot job.
-if [ \$1 -eq 1 ]; then systemctl enable bootstrapd.service >/dev/null 2>&1 || :; fi
+if [ \$1 -eq 1 ]; then systemctl enable bootstrapd.service bootstrapd-local.service >/dev/null 2>&1 || :; fi
 %preun
-if [ \$1 -eq 0 ]; then systemctl disable bootstrapd.service >/dev/null 2>&1 || :; fi
+if [ \$1 -eq 0 ]; then systemctl disable bootstrapd.service bootstrapd-local.service >/dev/null 2>&1 || :; fi
 %files
 %attr(0755,root,root) /usr/bin/bootstrapd
 %attr(0644,root,root) /usr/lib/systemd/system/bootstrapd.service
+%attr(0644,root,root) /usr/lib/systemd/system/bootstrapd-local.service
 %dir /etc/bootstrapd
 %config(noreplace) %attr(0644,root,root) /etc/bootstrapd/bootstrapd.toml
 %dir /usr/share/bootstrapd

@@ -12,6 +12,7 @@ pub mod findings;
 pub mod fsutil;
 pub mod http;
 pub mod metrics;
+pub mod network;
 pub mod plan;
 pub mod rancher;
 pub mod secret;

@@ -12,6 +12,7 @@ use crate::system::systemd::Systemd;
 
 pub mod host;
 mod identity;
+pub mod network;
 pub mod register;
 pub mod registration;
 pub mod runtime;

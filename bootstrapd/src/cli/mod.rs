@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::fsutil::HostRoot;
 
+pub mod local;
 pub mod notify;
 pub mod plan;
 pub mod query;
@@ -42,12 +43,18 @@ pub struct Cli {
 pub enum Command {
     /// Fetch userdata, prepare the host, install the runtime and register (what the unit runs).
     Run,
+    /// The early stage, before the network: write the systemd-networkd files of a local
+    /// datasource's network-config (what bootstrapd-local.service runs).
+    Local,
     /// Show where bootstrapd stands. Exit 0 done, 1 failed, 2 running/not run/degraded.
     Status(status::Args),
     /// Check userdata files; print every problem with its line and column. Exit 1 on any.
     Validate {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "network_config")]
         files: Vec<PathBuf>,
+        /// Check this NoCloud network-config file (repeatable) and show the files it makes.
+        #[arg(long, value_name = "FILE")]
+        network_config: Vec<PathBuf>,
     },
     /// Print the JSON Schema of the userdata settings.
     Schema,
@@ -62,6 +69,10 @@ pub enum Command {
         /// Plan for this userdata file instead of the datasource's.
         #[arg(long)]
         userdata: Option<PathBuf>,
+        /// Show the local stage's network files for this network-config instead of the
+        /// local datasource's (not read at all when only --userdata is given).
+        #[arg(long, value_name = "FILE")]
+        network_config: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -80,11 +91,19 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Status(args) => status::run(&root, &args).await,
         Command::Reset => reset::run(&root),
         Command::Sign(args) => sign::run(&args),
-        Command::Validate { files } => validate::run(&files),
+        Command::Validate {
+            files,
+            network_config,
+        } => validate::run(&files, &network_config),
         Command::Schema => validate::schema(),
         Command::Query { userdata } => query::run(&root, userdata.as_ref()).await,
         Command::Run => run::run(&root).await,
-        Command::Plan { userdata, json } => plan::run(&root, userdata.as_ref(), json).await,
+        Command::Local => local::run(&root).await,
+        Command::Plan {
+            userdata,
+            network_config,
+            json,
+        } => plan::run(&root, userdata.as_ref(), network_config.as_ref(), json).await,
     };
     match result {
         Ok(code) => code,
@@ -107,6 +126,8 @@ pub enum CliError {
     Datasource(#[from] crate::datasource::DatasourceError),
     #[error(transparent)]
     Signature(#[from] crate::signature::SignatureError),
+    #[error(transparent)]
+    NetworkRecord(#[from] crate::state::network::NetworkRecordError),
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,

@@ -4,9 +4,11 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 
+use crate::actions::network::apply;
 use crate::config::AgentConfig;
 use crate::datasource;
 use crate::fsutil::HostRoot;
+use crate::network;
 use crate::plan::{Finding, Outcome};
 use crate::state::Stage;
 use crate::system::systemd::Systemd;
@@ -14,14 +16,30 @@ use crate::system::systemd::Systemd;
 use super::stages::{self, Ctx, Mode};
 use super::{CliError, CliResult};
 
-pub async fn run(root: &HostRoot, file: Option<&PathBuf>, json: bool) -> CliResult {
+pub async fn run(
+    root: &HostRoot,
+    file: Option<&PathBuf>,
+    network_config: Option<&PathBuf>,
+    json: bool,
+) -> CliResult {
+    let mut rows: Vec<(&'static str, Finding)> = network_rows(root, file, network_config)
+        .await?
+        .into_iter()
+        .map(|f| ("local", f))
+        .collect();
     let Some(fetched) = userdata(root, file).await? else {
+        if !rows.is_empty() {
+            print(&rows, json)?;
+        }
         println!("no datasource offered userdata: `run` would do nothing");
-        return Ok(0);
+        return Ok(failed(&rows));
     };
     let (settings, findings, notes) = match super::run::validate(root, &fetched) {
         Ok(v) => v,
         Err(e) => {
+            if !rows.is_empty() {
+                print(&rows, json)?;
+            }
             println!("{e}");
             return Ok(1);
         }
@@ -29,8 +47,7 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>, json: bool) -> CliResu
     for n in notes {
         println!("note: {n}");
     }
-    let mut rows: Vec<(Stage, Finding)> =
-        findings.into_iter().map(|f| (Stage::Validate, f)).collect();
+    rows.extend(findings.into_iter().map(|f| (Stage::Validate.as_str(), f)));
     let systemd = Systemd::connect(root).await.ok();
     let journal = crate::state::load(root)?;
     let ctx = Ctx {
@@ -42,10 +59,89 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>, json: bool) -> CliResu
         registration: journal.registration,
         prefetch: Cell::new(None),
     };
-    rows.extend(stages::drive(&ctx, Mode::Preview).await?.rows);
+    let staged = stages::drive(&ctx, Mode::Preview).await?.rows;
+    rows.extend(staged.into_iter().map(|(s, f)| (s.as_str(), f)));
     print(&rows, json)?;
-    let failed = rows.iter().any(|(_, f)| f.outcome == Outcome::Failed);
-    Ok(if failed { 1 } else { 0 })
+    Ok(failed(&rows))
+}
+
+fn failed(rows: &[(&str, Finding)]) -> i32 {
+    i32::from(rows.iter().any(|(_, f)| f.outcome == Outcome::Failed))
+}
+
+/// The early local stage's rows: the network files it would write or remove. From the
+/// network-config file given, else (when no userdata file is given either) from the local
+/// datasources `bootstrapd local` reads. None when there is no network-config.
+async fn network_rows(
+    root: &HostRoot,
+    userdata: Option<&PathBuf>,
+    file: Option<&PathBuf>,
+) -> Result<Vec<Finding>, CliError> {
+    let (place, bytes) = match (file, userdata) {
+        (Some(f), _) => (
+            f.display().to_string(),
+            std::fs::read(f).map_err(CliError::read(f))?,
+        ),
+        (None, Some(_)) => return Ok(Vec::new()),
+        (None, None) => {
+            let cfg = AgentConfig::load(root)?;
+            let found = datasource::local_network_config(root, &cfg.datasource_options()).await?;
+            match found.and_then(|l| l.file) {
+                Some(f) => (f.place, f.data),
+                None => return Ok(Vec::new()),
+            }
+        }
+    };
+    let config = match network::parse(&bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            let detail = super::local::prefixed(&place, &e).replace('\n', "; ");
+            return Ok(vec![Finding::new(
+                "network-config",
+                Outcome::Failed,
+                detail,
+            )]);
+        }
+    };
+    let applied = match apply(root, &network::render(&config), true) {
+        Ok(a) => a,
+        Err(e) => {
+            let detail = crate::actions::describe(&e);
+            return Ok(vec![Finding::new(
+                "network-config",
+                Outcome::Failed,
+                detail,
+            )]);
+        }
+    };
+    let mut rows = Vec::new();
+    for f in &applied.files {
+        let (outcome, verb) = if applied.written.contains(f) {
+            (Outcome::WouldChange, "write")
+        } else {
+            (Outcome::Ok, "in place:")
+        };
+        rows.push(Finding::new(
+            "network-config",
+            outcome,
+            format!("{verb} {f} (from {place})"),
+        ));
+    }
+    for f in &applied.removed {
+        rows.push(Finding::new(
+            "network-config",
+            Outcome::WouldChange,
+            format!("remove {f} (no longer in {place})"),
+        ));
+    }
+    for f in &applied.foreign {
+        rows.push(Finding::new(
+            "network-config",
+            Outcome::Skipped,
+            format!("{f}: not bootstrapd's, left alone"),
+        ));
+    }
+    Ok(rows)
 }
 
 /// The userdata to plan for: the file given, else the datasource's.
@@ -77,11 +173,11 @@ async fn userdata(
     }))
 }
 
-fn print(rows: &[(Stage, Finding)], json: bool) -> Result<(), CliError> {
+fn print(rows: &[(&str, Finding)], json: bool) -> Result<(), CliError> {
     if json {
         let out: Vec<_> = rows
             .iter()
-            .map(|(stage, f)| serde_json::json!({"stage": stage.as_str(), "finding": f}))
+            .map(|(stage, f)| serde_json::json!({"stage": stage, "finding": f}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -90,7 +186,7 @@ fn print(rows: &[(Stage, Finding)], json: bool) -> Result<(), CliError> {
     for (stage, f) in rows {
         println!(
             "{:<9} {:<24} {:<13} {}",
-            stage.as_str(),
+            stage,
             f.step,
             f.outcome.as_str(),
             f.detail

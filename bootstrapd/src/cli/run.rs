@@ -13,6 +13,7 @@ use crate::fsutil::HostRoot;
 use crate::plan;
 use crate::plan::{Finding, Outcome};
 use crate::signature::{self, SignatureError};
+use crate::state::network::{NetworkRecord, NetworkState};
 use crate::state::{Resources, Stage, Store};
 use crate::system::systemd::Systemd;
 use crate::userdata::{self, Settings, UserdataError};
@@ -52,9 +53,25 @@ pub async fn run(root: &HostRoot) -> CliResult {
 }
 
 async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, CliError> {
+    let network = crate::state::network::load_this_boot(root)?;
+    if let Some(rec) = &network
+        && matches!(rec.state, NetworkState::Failed | NetworkState::Running)
+    {
+        return network_failed(store, rec);
+    }
     let Some(fetched) = fetch_stage(root, store).await? else {
         return Ok(0);
     };
+    // What the early stage did, when it did something; "no network-config" on every boot of
+    // every node would only be noise.
+    if let Some(rec) = &network
+        && rec.state == NetworkState::Done
+    {
+        store
+            .journal
+            .notes
+            .push(format!("network: {}", rec.summary()));
+    }
     // Validation runs on every boot: the settings are needed by the later stages, and
     // parsing is cheap. Nothing changes on the host before it passes.
     let Some(settings) = validate_stage(root, store, &fetched)? else {
@@ -160,6 +177,25 @@ fn validate_stage(
             Ok(None)
         }
     }
+}
+
+/// The early stage refused the network-config (or was killed before it finished): the node is
+/// on whatever DHCP gave it, not the network it was meant to have. Going on would fetch and register over the wrong network, so
+/// the run fails with the reason, before fetching anything.
+fn network_failed(store: &mut Store, rec: &NetworkRecord) -> Result<i32, CliError> {
+    let msg = format!(
+        "the early local stage (bootstrapd local) failed on this boot, so the network is not \
+         configured as network-config says: {}",
+        match &rec.error {
+            Some(e) => e.clone(),
+            None => rec.summary(),
+        }
+    );
+    error!("{msg}");
+    store.journal.progress = None;
+    store.fail_run(msg.clone())?;
+    notify::ready(&format!("failed: {msg}"));
+    Ok(1)
 }
 
 /// Every stage done on this instance: a reboot changes nothing, and says so.

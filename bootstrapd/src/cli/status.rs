@@ -49,8 +49,27 @@ pub async fn run(root: &HostRoot, args: &Args) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&journal)?);
     } else {
         print!("{}", render(&journal));
+        if let Some(rec) = state::network::load(root)? {
+            print!("{}", network_line(&rec));
+        }
     }
     Ok(journal.verdict.exit_code())
+}
+
+/// What the early local stage did, last: it is not a stage of the journal (it runs before an
+/// instance is known), and a record of another boot is labelled so.
+pub fn network_line(rec: &state::network::NetworkRecord) -> String {
+    let when = if rec.boot_id == state::current_boot_id() {
+        ""
+    } else {
+        " (an earlier boot)"
+    };
+    let state = match rec.state {
+        state::network::NetworkState::Failed => "failed",
+        state::network::NetworkState::Running => "unfinished",
+        _ => "ok",
+    };
+    format!("network (local stage{when}): {state}: {}\n", rec.summary())
 }
 
 pub fn progress_line(j: &Journal) -> String {

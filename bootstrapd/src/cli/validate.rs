@@ -1,12 +1,16 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::network;
 use crate::userdata;
 
 use super::CliResult;
 
 /// Checks each file and prints every problem as `FILE:LINE:COL: PATH: MESSAGE`.
-pub fn run(files: &[PathBuf]) -> CliResult {
-    let mut bad = 0;
+pub fn run(files: &[PathBuf], network_configs: &[PathBuf]) -> CliResult {
+    let mut bad = network_configs
+        .iter()
+        .filter(|f| !network_config(f))
+        .count();
     for file in files {
         let name = file.display();
         let bytes = match std::fs::read(file) {
@@ -37,6 +41,46 @@ pub fn run(files: &[PathBuf]) -> CliResult {
         }
     }
     Ok(if bad == 0 { 0 } else { 1 })
+}
+
+/// Checks a network-config file; prints the files it would make, or every problem. False
+/// when it is refused.
+fn network_config(file: &Path) -> bool {
+    let name = file.display().to_string();
+    let bytes = match read_limited(file) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("{name}: cannot read: {e}");
+            return false;
+        }
+    };
+    match network::parse(&bytes) {
+        Ok(config) => {
+            let files = network::render(&config);
+            println!(
+                "{name}: ok (network-config, {} interface(s))",
+                config.ethernets.len()
+            );
+            for f in files {
+                println!("{name}: note: writes /etc/systemd/network/{}", f.name);
+            }
+            true
+        }
+        Err(e) => {
+            println!("{}", super::local::prefixed(&name, &e));
+            false
+        }
+    }
+}
+
+/// The file, refused past the network-config limit without reading it whole.
+fn read_limited(file: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(file)?
+        .take(network::MAX_NETWORK_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 pub fn schema() -> CliResult {

@@ -32,6 +32,7 @@ mod evidence;
 mod fetched;
 mod kind;
 mod local_file;
+mod network_config;
 mod nocloud;
 mod openstack;
 mod tree;
@@ -50,6 +51,7 @@ pub use cmdline::KernelCmdline;
 pub use cmdline_url::KernelUrl;
 pub use ec2::Imds;
 pub use local_file::BakedFile;
+pub use network_config::{LocalNetwork, SeedFile, local_network_config, seed_expected};
 pub use nocloud::{Seed, SeedOverrides};
 pub use openstack::Drive;
 

@@ -226,7 +226,7 @@ pub struct RunOwner {
 
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
-fn current_boot_id() -> Option<String> {
+pub(crate) fn current_boot_id() -> Option<String> {
     std::fs::read_to_string(BOOT_ID)
         .ok()
         .map(|s| s.trim().to_string())

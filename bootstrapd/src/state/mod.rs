@@ -5,6 +5,7 @@
 //! leaves the previous or the next journal, never a torn one.
 
 pub mod journal;
+pub mod network;
 
 pub use journal::*;
 

@@ -9,13 +9,14 @@ mod formats;
 pub mod identity;
 mod schema;
 pub mod settings;
-mod tree;
+pub(crate) mod tree;
 mod validate;
 
 use std::fmt;
 
 pub use settings::*;
 pub use validate::check_node_name;
+pub(crate) use validate::closest;
 
 /// Userdata larger than this is refused before parsing (and so is its gunzipped form).
 pub const MAX_USERDATA_BYTES: usize = 1 << 20;
