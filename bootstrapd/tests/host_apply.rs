@@ -15,7 +15,7 @@ use bootstrapd::actions::{Target, apply_all};
 use bootstrapd::facts::host::{MODULES_CONF, SYSCTL_CONF, gather};
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
-use bootstrapd::plan::host::plan;
+use bootstrapd::plan::prepare::plan;
 use bootstrapd::userdata::*;
 
 fn settings() -> Settings {

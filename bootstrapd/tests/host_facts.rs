@@ -14,7 +14,7 @@ use bootstrapd::facts::iptables::Backend;
 use bootstrapd::facts::selinux::SelinuxMode;
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
-use bootstrapd::plan::host::plan;
+use bootstrapd::plan::prepare::plan;
 use bootstrapd::system::packages::PackageManager;
 use bootstrapd::userdata::*;
 

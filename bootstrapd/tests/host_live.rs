@@ -14,7 +14,7 @@ use bootstrapd::facts::host::{FIREWALLD_UNIT, gather};
 use bootstrapd::facts::network::node_address;
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
-use bootstrapd::plan::host::plan;
+use bootstrapd::plan::prepare::plan;
 use bootstrapd::system::systemd::Systemd;
 use bootstrapd::userdata::*;
 

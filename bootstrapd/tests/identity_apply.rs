@@ -14,7 +14,7 @@ use bootstrapd::actions::{Target, apply_all};
 use bootstrapd::facts::host::{HostFacts, gather};
 use bootstrapd::fsutil::HostRoot;
 use bootstrapd::plan::Outcome;
-use bootstrapd::plan::host::plan;
+use bootstrapd::plan::prepare::plan;
 use bootstrapd::userdata::{HostnameSetting, Settings};
 use common::{SettingsBuilder, temp_root};
 

@@ -82,7 +82,7 @@ fn identity(ctx: &Ctx<'_>) -> IdentityFacts {
 async fn plan_prepare<'c>(ctx: &'c Ctx<'c>) -> Vec<Planned<'c>> {
     let mut facts = facts::host::gather(ctx.root, ctx.settings, ctx.systemd).await;
     facts.identity = identity(ctx);
-    let steps = plan::host::plan(ctx.settings, &facts);
+    let steps = plan::prepare::plan(ctx.settings, &facts);
     steps.into_iter().map(Planned::Host).collect()
 }
 

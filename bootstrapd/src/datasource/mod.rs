@@ -253,19 +253,25 @@ fn found<L>(
         .collect()
 }
 
+/// [`try_detect`] on a blocking thread: detection reads device superblocks, blocking I/O kept
+/// off the async workers.
+async fn detect_off_the_workers(
+    root: &HostRoot,
+    opts: &Options,
+) -> Result<Vec<Candidate>, DatasourceError> {
+    let (root, opts) = (root.clone(), opts.clone());
+    tokio::task::spawn_blocking(move || try_detect(&root, &opts))
+        .await
+        .map_err(|e| DatasourceError::Invalid {
+            place: "datasource detection".into(),
+            message: e.to_string(),
+        })?
+}
+
 /// Fetches userdata from the best datasource (see the module documentation for the order).
 /// `Ok(None)`: no datasource at all.
 pub async fn fetch(root: &HostRoot, opts: &Options) -> Result<Option<Fetched>, DatasourceError> {
-    // Detection reads device superblocks: blocking I/O, kept off the async workers.
-    let candidates = {
-        let (root, opts) = (root.clone(), opts.clone());
-        tokio::task::spawn_blocking(move || try_detect(&root, &opts))
-            .await
-            .map_err(|e| DatasourceError::Invalid {
-                place: "datasource detection".into(),
-                message: e.to_string(),
-            })??
-    };
+    let candidates = detect_off_the_workers(root, opts).await?;
     if candidates.is_empty() {
         tracing::info!("no datasource found");
         return Ok(None);

@@ -10,7 +10,7 @@ use super::error::DatasourceError;
 use super::nocloud::Seed;
 use super::openstack::Drive;
 use super::tree::Tree;
-use super::{Options, Source, try_detect};
+use super::{Options, Source, detect_off_the_workers};
 use crate::fsutil::HostRoot;
 use crate::network::{MAX_NETWORK_CONFIG_BYTES, SEED_FILE};
 
@@ -39,15 +39,7 @@ pub async fn local_network_config(
     root: &HostRoot,
     opts: &Options,
 ) -> Result<Option<LocalNetwork>, DatasourceError> {
-    let candidates = {
-        let (root, opts) = (root.clone(), opts.clone());
-        tokio::task::spawn_blocking(move || try_detect(&root, &opts))
-            .await
-            .map_err(|e| DatasourceError::Invalid {
-                place: "datasource detection".into(),
-                message: e.to_string(),
-            })??
-    };
+    let candidates = detect_off_the_workers(root, opts).await?;
     for c in candidates {
         let file = match &c.source {
             Source::Nocloud(Seed::Dir { path, .. }) => read_dir(path.clone()).await?,

@@ -113,14 +113,14 @@ fn probe_error(facts: &HostFacts, area: ProbeArea) -> Option<&str> {
     facts.errors.get(area).map(|f| f.message.as_str())
 }
 
+/// The host preparation's own steps (the prepare stage adds the node identity's:
+/// `plan::prepare::plan`).
 pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     let mut steps = vec![firewalld(settings, facts), selinux(settings, facts)];
     steps.extend(iptables(settings, facts));
     steps.extend(modules(settings, facts));
     steps.extend(sysctls(settings, facts));
     steps.push(swap(settings, facts));
-    steps.push(super::identity::hostname(settings, facts));
-    steps.extend(super::identity::ssh(settings, facts));
     steps
 }
 
@@ -796,8 +796,10 @@ mod tests {
 
     use super::*;
     use crate::facts::iptables::IptablesFacts;
+    // The prepare stage's whole plan: these tests read the identity steps beside the host's.
     use crate::facts::kernel::SwapEntry;
     use crate::facts::selinux::{SelinuxFacts, SelinuxMode};
+    use crate::plan::prepare::plan;
     use crate::system::systemd::UnitState;
 
     fn settings() -> Settings {

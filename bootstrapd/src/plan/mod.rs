@@ -2,6 +2,7 @@
 
 pub mod host;
 pub mod identity;
+pub mod prepare;
 pub mod runtime;
 
 use serde::Serialize;

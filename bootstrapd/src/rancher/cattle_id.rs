@@ -13,12 +13,36 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::system_agent::{
-    CATTLE_ID_FILE, SystemAgentError, machine_name, new_cattle_id, valid_cattle_id,
-};
+use super::agent_error::{SystemAgentError, io_err};
 use crate::fsutil::HostRoot;
 use crate::secret::Secret;
 use crate::userdata::{MachineId, Settings};
+
+/// Where the CATTLE_ID is kept (install.sh's path).
+pub const CATTLE_ID_FILE: &str = "/etc/rancher/agent/cattle-id";
+
+/// 63 hex characters of sha256 over random bytes, as the installer's
+/// `dd if=/dev/urandom count=1 bs=512 | sha256sum | head -c 63`.
+pub fn new_cattle_id() -> Result<String, SystemAgentError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 512];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io_err(PathBuf::from("/dev/urandom")))?;
+    let mut id = hex::encode(Sha256::digest(bytes));
+    id.truncate(63);
+    Ok(id)
+}
+
+pub(crate) fn valid_cattle_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The machine name Rancher derives from a CATTLE_ID.
+pub fn machine_name(cattle_id: &str) -> String {
+    let h = hex::encode(Sha256::digest(cattle_id.as_bytes()));
+    format!("custom-{}", &h[..12])
+}
 
 /// Where the CATTLE_ID comes from, resolved against the datasource's instance id.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

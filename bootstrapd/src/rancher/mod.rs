@@ -2,6 +2,7 @@
 //! use, the RKE1 agent container (Rancher 2.0-2.6) and the system agent (Rancher >= 2.6).
 
 pub mod agent_binary;
+mod agent_error;
 pub mod agent_paths;
 pub mod cacerts;
 pub mod cattle_id;

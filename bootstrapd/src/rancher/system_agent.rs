@@ -4,16 +4,17 @@
 //! its env file. Starting the unit is left to the caller (systemd over D-Bus).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::agent_binary::{self, AgentBinaryError, VerifiedBinary};
+use super::agent_binary::{self, VerifiedBinary};
+pub use super::agent_error::SystemAgentError;
+use super::agent_error::io_err;
 use super::agent_paths::AgentPaths;
-use super::cacerts::{self, CaError, ServerTrust};
+use super::cacerts::{self, ServerTrust};
 use super::cattle_id::{self, CattleIdChoice, CattleIdSource};
+pub use super::cattle_id::{CATTLE_ID_FILE, machine_name, new_cattle_id};
 use super::{Deadline, Registration, Tuning, client, endpoint};
 use crate::fsutil::{HostRoot, write_atomic};
 use crate::http::{Cause, HttpClient, HttpError, Request, Response, StatusCode, Verdict};
@@ -22,7 +23,6 @@ use crate::userdata::{Role, Taint};
 
 pub const CONFIG_DIR: &str = "/etc/rancher/agent";
 pub const VAR_DIR: &str = "/var/lib/rancher/agent";
-pub const CATTLE_ID_FILE: &str = "/etc/rancher/agent/cattle-id";
 pub const CONFIG_FILE: &str = "/etc/rancher/agent/config.yaml";
 pub const CONNECTION_INFO_FILE: &str = "/var/lib/rancher/agent/rancher2_connection_info.json";
 pub const BINARY: &str = "/usr/local/bin/rancher-system-agent";
@@ -31,91 +31,6 @@ pub const UNIT: &str = "rancher-system-agent.service";
 pub const UNIT_FILE: &str = "/etc/systemd/system/rancher-system-agent.service";
 pub const ENV_FILE: &str = "/etc/systemd/system/rancher-system-agent.env";
 
-#[derive(Debug, thiserror::Error)]
-pub enum SystemAgentError {
-    #[error(transparent)]
-    Ca(#[from] CaError),
-    #[error("{step}: {source}")]
-    Http {
-        step: &'static str,
-        #[source]
-        source: Box<HttpError>,
-    },
-    #[error("{url}: status {status} ({step})")]
-    Status {
-        step: &'static str,
-        url: String,
-        status: StatusCode,
-    },
-    /// `500 machine not found by request` for longer than the window: Rancher's answer
-    /// (`pkg/capr/configserver/server.go`) when no machine or cluster matches the token.
-    #[error(
-        "{url}: the server does not know this registration token (wrong, expired or rotated): \
-         it answered \"machine not found by request\" for {seconds} s. Take the current \
-         registration command from Rancher (cluster > Registration) and update rancher.token"
-    )]
-    UnknownToken { url: String, seconds: u64 },
-    /// The server's certificate does not verify under the proven trust.
-    #[error(
-        "{url}: the server's certificate does not verify against {trust}; likely a stale \
-         rancher.ca_checksum after a certificate change, a wrong rancher.server URL, or TLS \
-         interception on the way. Nothing carrying the token was sent ({detail})"
-    )]
-    Untrusted {
-        url: String,
-        trust: String,
-        detail: String,
-    },
-    #[error(
-        "{server}: strict TLS verification ({why}) needs a proven CA, but there is neither a \
-         rancher.ca_checksum nor a CA proven by X-Cattle-Hash; set rancher.ca_checksum from \
-         the registration command. Nothing carrying the token was sent"
-    )]
-    StrictWithoutCa { server: String, why: String },
-    #[error("{url}: the reply is not the expected connection info JSON: {reason}")]
-    ConnectionInfo { url: String, reason: String },
-    #[error("no rancher-system-agent build for architecture {0:?} (Rancher ships amd64 and arm64)")]
-    Arch(String),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: invalid cattle id {value:?} (expected 63 hexadecimal characters)")]
-    CattleId { path: PathBuf, value: String },
-    #[error(
-        "rancher.system_agent.machine_id is instance_id, but the datasource gave no instance id"
-    )]
-    NoInstanceId,
-    /// The disk's cattle-id file names another machine than the userdata asks for.
-    #[error(
-        "{path} holds CATTLE_ID {file_id} (machine {file_machine}), but {from} asks for \
-         machine {wanted_machine}: this disk was registered as {file_machine} already. Not \
-         registering, neither as {file_machine} against the userdata nor as a second machine \
-         for this host"
-    )]
-    CattleIdConflict {
-        path: PathBuf,
-        file_id: String,
-        file_machine: String,
-        wanted_machine: String,
-        from: String,
-    },
-    #[error(transparent)]
-    AgentBinary(Box<AgentBinaryError>),
-}
-
-impl From<AgentBinaryError> for SystemAgentError {
-    fn from(e: AgentBinaryError) -> Self {
-        SystemAgentError::AgentBinary(Box::new(e))
-    }
-}
-
-fn io_err(path: PathBuf) -> impl FnOnce(std::io::Error) -> SystemAgentError {
-    move |source| SystemAgentError::Io { path, source }
-}
-
 /// Rancher's asset suffix for a Rust target architecture.
 pub fn asset_arch(arch: &str) -> Result<&'static str, SystemAgentError> {
     match arch {
@@ -123,23 +38,6 @@ pub fn asset_arch(arch: &str) -> Result<&'static str, SystemAgentError> {
         "aarch64" | "arm64" => Ok("arm64"),
         other => Err(SystemAgentError::Arch(other.to_string())),
     }
-}
-
-/// 63 hex characters of sha256 over random bytes, as the installer's
-/// `dd if=/dev/urandom count=1 bs=512 | sha256sum | head -c 63`.
-pub fn new_cattle_id() -> Result<String, SystemAgentError> {
-    use std::io::Read;
-    let mut bytes = [0u8; 512];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(io_err(PathBuf::from("/dev/urandom")))?;
-    let mut id = hex::encode(Sha256::digest(bytes));
-    id.truncate(63);
-    Ok(id)
-}
-
-pub(crate) fn valid_cattle_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// The persisted CATTLE_ID, created (random) on first use. Reusing it is what keeps a
@@ -159,12 +57,6 @@ fn persist_cattle_id(root: &HostRoot, choice: &CattleIdChoice) -> Result<(), Sys
     ensure_private_dir(root, CONFIG_DIR)?;
     let path = root.path(CATTLE_ID_FILE);
     write_atomic(&path, format!("{}\n", choice.id).as_bytes(), 0o600).map_err(io_err(path))
-}
-
-/// The machine name Rancher derives from a CATTLE_ID.
-pub fn machine_name(cattle_id: &str) -> String {
-    let h = hex::encode(Sha256::digest(cattle_id.as_bytes()));
-    format!("custom-{}", &h[..12])
 }
 
 fn ensure_private_dir(root: &HostRoot, dir: &str) -> Result<(), SystemAgentError> {

@@ -53,19 +53,29 @@ pub struct Options {
     pub log_form: String,
 }
 
+/// One boot of a node scenario, as seen.
+struct BootSeen {
+    /// The boot's number in the scenario (1, 2, ...).
+    n: u32,
+    /// Its number on its disk: the guest's own boot counter (1 again after a reimage).
+    on_disk: u32,
+    new_disk: bool,
+    report: Report,
+}
+
 /// One node scenario's boots, for the checks that span them.
 struct NodeRun<'s> {
     scenario: &'s Scenario,
     mode: Mode,
-    reports: Vec<(u32, PathBuf, Report)>,
+    reports: Vec<BootSeen>,
 }
 
 impl NodeRun<'_> {
     /// The machine name the node reports in `status --json` (system-agent mode), from its last
     /// boot that has one.
     fn machine_name(&self) -> Option<String> {
-        self.reports.iter().rev().find_map(|(_, _, r)| {
-            let journal = r.status_json().ok()?;
+        self.reports.iter().rev().find_map(|b| {
+            let journal = b.report.status_json().ok()?;
             Some(journal.registration?.system_agent?.machine_name)
         })
     }
@@ -112,9 +122,9 @@ pub fn run(opts: Options) -> Result<bool, DriverError> {
         d.check_server(&runs);
     }
     for r in &runs {
-        for (n, _, report) in r.reports.iter().filter(|(n, _, rep)| rep.complete(*n)) {
-            let label = format!("{} boot {n}", r.scenario.name);
-            secrets::check(&mut d.checks, &label, report, &d.host.token, r.mode);
+        for b in r.reports.iter().filter(|b| b.report.complete(b.on_disk)) {
+            let label = format!("{} boot {}", r.scenario.name, b.n);
+            secrets::check(&mut d.checks, &label, &b.report, &d.host.token, r.mode);
         }
     }
     for s in scenarios.iter().filter(|s| matches!(s.kind, Kind::Control)) {
@@ -153,11 +163,13 @@ impl Driver {
         }
     }
 
-    /// Boots the scenario's disk once; a VM that did not power off cleanly is a failure.
+    /// Boots the scenario's disk once (`fresh`: a new disk from the image); a VM that did not
+    /// power off cleanly is a failure.
     fn boot(
         &mut self,
         s: &Scenario,
         n: u32,
+        fresh: bool,
         user_data: Option<&Path>,
     ) -> Result<(PathBuf, Report), DriverError> {
         println!("==> {}: boot {n}", s.name);
@@ -167,7 +179,7 @@ impl Driver {
         let b = vm::VmBoot {
             image_env: &image_env,
             overlay: self.opts.host.work.join(format!("{}.qcow2", s.name)),
-            fresh: n == 1,
+            fresh,
             user_data,
             hostname: s.name,
             append: &append,
@@ -226,17 +238,25 @@ impl Driver {
             mode: *mode,
             reports: Vec::new(),
         };
+        let mut on_disk = 0;
         for (i, b) in boots.iter().enumerate() {
             let n = i as u32 + 1;
+            let fresh = n == 1 || b.new_disk;
+            on_disk = if fresh { 1 } else { on_disk + 1 };
             let (log, report) = match b.before {
-                Some(ServerCondition::Starting) => self.boot_starting(s, n, &ud)?,
-                None => self.boot(s, n, Some(&ud))?,
+                Some(ServerCondition::Starting) => self.boot_starting(s, n, fresh, &ud)?,
+                None => self.boot(s, n, fresh, Some(&ud))?,
             };
-            self.check_boot(s.name, n, &log, &report);
-            if self.opts.level == Level::Full && report.complete(n) {
+            self.check_boot(s.name, (n, on_disk), &log, &report);
+            if self.opts.level == Level::Full && report.complete(on_disk) {
                 self.check_outcome(s.name, n, *mode, b, &report);
             }
-            run.reports.push((n, log, report));
+            run.reports.push(BootSeen {
+                n,
+                on_disk,
+                new_disk: b.new_disk,
+                report,
+            });
         }
         if self.opts.level == Level::Full {
             self.check_repeat(&run);
@@ -250,6 +270,7 @@ impl Driver {
         &mut self,
         s: &Scenario,
         n: u32,
+        fresh: bool,
         ud: &Path,
     ) -> Result<(PathBuf, Report), DriverError> {
         let flag = self.opts.host.starting_while.clone();
@@ -262,7 +283,7 @@ impl Driver {
         let done = AtomicBool::new(false);
         let (booted, seen) = std::thread::scope(|scope| {
             let watcher = scope.spawn(|| watch_401s(&server_log, offset, &flag, &done));
-            let booted = self.boot(s, n, Some(ud));
+            let booted = self.boot(s, n, fresh, Some(ud));
             done.store(true, Ordering::Relaxed);
             (booted, watcher.join().unwrap_or(0))
         });
@@ -295,13 +316,14 @@ impl Driver {
         Ok((log, report))
     }
 
-    /// Checks every boot must pass, whatever bootstrapd's outcome.
-    fn check_boot(&mut self, name: &str, n: u32, log: &Path, r: &Report) {
+    /// Checks every boot must pass, whatever bootstrapd's outcome; `(n, on_disk)`: the boot's
+    /// number in the scenario and on its disk.
+    fn check_boot(&mut self, name: &str, (n, on_disk): (u32, u32), log: &Path, r: &Report) {
         let p = format!("{name} boot {n}");
         let c = &mut self.checks;
-        if !r.complete(n) {
+        if !r.complete(on_disk) {
             c.fail(
-                &format!("{p}: report complete (@@E2E END boot={n})"),
+                &format!("{p}: report complete (@@E2E END boot={on_disk})"),
                 &format!("see {}", log.display()),
             );
             return;
@@ -322,6 +344,15 @@ impl Driver {
             Some("enabled"),
             r.prop("unit-bootstrapd", "UnitFileState"),
         );
+        // The early local stage runs at every boot; without a network-config it does nothing.
+        c.eq(
+            &format!("{p}: bootstrapd-local.service ran and succeeded"),
+            (Some("active"), Some("success")),
+            (
+                r.prop("unit-bootstrapd-local", "ActiveState"),
+                r.prop("unit-bootstrapd-local", "Result"),
+            ),
+        );
         let b_start = r.usec("unit-bootstrapd", "ExecMainStartTimestampMonotonic");
         let fw_active = r.usec("unit-firewalld", "ActiveEnterTimestampMonotonic");
         let online = r.usec("unit-networkd-wait-online", "ActiveEnterTimestampMonotonic");
@@ -333,7 +364,7 @@ impl Driver {
         let order = format!(
             "bootstrapd started at {b_start} us, firewalld active at {fw_active}, online at {online}"
         );
-        if n == 1 {
+        if on_disk == 1 {
             c.check(
                 &format!("{p}: firewalld was active before bootstrapd started"),
                 fw_active > 0 && fw_active <= b_start,
@@ -349,7 +380,7 @@ impl Driver {
             &format!("{p}: kernel start to bootstrapd start"),
             secs(b_start),
         );
-        if n == 1 {
+        if on_disk == 1 {
             self.time(
                 &format!("{p}: kernel start to firewalld active"),
                 secs(fw_active),
@@ -398,8 +429,13 @@ impl Driver {
     fn check_repeat(&mut self, run: &NodeRun) {
         let name = run.scenario.name;
         for pair in run.reports.windows(2) {
-            let ((_, _, a), (n, _, b)) = (&pair[0], &pair[1]);
-            let which = ordinal(*n);
+            if pair[1].new_disk {
+                // A new disk is compared with nothing: its files are new by definition; the
+                // server's record says whether it is the same machine.
+                continue;
+            }
+            let (a, (n, b)) = (&pair[0].report, (pair[1].n, &pair[1].report));
+            let which = ordinal(n);
             let (d1, d2) = (a.section("digest"), b.section("digest"));
             if !d1.is_empty() && d1 == d2 {
                 self.checks.pass(&format!(
@@ -468,7 +504,7 @@ impl Driver {
     }
 
     fn run_control(&mut self, s: &Scenario) -> Result<(), DriverError> {
-        let (log, r) = self.boot(s, 1, None)?;
+        let (log, r) = self.boot(s, 1, true, None)?;
         if r.complete(1) {
             has(
                 &mut self.checks,
@@ -761,6 +797,15 @@ mod tests {
     use super::*;
     use rancher_test_server::Generation;
 
+    fn seen(n: u32, report: Report) -> BootSeen {
+        BootSeen {
+            n,
+            on_disk: n,
+            new_disk: false,
+            report,
+        }
+    }
+
     #[test]
     fn the_machine_name_comes_from_the_last_journal_that_has_one() {
         let scenario = &crate::scenario::all()[0];
@@ -778,11 +823,10 @@ mod tests {
         let mut run = NodeRun {
             scenario,
             mode: Mode::SystemAgent,
-            reports: vec![(1, PathBuf::new(), Report::parse(&with))],
+            reports: vec![seen(1, Report::parse(&with))],
         };
         assert_eq!(run.machine_name().as_deref(), Some("custom-e8a1"));
-        run.reports
-            .push((2, PathBuf::new(), Report::parse(&journal(""))));
+        run.reports.push(seen(2, Report::parse(&journal(""))));
         assert_eq!(run.machine_name().as_deref(), Some("custom-e8a1"));
         run.reports.remove(0);
         assert_eq!(run.machine_name(), None);

@@ -121,7 +121,7 @@ fn boot(
         format!(
             "user,id=net0,tftp={},bootfile=boot.ipxe,{}",
             tftp.display(),
-            ssh::hostfwd(port)
+            ssh::hostfwd(port, None)
         ),
         "-device".to_string(),
         format!("virtio-net-pci,disable-legacy=on,netdev=net0,mac={MAC},romfile={ROM}"),

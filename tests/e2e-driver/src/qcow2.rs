@@ -12,7 +12,11 @@
 //! succeeded, its status is done, firewalld masked, the Rancher test server recorded the node;
 //! the node identity (userdata `hostname: metadata` and `ssh` for a user `ops` the image lacks):
 //! a login with the test's key through the guest's sshd sees the meta-data's hostname and the
-//! key files' modes, and the disk's /etc/hostname holds that name.
+//! key files' modes, and the disk's /etc/hostname holds that name; the static network (the
+//! seed's `network-config`, applied by the early local stage bootstrapd-local.service): the
+//! guest has the static 10.0.2.50/24 on the NIC matched by its MAC and no DHCP lease (qemu's
+//! user network would have leased 10.0.2.15), the stage finished before systemd-networkd
+//! started, no ordering cycle, and bootstrapd's journal notes what the stage wrote.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -32,6 +36,28 @@ use crate::tool::{self, Ran, ToolError};
 const HOSTNAME: &str = "qcow2-node";
 /// The user the userdata's `ssh` creates.
 const SSH_USER: &str = "ops";
+/// The NIC's MAC, which the network-config matches.
+const MAC: &str = "52:54:00:aa:bb:01";
+/// The static address the network-config gives; qemu's DHCP would give 10.0.2.15.
+const STATIC_ADDRESS: &str = "10.0.2.50/24";
+const STATIC_IP: &str = "10.0.2.50";
+/// The seed's network-config (netplan version 2, as cloud-init's NoCloud takes it).
+const NETWORK_CONFIG: &str = "network:
+  version: 2
+  ethernets:
+    nic0:
+      match:
+        macaddress: \"52:54:00:aa:bb:01\"
+      dhcp4: false
+      addresses: [10.0.2.50/24]
+      gateway4: 10.0.2.2
+      nameservers:
+        addresses: [10.0.2.3]
+";
+/// What the guest shows of its network over SSH: its global IPv4 addresses and the number of
+/// DHCP leases networkd holds.
+const NETWORK_COMMAND: &str =
+    "ip -4 -o addr show scope global; echo leases=$(ls -A /run/systemd/netif/leases | wc -l)";
 
 /// Runs the test; `Ok(true)` when every check passed.
 pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
@@ -65,7 +91,7 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
             .arg(&overlay),
     )?;
     let serial = work.join("logs/serial.log");
-    let (outcome, login) = boot(&mut t, &overlay, &seed, &serial, &key)?;
+    let (outcome, login, network) = boot(&mut t, &overlay, &seed, &serial, &key)?;
     let console = std::fs::read(&serial)
         .map(|b| crate::report::clean(&String::from_utf8_lossy(&b)))
         .unwrap_or_default();
@@ -79,6 +105,7 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
     if t.opts.level == Level::Full {
         check_full(&mut t.checks, &disk.mnt, &status);
         check_identity(&mut t.checks, &disk.mnt, &identity, &login);
+        check_network(&mut t, &disk.mnt, &network, &status)?;
     }
     drop(disk);
     t.check_outcome_and_record(
@@ -102,6 +129,7 @@ fn make_seed(t: &DebTest, dir: &Path, identity: &Identity) -> Result<PathBuf, Dr
         format!("instance-id: iid-{HOSTNAME}\nlocal-hostname: {HOSTNAME}\n"),
     )
     .map_err(write_err)?;
+    std::fs::write(dir.join("network-config"), NETWORK_CONFIG).map_err(write_err)?;
     let iso = dir.join("seed.iso");
     tool::stdout(
         Command::new("genisoimage")
@@ -109,20 +137,21 @@ fn make_seed(t: &DebTest, dir: &Path, identity: &Identity) -> Result<PathBuf, Dr
             .arg(&iso)
             .args(["-volid", "cidata", "-joliet", "-rock"])
             .arg(dir.join("user-data"))
-            .arg(dir.join("meta-data")),
+            .arg(dir.join("meta-data"))
+            .arg(dir.join("network-config")),
     )?;
     Ok(iso)
 }
 
 /// Boots the overlay from its bootloader, waits for bootstrapd's outcome line, logs in over
-/// SSH with `key` (what the login printed), powers off.
+/// SSH with `key` (what the identity and the network commands printed), powers off.
 fn boot(
     t: &mut DebTest,
     overlay: &Path,
     seed: &Path,
     serial: &Path,
     key: &ssh::Key,
-) -> Result<(Option<String>, Ran), DriverError> {
+) -> Result<(Option<String>, Ran, Ran), DriverError> {
     let port = ssh::free_port().map_err(|source| DriverError::Write {
         path: "127.0.0.1:0".into(),
         source,
@@ -141,9 +170,11 @@ fn boot(
         "-drive".to_string(),
         format!("file={},format=raw,if=virtio,readonly=on", seed.display()),
         "-netdev".to_string(),
-        format!("user,id=net0,{}", ssh::hostfwd(port)),
+        // The forward goes to the static address: reaching sshd through it is itself a sign
+        // the guest holds that address.
+        format!("user,id=net0,{}", ssh::hostfwd(port, Some(STATIC_IP))),
         "-device".to_string(),
-        "virtio-net-pci,netdev=net0".to_string(),
+        format!("virtio-net-pci,netdev=net0,mac={MAC}"),
         "-qmp".to_string(),
         format!("unix:{},server=on,wait=off", qmp.display()),
     ]);
@@ -171,11 +202,19 @@ fn boot(
         Duration::from_secs(120),
     );
     println!("    ssh {SSH_USER}@guest: exit {}", login.code);
+    let network = ssh::run(
+        key,
+        SSH_USER,
+        port,
+        NETWORK_COMMAND,
+        Duration::from_secs(30),
+    );
+    println!("    the guest's network: {}", network.stdout.trim());
     let before = vm.started.elapsed().as_secs();
     vm.power_down(&qmp, Duration::from_secs(120));
     t.time("power-off", vm.started.elapsed().as_secs() - before);
     t.time("qemu start to exit", vm.started.elapsed().as_secs());
-    Ok((outcome, login))
+    Ok((outcome, login, network))
 }
 
 /// The kernel's command line as GRUB passed it: `BOOT_IMAGE=/boot/vmlinuz-V root=UUID=U`.
@@ -476,9 +515,138 @@ fn check_identity(c: &mut Checks, mnt: &Path, identity: &Identity, login: &Ran) 
     );
 }
 
+/// Level full: the static network, as the guest showed it over SSH and as its disk keeps it.
+fn check_network(
+    t: &mut DebTest,
+    mnt: &Path,
+    shown: &Ran,
+    status: &DiskStatus,
+) -> Result<(), DriverError> {
+    judge_network(&mut t.checks, &shown.stdout);
+    let file = mnt.join("etc/systemd/network/10-bootstrapd-nic0.network");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    t.checks.check(
+        "bootstrapd-local wrote 10-bootstrapd-nic0.network (its header, the static address)",
+        text.starts_with("# written by bootstrapd from network-config")
+            && text.contains(&format!("Address={STATIC_ADDRESS}")),
+        format!("{}: {:?}", file.display(), text.lines().next()),
+    );
+    let jdir = mnt.join("var/log/journal");
+    let units = tool::run(
+        Command::new("journalctl")
+            .arg("-D")
+            .arg(&jdir)
+            .args(["-b", "--no-pager", "-o", "json"])
+            .args([
+                "-u",
+                "bootstrapd-local.service",
+                "-u",
+                "systemd-networkd.service",
+            ]),
+    )?
+    .stdout;
+    let (local_done, networkd) = local_then_networkd(&units);
+    t.checks.check(
+        "bootstrapd-local finished before systemd-networkd started (journal)",
+        local_done > 0 && networkd > 0 && local_done <= networkd,
+        format!("bootstrapd-local finished at {local_done} us, networkd starting at {networkd} us"),
+    );
+    let all = tool::run(Command::new("journalctl").arg("-D").arg(&jdir).args([
+        "-b",
+        "--no-pager",
+        "-o",
+        "cat",
+    ]))?
+    .stdout;
+    let cycles: Vec<&str> = all
+        .lines()
+        .filter(|l| l.to_lowercase().contains("ordering cycle"))
+        .collect();
+    t.checks.eq(
+        "no ordering cycle in the journal (firewalld enabled, the local stage present)",
+        Vec::<&str>::new(),
+        cycles,
+    );
+    let note = status
+        .journal
+        .as_ref()
+        .ok()
+        .and_then(|j| j.notes.iter().find(|n| n.starts_with("network: ")).cloned());
+    t.checks.check(
+        "bootstrapd's journal notes what the local stage did",
+        note.as_deref()
+            .is_some_and(|n| n.contains("10-bootstrapd-nic0.network")),
+        format!("{note:?}"),
+    );
+    Ok(())
+}
+
+/// The guest's addresses: the static one, not a DHCP one, and no lease.
+fn judge_network(c: &mut Checks, shown: &str) {
+    let inet = format!("inet {STATIC_ADDRESS} ");
+    let static_line = shown.lines().find(|l| l.contains(&inet));
+    c.check(
+        &format!("the NIC matched by MAC has {STATIC_ADDRESS}, static (not dynamic)"),
+        static_line.is_some_and(|l| !l.contains("dynamic")),
+        format!("{:?}", shown.trim()),
+    );
+    c.check(
+        "no DHCP address (10.0.2.15) and no DHCP lease",
+        !shown.contains("10.0.2.15") && shown.lines().any(|l| l.trim() == "leases=0"),
+        format!("{:?}", shown.trim()),
+    );
+}
+
+/// From `journalctl -o json` of the two units: when bootstrapd-local finished and when
+/// systemd-networkd began starting (monotonic microseconds, 0 when absent).
+fn local_then_networkd(json_lines: &str) -> (u64, u64) {
+    let (mut local, mut networkd) = (0, 0);
+    for e in json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let field = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let t: u64 = field("__MONOTONIC_TIMESTAMP").parse().unwrap_or(0);
+        if local == 0
+            && field("UNIT") == "bootstrapd-local.service"
+            && field("MESSAGE").starts_with("Finished")
+        {
+            local = t;
+        }
+        if networkd == 0
+            && field("UNIT") == "systemd-networkd.service"
+            && field("MESSAGE").starts_with("Starting")
+        {
+            networkd = t;
+        }
+    }
+    (local, networkd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_network_is_judged_static_without_a_lease() {
+        let good = "2: ens3    inet 10.0.2.50/24 brd 10.0.2.255 scope global ens3\\       valid_lft forever preferred_lft forever\nleases=0\n";
+        let mut c = Checks::default();
+        judge_network(&mut c, good);
+        assert_eq!((c.passed, c.failed()), (2, 0));
+        let dhcp = "2: ens3    inet 10.0.2.15/24 metric 1024 brd 10.0.2.255 scope global dynamic ens3\nleases=1\n";
+        let mut c = Checks::default();
+        judge_network(&mut c, dhcp);
+        assert_eq!((c.passed, c.failed()), (0, 2));
+    }
+
+    #[test]
+    fn the_local_stage_before_networkd() {
+        let lines = r#"{"UNIT":"bootstrapd-local.service","MESSAGE":"Starting bootstrapd-local.service","__MONOTONIC_TIMESTAMP":"3000000"}
+{"UNIT":"bootstrapd-local.service","MESSAGE":"Finished bootstrapd-local.service - bootstrapd early local stage","__MONOTONIC_TIMESTAMP":"4000000"}
+{"UNIT":"systemd-networkd.service","MESSAGE":"Starting systemd-networkd.service - Network Configuration...","__MONOTONIC_TIMESTAMP":"4100000"}"#;
+        assert_eq!(local_then_networkd(lines), (4_000_000, 4_100_000));
+        assert_eq!(local_then_networkd(""), (0, 0));
+    }
 
     const UUID: &str = "0f3c2a1e-7d7b-4a8e-9e51-2c1b5d6f7a80";
 

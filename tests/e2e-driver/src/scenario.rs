@@ -40,6 +40,9 @@ pub struct Boot {
     /// bootstrapd runs with the debug/trace log form (`BOOTSTRAPD_LOG`, through
     /// `systemd.setenv=`): the secret checks then prove that no log form prints the token.
     pub debug_log: bool,
+    /// A reimage: the node's disk is replaced by a fresh copy of the image before this boot,
+    /// with the same seed (same instance id, same userdata).
+    pub new_disk: bool,
 }
 
 /// The server's record of the node after all boots.
@@ -78,12 +81,23 @@ pub struct Scenario {
 }
 
 const NODE_TEMPLATE: &str = "tests/e2e/userdata/node.yaml";
+/// A system-agent node whose machine id comes from its instance id (`machine_id: instance_id`).
+const REIMAGE_TEMPLATE: &str = "tests/e2e/userdata/node-reimage.yaml";
 
 fn done(before: Option<ServerCondition>, debug_log: bool) -> Boot {
     Boot {
         verdict: Verdict::Done,
         before,
         debug_log,
+        new_disk: false,
+    }
+}
+
+/// A boot of a new disk (the node reimaged), registering again.
+fn reimaged() -> Boot {
+    Boot {
+        new_disk: true,
+        ..done(None, false)
     }
 }
 
@@ -131,6 +145,24 @@ pub fn all() -> Vec<Scenario> {
                 },
             },
         },
+        // Reimaged: the second boot is a new disk with the same seed (same instance id). With
+        // `machine_id: instance_id` Rancher must see the same machine: one record, connected
+        // twice (with the default, random, it would be a second machine: README).
+        Scenario {
+            name: "node3",
+            kernel_args: "bootstrapd.e2e",
+            kind: Kind::Node {
+                template: REIMAGE_TEMPLATE,
+                mode: Mode::SystemAgent,
+                roles: "worker",
+                boots: vec![done(None, false), reimaged()],
+                record: ExpectedRecord {
+                    generation: Generation::SystemAgent,
+                    roles: &["worker"],
+                    connect_count: Some(2),
+                },
+            },
+        },
         Scenario {
             name: "control",
             kernel_args: "bootstrapd.e2e bootstrapd.e2e.cycle",
@@ -144,19 +176,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_suite_boots_each_node_twice_and_one_control() {
+    fn every_node_template_renders_to_userdata_bootstrapd_accepts() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for s in all() {
+            let Kind::Node {
+                template,
+                mode,
+                roles,
+                ..
+            } = s.kind
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(repo.join(template)).expect("template");
+            let values = crate::userdata::Values {
+                server: "https://10.0.2.2:8443",
+                token: "e2e-token-0123456789abcdef0123456789abcdef0123456789abcdef",
+                ca_checksum: &"ab".repeat(32),
+                roles,
+                mode: mode.as_str(),
+            };
+            let ud = crate::userdata::render(&text, &values);
+            if let Err(e) = bootstrapd::userdata::parse(ud.as_bytes()) {
+                panic!("{}: {e}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_suite_boots_each_node_twice_one_reimaged_and_one_control() {
         let s = all();
         let boots = |s: &Scenario| match &s.kind {
             Kind::Node { boots, .. } => boots.len(),
             Kind::Control => 1,
         };
         let names: Vec<_> = s.iter().map(|s| (s.name, boots(s))).collect();
-        assert_eq!(names, vec![("node1", 2), ("node2", 2), ("control", 1)]);
+        assert_eq!(
+            names,
+            vec![("node1", 2), ("node2", 2), ("node3", 2), ("control", 1)]
+        );
         let Kind::Node { boots, .. } = &s[0].kind else {
             panic!("node1 is a node scenario");
         };
         assert_eq!(boots[0].before, Some(ServerCondition::Starting));
         assert_eq!(boots[1].before, None);
         assert!(boots[0].debug_log && !boots[1].debug_log);
+        let Kind::Node { boots, record, .. } = &s[2].kind else {
+            panic!("node3 is a node scenario");
+        };
+        assert!(!boots[0].new_disk && boots[1].new_disk);
+        assert_eq!(record.connect_count, Some(2));
     }
 }

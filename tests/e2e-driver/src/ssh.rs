@@ -53,9 +53,11 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The qemu user netdev option that forwards `port` on the host's loopback to the guest's sshd.
-pub fn hostfwd(port: u16) -> String {
-    format!("hostfwd=tcp:127.0.0.1:{port}-:22")
+/// The qemu user netdev option that forwards `port` on the host's loopback to the guest's sshd
+/// at `guest` (None: the address qemu's DHCP hands out, 10.0.2.15; a guest with a static
+/// address must be named, or the forward goes nowhere).
+pub fn hostfwd(port: u16, guest: Option<&str>) -> String {
+    format!("hostfwd=tcp:127.0.0.1:{port}-{}:22", guest.unwrap_or(""))
 }
 
 /// `ssh USER@127.0.0.1 -p PORT COMMAND` with only `key` (no agent, no password, no host-key
@@ -148,7 +150,11 @@ mod tests {
 
     #[test]
     fn the_forward_stays_on_loopback() {
-        assert_eq!(hostfwd(2222), "hostfwd=tcp:127.0.0.1:2222-:22");
+        assert_eq!(hostfwd(2222, None), "hostfwd=tcp:127.0.0.1:2222-:22");
+        assert_eq!(
+            hostfwd(2222, Some("10.0.2.50")),
+            "hostfwd=tcp:127.0.0.1:2222-10.0.2.50:22"
+        );
         assert_ne!(free_port().expect("port"), 0);
     }
 }
