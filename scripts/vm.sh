@@ -9,9 +9,6 @@
 #   --fresh            recreate the overlay even if it exists
 #   --user-data FILE   NoCloud user-data; with it a seed ISO (volume "cidata") is attached
 #   --meta-data FILE   NoCloud meta-data (default: instance-id and local-hostname from --hostname)
-#   --network-config FILE  NoCloud network-config, put in the seed ISO (needs --user-data)
-#   --user-mac MAC     the MAC of the first NIC (qemu's user network; qemu's default otherwise,
-#                      52:54:00:12:34:56), for a network-config that matches by macaddress
 #   --hostname NAME    node hostname (systemd.hostname= on the kernel command line)
 #   --append ARGS      extra kernel command-line arguments (e.g. bootstrapd.e2e)
 #   --serial LOG       serial console log file (required); the test units' report port (a
@@ -28,7 +25,7 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 image_env=$repo_root/build/image/image.env
-tap='' mac='' user_mac='' network_config='' overlay='' fresh=0 user_data='' meta_data='' hostname=node append='' serial='' timeout=1200 memory=1024 smp=2
+tap='' mac='' overlay='' fresh=0 user_data='' meta_data='' hostname=node append='' serial='' timeout=1200 memory=1024 smp=2
 
 die() { echo "vm.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -38,8 +35,6 @@ while [ $# -gt 0 ]; do
     --fresh) fresh=1; shift ;;
     --user-data) user_data=${2:?}; shift 2 ;;
     --meta-data) meta_data=${2:?}; shift 2 ;;
-    --network-config) network_config=${2:?}; shift 2 ;;
-    --user-mac) user_mac=${2:?}; shift 2 ;;
     --hostname) hostname=${2:?}; shift 2 ;;
     --append) append=${2:?}; shift 2 ;;
     --serial) serial=${2:?}; shift 2 ;;
@@ -53,7 +48,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$overlay" ] || die "--overlay is required"
-[ -z "$network_config" ] || [ -n "$user_data" ] || die "--network-config needs --user-data"
 [ -n "$serial" ] || die "--serial is required"
 [ -f "$image_env" ] || die "$image_env not found: run scripts/build-image.sh first"
 KERNEL_APPEND=
@@ -84,17 +78,13 @@ if [ -n "$user_data" ]; then
   else
     printf 'instance-id: iid-%s\nlocal-hostname: %s\n' "$hostname" "$hostname" >"$seed_dir/meta-data"
   fi
-  seed_files=("$seed_dir/user-data" "$seed_dir/meta-data")
-  if [ -n "$network_config" ]; then
-    cp "$network_config" "$seed_dir/network-config"
-    seed_files+=("$seed_dir/network-config")
-  fi
-  genisoimage -quiet -output "$seed_dir/seed.iso" -volid cidata -joliet -rock "${seed_files[@]}"
+  genisoimage -quiet -output "$seed_dir/seed.iso" -volid cidata -joliet -rock \
+    "$seed_dir/user-data" "$seed_dir/meta-data"
   drives+=(-drive "file=$seed_dir/seed.iso,format=raw,if=virtio,readonly=on")
 fi
 
 # shellcheck disable=SC2054 # the commas are qemu option syntax
-nics=(-netdev user,id=net0 -device "virtio-net-pci,netdev=net0${user_mac:+,mac=$user_mac}")
+nics=(-netdev user,id=net0 -device virtio-net-pci,netdev=net0)
 if [ -n "$tap" ]; then
   [ -n "$mac" ] || die "--tap needs --mac"
   nics+=(-netdev "tap,id=net1,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=net1,mac=$mac")

@@ -186,7 +186,7 @@ EOF
   # Clones must not share sshd's host keys (the package made them in the chroot): each node
   # makes its own before sshd first starts, as a cloud image does.
   rm -f "$r"/etc/ssh/ssh_host_*
-  if [ -e "$r/usr/lib/systemd/system/ssh.service" ] || [ -e "$r/lib/systemd/system/ssh.service" ]; then
+  if [ -e "$r/lib/systemd/system/ssh.service" ]; then
     install -D -m 0644 /dev/stdin "$r/etc/systemd/system/ssh.service.d/10-host-keys.conf" <<'EOF'
 # Written by the image build: the image ships no host keys; ssh-keygen -A makes the missing ones
 # before Debian's own config test (an empty ExecStartPre= clears the list, so the order holds).

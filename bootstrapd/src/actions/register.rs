@@ -282,9 +282,8 @@ async fn register_system_agent(
     splay(settings.rancher.splay_seconds).await;
     // The binary is read and checked before anything on the host changes; then
     // install.sh's restart-pending handshake, before the running agent is touched.
-    let mut how = prepare_agent(root, settings, deadline, &mut record.findings).await?;
     let source = cattle_id.describe();
-    how.cattle_id = cattle_id;
+    let how = prepare_agent(root, settings, deadline, cattle_id, &mut record.findings).await?;
     let (pending, waited) =
         interlock::hold_for_restart(root, &mut TokioClock::new(), deadline.remaining()).await?;
     record.findings.push(interlock_finding(&waited));
@@ -340,12 +339,13 @@ async fn start_agent_unit(root: &HostRoot) -> Result<Finding, RegisterError> {
     ))
 }
 
-/// Install prefix (from the `/usr/local` fact) and the agent binary, read and checked; writes
-/// nothing on the host.
+/// Install prefix (from the `/usr/local` fact) and the agent binary, read and checked, with
+/// the CATTLE_ID's source; writes nothing on the host.
 async fn prepare_agent(
     root: &HostRoot,
     settings: &Settings,
     deadline: &Deadline,
+    cattle_id: CattleIdSource,
     findings: &mut Vec<Finding>,
 ) -> Result<system_agent::AgentInstall, RegisterError> {
     let paths = AgentPaths::decide(&crate::facts::usr_local::probe(root)?);
@@ -367,7 +367,7 @@ async fn prepare_agent(
     Ok(system_agent::AgentInstall {
         paths,
         binary,
-        cattle_id: CattleIdSource::Random,
+        cattle_id,
     })
 }
 

@@ -80,7 +80,7 @@ async fn network_rows(
     let (place, bytes) = match (file, userdata) {
         (Some(f), _) => (
             f.display().to_string(),
-            std::fs::read(f).map_err(CliError::read(f))?,
+            network::read_file(f).map_err(CliError::read(f))?,
         ),
         (None, Some(_)) => return Ok(Vec::new()),
         (None, None) => {
@@ -92,27 +92,20 @@ async fn network_rows(
             }
         }
     };
+    let refused = |detail: String| {
+        Ok(vec![Finding::new(
+            "network-config",
+            Outcome::Failed,
+            detail,
+        )])
+    };
     let config = match network::parse(&bytes) {
         Ok(c) => c,
-        Err(e) => {
-            let detail = super::local::prefixed(&place, &e).replace('\n', "; ");
-            return Ok(vec![Finding::new(
-                "network-config",
-                Outcome::Failed,
-                detail,
-            )]);
-        }
+        Err(e) => return refused(super::local::prefixed(&place, &e).replace('\n', "; ")),
     };
     let applied = match apply(root, &network::render(&config), true) {
         Ok(a) => a,
-        Err(e) => {
-            let detail = crate::actions::describe(&e);
-            return Ok(vec![Finding::new(
-                "network-config",
-                Outcome::Failed,
-                detail,
-            )]);
-        }
+        Err(e) => return refused(crate::actions::describe(&e)),
     };
     let mut rows = Vec::new();
     for f in &applied.files {

@@ -47,7 +47,7 @@ pub fn run(files: &[PathBuf], network_configs: &[PathBuf]) -> CliResult {
 /// when it is refused.
 fn network_config(file: &Path) -> bool {
     let name = file.display().to_string();
-    let bytes = match read_limited(file) {
+    let bytes = match network::read_file(file) {
         Ok(b) => b,
         Err(e) => {
             println!("{name}: cannot read: {e}");
@@ -71,16 +71,6 @@ fn network_config(file: &Path) -> bool {
             false
         }
     }
-}
-
-/// The file, refused past the network-config limit without reading it whole.
-fn read_limited(file: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(file)?
-        .take(network::MAX_NETWORK_CONFIG_BYTES as u64 + 1)
-        .read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 pub fn schema() -> CliResult {

@@ -45,12 +45,13 @@ pub async fn local_network_config(
             Source::Nocloud(Seed::Dir { path, .. }) => read_dir(path.clone()).await?,
             Source::Nocloud(Seed::Device(dev)) => {
                 let mounted = blockdev::Mounted::mount(dev, root)?;
-                let tree = Tree::Dir(PathBuf::from(mounted.path()));
-                let blob = tree.read(SEED_FILE, MAX_NETWORK_CONFIG_BYTES).await?;
-                blob.map(|b| SeedFile {
-                    place: format!("{SEED_FILE} on {}", dev.device.display()),
-                    data: b.data,
-                })
+                // Named by the device: the mount point is gone once this returns.
+                read_dir(PathBuf::from(mounted.path()))
+                    .await?
+                    .map(|f| SeedFile {
+                        place: format!("{SEED_FILE} on {}", dev.device.display()),
+                        ..f
+                    })
             }
             Source::LocalFile(f) => match f.path.parent() {
                 Some(dir) => read_dir(dir.to_path_buf()).await?,

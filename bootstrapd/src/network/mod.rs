@@ -22,6 +22,18 @@ use crate::userdata::Problem;
 /// bytes; the cap keeps an untrusted seed from feeding the parser megabytes.
 pub const MAX_NETWORK_CONFIG_BYTES: usize = 256 << 10;
 
+/// A network-config file given on the command line (`validate`, `plan`), read up to one byte
+/// past [`MAX_NETWORK_CONFIG_BYTES`]: enough for [`parse`] to refuse it, without reading a
+/// huge file whole.
+pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_NETWORK_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// The file name cloud-init reads next to `user-data` and `meta-data` in a NoCloud seed.
 pub const SEED_FILE: &str = "network-config";
 

@@ -58,7 +58,9 @@ pub enum SystemAgentError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: invalid cattle id {value:?} (expected 63 hexadecimal characters)")]
+    /// `value` as the file held it, cut and with token-shaped words masked: a file that is not a
+    /// cattle id may hold anything.
+    #[error("{path}: invalid cattle id \"{value}\" (expected 63 hexadecimal characters)")]
     CattleId { path: PathBuf, value: String },
     #[error(
         "rancher.system_agent.machine_id is instance_id, but the datasource gave no instance id"

@@ -155,7 +155,10 @@ pub fn decide(
         Ok(text) => {
             let id = text.trim().to_string();
             if !valid_cattle_id(&id) {
-                return Err(SystemAgentError::CattleId { path, value: id });
+                return Err(SystemAgentError::CattleId {
+                    path,
+                    value: crate::userdata::tree::shown(&crate::secret::scrub_token_shaped(&id)),
+                });
             }
             Some(id)
         }

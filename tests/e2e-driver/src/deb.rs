@@ -86,6 +86,28 @@ impl DebTest {
         userdata::write_text(out, text.trim_end()).map_err(write_err)
     }
 
+    /// Waits on `vm`'s console for bootstrapd's outcome line (up to the boot timeout), records
+    /// how long it took and prints it.
+    pub fn wait_for_outcome(&mut self, vm: &mut crate::qemu::Vm) -> Option<String> {
+        let outcome = vm.wait_for(
+            self.opts.boot_timeout,
+            Duration::from_secs(5),
+            crate::qemu::bootstrapd_outcome,
+        );
+        self.time(
+            "qemu start to bootstrapd's outcome",
+            vm.started.elapsed().as_secs(),
+        );
+        match &outcome {
+            Some(l) => println!("    serial: {l}"),
+            None => println!(
+                "    serial: no outcome line from bootstrapd within {}s",
+                self.opts.boot_timeout.as_secs()
+            ),
+        }
+        outcome
+    }
+
     /// A value of the image's env file (build-KIND.sh's KIND.env).
     pub fn image_var(&self, key: &'static str) -> Result<String, DriverError> {
         let vars = self.host.image_vars()?;
@@ -178,6 +200,14 @@ impl Identity<'_> {
 /// files bootstrapd wrote.
 pub const LOGIN_COMMAND: &str = "id -un; hostname; stat -c '%a %U' ~/.ssh ~/.ssh/authorized_keys";
 
+/// Logs in as `user` with `key` through the forward on `port` and runs [`LOGIN_COMMAND`],
+/// waiting up to 2 minutes for sshd; what it printed.
+pub fn login(key: &crate::ssh::Key, user: &str, port: u16) -> crate::tool::Ran {
+    let ran = crate::ssh::run(key, user, port, LOGIN_COMMAND, Duration::from_secs(120));
+    println!("    ssh {user}@guest: exit {}", ran.code);
+    ran
+}
+
 /// The SSH login's checks: the key let `identity`'s user in, the hostname is the one asked for,
 /// `.ssh` is 0700 and `authorized_keys` 0600, both the user's.
 pub fn check_login(c: &mut Checks, identity: &Identity, ran: &crate::tool::Ran) {
@@ -263,7 +293,7 @@ mod tests {
         };
         let text = userdata::render(&template, &values) + &identity.yaml();
         bootstrapd::userdata::parse(text.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .unwrap_or_else(|e| panic!("the rendered worker userdata: {e}"))
             .settings
     }
 

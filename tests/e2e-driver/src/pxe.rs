@@ -127,30 +127,8 @@ fn boot(
         format!("virtio-net-pci,disable-legacy=on,netdev=net0,mac={MAC},romfile={ROM}"),
     ]);
     let mut vm = Vm::start(&a, &serial)?;
-    let outcome = vm.wait_for(
-        t.opts.boot_timeout,
-        Duration::from_secs(5),
-        qemu::bootstrapd_outcome,
-    );
-    t.time(
-        "qemu start to bootstrapd's outcome",
-        vm.started.elapsed().as_secs(),
-    );
-    match &outcome {
-        Some(l) => println!("    serial: {l}"),
-        None => println!(
-            "    serial: no outcome line from bootstrapd within {}s",
-            t.opts.boot_timeout.as_secs()
-        ),
-    }
-    let login = ssh::run(
-        key,
-        user,
-        port,
-        crate::deb::LOGIN_COMMAND,
-        Duration::from_secs(120),
-    );
-    println!("    ssh {user}@guest: exit {}", login.code);
+    let outcome = t.wait_for_outcome(&mut vm);
+    let login = crate::deb::login(key, user, port);
     let prompt = vm.started.elapsed() + Duration::from_secs(60);
     vm.wait_for(prompt, Duration::from_secs(5), |c| {
         c.contains("login:").then_some(())

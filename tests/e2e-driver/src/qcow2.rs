@@ -180,28 +180,8 @@ fn boot(
     ]);
     println!("==> booting the qcow2 (through an overlay) from its own bootloader");
     let mut vm = Vm::start(&args, serial)?;
-    let outcome = vm.wait_for(
-        t.opts.boot_timeout,
-        Duration::from_secs(5),
-        qemu::bootstrapd_outcome,
-    );
-    let waited = vm.started.elapsed().as_secs();
-    t.time("qemu start to bootstrapd's outcome", waited);
-    match &outcome {
-        Some(l) => println!("    serial: {l}"),
-        None => println!(
-            "    serial: no outcome line from bootstrapd within {}s",
-            t.opts.boot_timeout.as_secs()
-        ),
-    }
-    let login = ssh::run(
-        key,
-        SSH_USER,
-        port,
-        crate::deb::LOGIN_COMMAND,
-        Duration::from_secs(120),
-    );
-    println!("    ssh {SSH_USER}@guest: exit {}", login.code);
+    let outcome = t.wait_for_outcome(&mut vm);
+    let login = crate::deb::login(key, SSH_USER, port);
     let network = ssh::run(
         key,
         SSH_USER,
