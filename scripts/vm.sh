@@ -18,6 +18,9 @@
 #   --memory MIB, --smp N  (default 1024, 2)
 #   --tap NAME --mac MAC   a second NIC on the host tap device NAME (scripts/lab's private
 #                      network), with that MAC; the first NIC stays qemu's user network
+#   --proxy-only CMD   the user network restricted (qemu's restrict=on): the guest reaches
+#                      nothing outside but 10.0.2.100:3128, each connection to it handed to CMD on
+#                      its stdin/stdout (a relay to the test proxy on the host; no commas in CMD)
 #
 # Exit status: qemu's (0 after a guest power-off), 124 on timeout, 2 on bad usage.
 # /dev/kvm is deliberately not used: nested KVM hangs on the project's machines.
@@ -25,7 +28,7 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 image_env=$repo_root/build/image/image.env
-tap='' mac='' overlay='' fresh=0 user_data='' meta_data='' hostname=node append='' serial='' timeout=1200 memory=1024 smp=2
+tap='' mac='' proxy_only='' overlay='' fresh=0 user_data='' meta_data='' hostname=node append='' serial='' timeout=1200 memory=1024 smp=2
 
 die() { echo "vm.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
     --smp) smp=${2:?}; shift 2 ;;
     --tap) tap=${2:?}; shift 2 ;;
     --mac) mac=${2:?}; shift 2 ;;
+    --proxy-only) proxy_only=${2:?}; shift 2 ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -83,8 +87,15 @@ if [ -n "$user_data" ]; then
   drives+=(-drive "file=$seed_dir/seed.iso,format=raw,if=virtio,readonly=on")
 fi
 
+user_net=user,id=net0
+if [ -n "$proxy_only" ]; then
+  case $proxy_only in *,*) die "--proxy-only: no commas in the command (qemu option syntax)" ;; esac
+  # DHCP still works (qemu answers it itself); every other packet out of the guest is dropped
+  # but connections to the forwarded address.
+  user_net="$user_net,restrict=on,guestfwd=tcp:10.0.2.100:3128-cmd:$proxy_only"
+fi
 # shellcheck disable=SC2054 # the commas are qemu option syntax
-nics=(-netdev user,id=net0 -device virtio-net-pci,netdev=net0)
+nics=(-netdev "$user_net" -device virtio-net-pci,netdev=net0)
 if [ -n "$tap" ]; then
   [ -n "$mac" ] || die "--tap needs --mac"
   nics+=(-netdev "tap,id=net1,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=net1,mac=$mac")

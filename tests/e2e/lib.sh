@@ -168,6 +168,65 @@ host_setup() {
   host_write_env "$work"
 }
 
+# host_setup_e2e WORK APT_PORT RANCHER_PORT [host_setup options] [-- SERVE_FLAG...]: the main
+# e2e suite's host side: host_setup, then host_start_egress for the proxy-only nodes, whose
+# lines go to WORK/host.env too.
+host_setup_e2e() {
+  local work=$1 apt_port=$2 rancher_port=$3
+  host_setup "$@" || return 1
+  if ! host_start_egress "$work" "$apt_port" "$rancher_port" "${E2E_PROXY_PORT:-13128}" "${E2E_REGISTRY_PORT:-15443}"; then
+    host_stop
+    return 1
+  fi
+  host_write_env "$work"
+}
+
+# host_start_egress WORK APT_PORT RANCHER_PORT PROXY_PORT REGISTRY_PORT: the test proxy
+# (tests/edge-servers test-proxy) on 127.0.0.1:PROXY_PORT, allowed to reach only the apt
+# repository, the Rancher test server and the registry (the guest names the host 10.0.2.2, which
+# it maps to 127.0.0.1), with a password; the test registry (test-registry) on
+# 127.0.0.1:REGISTRY_PORT, HTTPS from its own CA (WORK/egress/ca.pem), with a password, serving
+# WORK/agent-image.tar as the rancher-agent image. The passwords are fresh, in 0600 files, never
+# on a command line. Appends to HOST_PIDS; sets HOST_EGRESS (host.env lines).
+host_start_egress() {
+  local work=$1 apt_port=$2 rancher_port=$3 proxy_port=$4 registry_port=$5 dir=$1/egress bin pid
+  echo "==> egress: test proxy on 127.0.0.1:$proxy_port, test registry on 127.0.0.1:$registry_port"
+  cargo build -q -p edge-servers || return 1
+  bin=$(host_target_dir)/debug
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  (umask 077
+    echo "e2e-proxy:$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dir/proxy-auth"
+    echo "e2e-registry:$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dir/registry-auth")
+  "$bin/test-registry" gen-ca --dir "$dir" --san 10.0.2.2 --san 127.0.0.1 >"$work/logs/registry-ca.log" 2>&1 || return 1
+  setsid "$bin/test-registry" serve --listen "127.0.0.1:$registry_port" \
+    --image "rancher/rancher-agent:v2.6.14=$work/agent-image.tar" --htpasswd-file "$dir/registry-auth" \
+    --tls-cert "$dir/server.pem" --tls-key "$dir/server-key.pem" --log "$work/logs/registry.jsonl" \
+    >"$work/logs/registry.log" 2>&1 &
+  pid=$!
+  HOST_PIDS+=("$pid")
+  setsid "$bin/test-proxy" --listen "127.0.0.1:$proxy_port" --map 10.0.2.2=127.0.0.1 \
+    --allow "127.0.0.1:$apt_port" --allow "127.0.0.1:$rancher_port" --allow "127.0.0.1:$registry_port" \
+    --auth-file "$dir/proxy-auth" --log "$work/logs/proxy.jsonl" >"$work/logs/proxy.log" 2>&1 &
+  pid=$!
+  HOST_PIDS+=("$pid")
+  for _ in $(seq 100); do
+    curl -fs --cacert "$dir/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$registry_port/v2/" 2>/dev/null | grep -q 401 \
+      && curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$proxy_port" "http://10.0.2.2:$apt_port/" 2>/dev/null | grep -q 407 \
+      && break
+    sleep 0.2
+  done
+  curl -fs --cacert "$dir/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$registry_port/v2/" 2>/dev/null | grep -q 401 \
+    || { echo "the test registry did not come up (see $work/logs/registry.log)" >&2; return 1; }
+  curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$proxy_port" "http://10.0.2.2:$apt_port/" 2>/dev/null | grep -q 407 \
+    || { echo "the test proxy did not come up (see $work/logs/proxy.log)" >&2; return 1; }
+  HOST_EGRESS=$(printf '%s\n' \
+    "HOST_PROXY_RELAY=$bin/stdio-relay 127.0.0.1:$proxy_port" \
+    "HOST_PROXY_AUTH=$dir/proxy-auth" "HOST_PROXY_LOG=$work/logs/proxy.jsonl" \
+    "HOST_REGISTRY=10.0.2.2:$registry_port" "HOST_REGISTRY_AUTH=$dir/registry-auth" \
+    "HOST_REGISTRY_CA=$dir/ca.pem" "HOST_REGISTRY_LOG=$work/logs/registry.jsonl")
+}
+
 # host_write_env WORK: what the set-up started, all but the token, to WORK/host.env for the Rust
 # driver (tests/e2e-driver/src/host.rs).
 host_write_env() {
@@ -179,6 +238,7 @@ host_write_env() {
     echo "HOST_IMAGE_ENV=$HOST_IMAGE_ENV"
     echo "HOST_BUILD_SECONDS=$HOST_BUILD_SECONDS"
     echo "HOST_IMAGE_SECONDS=$HOST_IMAGE_SECONDS"
+    [ -z "${HOST_EGRESS:-}" ] || echo "$HOST_EGRESS"
   } >"$1/host.env"
 }
 

@@ -417,6 +417,7 @@ impl Campaign {
             ca_checksum: &self.host.ca_checksum,
             roles,
             mode: point.mode.as_str(),
+            extra: &[],
         };
         let write_err = |source| DriverError::Write {
             path: ud.clone(),
@@ -471,6 +472,7 @@ impl Campaign {
             append: &append,
             serial: serial.clone(),
             timeout_s: self.opts.boot_timeout_s,
+            proxy_only: None,
         };
         let (rc, _) = vm::boot_quiet(&self.opts.host.repo, &b).map_err(DriverError::Vm)?;
         if rc != 0 {
@@ -864,6 +866,7 @@ reset,register,node+identity"
             ca_checksum: "c",
             roles: "worker",
             mode: "rke1",
+            extra: &[],
         };
         let text = point_userdata(
             "bootstrapd:\n  roles: [@ROLES@]\n  rancher:\n    server: @SERVER@\n",

@@ -75,6 +75,7 @@ impl DebTest {
             ca_checksum: &self.host.ca_checksum,
             roles: "worker",
             mode: "system-agent",
+            extra: &[],
         };
         let write_err = |source| DriverError::Write {
             path: out.to_path_buf(),
@@ -290,6 +291,7 @@ mod tests {
             ca_checksum: &"ab".repeat(32),
             roles: "worker",
             mode: "system-agent",
+            extra: &[],
         };
         let text = userdata::render(&template, &values) + &identity.yaml();
         bootstrapd::userdata::parse(text.as_bytes())

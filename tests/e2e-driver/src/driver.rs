@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bootstrapd::state::journal::{Stage, StageState};
 
 use crate::checks::Checks;
+use crate::egress::{self, Egress};
 use crate::host::{Host, HostConfig, HostError};
 use crate::report::Report;
 use crate::scenario::{Boot, ExpectedRecord, Kind, Mode, Scenario, ServerCondition};
@@ -32,6 +33,10 @@ pub enum DriverError {
     Tool(#[from] crate::tool::ToolError),
     #[error("{0}")]
     Build(String),
+    #[error(
+        "{0} is a proxy-only node, but the host side started no proxy (host.env has no HOST_PROXY_RELAY)"
+    )]
+    NoEgress(&'static str),
 }
 
 /// How much of bootstrapd's work is checked.
@@ -122,9 +127,13 @@ pub fn run(opts: Options) -> Result<bool, DriverError> {
         d.check_server(&runs);
     }
     for r in &runs {
+        let egress = d.egress_of(r.scenario).cloned();
         for b in r.reports.iter().filter(|b| b.report.complete(b.on_disk)) {
             let label = format!("{} boot {}", r.scenario.name, b.n);
             secrets::check(&mut d.checks, &label, &b.report, &d.host.token, r.mode);
+            if let Some(e) = &egress {
+                e.check_secrets(&mut d.checks, &label, &b.report);
+            }
         }
     }
     for s in scenarios.iter().filter(|s| matches!(s.kind, Kind::Control)) {
@@ -149,17 +158,33 @@ impl Driver {
 
     /// The scenario's kernel arguments for boot `n`, with the debug log form where asked.
     fn kernel_args(&self, s: &Scenario, n: u32) -> String {
-        let debug = match &s.kind {
-            Kind::Node { boots, .. } => boots.get(n as usize - 1).is_some_and(|b| b.debug_log),
-            Kind::Control => false,
-        };
-        if debug {
-            format!(
-                "{} systemd.setenv=BOOTSTRAPD_LOG={}",
-                s.kernel_args, self.opts.log_form
-            )
-        } else {
-            s.kernel_args.to_string()
+        let mut args = s.kernel_args.to_string();
+        if let Kind::Node { boots, .. } = &s.kind
+            && boots.get(n as usize - 1).is_some_and(|b| b.debug_log)
+        {
+            args.push_str(&format!(
+                " systemd.setenv=BOOTSTRAPD_LOG={}",
+                self.opts.log_form
+            ));
+        }
+        if let Some(e) = self.egress_of(s) {
+            // What the report must find closed without the proxy (egress::check_boot).
+            let h = &self.opts.host;
+            args.push_str(&format!(
+                " bootstrapd.e2e.direct=10.0.2.2:{},10.0.2.2:{},{}",
+                h.rancher_port, h.apt_port, e.registry
+            ));
+        }
+        args
+    }
+
+    /// The host's egress side when scenario `s` is a proxy-only node.
+    fn egress_of(&self, s: &Scenario) -> Option<&Egress> {
+        match &s.kind {
+            Kind::Node {
+                proxy_only: true, ..
+            } => self.host.egress.as_ref(),
+            _ => None,
         }
     }
 
@@ -176,6 +201,7 @@ impl Driver {
         let serial = self.log(s.name, n);
         let append = self.kernel_args(s, n);
         let image_env = self.host.image_env.clone();
+        let relay = self.egress_of(s).map(|e| e.relay.clone());
         let b = vm::VmBoot {
             image_env: &image_env,
             overlay: self.opts.host.work.join(format!("{}.qcow2", s.name)),
@@ -185,6 +211,7 @@ impl Driver {
             append: &append,
             serial: serial.clone(),
             timeout_s: self.opts.boot_timeout_s,
+            proxy_only: relay.as_deref(),
         };
         let (rc, took) = vm::boot(&self.opts.host.repo, &b).map_err(DriverError::Vm)?;
         self.time(
@@ -214,18 +241,25 @@ impl Driver {
             mode,
             roles,
             boots,
+            proxy_only,
             ..
         } = &s.kind
         else {
             unreachable!("run_node is called for node scenarios");
         };
         let ud = self.opts.host.work.join(format!("{}.user-data", s.name));
+        let extra = match (proxy_only, &self.host.egress) {
+            (false, _) => Vec::new(),
+            (true, Some(e)) => e.placeholders(),
+            (true, None) => return Err(DriverError::NoEgress(s.name)),
+        };
         let values = userdata::Values {
             server: &self.host.server_url,
             token: &self.host.token,
             ca_checksum: &self.host.ca_checksum,
             roles,
             mode: mode.as_str(),
+            extra: &extra,
         };
         userdata::write(&self.opts.host.repo.join(template), &ud, &values).map_err(|source| {
             DriverError::Write {
@@ -243,13 +277,17 @@ impl Driver {
             let n = i as u32 + 1;
             let fresh = n == 1 || b.new_disk;
             on_disk = if fresh { 1 } else { on_disk + 1 };
+            let mark = self.egress_of(s).map(Egress::mark);
             let (log, report) = match b.before {
                 Some(ServerCondition::Starting) => self.boot_starting(s, n, fresh, &ud)?,
                 None => self.boot(s, n, fresh, Some(&ud))?,
             };
             self.check_boot(s.name, (n, on_disk), &log, &report);
             if self.opts.level == Level::Full && report.complete(on_disk) {
-                self.check_outcome(s.name, n, *mode, b, &report);
+                self.check_outcome(s, n, b, &report);
+                if let Some(m) = mark {
+                    self.check_traffic(s, (n, on_disk == 1), m);
+                }
             }
             run.reports.push(BootSeen {
                 n,
@@ -389,8 +427,12 @@ impl Driver {
     }
 
     /// Checks of bootstrapd's work (level full).
-    fn check_outcome(&mut self, name: &str, n: u32, mode: Mode, boot: &Boot, r: &Report) {
-        let p = format!("{name} boot {n}");
+    fn check_outcome(&mut self, s: &Scenario, n: u32, boot: &Boot, r: &Report) {
+        let Kind::Node { mode, .. } = s.kind else {
+            return;
+        };
+        let p = format!("{} boot {n}", s.name);
+        let egress = self.egress_of(s).cloned();
         let c = &mut self.checks;
         c.eq(
             &format!("{p}: bootstrapd.service succeeded"),
@@ -419,10 +461,34 @@ impl Driver {
             Err(e) => c.fail(&format!("{p}: status --json is JSON"), &e.to_string()),
         }
         check_host_prep(c, &p, r);
+        let image = egress
+            .as_ref()
+            .map_or(egress::AGENT_IMAGE.to_string(), |e| e.agent_image());
         match mode {
             Mode::SystemAgent => check_system_agent(c, &p, r),
-            Mode::Rke1 => check_rke1(c, &p, r),
+            Mode::Rke1 => check_rke1(c, &p, r, &image),
         }
+        if egress.is_some() {
+            egress::check_boot(c, &p, mode, r);
+        }
+    }
+
+    /// What boot `n` of proxy-only node `s` sent through the proxy and asked of the registry.
+    fn check_traffic(&mut self, s: &Scenario, (n, first): (u32, bool), mark: egress::LogMark) {
+        let (Some(e), Kind::Node { mode, .. }) = (self.egress_of(s), &s.kind) else {
+            return;
+        };
+        let (proxy, registry) = e.since(mark);
+        let h = &self.opts.host;
+        let t = egress::Traffic {
+            proxy: &proxy,
+            registry: &registry,
+            first,
+            rancher: format!("10.0.2.2:{}", h.rancher_port),
+            apt: format!("10.0.2.2:{}", h.apt_port),
+            registry_addr: &e.registry.clone(),
+        };
+        egress::check_traffic(&mut self.checks, &format!("{} boot {n}", s.name), *mode, &t);
     }
 
     /// Across boots: a later boot changed nothing; rke1 keeps its agent container.
@@ -659,7 +725,7 @@ fn check_system_agent(c: &mut Checks, p: &str, r: &Report) {
     );
 }
 
-fn check_rke1(c: &mut Checks, p: &str, r: &Report) {
+fn check_rke1(c: &mut Checks, p: &str, r: &Report, image: &str) {
     has(
         c,
         &format!("{p}: docker.io installed from the local repository"),
@@ -678,13 +744,14 @@ fn check_rke1(c: &mut Checks, p: &str, r: &Report) {
         Some("enabled"),
         r.prop("unit-docker", "UnitFileState"),
     );
+    let running = format!(" {image} running");
     has(
         c,
-        &format!("{p}: the rancher-agent container runs"),
+        &format!("{p}: the rancher-agent container runs {image}"),
         r,
         "docker-ps",
-        " rancher/rancher-agent:v2.6.14 running$",
-        |l| l.ends_with(" rancher/rancher-agent:v2.6.14 running"),
+        &format!("{running}$"),
+        |l| l.ends_with(&running),
     );
     c.eq(
         &format!("{p}: exactly one agent container"),
@@ -697,15 +764,23 @@ fn check_rke1(c: &mut Checks, p: &str, r: &Report) {
 pub fn agent_containers(r: &Report) -> usize {
     r.section("docker-ps")
         .iter()
-        .filter(|l| l.contains(" rancher/rancher-agent:"))
+        .filter(|l| is_agent_line(l))
         .count()
+}
+
+/// A `docker ps` line "ID NAME IMAGE STATE" of a rancher-agent container, whatever registry
+/// prefixes its image (`rancher.system_default_registry`).
+fn is_agent_line(l: &str) -> bool {
+    l.split_whitespace().nth(2).is_some_and(|image| {
+        image.starts_with("rancher/rancher-agent:") || image.contains("/rancher/rancher-agent:")
+    })
 }
 
 /// The id of the rancher-agent container (`docker ps` line "ID NAME IMAGE STATE").
 fn agent_container(r: &Report) -> Option<String> {
     r.section("docker-ps")
         .iter()
-        .find(|l| l.contains(" rancher/rancher-agent:"))
+        .find(|l| is_agent_line(l))
         .and_then(|l| l.split_whitespace().next())
         .map(str::to_string)
 }

@@ -100,6 +100,8 @@ pub struct Host {
     pub image_env: PathBuf,
     pub build_seconds: u64,
     pub image_seconds: u64,
+    /// The test proxy and registry of the proxy-only nodes (main e2e suite only).
+    pub egress: Option<crate::egress::Egress>,
 }
 
 /// bash: source lib.sh, run the set-up function named by the first argument with the rest.
@@ -110,9 +112,12 @@ const SETUP: &str = r#"set -e
 "#;
 
 impl Host {
-    /// The e2e suite's host side: `host_setup` with the "starting" flag for the test server.
+    /// The e2e suite's host side: `host_setup` with the "starting" flag for the test server,
+    /// and the egress servers.
     pub fn setup(cfg: &HostConfig) -> Result<Host, HostError> {
         let mut args = cfg.host_setup_args();
+        // host_setup plus the proxy-only nodes' proxy and registry (lib.sh host_setup_e2e).
+        args[0] = "host_setup_e2e".into();
         args.extend([
             "--".into(),
             "--starting-while".into(),
@@ -181,6 +186,7 @@ impl Host {
             image_env: get("HOST_IMAGE_ENV")?.into(),
             build_seconds: get("HOST_BUILD_SECONDS")?.parse().unwrap_or(0),
             image_seconds: get("HOST_IMAGE_SECONDS")?.parse().unwrap_or(0),
+            egress: crate::egress::Egress::from_env(env, file)?,
         };
         Ok(host)
     }

@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod deb;
 mod driver;
+mod egress;
 mod host;
 mod packages;
 mod pxe;

@@ -66,6 +66,9 @@ pub enum Kind {
         roles: &'static str,
         boots: Vec<Boot>,
         record: ExpectedRecord,
+        /// The node's only way out is the test proxy (scripts/vm.sh --proxy-only), and its
+        /// template (EGRESS_TEMPLATE) names the proxy, the registry and its CA (egress.rs).
+        proxy_only: bool,
     },
     /// The image with bootstrapd.service ordered like Debian's cloud-init.service: the journal
     /// must show the ordering cycle, or the "no ordering cycle" checks prove nothing.
@@ -83,6 +86,9 @@ pub struct Scenario {
 const NODE_TEMPLATE: &str = "tests/e2e/userdata/node.yaml";
 /// A system-agent node whose machine id comes from its instance id (`machine_id: instance_id`).
 const REIMAGE_TEMPLATE: &str = "tests/e2e/userdata/node-reimage.yaml";
+/// A node behind the proxy, with registry auth and a trusted CA (`proxy`, `registries`,
+/// `trusted_ca`, `rancher.system_default_registry`).
+const EGRESS_TEMPLATE: &str = "tests/e2e/userdata/node-egress.yaml";
 
 fn done(before: Option<ServerCondition>, debug_log: bool) -> Boot {
     Boot {
@@ -126,6 +132,7 @@ pub fn all() -> Vec<Scenario> {
                     roles: &["worker"],
                     connect_count: Some(1),
                 },
+                proxy_only: false,
             },
         },
         // The seed scenario, Rancher 2.x "existing nodes": Docker from the distribution's
@@ -143,6 +150,7 @@ pub fn all() -> Vec<Scenario> {
                     roles: &["etcd", "controlplane", "worker"],
                     connect_count: None,
                 },
+                proxy_only: false,
             },
         },
         // Reimaged: the second boot is a new disk with the same seed (same instance id). With
@@ -161,6 +169,44 @@ pub fn all() -> Vec<Scenario> {
                     roles: &["worker"],
                     connect_count: Some(2),
                 },
+                proxy_only: false,
+            },
+        },
+        // Behind a proxy, system-agent: the only way out of the VM is the test proxy; the
+        // registration, the agent's download and its env file go through it.
+        Scenario {
+            name: "node4",
+            kernel_args: "bootstrapd.e2e",
+            kind: Kind::Node {
+                template: EGRESS_TEMPLATE,
+                mode: Mode::SystemAgent,
+                roles: "worker",
+                boots: vec![done(None, false)],
+                record: ExpectedRecord {
+                    generation: Generation::SystemAgent,
+                    roles: &["worker"],
+                    connect_count: Some(1),
+                },
+                proxy_only: true,
+            },
+        },
+        // Behind a proxy, rke1: Docker installed through it, the agent image pulled through it
+        // from a registry that wants a password and whose CA only trusted_ca gives, the
+        // agent's tunnel through it; the second boot changes nothing and pulls nothing.
+        Scenario {
+            name: "node5",
+            kernel_args: "bootstrapd.e2e",
+            kind: Kind::Node {
+                template: EGRESS_TEMPLATE,
+                mode: Mode::Rke1,
+                roles: "etcd, controlplane, worker",
+                boots: vec![done(None, true), done(None, false)],
+                record: ExpectedRecord {
+                    generation: Generation::Rke1,
+                    roles: &["etcd", "controlplane", "worker"],
+                    connect_count: None,
+                },
+                proxy_only: true,
             },
         },
         Scenario {
@@ -183,18 +229,25 @@ mod tests {
                 template,
                 mode,
                 roles,
+                proxy_only,
                 ..
             } = s.kind
             else {
                 continue;
             };
             let text = std::fs::read_to_string(repo.join(template)).expect("template");
+            let extra = if proxy_only {
+                crate::egress::Egress::sample().placeholders()
+            } else {
+                Vec::new()
+            };
             let values = crate::userdata::Values {
                 server: "https://10.0.2.2:8443",
                 token: "e2e-token-0123456789abcdef0123456789abcdef0123456789abcdef",
                 ca_checksum: &"ab".repeat(32),
                 roles,
                 mode: mode.as_str(),
+                extra: &extra,
             };
             let ud = crate::userdata::render(&text, &values);
             if let Err(e) = bootstrapd::userdata::parse(ud.as_bytes()) {
@@ -204,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn the_suite_boots_each_node_twice_one_reimaged_and_one_control() {
+    fn the_suite_boots_each_node_one_reimaged_two_behind_the_proxy_and_one_control() {
         let s = all();
         let boots = |s: &Scenario| match &s.kind {
             Kind::Node { boots, .. } => boots.len(),
@@ -213,7 +266,14 @@ mod tests {
         let names: Vec<_> = s.iter().map(|s| (s.name, boots(s))).collect();
         assert_eq!(
             names,
-            vec![("node1", 2), ("node2", 2), ("node3", 2), ("control", 1)]
+            vec![
+                ("node1", 2),
+                ("node2", 2),
+                ("node3", 2),
+                ("node4", 1),
+                ("node5", 2),
+                ("control", 1)
+            ]
         );
         let Kind::Node { boots, .. } = &s[0].kind else {
             panic!("node1 is a node scenario");

@@ -145,6 +145,7 @@ impl Campaign {
             ca_checksum: &self.host.ca_checksum,
             roles: roles(mode),
             mode: mode.as_str(),
+            extra: &[],
         };
         let template = self.opts.host.repo.join("tests/e2e/userdata/node.yaml");
         userdata::write(&template, &ud, &v).map_err(|source| DriverError::Write {
@@ -180,6 +181,7 @@ impl Campaign {
             append: &append,
             serial: serial.clone(),
             timeout_s: self.opts.boot_timeout_s,
+            proxy_only: None,
         };
         let (rc, took) = vm::boot_quiet(&self.opts.host.repo, &b).map_err(DriverError::Vm)?;
         let report = Report::load(&serial).unwrap_or_default();

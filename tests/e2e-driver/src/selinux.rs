@@ -266,6 +266,7 @@ fn boot(
         append: "bootstrapd.e2e",
         serial: serial.clone(),
         timeout_s,
+        proxy_only: None,
     };
     let (rc, took) = vm::boot(&cfg.repo, &b).map_err(DriverError::Vm)?;
     let report = Report::load(&serial).unwrap_or_default();
@@ -302,6 +303,7 @@ fn write_userdata(cfg: &HostConfig, host: &Host, case: &Case) -> Result<PathBuf,
         ca_checksum: &host.ca_checksum,
         roles: "worker",
         mode: case.mode.as_str(),
+        extra: &[],
     };
     userdata::write(&template, &ud, &values).map_err(write_err(&ud))?;
     Ok(ud)

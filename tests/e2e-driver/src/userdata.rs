@@ -12,15 +12,21 @@ pub struct Values<'a> {
     pub ca_checksum: &'a str,
     pub roles: &'a str,
     pub mode: &'a str,
+    /// Further `@NAME@` placeholders of a scenario's template (the egress node's proxy and
+    /// registry), replaced after the ones above.
+    pub extra: &'a [(String, String)],
 }
 
 pub fn render(template: &str, v: &Values) -> String {
-    template
+    let base = template
         .replace("@SERVER@", v.server)
         .replace("@TOKEN@", v.token)
         .replace("@CA_CHECKSUM@", v.ca_checksum)
         .replace("@ROLES@", v.roles)
-        .replace("@MODE@", v.mode)
+        .replace("@MODE@", v.mode);
+    v.extra.iter().fold(base, |t, (name, value)| {
+        t.replace(&format!("@{name}@"), value)
+    })
 }
 
 /// Writes the rendered template to `out`, mode 0600 from creation.
@@ -65,6 +71,7 @@ mod tests {
             ca_checksum: "ab",
             roles: "etcd, worker",
             mode: "rke1",
+            extra: &[],
         };
         write(&t, &out, &v).expect("render");
         assert_eq!(

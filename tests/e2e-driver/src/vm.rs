@@ -16,6 +16,8 @@ pub struct VmBoot<'a> {
     pub append: &'a str,
     pub serial: PathBuf,
     pub timeout_s: u64,
+    /// `--proxy-only CMD`: the guest's only way out is the test proxy, through CMD.
+    pub proxy_only: Option<&'a str>,
 }
 
 /// vm.sh's exit status (0 after a guest power-off, 124 on timeout) and how long it took.
@@ -47,6 +49,9 @@ fn command(repo: &Path, b: &VmBoot) -> Command {
     }
     if let Some(ud) = b.user_data {
         cmd.arg("--user-data").arg(ud);
+    }
+    if let Some(relay) = b.proxy_only {
+        cmd.args(["--proxy-only", relay]);
     }
     cmd
 }

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod ca;
+pub mod env_proxy;
 pub mod protocol;
 pub mod record;
 pub mod requests;

@@ -30,6 +30,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use rancher_test_server::env_proxy;
+
+/// The agent's websocket, direct or through a CONNECT tunnel.
+type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 const DEFAULT_CA_FILE: &str = "/etc/kubernetes/ssl/certs/serverca";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const TUNNEL_TOKEN: &str = "X-API-Tunnel-Token";
@@ -271,6 +277,41 @@ enum Outcome {
     Retry(String),
 }
 
+/// The websocket handshake, through `HTTPS_PROXY` when the environment names one for the
+/// server (as remotedialer's default dialer does: rancher_test_server::env_proxy).
+async fn dial(
+    request: tungstenite::handshake::client::Request,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<WebSocket, tungstenite::Error> {
+    let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let Some(proxy) = env_proxy::https_proxy_for(&host, port, &vars) else {
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+                .await?;
+        return Ok(ws);
+    };
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let stream = env_proxy::connect_through(&proxy, &authority)
+        .await
+        .map_err(|e| tungstenite::Error::Io(std::io::Error::other(e)))?;
+    tracing::info!(
+        "Tunnelling to {authority} through proxy {}",
+        proxy.authority
+    );
+    let (ws, _) =
+        tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(connector))
+            .await?;
+    Ok(ws)
+}
+
 async fn connect_once(
     env: &AgentEnv,
     tls: &Arc<rustls::ClientConfig>,
@@ -288,16 +329,8 @@ async fn connect_once(
     request.headers_mut().insert(TUNNEL_TOKEN, token);
     request.headers_mut().insert(TUNNEL_PARAMS, params);
     tracing::info!("Connecting to {url}");
-    let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
-    let ws = match tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        None,
-        false,
-        Some(connector),
-    )
-    .await
-    {
-        Ok((ws, _)) => ws,
+    let ws = match dial(request, tls).await {
+        Ok(ws) => ws,
         Err(tungstenite::Error::Http(response)) => {
             let status = response.status();
             let body = response
