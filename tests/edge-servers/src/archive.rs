@@ -303,12 +303,12 @@ fn read_members(path: &Path, wanted: &[String]) -> Result<BTreeMap<String, Vec<u
     })
 }
 
+/// Regular members' contents and symlinks' targets, by member name.
+type Scanned = (BTreeMap<String, Vec<u8>>, BTreeMap<String, String>);
+
 /// One pass over the archive: the contents of regular members in `targets`, and where the
 /// symbolic links among them point (normalised against the link's directory).
-fn scan(
-    path: &Path,
-    targets: &BTreeSet<String>,
-) -> Result<(BTreeMap<String, Vec<u8>>, BTreeMap<String, String>), Error> {
+fn scan(path: &Path, targets: &BTreeSet<String>) -> Result<Scanned, Error> {
     let bad = |detail: String| Error::Archive {
         path: path.to_path_buf(),
         detail,

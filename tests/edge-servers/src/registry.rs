@@ -132,9 +132,9 @@ pub async fn start(config: RegistryConfig) -> Result<Registry, Error> {
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v2", get(base))
-        .route("/v2/", get(base))
-        .route("/v2/{*rest}", get(content))
+        .route("/v2", get(base).fallback(unsupported))
+        .route("/v2/", get(base).fallback(unsupported))
+        .route("/v2/{*rest}", get(content).fallback(unsupported))
         .fallback(unsupported)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

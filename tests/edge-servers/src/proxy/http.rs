@@ -39,7 +39,6 @@ impl Head {
         self.values(name)
             .flat_map(|v| {
                 String::from_utf8_lossy(v)
-                    .into_owned()
                     .split(',')
                     .map(|t| t.trim().to_ascii_lowercase())
                     .collect::<Vec<_>>()

@@ -511,13 +511,10 @@ async fn tunnel(client: BufReader<TcpStream>, mut upstream: TcpStream, entry: &m
         return;
     }
     entry.bytes_up = early.len() as u64;
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => {
-            entry.bytes_up += up;
-            entry.bytes = down;
-        }
-        // A reset mid-tunnel is how many TLS clients end; the counts are simply unknown.
-        Err(_) => {}
+    // A reset mid-tunnel is how many TLS clients end; the counts are then simply unknown.
+    if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        entry.bytes_up += up;
+        entry.bytes = down;
     }
 }
 

@@ -82,31 +82,51 @@ pub fn config_json(tag: &str, layers: &[Vec<u8>]) -> Vec<u8> {
 /// `repositories`, top-level entries sorted.
 pub fn legacy_archive(dir: &Path, name: &str, tag: &str, layers: &[Vec<u8>]) -> PathBuf {
     let config = config_json(tag, layers);
-    let config_name = format!("{}.json", sha256_hex(&config));
-    let layer_dirs: Vec<String> = layers.iter().map(|l| sha256_hex(l)).collect();
-    let manifest = serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": [tag],
-        "Layers": layer_dirs.iter().map(|d| format!("{d}/layer.tar")).collect::<Vec<_>>(),
-    }]);
-    let (repo, version) = tag.rsplit_once(':').expect("tag");
-    let repositories = serde_json::json!({repo: {version: layer_dirs.last()}});
+    legacy_archive_of(dir, name, &[(tag, config, layers.to_vec())])
+}
+
+/// One image of an archive: tag, config JSON, uncompressed layer tars.
+pub type SavedImage<'a> = (&'a str, Vec<u8>, Vec<Vec<u8>>);
+
+/// [`legacy_archive`] for several images, configs as given.
+pub fn legacy_archive_of(dir: &Path, name: &str, images: &[SavedImage<'_>]) -> PathBuf {
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut manifest = Vec::new();
+    let mut repositories = serde_json::Map::new();
+    for (tag, config, layers) in images {
+        let config_name = format!("{}.json", sha256_hex(config));
+        let layer_dirs: Vec<String> = layers.iter().map(|l| sha256_hex(l)).collect();
+        manifest.push(serde_json::json!({
+            "Config": config_name,
+            "RepoTags": [tag],
+            "Layers": layer_dirs.iter().map(|d| format!("{d}/layer.tar")).collect::<Vec<_>>(),
+        }));
+        let (repo, version) = tag.rsplit_once(':').expect("tag");
+        repositories.insert(repo.into(), serde_json::json!({version: layer_dirs.last()}));
+        entries.push((config_name, config.clone()));
+        for (dir_name, layer) in layer_dirs.iter().zip(layers) {
+            entries.push((format!("{dir_name}/layer.tar"), layer.clone()));
+            entries.push((format!("{dir_name}/VERSION"), b"1.0".to_vec()));
+            entries.push((
+                format!("{dir_name}/json"),
+                format!("{{\"id\":\"{dir_name}\"}}").into_bytes(),
+            ));
+        }
+    }
+    entries.push((
+        "manifest.json".into(),
+        serde_json::Value::from(manifest).to_string().into_bytes(),
+    ));
+    entries.push((
+        "repositories".into(),
+        serde_json::Value::from(repositories)
+            .to_string()
+            .into_bytes(),
+    ));
+    entries.sort();
+    entries.dedup_by(|a, b| a.0 == b.0);
     let path = dir.join(name);
     let mut builder = tar::Builder::new(std::fs::File::create(&path).expect("archive"));
-    let mut entries: Vec<(String, Vec<u8>)> = vec![
-        (config_name, config),
-        ("manifest.json".into(), manifest.to_string().into_bytes()),
-        ("repositories".into(), repositories.to_string().into_bytes()),
-    ];
-    for (dir_name, layer) in layer_dirs.iter().zip(layers) {
-        entries.push((format!("{dir_name}/layer.tar"), layer.clone()));
-        entries.push((format!("{dir_name}/VERSION"), b"1.0".to_vec()));
-        entries.push((
-            format!("{dir_name}/json"),
-            format!("{{\"id\":\"{dir_name}\"}}").into_bytes(),
-        ));
-    }
-    entries.sort();
     for (entry, data) in &entries {
         append(&mut builder, entry, data);
     }
