@@ -359,23 +359,7 @@ async fn proxy_authentication_is_required_when_configured() {
         heads[0]
     );
 
-    // reqwest with credentials in the proxy URL, as a node's proxy setting carries them.
-    common::crypto();
-    let client = reqwest::Client::builder()
-        .proxy(
-            reqwest::Proxy::all(format!("http://{USER}:{PASSWORD}@{}", proxy.addr)).expect("proxy"),
-        )
-        .build()
-        .expect("client");
-    let body = client
-        .get(format!("http://10.0.2.2:{port}/b"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("body");
-    assert_eq!(body, "origin:/b:");
+    reqwest_with_credentials_in_the_url(&proxy, port).await;
 
     drop(proxy);
     let text = std::fs::read_to_string(&log).expect("log");
@@ -403,6 +387,26 @@ async fn proxy_authentication_is_required_when_configured() {
             (true, 200)
         ]
     );
+}
+
+/// reqwest with credentials in the proxy URL, as a node's proxy setting carries them.
+async fn reqwest_with_credentials_in_the_url(proxy: &Proxy, port: u16) {
+    common::crypto();
+    let client = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::all(format!("http://{USER}:{PASSWORD}@{}", proxy.addr)).expect("proxy"),
+        )
+        .build()
+        .expect("client");
+    let body = client
+        .get(format!("http://10.0.2.2:{port}/b"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, "origin:/b:");
 }
 
 #[test]
