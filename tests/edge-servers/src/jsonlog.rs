@@ -33,7 +33,7 @@ impl JsonLog {
         Ok(Self { file })
     }
 
-    /// Appends `entry` with a `time` field (RFC 3339, UTC) in front of its own fields.
+    /// Appends `entry` plus a `time` field (RFC 3339, UTC); keys come out sorted.
     pub fn write(&self, entry: serde_json::Value) {
         let Some(file) = &self.file else { return };
         let mut line = serde_json::Map::new();

@@ -8,6 +8,7 @@
 //! - `GET|HEAD /v2/<name>/manifests/<tag|digest>`: the schema 2 manifest with its
 //!   `Content-Type` and `Docker-Content-Digest` (spec "Pulling manifests");
 //! - `GET|HEAD /v2/<name>/blobs/<digest>`: config and layer blobs (spec "Pulling blobs");
+//! - `GET /v2/<name>/tags/list`: the tags (spec "Listing tags"; `skopeo inspect` reads it);
 //! - every refusal with the spec's error body `{"errors":[{"code":...,"message":...,"detail":...}]}`
 //!   (spec "Error Codes": `UNAUTHORIZED` 401, `NAME_UNKNOWN`, `MANIFEST_UNKNOWN`,
 //!   `BLOB_UNKNOWN` 404, `UNSUPPORTED` 405 for anything that writes).
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -178,11 +179,8 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
     );
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // The length hyper will send (Content-Length is only added after this layer).
+    let bytes = response.body().size_hint().exact();
     state.log.write(json!({
         "method": method.as_str(),
         "path": path,
@@ -211,8 +209,20 @@ async fn unsupported(method: Method) -> Response {
     )
 }
 
-/// `/v2/<name>/manifests/<reference>` and `/v2/<name>/blobs/<digest>`; `<name>` has slashes.
+/// `/v2/<name>/manifests/<reference>`, `/v2/<name>/blobs/<digest>` and
+/// `/v2/<name>/tags/list`; `<name>` has slashes.
 async fn content(State(state): State<Arc<AppState>>, Path(rest): Path<String>) -> Response {
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        // Spec "Listing tags" (skopeo inspect reads it); no pagination for a handful of tags.
+        return match state.repositories.get(name) {
+            Some(repository) => axum::Json(json!({
+                "name": name,
+                "tags": repository.tags.keys().collect::<Vec<_>>(),
+            }))
+            .into_response(),
+            None => name_unknown(name),
+        };
+    }
     if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
         let Some(repository) = state.repositories.get(name) else {
             return name_unknown(name);

@@ -96,7 +96,8 @@ async fn pipelined_absolute_form_requests_are_answered_in_order_on_one_connectio
     assert!(heads[0].contains("Connection: close\r\n"), "{}", heads[0]);
     assert!(heads[1].starts_with("GET /pool/main/a.deb?token=secret-query HTTP/1.1\r\n"));
 
-    drop(proxy);
+    drop(conn);
+    proxy.wait_idle().await;
     let lines = log_lines(&log);
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[0]["method"], "GET");
@@ -181,7 +182,8 @@ async fn connect_tunnels_tls_to_a_mapped_allowed_target() {
     let tunnelled = read_response(&mut conn).await;
     assert_eq!(tunnelled.body, b"origin:/raw:");
 
-    drop(proxy);
+    drop(conn);
+    proxy.wait_idle().await;
     let lines = log_lines(&log);
     let connects: Vec<_> = lines.iter().filter(|l| l["method"] == "CONNECT").collect();
     assert!(!connects.is_empty(), "{lines:?}");
@@ -286,7 +288,7 @@ async fn targets_outside_the_allow_list_or_loopback_are_refused_with_403() {
         "only the allowed request reached the origin"
     );
 
-    drop(proxy);
+    proxy.wait_idle().await;
     let lines = log_lines(&log);
     assert_eq!(
         lines.iter().filter(|l| l["status"] == 403).count(),
@@ -361,7 +363,7 @@ async fn proxy_authentication_is_required_when_configured() {
 
     reqwest_with_credentials_in_the_url(&proxy, port).await;
 
-    drop(proxy);
+    proxy.wait_idle().await;
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(
         !text.contains(PASSWORD) && !text.contains(&basic(USER, PASSWORD)[6..]),
@@ -444,7 +446,11 @@ fn the_binary_serves_with_its_flags() {
             basic(USER, PASSWORD)
         );
         conn.write_all(request.as_bytes()).await.expect("write");
-        read_response(&mut conn).await
+        let response = read_response(&mut conn).await;
+        // The proxy closes a `Connection: close` exchange after writing its log line.
+        let mut rest = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut rest).await.expect("EOF");
+        response
     });
     assert_eq!(
         (response.status, response.body.as_slice()),

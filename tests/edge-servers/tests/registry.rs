@@ -283,8 +283,9 @@ async fn unknown_names_tags_and_blobs_are_404_with_the_spec_error_body() {
             format!("/v2/rancher/rancher-agent/blobs/{zero}"),
             "BLOB_UNKNOWN",
         ),
+        ("/v2/rancher/other/tags/list".to_string(), "NAME_UNKNOWN"),
         (
-            "/v2/rancher/rancher-agent/tags/list".to_string(),
+            "/v2/rancher/rancher-agent/referrers/x".to_string(),
             "UNSUPPORTED",
         ),
     ];
@@ -300,6 +301,36 @@ async fn unknown_names_tags_and_blobs_are_404_with_the_spec_error_body() {
         assert_eq!(body["errors"][0]["code"], code, "{path}");
         assert!(body["errors"][0]["message"].is_string());
     }
+    let tags: serde_json::Value = client
+        .get(format!(
+            "{}/v2/rancher/rancher-agent/tags/list",
+            registry.url
+        ))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("tags JSON");
+    assert_eq!(
+        tags,
+        serde_json::json!({"name": "rancher/rancher-agent", "tags": ["v2.6.14"]})
+    );
+    let tags: serde_json::Value = client
+        .get(format!(
+            "{}/v2/rancher/rancher-agent/tags/list",
+            registry.url
+        ))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("tags JSON");
+    assert_eq!(
+        tags,
+        serde_json::json!({"name": "rancher/rancher-agent", "tags": ["v2.6.14"]})
+    );
     // Anonymous access when no credentials are configured, and nothing can be written.
     assert_eq!(
         client
@@ -456,5 +487,9 @@ fn the_binary_generates_a_ca_and_serves_https_with_auth() {
         pull_and_verify(&child.url, &client).await;
     });
     drop(child);
-    assert!(log_lines(&log).len() >= 7);
+    let lines = log_lines(&log);
+    assert!(lines.len() >= 7, "{lines:?}");
+    assert!(lines.iter().any(|l| l["method"] == "GET"
+        && l["path"].as_str().is_some_and(|p| p.contains("/blobs/"))
+        && l["bytes"].as_u64().is_some_and(|b| b > 0)));
 }

@@ -48,6 +48,33 @@ pub struct ProxyConfig {
 pub struct Proxy {
     pub addr: SocketAddr,
     task: JoinHandle<()>,
+    open: tokio::sync::watch::Receiver<usize>,
+}
+
+impl Proxy {
+    /// Waits until no client connection is open. A request's log line is written before its
+    /// connection is read again or closed, so once the clients have closed their connections
+    /// this returns only after every line is in the log.
+    pub async fn wait_idle(&self) {
+        let mut open = self.open.clone();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Counts a connection as open for as long as it lives (also when its task is aborted).
+struct OpenConnection(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl OpenConnection {
+    fn new(counter: &Arc<tokio::sync::watch::Sender<usize>>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Drop for Proxy {
@@ -125,18 +152,25 @@ pub async fn start(config: ProxyConfig) -> Result<Proxy, Error> {
         log: JsonLog::open(config.log.as_deref())?,
         config,
     });
+    let (counter, open) = tokio::sync::watch::channel(0usize);
+    let counter = Arc::new(counter);
     let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(stream, peer, state.clone()));
+                    let guard = OpenConnection::new(&counter);
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        serve_connection(stream, peer, state).await;
+                        drop(guard);
+                    });
                 }
                 // Out of descriptors and the like: keep serving the connections there are.
                 Err(e) => eprintln!("test-proxy: accept: {e}"),
             }
         }
     });
-    Ok(Proxy { addr, task })
+    Ok(Proxy { addr, task, open })
 }
 
 /// What a request asked for, once admitted.
