@@ -193,10 +193,28 @@ async fn connect_tunnels_tls_to_a_mapped_allowed_target() {
                 .as_str()
                 .is_some_and(|t| t.starts_with("10.0.2.2:"))
     }));
+    // Each tunnel: one line when it opened, one with the byte counts when it closed.
+    let phases: Vec<&str> = connects
+        .iter()
+        .map(|l| l["tunnel"].as_str().expect("tunnel phase"))
+        .collect();
+    let opened = phases.iter().filter(|p| **p == "open").count();
+    assert_eq!(opened * 2, phases.len(), "{phases:?}");
     assert!(
         connects
             .iter()
-            .any(|l| l["bytes"].as_u64().is_some_and(|b| b > 0))
+            .filter(|l| l["tunnel"] == "closed")
+            .all(|l| {
+                l["bytes"].as_u64().is_some_and(|b| b > 0)
+                    && l["bytes_up"].as_u64().is_some_and(|b| b > 0)
+            })
+    );
+    // Other requests have no tunnel field.
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["method"] != "CONNECT")
+            .all(|l| l.get("tunnel").is_none())
     );
 }
 
@@ -469,4 +487,52 @@ fn the_binary_serves_with_its_flags() {
         .status()
         .expect("runs");
     assert!(!status.success());
+}
+
+/// qemu's guestfwd runs `stdio-relay 127.0.0.1:PROXY` per guest connection: what goes in on
+/// stdin reaches the proxy, the answers come out on stdout; the guest closing its side (stdin
+/// EOF) still lets pipelined answers through, and the relay ends when the proxy closes.
+#[test]
+fn stdio_relay_carries_a_guest_connection_to_the_proxy() {
+    use std::io::{Read, Write};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let origin = runtime.block_on(origin());
+    let proxy = runtime.block_on(start_proxy(&[("127.0.0.1", origin.port)], false, None));
+    let relay = env!("CARGO_BIN_EXE_stdio-relay");
+    let mut child = std::process::Command::new(relay)
+        .arg(proxy.addr.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("relay runs");
+    let port = origin.port;
+    let requests = format!(
+        "GET http://10.0.2.2:{port}/one HTTP/1.1\r\nHost: 10.0.2.2\r\n\r\nGET http://10.0.2.2:{port}/two HTTP/1.1\r\nHost: 10.0.2.2\r\n\r\n"
+    );
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(requests.as_bytes()).expect("write");
+    drop(stdin);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read until the relay ends");
+    assert!(child.wait().expect("exits").success());
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert!(
+        out.contains("origin:/one:") && out.contains("origin:/two:"),
+        "{out}"
+    );
+
+    // Only loopback targets, and nothing without exactly one address.
+    for args in [vec!["192.0.2.1:3128"], vec![], vec!["127.0.0.1"]] {
+        let status = std::process::Command::new(relay)
+            .args(&args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("runs");
+        assert_eq!(status.code(), Some(2), "{args:?}");
+    }
 }

@@ -196,8 +196,9 @@ struct Entry {
 }
 
 impl Entry {
-    fn write(&self, log: &JsonLog) {
-        log.write(json!({
+    /// `tunnel`: `open` or `closed` for an established CONNECT, absent otherwise.
+    fn write(&self, log: &JsonLog, tunnel: Option<&str>) {
+        let mut line = json!({
             "client": self.peer.to_string(),
             "method": self.method,
             "target": self.target,
@@ -206,7 +207,11 @@ impl Entry {
             "bytes": self.bytes,
             "bytes_up": self.bytes_up,
             "auth_presented": self.auth_presented,
-        }));
+        });
+        if let Some(phase) = tunnel {
+            line["tunnel"] = phase.into();
+        }
+        log.write(line);
     }
 }
 
@@ -236,14 +241,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<State>
             auth_presented: head.value("proxy-authorization").is_some(),
         };
         let keep = serve_request(&mut client, &head, &state, &mut entry).await;
-        entry.write(&state.log);
         match keep {
-            Keep::Open => continue,
-            Keep::Close => return,
+            Keep::Open => entry.write(&state.log, None),
+            Keep::Close => return entry.write(&state.log, None),
             Keep::Tunnel(upstream) => {
+                // A tunnel can last as long as the node runs (the agent's websocket): one line
+                // when it opens, so the log shows it while it is in use, one when it closes.
+                entry.write(&state.log, Some("open"));
                 tunnel(client, upstream, &mut entry).await;
-                entry.write(&state.log);
-                return;
+                return entry.write(&state.log, Some("closed"));
             }
         }
     }
