@@ -111,8 +111,20 @@ fn reimaged() -> Boot {
 /// for the client libraries (E2E_LOG_FORM overrides it).
 pub const DEBUG_LOG_FORM: &str = "info,bootstrapd=debug,bollard::docker=debug,hyper_util::client=trace,reqwest::connect=debug,zbus::connection=trace";
 
-/// The e2e suite, in boot order; the first boot of every node logs at debug/trace.
+/// The e2e suite, in boot order (the first boots of node1, node2 and node5 log at debug/trace).
 pub fn all() -> Vec<Scenario> {
+    let mut all = direct();
+    all.extend(behind_a_proxy());
+    all.push(Scenario {
+        name: "control",
+        kernel_args: "bootstrapd.e2e bootstrapd.e2e.cycle",
+        kind: Kind::Control,
+    });
+    all
+}
+
+/// The nodes that reach the servers directly.
+fn direct() -> Vec<Scenario> {
     vec![
         // A Rancher >= 2.6 custom cluster worker through rancher-system-agent; its first
         // registration meets a server that is still starting.
@@ -172,6 +184,12 @@ pub fn all() -> Vec<Scenario> {
                 proxy_only: false,
             },
         },
+    ]
+}
+
+/// The nodes whose only way out is the test proxy (egress.rs).
+fn behind_a_proxy() -> Vec<Scenario> {
+    vec![
         // Behind a proxy, system-agent: the only way out of the VM is the test proxy; the
         // registration, the agent's download and its env file go through it.
         Scenario {
@@ -208,11 +226,6 @@ pub fn all() -> Vec<Scenario> {
                 },
                 proxy_only: true,
             },
-        },
-        Scenario {
-            name: "control",
-            kernel_args: "bootstrapd.e2e bootstrapd.e2e.cycle",
-            kind: Kind::Control,
         },
     ]
 }
