@@ -46,6 +46,7 @@ impl SettingsBuilder {
             host: HostSettings::default(),
             hostname: None,
             ssh: None,
+            trusted_ca: Vec::new(),
         })
     }
 
