@@ -20,12 +20,14 @@
 use serde::Serialize;
 
 use super::Outcome;
+use super::trusted_ca::{self, CaFile};
 use crate::facts::ProbeArea;
 use crate::facts::host::{HostFacts, MODULES_CONF, SYSCTL_CONF, wanted_modules, wanted_sysctls};
 use crate::facts::iptables::{Backend, IptablesFacts};
 use crate::facts::kernel::{
     fstab_swap_lines, normalize_module, sysctl_eq, sysctl_path, valid_module_name,
 };
+use crate::facts::trust::TrustStore;
 use crate::system::packages::{
     PackageManager, VersionConstraint, install_command, version_components,
 };
@@ -79,6 +81,20 @@ pub enum HostAction {
         user: String,
         keys: Vec<String>,
     },
+    /// bootstrapd's CA files written (0644: public) and removed, then `tool` (a host path)
+    /// rebuilds the store.
+    TrustedCa {
+        store: TrustStore,
+        tool: String,
+        write: Vec<CaFile>,
+        remove: Vec<String>,
+        /// Fingerprints of every certificate the rebuilt bundle must hold.
+        expect: Vec<String>,
+    },
+    /// A running unit restarted (Docker, to read the new trust store).
+    RestartUnit {
+        unit: String,
+    },
 }
 
 /// A step of the host plan: see [`crate::plan::Step`].
@@ -121,6 +137,9 @@ pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     steps.extend(modules(settings, facts));
     steps.extend(sysctls(settings, facts));
     steps.push(swap(settings, facts));
+    // Last of the host's own steps: the prepare stage, and so the store, comes before the
+    // runtime stage starts any engine.
+    steps.extend(trusted_ca::plan(settings, facts));
     steps
 }
 
