@@ -56,13 +56,7 @@ pub(crate) async fn apply_one(
         HostAction::AuthorizedKeys { user, keys } => {
             identity::authorized_keys(root, user, keys).await
         }
-        HostAction::TrustedCa {
-            store,
-            tool,
-            write,
-            remove,
-            expect,
-        } => trust::apply(root, *store, tool, write, remove, expect).await,
+        HostAction::TrustedCa(change) => trust::apply(root, change).await,
         HostAction::RestartUnit { unit } => trust::restart_unit(systemd, unit).await,
     };
     match result {

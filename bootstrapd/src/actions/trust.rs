@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::actions::{StepFailure, StepResult};
 use crate::facts::trust::{TrustStore, fingerprints};
 use crate::fsutil::{HostRoot, write_atomic};
-use crate::plan::trusted_ca::{CaFile, listing};
+use crate::plan::trusted_ca::{CaFile, StoreChange, listing};
 use crate::system::process::{self, CommandSpec, ProcessError};
 use crate::system::systemd::Systemd;
 
@@ -61,14 +61,14 @@ impl TrustStoreError {
 /// The files, then the tool: on the live host, or below a root when the caller lets it act
 /// (`--live-system`, where it is the tree's own tool). A tree without it keeps its files
 /// and the tool runs on its first boot (its bundle lacks them: see `plan::trusted_ca`).
-pub(crate) async fn apply(
-    root: &HostRoot,
-    store: TrustStore,
-    tool: &str,
-    write: &[CaFile],
-    remove: &[String],
-    expect: &[String],
-) -> StepResult {
+pub(crate) async fn apply(root: &HostRoot, change: &StoreChange) -> StepResult {
+    let StoreChange {
+        store,
+        tool,
+        write,
+        remove,
+        expect,
+    } = change;
     files(root, write, remove).map_err(TrustStoreError::failure)?;
     let mut did = Vec::new();
     if !write.is_empty() {
@@ -83,7 +83,7 @@ pub(crate) async fn apply(
         ));
         return Ok(did.join("; "));
     }
-    let command = run_tool(root, store, tool, expect)
+    let command = run_tool(root, *store, tool, expect)
         .await
         .map_err(TrustStoreError::failure)?;
     did.push(format!("ran `{command}`"));

@@ -20,14 +20,13 @@
 use serde::Serialize;
 
 use super::Outcome;
-use super::trusted_ca::{self, CaFile};
+use super::trusted_ca::{self, StoreChange};
 use crate::facts::ProbeArea;
 use crate::facts::host::{HostFacts, MODULES_CONF, SYSCTL_CONF, wanted_modules, wanted_sysctls};
 use crate::facts::iptables::{Backend, IptablesFacts};
 use crate::facts::kernel::{
     fstab_swap_lines, normalize_module, sysctl_eq, sysctl_path, valid_module_name,
 };
-use crate::facts::trust::TrustStore;
 use crate::system::packages::{
     PackageManager, VersionConstraint, install_command, version_components,
 };
@@ -83,14 +82,7 @@ pub enum HostAction {
     },
     /// bootstrapd's CA files written (0644: public) and removed, then `tool` (a host path)
     /// rebuilds the store.
-    TrustedCa {
-        store: TrustStore,
-        tool: String,
-        write: Vec<CaFile>,
-        remove: Vec<String>,
-        /// Fingerprints of every certificate the rebuilt bundle must hold.
-        expect: Vec<String>,
-    },
+    TrustedCa(Box<StoreChange>),
     /// A running unit restarted (Docker, to read the new trust store).
     RestartUnit {
         unit: String,

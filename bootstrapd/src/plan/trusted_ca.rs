@@ -34,6 +34,19 @@ pub struct CaFile {
     pub fingerprint: String,
 }
 
+/// What the trust store step changes (boxed in [`HostAction::TrustedCa`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreChange {
+    pub store: TrustStore,
+    /// The store's tool, a host path.
+    pub tool: String,
+    pub write: Vec<CaFile>,
+    /// Host paths of bootstrapd's files of certificates no longer in the userdata.
+    pub remove: Vec<String>,
+    /// Fingerprints of every certificate the rebuilt bundle must hold.
+    pub expect: Vec<String>,
+}
+
 /// `bootstrapd-<N>-<first 12 hex digits of the sha256>.crt`: N keeps the userdata's order
 /// (the tools read files in name order), the hash tells files of different certificates
 /// apart at a glance.
@@ -153,13 +166,13 @@ fn store_step(settings: &Settings, t: &TrustFacts, store: TrustStore) -> HostSte
         STEP,
         WHY,
         what.join("; "),
-        HostAction::TrustedCa {
+        HostAction::TrustedCa(Box::new(StoreChange {
             store,
             tool: t.tool.clone().unwrap_or_else(|| tool.to_string()),
             write,
             remove,
             expect: wanted.iter().map(|w| w.fingerprint.clone()).collect(),
-        },
+        })),
     )
 }
 
@@ -232,9 +245,10 @@ mod tests {
 
     /// The host as the planned step leaves it: files written, the tool run.
     fn applied(f: &mut HostFacts, step: &HostStep) {
-        let HostAction::TrustedCa { write, remove, .. } = &step.action else {
+        let HostAction::TrustedCa(c) = &step.action else {
             panic!("{step:?}");
         };
+        let StoreChange { write, remove, .. } = c.as_ref();
         for r in remove {
             f.trust.files.remove(base_name(r));
         }
@@ -290,16 +304,18 @@ mod tests {
         assert!(again[0].detail.contains("sha256 "), "{}", again[0].detail);
         // Files in place but not extracted (a --root tree): the tool runs, nothing is written.
         f.trust.bundle.clear();
-        let HostAction::TrustedCa { write, remove, .. } = &plan(&s, &f)[0].action else {
+        let HostAction::TrustedCa(c) = &plan(&s, &f)[0].action else {
             panic!()
         };
+        let StoreChange { write, remove, .. } = c.as_ref();
         assert!(write.is_empty() && remove.is_empty());
         // b leaves the userdata: its file goes, a's stays.
         let only_a = settings(&[&a]);
         let steps = plan(&only_a, &f);
-        let HostAction::TrustedCa { write, remove, .. } = &steps[0].action else {
+        let HostAction::TrustedCa(c) = &steps[0].action else {
             panic!()
         };
+        let StoreChange { write, remove, .. } = c.as_ref();
         assert!(write.is_empty());
         assert_eq!(remove.len(), 1);
         assert!(remove[0].contains("/bootstrapd-2-"), "{remove:?}");
