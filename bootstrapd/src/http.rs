@@ -180,6 +180,9 @@ pub enum TlsTrust {
     /// Exactly these CA certificates and nothing else (Rancher's CA after its checksum
     /// matched).
     PinnedCa(Vec<CertificateDer<'static>>),
+    /// The compiled-in roots and the userdata's `trusted_ca` (never a pin: see
+    /// [`TlsTrust::system_and`]).
+    SystemRootsAnd(Vec<CertificateDer<'static>>),
 }
 
 impl fmt::Debug for TlsTrust {
@@ -187,11 +190,23 @@ impl fmt::Debug for TlsTrust {
         match self {
             TlsTrust::SystemRoots => f.write_str("SystemRoots"),
             TlsTrust::PinnedCa(c) => write!(f, "PinnedCa({} cert(s))", c.len()),
+            TlsTrust::SystemRootsAnd(c) => write!(f, "SystemRootsAnd({} cert(s))", c.len()),
         }
     }
 }
 
 impl TlsTrust {
+    /// The system roots, and `extra` CAs beside them (the userdata's `trusted_ca`, passed
+    /// by whoever builds the client). What trusts the system roots trusts these too; a
+    /// pinned CA never does.
+    pub fn system_and(extra: Vec<CertificateDer<'static>>) -> Self {
+        if extra.is_empty() {
+            TlsTrust::SystemRoots
+        } else {
+            TlsTrust::SystemRootsAnd(extra)
+        }
+    }
+
     /// Pins the certificates in `pem` (one or more `CERTIFICATE` blocks; other blocks are
     /// ignored). Fails when there is none.
     pub fn pinned_pem(pem: &[u8]) -> Result<Self, HttpError> {
@@ -367,6 +382,14 @@ fn rustls_config(trust: &TlsTrust) -> Result<rustls::ClientConfig, HttpError> {
     let mut roots = rustls::RootCertStore::empty();
     match trust {
         TlsTrust::SystemRoots => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        TlsTrust::SystemRootsAnd(extra) => {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            for c in extra {
+                roots
+                    .add(c.clone())
+                    .map_err(|e| HttpError::InvalidCa(e.to_string()))?;
+            }
+        }
         TlsTrust::PinnedCa(certs) => {
             for c in certs {
                 roots

@@ -733,3 +733,45 @@ async fn without_checksum_or_hmac_the_system_store_applies_never_insecure() {
     );
     assert_eq!(d.connect_hits.load(Ordering::SeqCst), 0);
 }
+
+/// `trusted_ca` widens the system store, never a checksum: a server whose CA the userdata
+/// trusts but whose /cacerts does not hash to ca_checksum is refused before any token.
+#[tokio::test]
+async fn trusted_ca_does_not_override_a_wrong_checksum() {
+    let (url, d) = start(|_| {}).await;
+    let wrong = cacerts::checksum(ca_and_server().0.as_bytes());
+    let (_dir, root) = temp_root();
+    let mut s = settings(&url, Some(wrong), 30);
+    s.trusted_ca = SettingsBuilder::system_agent(&url)
+        .trusted_ca(&d.ca_pem)
+        .build()
+        .trusted_ca;
+    let err = register(&root, &s, &node()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegisterError::SystemAgent(SystemAgentError::Ca(CaError::Mismatch { .. }))
+        ),
+        "{err}"
+    );
+    assert!(d.seen().iter().all(|s| !carries_token(s)));
+    assert_eq!(d.connect_hits.load(Ordering::SeqCst), 0);
+}
+
+/// Without a checksum and without X-Cattle-Hash the system store applies, and with it the
+/// userdata's CAs: a server signed by one is trusted (where it was refused without it).
+#[tokio::test]
+async fn without_checksum_the_system_store_takes_the_trusted_ca() {
+    let (url, d) = start(|d| d.hmac = Hmac::Absent).await;
+    let (_dir, root) = temp_root();
+    let mut s = settings(&url, None, 60);
+    s.trusted_ca = SettingsBuilder::system_agent(&url)
+        .trusted_ca(&d.ca_pem)
+        .build()
+        .trusted_ca;
+    let result = register(&root, &s, &node()).await;
+    if let Err(e) = &result {
+        assert!(!e.is_untrusted_server(), "{e}");
+    }
+    assert!(d.connect_hits.load(Ordering::SeqCst) >= 1, "{result:?}");
+}

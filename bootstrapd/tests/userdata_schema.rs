@@ -685,6 +685,40 @@ fn identity_corpus() -> Vec<Corpus> {
     ]
 }
 
+/// A self-signed CA certificate, PEM.
+fn ca_pem() -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+/// `trusted_ca` items: the schema can only ask for a certificate block; what is in it and
+/// what else is in the text is the validator's.
+fn trusted_ca_corpus() -> Vec<Corpus> {
+    let (a, b) = (ca_pem(), ca_pem());
+    let key = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+    vec![Corpus {
+        field: "trusted_ca",
+        place: Place::Item("trusted_ca"),
+        schema: "/definitions/TrustedCa",
+        good: vec![a.clone(), format!("# lab CA\n\n{a}\n{b}")],
+        bad: vec![String::new(), "hello".into(), key.into()],
+        schema_looser: vec![
+            (format!("{a}{key}"), "a private key beside the certificate"),
+            (format!("{a}garbage\n"), "text outside the blocks"),
+            (
+                "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n".into(),
+                "a block that is no certificate (decoding)",
+            ),
+            (
+                a.lines().take(3).collect::<Vec<_>>().join("\n"),
+                "a block without its end",
+            ),
+        ],
+    }]
+}
+
 fn corpus() -> Vec<Corpus> {
     let http_urls = |field, place, schema| Corpus {
         field,
@@ -1043,7 +1077,11 @@ fn corpus() -> Vec<Corpus> {
 fn schema_patterns_agree_with_the_validator() {
     let s = schema();
     let mut disagreements = Vec::new();
-    for c in corpus().into_iter().chain(identity_corpus()) {
+    for c in corpus()
+        .into_iter()
+        .chain(identity_corpus())
+        .chain(trusted_ca_corpus())
+    {
         assert!(!c.good.is_empty() && !c.bad.is_empty(), "{}", c.field);
         let verdicts = c
             .good

@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::actions::{StepFailure, StepResult, identity};
+use crate::actions::{StepFailure, StepResult, identity, trust};
 use crate::facts::host::{FIREWALLD_UNIT, FSTAB};
 use crate::facts::iptables::Backend;
 use crate::facts::kernel::{self, fstab_swap_lines, sysctl_eq, sysctl_path};
@@ -56,6 +56,8 @@ pub(crate) async fn apply_one(
         HostAction::AuthorizedKeys { user, keys } => {
             identity::authorized_keys(root, user, keys).await
         }
+        HostAction::TrustedCa(change) => trust::apply(root, change).await,
+        HostAction::RestartUnit { unit } => trust::restart_unit(systemd, unit).await,
     };
     match result {
         Ok(detail) => Finding::new(s, Outcome::Changed, detail),

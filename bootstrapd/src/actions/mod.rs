@@ -16,6 +16,7 @@ pub mod network;
 pub mod register;
 pub mod registration;
 pub mod runtime;
+pub mod trust;
 
 pub use registration::RegisterStep;
 

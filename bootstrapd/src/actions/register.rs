@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::facts::FactError;
 use crate::fsutil::HostRoot;
+use crate::http::TlsTrust;
 use crate::plan::{Finding, Outcome};
 use crate::rancher::agent_binary::{self, AgentBinaryError};
 use crate::rancher::agent_paths::AgentPaths;
@@ -17,7 +18,7 @@ use crate::rancher::system_agent::{self, SystemAgentError};
 use crate::rancher::{Deadline, Registration, Tuning};
 use crate::system::docker::{self, DockerError};
 use crate::system::systemd::{Systemd, SystemdError};
-use crate::userdata::{RegistrationMode, RuntimeSource, Settings};
+use crate::userdata::{RegistrationMode, RuntimeSource, Settings, trusted_ca_anchors};
 
 pub use crate::rancher::NodeIdentity;
 pub use crate::state::RegistrationRecord;
@@ -356,7 +357,8 @@ async fn prepare_agent(
     ));
     let arch = system_agent::asset_arch(std::env::consts::ARCH)?;
     let source = agent_binary::resolve(root, settings, arch)?;
-    let binary = agent_binary::fetch(root, &source, deadline).await?;
+    let trust = TlsTrust::system_and(trusted_ca_anchors(&settings.trusted_ca));
+    let binary = agent_binary::fetch(root, &source, &trust, deadline).await?;
     if let Some(b) = &binary {
         findings.push(Finding::new(
             "register.agent-binary",

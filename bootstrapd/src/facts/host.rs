@@ -9,6 +9,7 @@ use super::iptables::{self, IptablesFacts};
 use super::kernel::{self, SwapEntry};
 use super::read_optional;
 use super::selinux::{self, SelinuxFacts};
+use super::trust::{self, TrustFacts};
 use super::{ProbeArea, ProbeFailures};
 use crate::fsutil::HostRoot;
 use crate::system::packages::{self, PackageManager};
@@ -54,6 +55,8 @@ pub struct HostFacts {
     pub identity: IdentityFacts,
     /// The SSH user's account and keys, when the userdata asks for keys.
     pub ssh: Option<SshFacts>,
+    /// The system trust store, for `trusted_ca`.
+    pub trust: TrustFacts,
     /// Probes that failed. The plan turns each into a failed step.
     pub errors: ProbeFailures,
 }
@@ -141,6 +144,8 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
             Err(e) => f.error(ProbeArea::Ssh, e),
         }
     }
+    let wanted = !settings.trusted_ca.is_empty();
+    f.trust = trust::gather(root, systemd, wanted, &mut f.errors).await;
     f
 }
 

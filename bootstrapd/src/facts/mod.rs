@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod network;
 pub mod runtime;
 pub mod selinux;
+pub mod trust;
 pub mod usr_local;
 
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ pub enum ProbeArea {
     Docker,
     /// `/etc/docker/daemon.json`.
     DaemonJson,
+    /// The system trust store: bootstrapd's CA files, the extracted bundle.
+    TrustStore,
 }
 
 impl ProbeArea {
@@ -77,6 +80,7 @@ impl ProbeArea {
             ProbeArea::Bundle => "bundle",
             ProbeArea::Docker => "docker",
             ProbeArea::DaemonJson => "daemon-json",
+            ProbeArea::TrustStore => "trust-store",
         }
     }
 }

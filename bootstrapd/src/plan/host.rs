@@ -20,6 +20,7 @@
 use serde::Serialize;
 
 use super::Outcome;
+use super::trusted_ca::{self, StoreChange};
 use crate::facts::ProbeArea;
 use crate::facts::host::{HostFacts, MODULES_CONF, SYSCTL_CONF, wanted_modules, wanted_sysctls};
 use crate::facts::iptables::{Backend, IptablesFacts};
@@ -79,6 +80,13 @@ pub enum HostAction {
         user: String,
         keys: Vec<String>,
     },
+    /// bootstrapd's CA files written (0644: public) and removed, then `tool` (a host path)
+    /// rebuilds the store.
+    TrustedCa(Box<StoreChange>),
+    /// A running unit restarted (Docker, to read the new trust store).
+    RestartUnit {
+        unit: String,
+    },
 }
 
 /// A step of the host plan: see [`crate::plan::Step`].
@@ -121,6 +129,9 @@ pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     steps.extend(modules(settings, facts));
     steps.extend(sysctls(settings, facts));
     steps.push(swap(settings, facts));
+    // Last of the host's own steps: the prepare stage, and so the store, comes before the
+    // runtime stage starts any engine.
+    steps.extend(trusted_ca::plan(settings, facts));
     steps
 }
 

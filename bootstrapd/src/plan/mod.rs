@@ -4,6 +4,7 @@ pub mod host;
 pub mod identity;
 pub mod prepare;
 pub mod runtime;
+pub mod trusted_ca;
 
 use serde::Serialize;
 

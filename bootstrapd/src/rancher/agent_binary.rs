@@ -174,6 +174,7 @@ pub fn from_bundle(
 pub async fn fetch(
     root: &HostRoot,
     source: &BinarySource,
+    trust: &TlsTrust,
     deadline: &Deadline,
 ) -> Result<Option<VerifiedBinary>, AgentBinaryError> {
     let (bytes, expected) = match source {
@@ -182,7 +183,7 @@ pub async fn fetch(
             let p = root.path(path);
             (std::fs::read(&p).map_err(io_err(&p))?, sha256)
         }
-        BinarySource::Url { url, sha256 } => (download(url, deadline).await?, sha256),
+        BinarySource::Url { url, sha256 } => (download(url, trust, deadline).await?, sha256),
     };
     let actual = hex::encode(Sha256::digest(&bytes));
     check(&source.describe(), expected, &actual)?;
@@ -200,20 +201,19 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// The URL is trusted through the checksum, not the transport: the system roots for https,
-/// plain http allowed (a mirror inside the air gap), and no token is ever sent there.
-async fn download(url: &str, deadline: &Deadline) -> Result<Vec<u8>, AgentBinaryError> {
+/// The URL is trusted through the checksum, not the transport: the system roots (and the
+/// userdata's `trusted_ca`, in `trust`) for https, plain http allowed (a mirror inside the
+/// air gap), and no token is ever sent there.
+async fn download(
+    url: &str,
+    trust: &TlsTrust,
+    deadline: &Deadline,
+) -> Result<Vec<u8>, AgentBinaryError> {
     let http = |source: HttpError| AgentBinaryError::Http {
         url: redacted(url),
         source: Box::new(source),
     };
-    let c = client(
-        &TlsTrust::SystemRoots,
-        deadline,
-        Duration::from_secs(300),
-        512 << 20,
-    )
-    .map_err(http)?;
+    let c = client(trust, deadline, Duration::from_secs(300), 512 << 20).map_err(http)?;
     let resp = c
         .send(&Request::get(url).map_err(http)?)
         .await

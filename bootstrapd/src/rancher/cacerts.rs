@@ -23,6 +23,7 @@ use crate::http::{
     HttpClientBuilder, HttpError, Request, Response, RetryPolicy, StatusCode, TlsTrust, Verdict,
 };
 use crate::secret::Secret;
+use crate::userdata::{TrustedCa, trusted_ca_anchors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -89,10 +90,12 @@ pub enum ServerTrust {
 }
 
 impl ServerTrust {
-    pub fn tls(&self) -> TlsTrust {
+    /// The TLS trust of later requests: a pinned CA exactly (`trusted_ca` cannot widen a
+    /// pin the checksum or the HMAC proved), else the system roots and `trusted_ca`.
+    pub fn tls(&self, trusted_ca: &[TrustedCa]) -> TlsTrust {
         match self {
             ServerTrust::Pinned { tls, .. } => tls.clone(),
-            ServerTrust::System { .. } => TlsTrust::SystemRoots,
+            ServerTrust::System { .. } => TlsTrust::system_and(trusted_ca_anchors(trusted_ca)),
         }
     }
 

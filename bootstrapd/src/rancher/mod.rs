@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{HttpClient, HttpClientBuilder, RetryPolicy, TlsTrust};
 use crate::secret::Secret;
-use crate::userdata::{Role, Settings, Taint};
+use crate::userdata::{Role, Settings, Taint, TrustedCa};
 
 /// How the node presents itself to Rancher (node command's `--node-name`, `--address`,
 /// `--internal-address`). Addresses left out are worked out by the agent itself.
@@ -44,6 +44,8 @@ pub struct Registration<'a> {
     pub explicit_node_name: Option<&'a str>,
     /// `rancher.strict_verify`; `None`: learn the server's agent-tls-mode.
     pub strict_verify: Option<bool>,
+    /// The userdata's CAs: trusted beside the system roots, never beside a pinned CA.
+    pub trusted_ca: &'a [TrustedCa],
 }
 
 impl<'a> Registration<'a> {
@@ -59,6 +61,7 @@ impl<'a> Registration<'a> {
             taints: &r.taints,
             explicit_node_name: r.node_name.as_deref(),
             strict_verify: r.strict_verify,
+            trusted_ca: &settings.trusted_ca,
         }
     }
 }

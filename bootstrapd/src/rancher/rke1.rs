@@ -501,6 +501,7 @@ mod tests {
             taints: &taints,
             explicit_node_name: None,
             strict_verify: None,
+            trusted_ca: &[],
         });
         assert_eq!(
             args.join(" "),
@@ -552,6 +553,7 @@ mod tests {
             taints: &[],
             explicit_node_name: None,
             strict_verify: None,
+            trusted_ca: &[],
         });
         assert_eq!(args.join(" "), "--server https://r --worker --node-name n");
     }

@@ -304,7 +304,8 @@ async fn connect(
     let url = endpoint(reg.server, "/v3/connect/agent");
     let err = http_err("connect", trust);
     let req = connect_request(reg, &url, cattle_id).map_err(&err)?;
-    let http = client(&trust.tls(), deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20).map_err(&err)?;
+    let tls = trust.tls(reg.trusted_ca);
+    let http = client(&tls, deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20).map_err(&err)?;
     let not_found_since = std::sync::Mutex::new(None);
     let result = http
         .send_with(&req, |r| connect_verdict(r, &url, &not_found_since, tuning))
@@ -451,8 +452,7 @@ pub async fn install_with(
     // 2. Binary and uninstall script.
     ensure_private_dir(root, VAR_DIR)?;
     ensure_private_dir(root, CONFIG_DIR)?;
-    let (binary, binary_source) =
-        install_binary(root, reg.server, arch, &trust, deadline, how).await?;
+    let (binary, binary_source) = install_binary(root, reg, arch, &trust, deadline, how).await?;
 
     // 3. CATTLE_ID.
     persist_cattle_id(root, &cattle)?;
@@ -501,8 +501,13 @@ async fn prove_server(
     }
     // A certificate the proven trust does not accept fails after CERT_FAIL_ATTEMPTS
     // (rancher/mod.rs), not at the deadline.
-    let small = client(&trust.tls(), deadline, Duration::from_secs(30), 1 << 20)
-        .map_err(http("healthz"))?;
+    let small = client(
+        &trust.tls(reg.trusted_ca),
+        deadline,
+        Duration::from_secs(30),
+        1 << 20,
+    )
+    .map_err(http("healthz"))?;
     let url = endpoint(server, "/healthz");
     let resp = small
         .send_with(&Request::get(&url).map_err(http("healthz"))?, |r| {
@@ -536,14 +541,20 @@ async fn prove_server(
 /// Returns the binary's path on the node and where it came from.
 async fn install_binary(
     root: &HostRoot,
-    server: &str,
+    reg: &Registration<'_>,
     arch: &str,
     trust: &ServerTrust,
     deadline: &Deadline,
     how: &AgentInstall,
 ) -> Result<(String, String), SystemAgentError> {
-    let big = client(&trust.tls(), deadline, Duration::from_secs(300), 512 << 20)
-        .map_err(http_err("download", trust))?;
+    let server = reg.server;
+    let big = client(
+        &trust.tls(reg.trusted_ca),
+        deadline,
+        Duration::from_secs(300),
+        512 << 20,
+    )
+    .map_err(http_err("download", trust))?;
     let binary = how.paths.binary();
     let binary_source = match &how.binary {
         // Checked before anything was written (agent_binary::fetch); checked again as written.

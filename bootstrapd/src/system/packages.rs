@@ -78,9 +78,16 @@ impl fmt::Display for PackageManager {
 const BIN_DIRS: [&str; 4] = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 
 fn has_program(root: &HostRoot, name: &str) -> bool {
+    find_program(root, name).is_some()
+}
+
+/// Where `name` is in the usual program directories below `root`, as a host path.
+pub fn find_program(root: &HostRoot, name: &str) -> Option<String> {
     BIN_DIRS
         .iter()
-        .any(|d| root.path(Path::new(d).join(name)).is_file())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| root.path(p).is_file())
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// The package manager the host has; apt first, then dnf over yum (dnf hosts often keep a

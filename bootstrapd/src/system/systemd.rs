@@ -102,6 +102,9 @@ pub trait Unit {
     fn unit_file_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn need_daemon_reload(&self) -> zbus::Result<bool>;
+    /// Microseconds since the epoch (CLOCK_REALTIME) the unit last became active; 0 never.
+    #[zbus(property)]
+    fn active_enter_timestamp(&self) -> zbus::Result<u64>;
 }
 
 /// A unit's state as systemd reports it (the strings of `systemctl show`).
@@ -237,6 +240,20 @@ impl Systemd {
             active_state,
             unit_file_state,
         })
+    }
+
+    /// When the unit last became active (`ActiveEnterTimestamp`); None when it never did.
+    pub async fn active_since(
+        &self,
+        name: &str,
+    ) -> Result<Option<std::time::SystemTime>, SystemdError> {
+        let usec = self
+            .unit(name)
+            .await?
+            .active_enter_timestamp()
+            .await
+            .map_err(call_err("ActiveEnterTimestamp", name))?;
+        Ok((usec > 0).then(|| std::time::UNIX_EPOCH + Duration::from_micros(usec)))
     }
 
     /// The unit's file changed on disk since systemd loaded it (`NeedDaemonReload`).

@@ -5,6 +5,7 @@
 //! of each. Validation is strict and reports every problem of a document at once, each with its
 //! line and column, so one edit-and-retry round fixes them all.
 
+pub(crate) mod ca;
 mod formats;
 pub mod identity;
 mod schema;

@@ -150,6 +150,9 @@ pub const PUBLIC_KEY: &str = concat!(
     cc!(),
     "]*)?$"
 );
+/// A `trusted_ca` item: at least one certificate block; that each decodes to a certificate
+/// and that nothing else is in the text is the validator's to say.
+pub const TRUSTED_CA: &str = "-----BEGIN CERTIFICATE-----";
 pub const VERSION: &str = r"^\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*(,\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*)*$";
 
 pub fn token(_: &mut SchemaGenerator) -> Schema {

@@ -29,6 +29,56 @@ pub struct Settings {
     /// SSH public keys added to one user's ~/.ssh/authorized_keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSettings>,
+    /// PEM bundles of CA certificates added to the system trust store (before the container
+    /// runtime starts) and trusted by bootstrapd's own downloads; never by the pinned
+    /// Rancher CA (`rancher.ca_checksum` stays exact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("uniqueItems" = true))]
+    pub trusted_ca: Vec<TrustedCa>,
+}
+
+/// One `trusted_ca` item: PEM text of one or more `CERTIFICATE` blocks, each of which
+/// rustls/webpki accepts as a trust anchor (checked by `validate`). Public data: shown by
+/// `plan` and `query` as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedCa {
+    /// The bundle as the userdata gives it.
+    pub pem: String,
+    /// How many certificates it holds.
+    pub count: usize,
+}
+
+impl TrustedCa {
+    /// Its certificates (DER), in order.
+    pub fn certificates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        super::ca::certificates(&self.pem)
+    }
+}
+
+/// Every certificate of the bundles, in order: the extra trust anchors of bootstrapd's own
+/// clients that trust the system roots.
+pub fn trusted_ca_anchors(cas: &[TrustedCa]) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    cas.iter().flat_map(TrustedCa::certificates).collect()
+}
+
+// In userdata an item is the PEM string itself.
+impl Serialize for TrustedCa {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.pem)
+    }
+}
+
+impl JsonSchema for TrustedCa {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TrustedCa".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "PEM text of one or more CA certificates (`-----BEGIN CERTIFICATE-----` blocks; blank lines and `#` comments between them). No other PEM blocks (never a private key).",
+            "type": "string",
+            "pattern": schema::TRUSTED_CA,
+        })
+    }
 }
 
 /// Where the hostname comes from.
@@ -455,6 +505,7 @@ impl Settings {
             host: HostSettings::default(),
             hostname: None,
             ssh: None,
+            trusted_ca: Vec::new(),
         }
     }
 }

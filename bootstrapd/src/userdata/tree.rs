@@ -31,6 +31,9 @@ pub struct Mark {
 pub enum Style {
     Plain,
     Quoted,
+    /// `|`: the text's lines are the document's lines (`trusted_ca` points into them).
+    Literal,
+    /// `>`.
     Block,
 }
 
@@ -163,6 +166,7 @@ fn style_of(style: ScalarStyle) -> Style {
     match style {
         ScalarStyle::Plain => Style::Plain,
         ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+        ScalarStyle::Literal => Style::Literal,
         _ => Style::Block,
     }
 }

@@ -8,13 +8,22 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::Problem;
+use super::ca;
 use super::identity;
 use super::settings::*;
 use super::tree::{Mark, Node, Style, Value, join_key, shown};
 use crate::secret::Secret;
 use crate::system::packages::VersionConstraint;
 
-pub const ROOT_KEYS: &[&str] = &["roles", "rancher", "runtime", "host", "hostname", "ssh"];
+pub const ROOT_KEYS: &[&str] = &[
+    "roles",
+    "rancher",
+    "runtime",
+    "host",
+    "hostname",
+    "ssh",
+    "trusted_ca",
+];
 pub const HOSTNAME_KEYS: &[&str] = &["template"];
 pub const SSH_KEYS: &[&str] = &["user", "authorized_keys"];
 pub const RANCHER_KEYS: &[&str] = &[
@@ -616,6 +625,7 @@ impl Validator {
             .get("hostname")
             .map(|n| self.hostname(n, key_mark(&f, "hostname")));
         let ssh = f.get("ssh").map(|n| self.ssh(n, key_mark(&f, "ssh")));
+        let trusted_ca = f.get("trusted_ca").map(|n| self.trusted_ca(n));
         if !self.problems.is_empty() {
             return None;
         }
@@ -626,7 +636,47 @@ impl Validator {
             host: host?,
             hostname: transpose(hostname)?,
             ssh: transpose(ssh)?,
+            trusted_ca: trusted_ca.unwrap_or(Some(Vec::new()))?,
         })
+    }
+
+    /// A list of PEM bundles, each of CA certificates only; a certificate given twice is
+    /// refused (its files would clash). Problems point at the block's own line when the
+    /// bundle is a literal block scalar, where lines of the text are lines of the document.
+    fn trusted_ca(&mut self, node: &Node) -> Option<Vec<TrustedCa>> {
+        let items = self.list(node, "trusted_ca")?;
+        let mut out = Vec::new();
+        let mut seen: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("trusted_ca[{i}]");
+            let Some(text) = self.text(item, &p, false, false) else {
+                ok = false;
+                continue;
+            };
+            let certs = match ca::parse_bundle(&text) {
+                Ok(certs) => certs,
+                Err(e) => {
+                    self.report(pem_mark(item, e.line), &p, e.message);
+                    ok = false;
+                    continue;
+                }
+            };
+            for (j, c) in certs.iter().enumerate() {
+                let here = format!("{p} certificate {}", j + 1);
+                match seen.iter().find(|(d, _)| d.as_slice() == c.der.as_ref()) {
+                    Some((_, first)) => {
+                        let msg = format!("the same certificate as {first}");
+                        self.report(pem_mark(item, c.line), &p, msg);
+                        ok = false;
+                    }
+                    None => seen.push((c.der.to_vec(), here)),
+                }
+            }
+            let count = certs.len();
+            out.push(TrustedCa { pem: text, count });
+        }
+        ok.then_some(out)
     }
 
     /// `metadata`, or `{template: TEXT}` whose placeholders are known.
@@ -1125,6 +1175,23 @@ impl Validator {
     }
 }
 
+/// Where line `line` (0-based) of a scalar's text is in the document. Only a literal block
+/// (`|`) keeps the text's lines as document lines; its mark is where its text starts (the
+/// first line after the indicator, at the block's indentation). Any other style points at
+/// the scalar itself.
+fn pem_mark(node: &Node, line: usize) -> Mark {
+    match &node.value {
+        Value::Scalar {
+            style: Style::Literal,
+            ..
+        } => Mark {
+            line: node.mark.line + line,
+            column: node.mark.column,
+        },
+        _ => node.mark,
+    }
+}
+
 /// Position of `key` in a mapping (where problems about its whole value point).
 fn key_mark(f: &Fields<'_>, key: &str) -> Mark {
     f.entries
@@ -1507,6 +1574,76 @@ mod tests {
         ] {
             assert_eq!(plain_kind(t), None, "{t}");
         }
+    }
+
+    /// `trusted_ca` problems as `path line:column message`.
+    fn ca_problems(items: &[&str]) -> Vec<String> {
+        let mut doc = String::from(
+            "roles: [worker]\nrancher:\n  server: https://r.lab\n  token: t\ntrusted_ca:\n",
+        );
+        for item in items {
+            doc.push_str("  - |\n");
+            for l in item.lines() {
+                doc.push_str(&format!("      {l}\n"));
+            }
+        }
+        match crate::userdata::parse(doc.as_bytes()) {
+            Ok(p) => {
+                assert_eq!(p.settings.trusted_ca.len(), items.len());
+                Vec::new()
+            }
+            Err(e) => e
+                .problems
+                .iter()
+                .map(|p| format!("{} {}:{} {}", p.path, p.line, p.column, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn trusted_ca_problems_name_the_item_and_the_blocks_line() {
+        let a = crate::userdata::ca::tests::ca_pem("lab a");
+        let b = crate::userdata::ca::tests::ca_pem("lab b");
+        let (na, nb) = (a.lines().count(), b.lines().count());
+        assert_eq!(
+            ca_problems(&[&a, &format!("# b\n{b}")]),
+            Vec::<String>::new()
+        );
+        let key = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
+        // Item 0's `|` is on line 6, item 1's on line 7 + na; the key block follows b. The
+        // column is the text's indentation.
+        let got = ca_problems(&[&a, &format!("{b}{key}"), "just text", &a]);
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "trusted_ca[1] {}:7 a `EC PRIVATE KEY` block",
+                8 + na + nb
+            )),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with(&format!("trusted_ca[2] {}:7 not PEM", 12 + na + nb)),
+            "{got:#?}"
+        );
+        assert_eq!(
+            got[2],
+            format!(
+                "trusted_ca[3] {}:7 the same certificate as trusted_ca[0] certificate 1",
+                14 + na + nb
+            )
+        );
+        let doc = "roles: [worker]\nrancher:\n  server: https://r.lab\n  token: t\n\
+                   trusted_ca: [\"\", 5]\n";
+        let e = crate::userdata::parse(doc.as_bytes()).unwrap_err();
+        let got: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            got[0].starts_with("5:14: trusted_ca[0]: no certificate"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("5:18: trusted_ca[1]: expected a string"),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use bootstrapd::secret::Secret;
 use bootstrapd::userdata::{
     AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, HostnameSetting, RancherSettings,
-    RegistrationMode, Role, RuntimeSettings, Settings, SshSettings, Taint,
+    RegistrationMode, Role, RuntimeSettings, Settings, SshSettings, Taint, TrustedCa,
 };
 
 /// Builds [`Settings`] for one worker node, no CA checksum, no splay and a 900 s deadline,
@@ -46,6 +46,7 @@ impl SettingsBuilder {
             host: HostSettings::default(),
             hostname: None,
             ssh: None,
+            trusted_ca: Vec::new(),
         })
     }
 
@@ -113,6 +114,15 @@ impl SettingsBuilder {
         self.0.ssh = Some(SshSettings {
             user: user.into(),
             authorized_keys: keys.to_vec(),
+        });
+        self
+    }
+
+    /// A `trusted_ca` item (PEM of one or more certificates).
+    pub fn trusted_ca(mut self, pem: &str) -> Self {
+        self.0.trusted_ca.push(TrustedCa {
+            pem: pem.into(),
+            count: pem.matches("-----BEGIN CERTIFICATE-----").count(),
         });
         self
     }
