@@ -23,6 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use url::Url;
 
 use crate::secret::Secret;
+use crate::userdata::ProxySettings;
 
 /// Errors of [`HttpClient`]. Every variant names the URL (password and query removed).
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +215,57 @@ enum Trust {
     InsecureForCacerts,
 }
 
+/// Where a client's requests go first.
+#[derive(Clone)]
+enum Route {
+    /// `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` of bootstrapd's environment, as reqwest reads
+    /// them: the behaviour before any userdata is read.
+    Environment,
+    /// Straight to the server, whatever the environment or the userdata say.
+    Direct,
+    /// The userdata's `proxy` (the environment's variables are then ignored).
+    Userdata(ProxySettings),
+}
+
+/// Never proxied, whatever `proxy.no_proxy` says: the link-local metadata services (EC2's
+/// and OpenStack's 169.254.169.254, EC2's IPv6 fd00:ec2::254) and link-local addresses in
+/// general, which a proxy elsewhere could not reach anyway.
+pub const NEVER_PROXIED: [&str; 3] = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254"];
+
+/// The no-proxy list bootstrapd's own client uses with the userdata's proxy: the userdata's
+/// entries and [`NEVER_PROXIED`].
+pub fn no_proxy_list(settings: &ProxySettings) -> String {
+    settings
+        .no_proxy
+        .iter()
+        .map(String::as_str)
+        .chain(NEVER_PROXIED)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The reqwest proxies for the userdata's settings: one per target scheme that has a URL,
+/// each with the no-proxy list. Credentials in a URL become `Proxy-Authorization: Basic`
+/// (reqwest takes them from the URL's userinfo), for plain requests and CONNECT alike.
+fn userdata_proxies(settings: &ProxySettings) -> Result<Vec<reqwest::Proxy>, HttpError> {
+    let no_proxy = no_proxy_list(settings);
+    let mut out = Vec::new();
+    type Make = fn(&str) -> reqwest::Result<reqwest::Proxy>;
+    let pairs: [(&Option<Secret>, Make); 2] = [
+        (&settings.http, |u| reqwest::Proxy::http(u)),
+        (&settings.https, |u| reqwest::Proxy::https(u)),
+    ];
+    for (url, make) in pairs {
+        let Some(url) = url else { continue };
+        // reqwest's error would quote the URL, password included.
+        let proxy = make(url.expose()).map_err(|_| {
+            HttpError::Build(format!("invalid proxy URL {}", redact_url_str(url.expose())))
+        })?;
+        out.push(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
+    }
+    Ok(out)
+}
+
 /// Builds an [`HttpClient`].
 #[derive(Clone)]
 pub struct HttpClientBuilder {
@@ -221,7 +273,7 @@ pub struct HttpClientBuilder {
     retry: RetryPolicy,
     attempt_timeout: Duration,
     max_body: usize,
-    proxy: bool,
+    route: Route,
     cert_fail_after: Option<u32>,
 }
 
@@ -232,7 +284,7 @@ impl HttpClientBuilder {
             retry: RetryPolicy::default(),
             attempt_timeout: Duration::from_secs(15),
             max_body: 16 << 20,
-            proxy: true,
+            route: Route::Environment,
             cert_fail_after: None,
         }
     }
@@ -281,7 +333,17 @@ impl HttpClientBuilder {
     /// Ignore `HTTP_PROXY`/`HTTPS_PROXY`: link-local metadata services must never be asked
     /// through a proxy.
     pub fn no_proxy(mut self) -> Self {
-        self.proxy = false;
+        self.route = Route::Direct;
+        self
+    }
+
+    /// Go through the userdata's proxy when it sets one (link-local addresses and its
+    /// `no_proxy` entries excepted); without one, the environment's variables apply as
+    /// before. A client made [`no_proxy`](Self::no_proxy) stays direct.
+    pub fn proxy(mut self, settings: &ProxySettings) -> Self {
+        if settings.has_proxy() && !matches!(self.route, Route::Direct) {
+            self.route = Route::Userdata(settings.clone());
+        }
         self
     }
 
@@ -294,8 +356,14 @@ impl HttpClientBuilder {
                 .user_agent(concat!("bootstrapd/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(self.attempt_timeout)
                 .redirect(redirect);
-            if !self.proxy {
-                b = b.no_proxy();
+            match &self.route {
+                Route::Environment => {}
+                Route::Direct => b = b.no_proxy(),
+                Route::Userdata(p) => {
+                    for proxy in userdata_proxies(p)? {
+                        b = b.proxy(proxy);
+                    }
+                }
             }
             b = match &self.trust {
                 Trust::Verified(t) => b.tls_backend_preconfigured(rustls_config(t)?),

@@ -72,6 +72,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u
         host: Default::default(),
         hostname: None,
         ssh: None,
+        proxy: Default::default(),
     }
 }
 

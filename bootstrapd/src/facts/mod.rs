@@ -59,6 +59,8 @@ pub enum ProbeArea {
     Docker,
     /// `/etc/docker/daemon.json`.
     DaemonJson,
+    /// The runtimes' proxy drop-ins.
+    ProxyDropIn,
 }
 
 impl ProbeArea {
@@ -77,6 +79,7 @@ impl ProbeArea {
             ProbeArea::Bundle => "bundle",
             ProbeArea::Docker => "docker",
             ProbeArea::DaemonJson => "daemon-json",
+            ProbeArea::ProxyDropIn => "proxy-drop-in",
         }
     }
 }

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::{Deadline, client};
 use crate::fsutil::HostRoot;
 use crate::http::{HttpError, Request, StatusCode, TlsTrust, redact_url};
-use crate::userdata::{RuntimeSource, Settings};
+use crate::userdata::{ProxySettings, RuntimeSource, Settings};
 
 /// The agent's directory inside an offline bundle.
 pub const BUNDLE_DIR: &str = "system-agent";
@@ -175,6 +175,7 @@ pub async fn fetch(
     root: &HostRoot,
     source: &BinarySource,
     deadline: &Deadline,
+    proxy: &ProxySettings,
 ) -> Result<Option<VerifiedBinary>, AgentBinaryError> {
     let (bytes, expected) = match source {
         BinarySource::Assets => return Ok(None),
@@ -182,7 +183,7 @@ pub async fn fetch(
             let p = root.path(path);
             (std::fs::read(&p).map_err(io_err(&p))?, sha256)
         }
-        BinarySource::Url { url, sha256 } => (download(url, deadline).await?, sha256),
+        BinarySource::Url { url, sha256 } => (download(url, deadline, proxy).await?, sha256),
     };
     let actual = hex::encode(Sha256::digest(&bytes));
     check(&source.describe(), expected, &actual)?;
@@ -202,13 +203,18 @@ fn redacted(url: &str) -> String {
 
 /// The URL is trusted through the checksum, not the transport: the system roots for https,
 /// plain http allowed (a mirror inside the air gap), and no token is ever sent there.
-async fn download(url: &str, deadline: &Deadline) -> Result<Vec<u8>, AgentBinaryError> {
+async fn download(
+    url: &str,
+    deadline: &Deadline,
+    proxy: &ProxySettings,
+) -> Result<Vec<u8>, AgentBinaryError> {
     let http = |source: HttpError| AgentBinaryError::Http {
         url: redacted(url),
         source: Box::new(source),
     };
     let c = client(
         &TlsTrust::SystemRoots,
+        proxy,
         deadline,
         Duration::from_secs(300),
         512 << 20,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{HttpClient, HttpClientBuilder, RetryPolicy, TlsTrust};
 use crate::secret::Secret;
-use crate::userdata::{Role, Settings, Taint};
+use crate::userdata::{ProxySettings, Role, Settings, Taint};
 
 /// How the node presents itself to Rancher (node command's `--node-name`, `--address`,
 /// `--internal-address`). Addresses left out are worked out by the agent itself.
@@ -44,6 +44,9 @@ pub struct Registration<'a> {
     pub explicit_node_name: Option<&'a str>,
     /// `rancher.strict_verify`; `None`: learn the server's agent-tls-mode.
     pub strict_verify: Option<bool>,
+    /// The userdata's `proxy`: every request to the server goes through it, and the agent
+    /// is given it.
+    pub proxy: &'a ProxySettings,
 }
 
 impl<'a> Registration<'a> {
@@ -59,6 +62,7 @@ impl<'a> Registration<'a> {
             taints: &r.taints,
             explicit_node_name: r.node_name.as_deref(),
             strict_verify: r.strict_verify,
+            proxy: &settings.proxy,
         }
     }
 }
@@ -132,15 +136,17 @@ impl Deadline {
 /// same verdict until the deadline.
 pub const CERT_FAIL_ATTEMPTS: u32 = 2;
 
-/// A verified-TLS client under `trust`, retrying within `deadline`, failing fast on a
-/// certificate `trust` does not accept.
+/// A verified-TLS client under `trust`, through the userdata's `proxy`, retrying within
+/// `deadline`, failing fast on a certificate `trust` does not accept.
 pub(crate) fn client(
     trust: &TlsTrust,
+    proxy: &ProxySettings,
     deadline: &Deadline,
     attempt_timeout: Duration,
     max_body: usize,
 ) -> Result<HttpClient, crate::http::HttpError> {
     HttpClientBuilder::new(trust.clone())
+        .proxy(proxy)
         .retry(deadline.retry_policy())
         .attempt_timeout(attempt_timeout)
         .max_body(max_body)

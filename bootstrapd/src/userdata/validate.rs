@@ -14,7 +14,12 @@ use super::tree::{Mark, Node, Style, Value, join_key, shown};
 use crate::secret::Secret;
 use crate::system::packages::VersionConstraint;
 
-pub const ROOT_KEYS: &[&str] = &["roles", "rancher", "runtime", "host", "hostname", "ssh"];
+mod proxy;
+
+pub const ROOT_KEYS: &[&str] = &[
+    "roles", "rancher", "runtime", "host", "hostname", "ssh", "proxy",
+];
+pub const PROXY_KEYS: &[&str] = &["http", "https", "no_proxy"];
 pub const HOSTNAME_KEYS: &[&str] = &["template"];
 pub const SSH_KEYS: &[&str] = &["user", "authorized_keys"];
 pub const RANCHER_KEYS: &[&str] = &[
@@ -66,6 +71,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("host", HOST_KEYS),
     ("hostname", HOSTNAME_KEYS),
     ("ssh", SSH_KEYS),
+    ("proxy", PROXY_KEYS),
 ];
 
 /// What a plain scalar means in the YAML 1.2 core schema, when it is not a string.
@@ -616,6 +622,10 @@ impl Validator {
             .get("hostname")
             .map(|n| self.hostname(n, key_mark(&f, "hostname")));
         let ssh = f.get("ssh").map(|n| self.ssh(n, key_mark(&f, "ssh")));
+        let proxy = match f.get("proxy") {
+            None => Some(ProxySettings::default()),
+            Some(n) => self.proxy(n, key_mark(&f, "proxy")),
+        };
         if !self.problems.is_empty() {
             return None;
         }
@@ -626,6 +636,7 @@ impl Validator {
             host: host?,
             hostname: transpose(hostname)?,
             ssh: transpose(ssh)?,
+            proxy: proxy?,
         })
     }
 

@@ -46,6 +46,7 @@ impl SettingsBuilder {
             host: HostSettings::default(),
             hostname: None,
             ssh: None,
+            proxy: Default::default(),
         })
     }
 
