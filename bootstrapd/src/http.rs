@@ -1027,6 +1027,61 @@ mod tests {
         assert!(!format!("{:?}", map).contains("s3cr3t"));
     }
 
+    fn userdata_proxy() -> ProxySettings {
+        ProxySettings {
+            http: Some(Secret::new("http://agent:hunter2@proxy.lab:3128/")),
+            https: Some(Secret::new("http://agent:hunter2@proxy.lab:3128/")),
+            no_proxy: vec![".internal.lab".into(), "10.42.0.0/16".into()],
+        }
+    }
+
+    /// The list goes to reqwest's own matcher (hyper-util's), so it is checked there.
+    #[test]
+    fn link_local_metadata_is_never_proxied_whatever_no_proxy_says() {
+        use hyper_util::client::proxy::matcher::Matcher;
+        let p = userdata_proxy();
+        let m = Matcher::builder()
+            .http(p.http.as_ref().unwrap().expose().to_string())
+            .https(p.https.as_ref().unwrap().expose().to_string())
+            .no(no_proxy_list(&p))
+            .build();
+        let proxied = |u: &str| m.intercept(&u.parse::<http::Uri>().unwrap()).is_some();
+        for direct in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://169.254.170.2/v2/credentials",
+            "http://[fd00:ec2::254]/latest/api/token",
+            "http://[fe80::1]/",
+            "https://rancher.internal.lab/cacerts",
+            "https://10.42.3.4/",
+        ] {
+            assert!(!proxied(direct), "{direct} went through the proxy");
+        }
+        for through in ["https://rancher.lab/v3/connect/agent", "http://10.0.2.2:8080/"] {
+            assert!(proxied(through), "{through} did not go through the proxy");
+        }
+        // With no_proxy empty the link-local ranges are still left out.
+        let bare = ProxySettings {
+            no_proxy: vec![],
+            ..p
+        };
+        assert_eq!(no_proxy_list(&bare), NEVER_PROXIED.join(","));
+    }
+
+    #[test]
+    fn the_userdata_proxy_is_taken_only_when_set_and_never_by_a_direct_client() {
+        let p = userdata_proxy();
+        let b = HttpClientBuilder::new(TlsTrust::SystemRoots);
+        assert!(matches!(b.clone().proxy(&p).route, Route::Userdata(_)));
+        assert!(matches!(
+            b.clone().proxy(&ProxySettings::default()).route,
+            Route::Environment
+        ));
+        assert!(matches!(b.clone().no_proxy().proxy(&p).route, Route::Direct));
+        assert!(matches!(b.clone().proxy(&p).no_proxy().route, Route::Direct));
+        // Built for real: the URLs are accepted.
+        b.proxy(&p).build().unwrap();
+    }
+
     #[test]
     fn bad_inputs_are_typed_errors() {
         assert!(matches!(
