@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bootstrapd::secret::Secret;
 use bootstrapd::userdata::{
-    AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, HostnameSetting, RancherSettings,
+    AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, HostnameSetting, ProxySettings, RancherSettings,
     RegistrationMode, Role, RuntimeSettings, Settings, SshSettings, Taint,
 };
 
@@ -115,6 +115,11 @@ impl SettingsBuilder {
             user: user.into(),
             authorized_keys: keys.to_vec(),
         });
+        self
+    }
+
+    pub fn proxy(mut self, proxy: ProxySettings) -> Self {
+        self.0.proxy = proxy;
         self
     }
 
