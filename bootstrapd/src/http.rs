@@ -259,7 +259,10 @@ fn userdata_proxies(settings: &ProxySettings) -> Result<Vec<reqwest::Proxy>, Htt
         let Some(url) = url else { continue };
         // reqwest's error would quote the URL, password included.
         let proxy = make(url.expose()).map_err(|_| {
-            HttpError::Build(format!("invalid proxy URL {}", redact_url_str(url.expose())))
+            HttpError::Build(format!(
+                "invalid proxy URL {}",
+                redact_url_str(url.expose())
+            ))
         })?;
         out.push(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
     }
@@ -1056,7 +1059,10 @@ mod tests {
         ] {
             assert!(!proxied(direct), "{direct} went through the proxy");
         }
-        for through in ["https://rancher.lab/v3/connect/agent", "http://10.0.2.2:8080/"] {
+        for through in [
+            "https://rancher.lab/v3/connect/agent",
+            "http://10.0.2.2:8080/",
+        ] {
             assert!(proxied(through), "{through} did not go through the proxy");
         }
         // With no_proxy empty the link-local ranges are still left out.
@@ -1076,8 +1082,14 @@ mod tests {
             b.clone().proxy(&ProxySettings::default()).route,
             Route::Environment
         ));
-        assert!(matches!(b.clone().no_proxy().proxy(&p).route, Route::Direct));
-        assert!(matches!(b.clone().proxy(&p).no_proxy().route, Route::Direct));
+        assert!(matches!(
+            b.clone().no_proxy().proxy(&p).route,
+            Route::Direct
+        ));
+        assert!(matches!(
+            b.clone().proxy(&p).no_proxy().route,
+            Route::Direct
+        ));
         // Built for real: the URLs are accepted.
         b.proxy(&p).build().unwrap();
     }

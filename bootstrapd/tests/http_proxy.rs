@@ -13,9 +13,9 @@ use axum::Router;
 use axum::routing::get;
 use base64::Engine as _;
 use bootstrapd::http::{HttpClientBuilder, Request, RetryPolicy, TlsTrust};
+use bootstrapd::rancher::Deadline;
 use bootstrapd::rancher::agent_binary::{self, BinarySource};
 use bootstrapd::rancher::cacerts::{self, ServerTrust};
-use bootstrapd::rancher::Deadline;
 use bootstrapd::secret::Secret;
 use bootstrapd::userdata::ProxySettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,7 +160,11 @@ fn settings(proxy: SocketAddr, no_proxy: &[&str]) -> ProxySettings {
 }
 
 fn lines(seen: &Seen) -> Vec<String> {
-    seen.lock().unwrap().iter().map(|(l, _)| l.clone()).collect()
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(l, _)| l.clone())
+        .collect()
 }
 
 #[tokio::test]
@@ -185,7 +189,10 @@ async fn requests_go_through_the_userdata_proxy_with_its_credentials_unless_no_p
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].0, format!("GET http://{far}/v3/hello HTTP/1.1"));
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    assert_eq!(seen[0].1.as_deref(), Some(format!("Basic {basic}").as_str()));
+    assert_eq!(
+        seen[0].1.as_deref(),
+        Some(format!("Basic {basic}").as_str())
+    );
     assert_eq!(lines(&far_seen), ["GET /v3/hello HTTP/1.1"]);
 
     // no_proxy: straight to the server, the proxy sees nothing.
@@ -248,9 +255,14 @@ async fn rancher_requests_and_the_agent_binary_download_use_the_proxy() {
     let p = settings(proxy, &[]);
     let deadline = Deadline::after(Duration::from_secs(60));
 
-    let trust = cacerts::establish(&server, Some(&cacerts::checksum(ca.as_bytes())), &deadline, &p)
-        .await
-        .unwrap();
+    let trust = cacerts::establish(
+        &server,
+        Some(&cacerts::checksum(ca.as_bytes())),
+        &deadline,
+        &p,
+    )
+    .await
+    .unwrap();
     assert!(matches!(trust, ServerTrust::Pinned { .. }), "{trust:?}");
     let authority = server.trim_start_matches("https://");
     let seen = via.lock().unwrap().clone();
@@ -276,5 +288,8 @@ async fn rancher_requests_and_the_agent_binary_download_use_the_proxy() {
         lines(&via).last().unwrap(),
         &format!("GET http://{far}/rancher-system-agent-amd64 HTTP/1.1")
     );
-    assert_eq!(lines(&far_seen), ["GET /rancher-system-agent-amd64 HTTP/1.1"]);
+    assert_eq!(
+        lines(&far_seen),
+        ["GET /rancher-system-agent-amd64 HTTP/1.1"]
+    );
 }

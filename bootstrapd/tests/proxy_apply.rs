@@ -23,7 +23,9 @@ const PASSWORD: &str = "hunter2";
 fn with_proxy() -> Settings {
     SettingsBuilder::rke1("https://rancher.example")
         .proxy(ProxySettings {
-            http: Some(Secret::new(format!("http://agent:{PASSWORD}@10.0.2.2:3128/"))),
+            http: Some(Secret::new(format!(
+                "http://agent:{PASSWORD}@10.0.2.2:3128/"
+            ))),
             https: Some(Secret::new("http://10.0.2.2:3128/")),
             no_proxy: vec!["localhost".into(), "10.42.0.0/16".into()],
         })
@@ -38,7 +40,11 @@ async fn apply(root: &HostRoot, settings: &Settings) -> (Vec<Finding>, Vec<Findi
         .filter(|s| s.step.starts_with("runtime.proxy-"))
         .collect();
     let preview = steps.iter().map(|s| s.preview()).collect();
-    let applied = apply_all(Target::quiet(root, None).with_proxy(&settings.proxy), &steps).await;
+    let applied = apply_all(
+        Target::quiet(root, None).with_proxy(&settings.proxy),
+        &steps,
+    )
+    .await;
     (preview, applied)
 }
 
@@ -101,7 +107,11 @@ async fn drop_ins_are_private_journaled_without_credentials_and_removed_when_uns
     for text in [&journal, &shown] {
         assert!(!text.contains(PASSWORD), "{text}");
     }
-    assert!(preview[0].detail.contains("http://agent:redacted@10.0.2.2:3128/"));
+    assert!(
+        preview[0]
+            .detail
+            .contains("http://agent:redacted@10.0.2.2:3128/")
+    );
     assert!(journal.contains("runtime.proxy-docker"));
 
     // Second run: as required, nothing changes.
@@ -113,7 +123,11 @@ async fn drop_ins_are_private_journaled_without_credentials_and_removed_when_uns
     std::fs::write(root.path(CONTAINERD_DROPIN), own).unwrap();
     let plain = SettingsBuilder::rke1("https://rancher.example").build();
     let (preview, removed) = apply(&root, &plain).await;
-    assert!(preview[0].detail.starts_with(&format!("remove {DOCKER_DROPIN}")));
+    assert!(
+        preview[0]
+            .detail
+            .starts_with(&format!("remove {DOCKER_DROPIN}"))
+    );
     assert_eq!(
         outcomes(&removed),
         [

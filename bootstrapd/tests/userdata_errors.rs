@@ -465,5 +465,9 @@ fn proxy_mistakes_have_line_and_column_and_never_the_password() {
         "http http://agent:redacted@10.0.2.2:3128/, no_proxy localhost,.svc.cluster.local,10.42.0.0/16,fd00:ec2::254"
     );
     assert!(!format!("{:?}", p.settings).contains("hunter2"));
-    assert!(!serde_json::to_string(&p.settings).unwrap().contains("hunter2"));
+    assert!(
+        !serde_json::to_string(&p.settings)
+            .unwrap()
+            .contains("hunter2")
+    );
 }

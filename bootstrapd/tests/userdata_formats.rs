@@ -452,6 +452,10 @@ fn behind_proxy_example() {
     );
     assert_eq!(proxy.http, proxy.https);
     assert_eq!(proxy.no_proxy.len(), 7);
-    assert!(proxy.redacted().contains("agent:redacted@proxy.example.com:3128"));
+    assert!(
+        proxy
+            .redacted()
+            .contains("agent:redacted@proxy.example.com:3128")
+    );
     assert!(!format!("{:?}", p.settings).contains("example-only"));
 }

@@ -131,9 +131,7 @@ impl Step for HostStep {
         vec![HostStep::preview(self)]
     }
     async fn apply(&self, target: Target<'_>) -> Applied {
-        host::apply_one(target, self)
-            .await
-            .into()
+        host::apply_one(target, self).await.into()
     }
 }
 
@@ -145,9 +143,7 @@ impl Step for RuntimeStep {
         vec![RuntimeStep::preview(self)]
     }
     async fn apply(&self, target: Target<'_>) -> Applied {
-        runtime::apply_one(target, self)
-            .await
-            .into()
+        runtime::apply_one(target, self).await.into()
     }
 }
 

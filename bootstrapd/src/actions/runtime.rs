@@ -33,7 +33,11 @@ pub struct Prefetch {
 impl Prefetch {
     /// Starts the downloads (through the userdata's `proxy`) in the background; `None` when
     /// the manager cannot download only.
-    pub fn start(pm: PackageManager, packages: &[String], proxy: &ProxySettings) -> Option<Prefetch> {
+    pub fn start(
+        pm: PackageManager,
+        packages: &[String],
+        proxy: &ProxySettings,
+    ) -> Option<Prefetch> {
         let [refresh, download] = packages::prefetch_commands(pm, packages)?;
         let (refresh, download) = (
             packages::proxied(refresh, proxy),
@@ -65,8 +69,7 @@ fn needs_live(action: &RuntimeAction) -> bool {
         RuntimeAction::Report { .. }
             | RuntimeAction::WriteFile { .. }
             | RuntimeAction::InstallAptKey { .. }
-            | RuntimeAction::WriteDropIn { .. }
-            | RuntimeAction::RemoveDropIn { .. }
+            | RuntimeAction::ProxyDropIn { .. }
     )
 }
 
@@ -91,22 +94,18 @@ pub(crate) async fn apply_one(target: crate::actions::Target<'_>, step: &Runtime
             content,
             mode,
         } => write_file(root, path, content.as_bytes(), *mode),
-        RuntimeAction::WriteDropIn {
+        RuntimeAction::ProxyDropIn {
             unit,
             path,
             content,
             restart,
         } => {
-            let d = DropIn { unit, path, restart: *restart };
-            write_dropin(root, systemd, d, Some(content)).await
-        }
-        RuntimeAction::RemoveDropIn {
-            unit,
-            path,
-            restart,
-        } => {
-            let d = DropIn { unit, path, restart: *restart };
-            write_dropin(root, systemd, d, None).await
+            let d = DropIn {
+                unit,
+                path,
+                restart: *restart,
+            };
+            write_dropin(root, systemd, d, content.as_ref()).await
         }
         RuntimeAction::InstallAptKey { source, dest } => {
             install_apt_key(root, source, dest, proxy).await
@@ -294,7 +293,12 @@ struct Install<'a> {
     proxy: &'a ProxySettings,
 }
 
-async fn install(root: &HostRoot, pm: PackageManager, names: &[String], how: Install<'_>) -> StepResult {
+async fn install(
+    root: &HostRoot,
+    pm: PackageManager,
+    names: &[String],
+    how: Install<'_>,
+) -> StepResult {
     let Install {
         constrained,
         constraint,
@@ -446,7 +450,10 @@ async fn write_dropin(
     if !root.is_live() {
         return Ok((
             Outcome::Changed,
-            format!("{did}; below a test root: systemd not reloaded, {} not restarted", d.unit),
+            format!(
+                "{did}; below a test root: systemd not reloaded, {} not restarted",
+                d.unit
+            ),
         ));
     }
     let reloaded = reload_and_restart(systemd, &d).await?;
@@ -461,7 +468,10 @@ async fn reload_and_restart(
 ) -> crate::actions::StepResult {
     let Some(sd) = systemd else {
         return Err(StepFailure::new(
-            format!("{} changed but systemd is not reachable over D-Bus to reload it", d.path),
+            format!(
+                "{} changed but systemd is not reachable over D-Bus to reload it",
+                d.path
+            ),
             "run bootstrapd under systemd with the system bus up".into(),
         ));
     };
@@ -488,7 +498,9 @@ async fn reload_and_restart(
 
 fn mode_of(p: &std::path::Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o7777)
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
 }
 
 async fn enable_start(systemd: Option<&Systemd>, unit: &str) -> StepResult {

@@ -9,9 +9,9 @@ use serde::Serialize;
 use super::{ProbeArea, ProbeFailures};
 use crate::fsutil::HostRoot;
 use crate::secret::Secret;
-use crate::system::proxy::{CONTAINERD_DROPIN, DOCKER_DROPIN};
 use crate::system::docker::{self, EngineInfo};
 use crate::system::packages::{self, PackageManager, PackageState};
+use crate::system::proxy::{CONTAINERD_DROPIN, DOCKER_DROPIN};
 use crate::system::systemd::{Systemd, UnitState};
 use crate::userdata::{RuntimeSource, Settings};
 

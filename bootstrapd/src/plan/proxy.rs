@@ -67,22 +67,21 @@ fn dropin_step(
                 "write {path} (mode 0600) with the proxy ({}); reload systemd{restart}",
                 proxy.redacted()
             ),
-            RuntimeAction::WriteDropIn {
+            RuntimeAction::ProxyDropIn {
                 unit: unit.to_string(),
                 path: path.to_string(),
-                content,
+                content: Some(content),
                 restart: running,
             },
         )),
         (None, Some(have)) if is_ours(have) => Some(RuntimeStep::change(
             step,
             WHY,
-            format!(
-                "remove {path}: the userdata no longer sets a proxy; reload systemd{restart}"
-            ),
-            RuntimeAction::RemoveDropIn {
+            format!("remove {path}: the userdata no longer sets a proxy; reload systemd{restart}"),
+            RuntimeAction::ProxyDropIn {
                 unit: unit.to_string(),
                 path: path.to_string(),
+                content: None,
                 restart: running,
             },
         )),
@@ -131,11 +130,15 @@ mod tests {
         let (docker, containerd) = (&steps[0], &steps[1]);
         assert_eq!(docker.step, STEP_DOCKER);
         assert!(
-            matches!(&docker.action, RuntimeAction::WriteDropIn { path, restart: true, .. } if path == DOCKER_DROPIN)
+            matches!(&docker.action, RuntimeAction::ProxyDropIn { path, content: Some(_), restart: true, .. } if path == DOCKER_DROPIN)
         );
-        assert!(docker.detail.ends_with("restart docker.service (it is running)"));
         assert!(
-            matches!(&containerd.action, RuntimeAction::WriteDropIn { path, restart: false, .. } if path == CONTAINERD_DROPIN)
+            docker
+                .detail
+                .ends_with("restart docker.service (it is running)")
+        );
+        assert!(
+            matches!(&containerd.action, RuntimeAction::ProxyDropIn { path, content: Some(_), restart: false, .. } if path == CONTAINERD_DROPIN)
         );
         for s in &steps {
             let shown = format!(
@@ -154,7 +157,9 @@ mod tests {
         let settings = with_proxy();
         let want = render_dropin(DOCKER_UNIT, &settings.proxy).unwrap();
         let mut facts = RuntimeFacts::default();
-        facts.proxy_dropins.insert(DOCKER_DROPIN.into(), want.clone());
+        facts
+            .proxy_dropins
+            .insert(DOCKER_DROPIN.into(), want.clone());
         let steps = dropin_steps(&settings, &facts);
         assert_eq!(steps[0].preview().outcome, Outcome::Ok);
         assert!(!steps[0].changes());
@@ -170,9 +175,17 @@ mod tests {
         assert_eq!(steps.len(), 2);
         assert!(matches!(
             &steps[0].action,
-            RuntimeAction::RemoveDropIn { restart: true, .. }
+            RuntimeAction::ProxyDropIn {
+                content: None,
+                restart: true,
+                ..
+            }
         ));
-        assert!(steps[0].detail.starts_with(&format!("remove {DOCKER_DROPIN}")));
+        assert!(
+            steps[0]
+                .detail
+                .starts_with(&format!("remove {DOCKER_DROPIN}"))
+        );
         assert!(!steps[1].changes());
         assert!(steps[1].detail.contains("not written by bootstrapd"));
 

@@ -36,19 +36,14 @@ pub enum RuntimeAction {
         content: String,
         mode: u32,
     },
-    /// A systemd drop-in of `unit` holding the proxy (a Secret: it may carry credentials, so
-    /// it is written 0600 and never shown), then a daemon-reload and, when `restart`, a
-    /// restart of the running unit so that it reads it.
-    WriteDropIn {
+    /// A systemd drop-in of `unit` holding the proxy (a Secret: it may carry credentials,
+    /// so it is written 0600 and never shown), or bootstrapd's drop-in removed when `content`
+    /// is `None` (the userdata no longer sets a proxy); then a daemon-reload and, when
+    /// `restart`, a restart of the running unit so that it reads the change.
+    ProxyDropIn {
         unit: String,
         path: String,
-        content: Secret,
-        restart: bool,
-    },
-    /// bootstrapd's drop-in removed (the userdata no longer sets a proxy), then as above.
-    RemoveDropIn {
-        unit: String,
-        path: String,
+        content: Option<Secret>,
         restart: bool,
     },
     /// The apt repository's signing key from a URL or a local path, stored dearmored.
@@ -562,7 +557,7 @@ pub fn prefetchable(steps: &[RuntimeStep]) -> Option<(PackageManager, Vec<String
             RuntimeAction::WriteFile { path, .. } if !is_package_source(path) => {}
             // The drop-ins are the engine's, not the package manager's (which is given the
             // proxy in its environment, early downloads included).
-            RuntimeAction::WriteDropIn { .. } | RuntimeAction::RemoveDropIn { .. } => {}
+            RuntimeAction::ProxyDropIn { .. } => {}
             RuntimeAction::Install {
                 manager: PackageManager::Apt,
                 packages,

@@ -338,11 +338,7 @@ pub enum AgentBase {
 /// agent's arguments, the token, the proxy), without any value of the token or the proxy;
 /// `None` when nothing does. The container is found by its server label alone, so without
 /// this a corrected token, checksum, roles, image or proxy would never take effect.
-async fn drift(
-    docker: &Docker,
-    id: &str,
-    want: &Wanted<'_>,
-) -> Result<Option<String>, Rke1Error> {
+async fn drift(docker: &Docker, id: &str, want: &Wanted<'_>) -> Result<Option<String>, Rke1Error> {
     let Wanted {
         image,
         args,

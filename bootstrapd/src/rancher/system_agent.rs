@@ -485,8 +485,7 @@ pub async fn install_with(
     // 2. Binary and uninstall script.
     ensure_private_dir(root, VAR_DIR)?;
     ensure_private_dir(root, CONFIG_DIR)?;
-    let (binary, binary_source) =
-        install_binary(root, reg, arch, &trust, deadline, how).await?;
+    let (binary, binary_source) = install_binary(root, reg, arch, &trust, deadline, how).await?;
 
     // 3. CATTLE_ID.
     persist_cattle_id(root, &cattle)?;
@@ -543,7 +542,7 @@ async fn prove_server(
         Duration::from_secs(30),
         1 << 20,
     )
-        .map_err(http("healthz"))?;
+    .map_err(http("healthz"))?;
     let url = endpoint(server, "/healthz");
     let resp = small
         .send_with(&Request::get(&url).map_err(http("healthz"))?, |r| {

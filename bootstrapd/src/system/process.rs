@@ -87,7 +87,11 @@ pub async fn run(spec: &CommandSpec, timeout: Duration) -> Result<Output, Proces
         .env("LANG", "C")
         .env("LC_ALL", "C")
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .envs(spec.secret_env.iter().map(|(k, v)| (k.as_str(), v.expose())))
+        .envs(
+            spec.secret_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.expose())),
+        )
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let out = match tokio::time::timeout(timeout, cmd.output()).await {
@@ -183,7 +187,10 @@ mod tests {
         assert_eq!(out.stdout, "http://user:hunter2@proxy.lab:3128/\n");
         let shown = format!("{spec} {spec:?} {}", serde_json::to_string(&spec).unwrap());
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(spec.to_string().starts_with("http_proxy=<redacted> /bin/sh"));
+        assert!(
+            spec.to_string()
+                .starts_with("http_proxy=<redacted> /bin/sh")
+        );
         assert!(spec.args.iter().all(|a| !a.contains("hunter2")));
     }
 

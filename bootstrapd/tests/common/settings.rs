@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use bootstrapd::secret::Secret;
 use bootstrapd::userdata::{
-    AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, HostnameSetting, ProxySettings, RancherSettings,
-    RegistrationMode, Role, RuntimeSettings, Settings, SshSettings, Taint,
+    AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, HostnameSetting, ProxySettings,
+    RancherSettings, RegistrationMode, Role, RuntimeSettings, Settings, SshSettings, Taint,
 };
 
 /// Builds [`Settings`] for one worker node, no CA checksum, no splay and a 900 s deadline,

@@ -13,12 +13,8 @@ impl Validator {
     /// The `proxy` section; absent keys are empty.
     pub(super) fn proxy(&mut self, node: &Node, at: Mark) -> Option<ProxySettings> {
         let f = self.fields(node, at, "proxy", PROXY_KEYS)?;
-        let http = f
-            .get("http")
-            .map(|n| self.proxy_url(n, &f.path("http")));
-        let https = f
-            .get("https")
-            .map(|n| self.proxy_url(n, &f.path("https")));
+        let http = f.get("http").map(|n| self.proxy_url(n, &f.path("http")));
+        let https = f.get("https").map(|n| self.proxy_url(n, &f.path("https")));
         let no_proxy = f
             .get("no_proxy")
             .map(|n| self.string_list(n, &f.path("no_proxy"), check_no_proxy_entry));
@@ -154,13 +150,19 @@ mod tests {
             "http://u:p%22w%@proxy.lab:3128/"
         );
         for (bad, why) in [
-            ("socks5://proxy.lab:1080", "must start with http:// or https://"),
+            (
+                "socks5://proxy.lab:1080",
+                "must start with http:// or https://",
+            ),
             ("proxy.lab:3128", "must start with http:// or https://"),
             ("http://u:s3cret@proxy.lab/path", "must not have a path"),
             ("http://u:s3cret@proxy.lab/?a=b", "must not have a query"),
             ("http://u:s3cret@proxy.lab/#f", "must not have a query"),
             ("http://:3128", "not a valid proxy URL: empty host"),
-            ("http://proxy.lab:99999", "not a valid proxy URL: invalid port"),
+            (
+                "http://proxy.lab:99999",
+                "not a valid proxy URL: invalid port",
+            ),
             ("http://u:s3cret@proxy lab", "must not contain spaces"),
         ] {
             let e = check_proxy_url(bad).unwrap_err();
