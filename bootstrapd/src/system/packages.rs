@@ -638,6 +638,26 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_goes_into_the_environment_only() {
+        let proxy = ProxySettings {
+            http: Some(crate::secret::Secret::new(
+                "http://u:hunter2@proxy.lab:3128/",
+            )),
+            https: None,
+            no_proxy: vec!["localhost".into()],
+        };
+        let pkgs = vec!["docker.io".to_string()];
+        let plain = install_command(PackageManager::Apt, &pkgs);
+        let spec = proxied(plain.clone(), &proxy);
+        assert_eq!((&spec.args, &spec.env), (&plain.args, &plain.env));
+        let names: Vec<&str> = spec.secret_env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"]);
+        assert!(!format!("{spec} {spec:?}").contains("hunter2"));
+        // Without a proxy URL nothing is added.
+        assert_eq!(proxied(plain.clone(), &ProxySettings::default()), plain);
+    }
+
+    #[test]
     fn upstream_versions() {
         assert_eq!(upstream_version("5:24.0.7-1~debian.12~bookworm"), "24.0.7");
         assert_eq!(upstream_version("20.10.24+dfsg1-1+b3"), "20.10.24");
