@@ -23,6 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use url::Url;
 
 use crate::secret::Secret;
+use crate::userdata::ProxySettings;
 
 /// Errors of [`HttpClient`]. Every variant names the URL (password and query removed).
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +230,60 @@ enum Trust {
     InsecureForCacerts,
 }
 
+/// Where a client's requests go first.
+#[derive(Clone)]
+enum Route {
+    /// `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` of bootstrapd's environment, as reqwest reads
+    /// them: the behaviour before any userdata is read.
+    Environment,
+    /// Straight to the server, whatever the environment or the userdata say.
+    Direct,
+    /// The userdata's `proxy` (the environment's variables are then ignored).
+    Userdata(ProxySettings),
+}
+
+/// Never proxied, whatever `proxy.no_proxy` says: the link-local metadata services (EC2's
+/// and OpenStack's 169.254.169.254, EC2's IPv6 fd00:ec2::254) and link-local addresses in
+/// general, which a proxy elsewhere could not reach anyway.
+pub const NEVER_PROXIED: [&str; 3] = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254"];
+
+/// The no-proxy list bootstrapd's own client uses with the userdata's proxy: the userdata's
+/// entries and [`NEVER_PROXIED`].
+pub fn no_proxy_list(settings: &ProxySettings) -> String {
+    settings
+        .no_proxy
+        .iter()
+        .map(String::as_str)
+        .chain(NEVER_PROXIED)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The reqwest proxies for the userdata's settings: one per target scheme that has a URL,
+/// each with the no-proxy list. Credentials in a URL become `Proxy-Authorization: Basic`
+/// (reqwest takes them from the URL's userinfo), for plain requests and CONNECT alike.
+fn userdata_proxies(settings: &ProxySettings) -> Result<Vec<reqwest::Proxy>, HttpError> {
+    let no_proxy = no_proxy_list(settings);
+    let mut out = Vec::new();
+    type Make = fn(&str) -> reqwest::Result<reqwest::Proxy>;
+    let pairs: [(&Option<Secret>, Make); 2] = [
+        (&settings.http, |u| reqwest::Proxy::http(u)),
+        (&settings.https, |u| reqwest::Proxy::https(u)),
+    ];
+    for (url, make) in pairs {
+        let Some(url) = url else { continue };
+        // reqwest's error would quote the URL, password included.
+        let proxy = make(url.expose()).map_err(|_| {
+            HttpError::Build(format!(
+                "invalid proxy URL {}",
+                redact_url_str(url.expose())
+            ))
+        })?;
+        out.push(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
+    }
+    Ok(out)
+}
+
 /// Builds an [`HttpClient`].
 #[derive(Clone)]
 pub struct HttpClientBuilder {
@@ -236,7 +291,7 @@ pub struct HttpClientBuilder {
     retry: RetryPolicy,
     attempt_timeout: Duration,
     max_body: usize,
-    proxy: bool,
+    route: Route,
     cert_fail_after: Option<u32>,
 }
 
@@ -247,7 +302,7 @@ impl HttpClientBuilder {
             retry: RetryPolicy::default(),
             attempt_timeout: Duration::from_secs(15),
             max_body: 16 << 20,
-            proxy: true,
+            route: Route::Environment,
             cert_fail_after: None,
         }
     }
@@ -296,7 +351,17 @@ impl HttpClientBuilder {
     /// Ignore `HTTP_PROXY`/`HTTPS_PROXY`: link-local metadata services must never be asked
     /// through a proxy.
     pub fn no_proxy(mut self) -> Self {
-        self.proxy = false;
+        self.route = Route::Direct;
+        self
+    }
+
+    /// Go through the userdata's proxy when it sets one (link-local addresses and its
+    /// `no_proxy` entries excepted); without one, the environment's variables apply as
+    /// before. A client made [`no_proxy`](Self::no_proxy) stays direct.
+    pub fn proxy(mut self, settings: &ProxySettings) -> Self {
+        if settings.has_proxy() && !matches!(self.route, Route::Direct) {
+            self.route = Route::Userdata(settings.clone());
+        }
         self
     }
 
@@ -309,8 +374,14 @@ impl HttpClientBuilder {
                 .user_agent(concat!("bootstrapd/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(self.attempt_timeout)
                 .redirect(redirect);
-            if !self.proxy {
-                b = b.no_proxy();
+            match &self.route {
+                Route::Environment => {}
+                Route::Direct => b = b.no_proxy(),
+                Route::Userdata(p) => {
+                    for proxy in userdata_proxies(p)? {
+                        b = b.proxy(proxy);
+                    }
+                }
             }
             b = match &self.trust {
                 Trust::Verified(t) => b.tls_backend_preconfigured(rustls_config(t)?),
@@ -980,6 +1051,70 @@ mod tests {
         assert!(map.get("x-token").unwrap().is_sensitive());
         assert!(!format!("{req:?}").contains("s3cr3t"));
         assert!(!format!("{:?}", map).contains("s3cr3t"));
+    }
+
+    fn userdata_proxy() -> ProxySettings {
+        ProxySettings {
+            http: Some(Secret::new("http://agent:hunter2@proxy.lab:3128/")),
+            https: Some(Secret::new("http://agent:hunter2@proxy.lab:3128/")),
+            no_proxy: vec![".internal.lab".into(), "10.42.0.0/16".into()],
+        }
+    }
+
+    /// The list goes to reqwest's own matcher (hyper-util's), so it is checked there.
+    #[test]
+    fn link_local_metadata_is_never_proxied_whatever_no_proxy_says() {
+        use hyper_util::client::proxy::matcher::Matcher;
+        let p = userdata_proxy();
+        let m = Matcher::builder()
+            .http(p.http.as_ref().unwrap().expose().to_string())
+            .https(p.https.as_ref().unwrap().expose().to_string())
+            .no(no_proxy_list(&p))
+            .build();
+        let proxied = |u: &str| m.intercept(&u.parse::<http::Uri>().unwrap()).is_some();
+        for direct in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://169.254.170.2/v2/credentials",
+            "http://[fd00:ec2::254]/latest/api/token",
+            "http://[fe80::1]/",
+            "https://rancher.internal.lab/cacerts",
+            "https://10.42.3.4/",
+        ] {
+            assert!(!proxied(direct), "{direct} went through the proxy");
+        }
+        for through in [
+            "https://rancher.lab/v3/connect/agent",
+            "http://10.0.2.2:8080/",
+        ] {
+            assert!(proxied(through), "{through} did not go through the proxy");
+        }
+        // With no_proxy empty the link-local ranges are still left out.
+        let bare = ProxySettings {
+            no_proxy: vec![],
+            ..p
+        };
+        assert_eq!(no_proxy_list(&bare), NEVER_PROXIED.join(","));
+    }
+
+    #[test]
+    fn the_userdata_proxy_is_taken_only_when_set_and_never_by_a_direct_client() {
+        let p = userdata_proxy();
+        let b = HttpClientBuilder::new(TlsTrust::SystemRoots);
+        assert!(matches!(b.clone().proxy(&p).route, Route::Userdata(_)));
+        assert!(matches!(
+            b.clone().proxy(&ProxySettings::default()).route,
+            Route::Environment
+        ));
+        assert!(matches!(
+            b.clone().no_proxy().proxy(&p).route,
+            Route::Direct
+        ));
+        assert!(matches!(
+            b.clone().proxy(&p).no_proxy().route,
+            Route::Direct
+        ));
+        // Built for real: the URLs are accepted.
+        b.proxy(&p).build().unwrap();
     }
 
     #[test]

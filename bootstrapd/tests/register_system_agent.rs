@@ -697,6 +697,7 @@ async fn legacy_settings_endpoint_is_hashed_with_newline_and_pinned() {
         &url,
         Some(&sum),
         &Deadline::after(std::time::Duration::from_secs(30)),
+        &Default::default(),
     )
     .await
     .unwrap();

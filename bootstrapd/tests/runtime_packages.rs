@@ -42,7 +42,7 @@ async fn candidates_come_from_real_apt_cache_madison() {
         eprintln!("no apt-cache on this host: nothing to compare with");
         return;
     }
-    let cands = packages::candidates(PackageManager::Apt, "docker.io")
+    let cands = packages::candidates(PackageManager::Apt, "docker.io", &Default::default())
         .await
         .unwrap();
     if cands.is_empty() {

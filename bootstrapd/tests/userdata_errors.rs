@@ -66,7 +66,7 @@ server: x
 23:27: host.modules[1]: `Bad.Mod` is not a kernel module name (lowercase letters, digits, `_` and `-`)
 26:5: host.sysctls[kernel]: `kernel` is not a sysctl name such as `net.ipv4.ip_forward`
 27:3: host.swapp: unknown key `swapp`; did you mean `swap`?
-28:1: colour: unknown key `colour`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`, `trusted_ca`
+28:1: colour: unknown key `colour`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`, `trusted_ca`, `proxy`
 29:1: server: unknown key `server`; did you mean `rancher.server`?";
     let e = errors(doc);
     assert_eq!(e.to_string(), expected);
@@ -359,7 +359,7 @@ fn a_huge_unknown_key_is_echoed_shortened() {
     assert_eq!(
         p.message,
         format!(
-            "unknown key `{cut}`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`, `trusted_ca`"
+            "unknown key `{cut}`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`, `trusted_ca`, `proxy`"
         )
     );
     // Nested keys, duplicate keys and values are cut the same way.
@@ -422,4 +422,52 @@ fn identity_mistakes_have_line_and_column() {
     let s = userdata::parse(doc.as_bytes()).unwrap().settings;
     assert_eq!(s.hostname, Some(userdata::HostnameSetting::Metadata));
     assert_eq!(s.ssh, None);
+}
+
+#[test]
+fn proxy_mistakes_have_line_and_column_and_never_the_password() {
+    let doc = format!(
+        "roles: [worker]\n{GOOD_RANCHER}proxy:\n  http: http://agent:hunter2@10.0.2.2:3128/squid\n  https: socks5://agent:hunter2@10.0.2.2:1080\n  no_proxy: [localhost, \"http://x.lab\", 10.0.0.0/33, host.lab:80, localhost]\n  no-proxy: []\n"
+    );
+    let e = errors(&doc);
+    let expected = "\
+6:9: proxy.http: proxy URL `http://agent:redacted@10.0.2.2:3128/squid` must not have a path; give scheme, host and port only
+7:10: proxy.https: a proxy URL must start with http:// or https://, found `socks5://`
+8:25: proxy.no_proxy[1]: `http://x.lab` is a URL; no_proxy takes host names, `.domain`, IP addresses and CIDRs
+8:41: proxy.no_proxy[2]: `10.0.0.0/33`: the prefix length must be a number from 0 to 32
+8:54: proxy.no_proxy[3]: `host.lab:80` is not a host name, `.domain`, `*`, IP address or CIDR (ports are not supported; IPv6 addresses go without brackets)
+8:67: proxy.no_proxy[4]: duplicate `localhost` (first at 8:14)
+9:3: proxy.no-proxy: unknown key `no-proxy`; did you mean `no_proxy`?";
+    assert_eq!(e.to_string(), expected);
+    assert!(!format!("{e:?}").contains("hunter2"));
+
+    // A URL that is no string is not echoed either.
+    let doc = format!("roles: [worker]\n{GOOD_RANCHER}proxy:\n  http: [http://a:hunter2@p]\n");
+    let e = errors(&doc);
+    assert_eq!(
+        e.to_string(),
+        "6:9: proxy.http: expected a string, found a list"
+    );
+
+    // Accepted: normalised, credentials kept only in the Secret.
+    let doc = format!(
+        "roles: [worker]\n{GOOD_RANCHER}proxy:\n  http: HTTP://agent:hunter2@10.0.2.2:3128\n  no_proxy: [localhost, .svc.cluster.local, 10.42.0.0/16, fd00:ec2::254]\n"
+    );
+    let p = userdata::parse(doc.as_bytes()).unwrap();
+    let proxy = &p.settings.proxy;
+    assert_eq!(
+        proxy.http.as_ref().unwrap().expose(),
+        "http://agent:hunter2@10.0.2.2:3128/"
+    );
+    assert_eq!(proxy.https, None);
+    assert_eq!(
+        proxy.redacted(),
+        "http http://agent:redacted@10.0.2.2:3128/, no_proxy localhost,.svc.cluster.local,10.42.0.0/16,fd00:ec2::254"
+    );
+    assert!(!format!("{:?}", p.settings).contains("hunter2"));
+    assert!(
+        !serde_json::to_string(&p.settings)
+            .unwrap()
+            .contains("hunter2")
+    );
 }

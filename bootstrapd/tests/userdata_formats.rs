@@ -441,3 +441,21 @@ fn identity_example() {
     assert!(ssh.authorized_keys[1].starts_with("ecdsa-sha2-nistp256 AAAAE2"));
     assert!(p.notes.is_empty(), "{:?}", p.notes);
 }
+
+#[test]
+fn behind_proxy_example() {
+    let p = userdata::parse(&example("behind-proxy.yaml")).unwrap();
+    let proxy = &p.settings.proxy;
+    assert_eq!(
+        proxy.http.as_ref().unwrap().expose(),
+        "http://agent:example-only@proxy.example.com:3128/"
+    );
+    assert_eq!(proxy.http, proxy.https);
+    assert_eq!(proxy.no_proxy.len(), 7);
+    assert!(
+        proxy
+            .redacted()
+            .contains("agent:redacted@proxy.example.com:3128")
+    );
+    assert!(!format!("{:?}", p.settings).contains("example-only"));
+}

@@ -123,6 +123,7 @@ fn schema_properties_are_the_validators_keys() {
         ),
         ("rancher.system_agent.binary", definition(&s, "AgentBinary")),
         ("ssh", definition(&s, "SshSettings")),
+        ("proxy", definition(&s, "ProxySettings")),
         (
             "hostname",
             definition(&s, "HostnameSetting")["oneOf"][1].clone(),
@@ -1069,6 +1070,85 @@ fn corpus() -> Vec<Corpus> {
     ]
 }
 
+/// `proxy`: the URLs (credentials allowed, no path, query or fragment) and the no_proxy
+/// entries.
+fn proxy_corpus() -> Vec<Corpus> {
+    let urls = |field, place, schema| Corpus {
+        field,
+        place,
+        schema,
+        good: strings(&[
+            "http://10.0.2.2:3128",
+            "http://user:pass@10.0.2.2:3128/",
+            "https://proxy.example.com",
+            "HTTP://proxy.example.com:8080",
+            "http://u:p@ss@proxy.example.com",
+            "http://[fd00::1]:3128",
+            "http://user@proxy.example.com",
+        ]),
+        bad: strings(&[
+            "socks5://proxy.example.com:1080",
+            "proxy.example.com:3128",
+            "http://proxy.example.com/path",
+            "http://proxy.example.com/?a=b",
+            "http://proxy.example.com/#f",
+            "http://proxy.example.com:3128 ",
+            " http://proxy.example.com",
+            "http://u:p w@proxy.example.com",
+            "http://",
+            "",
+        ]),
+        schema_looser: vec![
+            (
+                "http://proxy.example.com:99999".into(),
+                "the port's range (Url::parse)",
+            ),
+            ("http://:3128".into(), "an empty host before the port"),
+        ],
+    };
+    vec![
+        urls(
+            "proxy.http",
+            Place::Value("proxy.http"),
+            "/definitions/ProxySettings/properties/http",
+        ),
+        urls(
+            "proxy.https",
+            Place::Value("proxy.https"),
+            "/definitions/ProxySettings/properties/https",
+        ),
+        Corpus {
+            field: "proxy.no_proxy",
+            place: Place::Item("proxy.no_proxy"),
+            schema: "/definitions/ProxySettings/properties/no_proxy/items",
+            good: strings(&[
+                "localhost",
+                "*",
+                ".svc.cluster.local",
+                "127.0.0.1",
+                "10.42.0.0/16",
+                "fd00:ec2::254",
+                "fd00::/8",
+                "::1",
+            ]),
+            bad: strings(&[
+                "",
+                "a b",
+                "http://proxy.example.com",
+                "host.example.com:8080",
+                "[fd00::1]",
+                "a..b",
+                "*.example.com",
+            ]),
+            schema_looser: vec![
+                ("10.0.0.0/33".into(), "an IPv4 prefix over 32"),
+                ("-bad.example.com".into(), "a label starting with `-`"),
+                ("fd00::/129".into(), "an IPv6 prefix over 128"),
+            ],
+        },
+    ]
+}
+
 /// The schema's patterns and the validator's checks state one rule twice (schema.rs and
 /// validate.rs): one corpus per field, run through both, must get the same verdict. Where a
 /// regular expression cannot say the rule, the corpus names the value and why, so the schema
@@ -1081,6 +1161,7 @@ fn schema_patterns_agree_with_the_validator() {
         .into_iter()
         .chain(identity_corpus())
         .chain(trusted_ca_corpus())
+        .chain(proxy_corpus())
     {
         assert!(!c.good.is_empty() && !c.bad.is_empty(), "{}", c.field);
         let verdicts = c

@@ -73,6 +73,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u
         hostname: None,
         ssh: None,
         trusted_ca: Vec::new(),
+        proxy: Default::default(),
     }
 }
 

@@ -16,23 +16,21 @@ use crate::plan::host::{HostAction, HostStep};
 use crate::plan::{Finding, Outcome};
 use crate::system::packages::{self, PackageManager};
 use crate::system::systemd::{Systemd, path_unit_name};
+use crate::userdata::ProxySettings;
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Marker put in front of the fstab swap lines we disable, so a human sees who did it.
 pub const FSTAB_MARK: &str = "# disabled by bootstrapd (host.swap: off): ";
 
 /// One step applied; a report step only reports.
-pub(crate) async fn apply_one(
-    root: &HostRoot,
-    systemd: Option<&Systemd>,
-    step: &HostStep,
-) -> Finding {
+pub(crate) async fn apply_one(target: crate::actions::Target<'_>, step: &HostStep) -> Finding {
+    let (root, systemd) = (target.root, target.systemd);
     let s = step.step;
     let result = match &step.action {
         HostAction::Report { .. } => return step.preview(),
         HostAction::DisableFirewalld => disable_firewalld(systemd).await,
         HostAction::InstallPackages { manager, packages } => {
-            install_packages(root, *manager, packages).await
+            install_packages(root, *manager, packages, target.proxy).await
         }
         HostAction::SetIptablesBackend { backend, tool } => {
             set_iptables_backend(root, *backend, tool).await
@@ -107,9 +105,10 @@ async fn install_packages(
     root: &HostRoot,
     manager: PackageManager,
     names: &[String],
+    proxy: &ProxySettings,
 ) -> StepResult {
     // Untranslated output comes from the process runner itself (C locale for every child).
-    let spec = packages::install_command(manager, names);
+    let spec = packages::proxied(packages::install_command(manager, names), proxy);
     let db = if manager == PackageManager::Apt {
         PackageManager::Apt
     } else {

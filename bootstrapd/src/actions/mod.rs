@@ -9,6 +9,7 @@ use crate::plan::runtime::RuntimeStep;
 use crate::plan::{Finding, Outcome};
 use crate::state::RegistrationRecord;
 use crate::system::systemd::Systemd;
+use crate::userdata::ProxySettings;
 
 pub mod host;
 mod identity;
@@ -57,16 +58,31 @@ pub struct Target<'a> {
     pub systemd: Option<&'a Systemd>,
     /// Progress inside a long step (registration's retry causes), for `status` and sd_notify.
     pub progress: &'a (dyn Fn(&str) + Send + Sync),
+    /// The userdata's `proxy`: what the steps' own downloads and package managers go through.
+    pub proxy: &'a ProxySettings,
 }
 
+/// No proxy: what a target without the userdata's has.
+static NO_PROXY: ProxySettings = ProxySettings {
+    http: None,
+    https: None,
+    no_proxy: Vec::new(),
+};
+
 impl<'a> Target<'a> {
-    /// A target without progress reporting (tests, image builds).
+    /// A target without progress reporting or proxy (tests, image builds).
     pub fn quiet(root: &'a HostRoot, systemd: Option<&'a Systemd>) -> Target<'a> {
         Target {
             root,
             systemd,
             progress: &|_| {},
+            proxy: &NO_PROXY,
         }
+    }
+
+    /// The same target going through the userdata's `proxy`.
+    pub fn with_proxy(self, proxy: &'a ProxySettings) -> Target<'a> {
+        Target { proxy, ..self }
     }
 }
 
@@ -116,9 +132,7 @@ impl Step for HostStep {
         vec![HostStep::preview(self)]
     }
     async fn apply(&self, target: Target<'_>) -> Applied {
-        host::apply_one(target.root, target.systemd, self)
-            .await
-            .into()
+        host::apply_one(target, self).await.into()
     }
 }
 
@@ -130,9 +144,7 @@ impl Step for RuntimeStep {
         vec![RuntimeStep::preview(self)]
     }
     async fn apply(&self, target: Target<'_>) -> Applied {
-        runtime::apply_one(target.root, target.systemd, self)
-            .await
-            .into()
+        runtime::apply_one(target, self).await.into()
     }
 }
 

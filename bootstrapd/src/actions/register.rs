@@ -181,7 +181,7 @@ async fn register_rke1(
 ) -> Result<(), RegisterError> {
     let splay_then_ca = async {
         splay(settings.rancher.splay_seconds).await;
-        cacerts::establish(reg.server, reg.ca_checksum, deadline).await
+        cacerts::establish(reg.server, reg.ca_checksum, deadline, reg.proxy).await
     };
     // Air-gapped images carry the agent image as an archive: in the offline bundle, or
     // baked into the image at IMAGE_ARCHIVE_DIR whatever the runtime's source.
@@ -220,15 +220,13 @@ async fn register_rke1(
         format!("{}: {}", reg.server, trust.describe()),
     ));
     let args = rke1::agent_args(reg);
-    let r = rke1::ensure_agent(
-        &engine,
-        &settings.rancher.agent_image,
-        reg.server,
-        reg.token,
-        args,
-        base,
-    )
-    .await?;
+    let want = rke1::Wanted {
+        image: &settings.rancher.agent_image,
+        args: &args,
+        token: reg.token,
+        proxy: reg.proxy,
+    };
+    let r = rke1::ensure_agent(&engine, reg.server, want, base).await?;
     let (outcome, what) = match (r.created, r.started, &r.replaced) {
         (true, _, Some(differed)) => (
             Outcome::Changed,
@@ -358,7 +356,7 @@ async fn prepare_agent(
     let arch = system_agent::asset_arch(std::env::consts::ARCH)?;
     let source = agent_binary::resolve(root, settings, arch)?;
     let trust = TlsTrust::system_and(trusted_ca_anchors(&settings.trusted_ca));
-    let binary = agent_binary::fetch(root, &source, &trust, deadline).await?;
+    let binary = agent_binary::fetch(root, &source, &trust, deadline, &settings.proxy).await?;
     if let Some(b) = &binary {
         findings.push(Finding::new(
             "register.agent-binary",

@@ -184,11 +184,20 @@ fn would_register(settings: &Settings) -> Finding {
         RegistrationMode::SystemAgent => "rancher-system-agent",
     };
     let roles: Vec<&str> = settings.roles.iter().map(|r| r.as_str()).collect();
+    // The proxy's password is never shown: `redacted` stands for it.
+    let through = if settings.proxy.has_proxy() {
+        format!(
+            "; through the proxy ({}), which the agent is given too",
+            settings.proxy.redacted()
+        )
+    } else {
+        String::new()
+    };
     Finding::new(
         "register",
         Outcome::WouldChange,
         format!(
-            "would register with {} ({agent}) as {}",
+            "would register with {} ({agent}) as {}{through}",
             settings.rancher.server,
             roles.join("+")
         ),
@@ -429,6 +438,22 @@ mod tests {
         );
         let deadline = s.rancher.deadline_seconds;
         assert_eq!(step.budget(), Some(Duration::from_secs(deadline + 600)));
+
+        let mut proxied = settings("rke1");
+        proxied.proxy.https = Some(crate::secret::Secret::new(
+            "http://agent:hunter2@proxy.lab:3128/",
+        ));
+        let [f] = &plan(&root, &proxied, None, None, None).preview()[..] else {
+            panic!()
+        };
+        assert!(
+            f.detail.ends_with(
+                "as worker; through the proxy (https http://agent:redacted@proxy.lab:3128/), \
+                 which the agent is given too"
+            ),
+            "{}",
+            f.detail
+        );
 
         let s = settings("system-agent");
         let rows = plan(&root, &s, None, None, None).preview();

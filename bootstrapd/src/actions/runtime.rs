@@ -15,9 +15,11 @@ use crate::fsutil::{HostRoot, write_atomic};
 use crate::http::{HttpClient, Request, RetryPolicy, TlsTrust};
 use crate::plan::runtime::{RuntimeAction, RuntimeStep, rke_version_step};
 use crate::plan::{Finding, Outcome};
+use crate::secret::Secret;
 use crate::system::docker;
 use crate::system::packages::{self, PackageManager, VersionConstraint};
 use crate::system::systemd::Systemd;
+use crate::userdata::ProxySettings;
 
 type StepResult = crate::actions::StepResult<(Outcome, String)>;
 
@@ -29,9 +31,18 @@ pub struct Prefetch {
 }
 
 impl Prefetch {
-    /// Starts the downloads in the background; `None` when the manager cannot download only.
-    pub fn start(pm: PackageManager, packages: &[String]) -> Option<Prefetch> {
+    /// Starts the downloads (through the userdata's `proxy`) in the background; `None` when
+    /// the manager cannot download only.
+    pub fn start(
+        pm: PackageManager,
+        packages: &[String],
+        proxy: &ProxySettings,
+    ) -> Option<Prefetch> {
         let [refresh, download] = packages::prefetch_commands(pm, packages)?;
+        let (refresh, download) = (
+            packages::proxied(refresh, proxy),
+            packages::proxied(download, proxy),
+        );
         let task = tokio::spawn(async move {
             if let Err(e) = packages::run(&refresh).await {
                 tracing::info!(error = %e, "early index refresh failed; the install will refresh");
@@ -58,16 +69,14 @@ fn needs_live(action: &RuntimeAction) -> bool {
         RuntimeAction::Report { .. }
             | RuntimeAction::WriteFile { .. }
             | RuntimeAction::InstallAptKey { .. }
+            | RuntimeAction::ProxyDropIn { .. }
     )
 }
 
 /// One step applied; below a test root, a step that needs the live host only says what
 /// it would do.
-pub(crate) async fn apply_one(
-    root: &HostRoot,
-    systemd: Option<&Systemd>,
-    step: &RuntimeStep,
-) -> Finding {
+pub(crate) async fn apply_one(target: crate::actions::Target<'_>, step: &RuntimeStep) -> Finding {
+    let (root, systemd, proxy) = (target.root, target.systemd, target.proxy);
     if !root.is_live() && needs_live(&step.action) {
         return Finding::new(
             step.step,
@@ -85,8 +94,23 @@ pub(crate) async fn apply_one(
             content,
             mode,
         } => write_file(root, path, content.as_bytes(), *mode),
-        RuntimeAction::InstallAptKey { source, dest } => install_apt_key(root, source, dest).await,
-        RuntimeAction::Refresh { manager } => refresh(*manager).await,
+        RuntimeAction::ProxyDropIn {
+            unit,
+            path,
+            content,
+            restart,
+        } => {
+            let d = DropIn {
+                unit,
+                path,
+                restart: *restart,
+            };
+            write_dropin(root, systemd, d, content.as_ref()).await
+        }
+        RuntimeAction::InstallAptKey { source, dest } => {
+            install_apt_key(root, source, dest, proxy).await
+        }
+        RuntimeAction::Refresh { manager } => refresh(*manager, proxy).await,
         RuntimeAction::Install {
             manager,
             packages,
@@ -95,10 +119,16 @@ pub(crate) async fn apply_one(
             refresh,
         } => {
             let c = constraint.as_deref();
-            install(root, *manager, packages, constrained, c, *refresh).await
+            let how = Install {
+                constrained,
+                constraint: c,
+                refresh: *refresh,
+                proxy,
+            };
+            install(root, *manager, packages, how).await
         }
         RuntimeAction::InstallFiles { manager, files } => {
-            install_files(root, *manager, files).await
+            install_files(root, *manager, files, proxy).await
         }
         RuntimeAction::EnableStart { unit } => enable_start(systemd, unit).await,
         RuntimeAction::WaitDocker { timeout_secs } => wait_docker(root, *timeout_secs).await,
@@ -116,8 +146,8 @@ pub(crate) async fn apply_one(
     }
 }
 
-async fn refresh(manager: PackageManager) -> StepResult {
-    let spec = packages::refresh_command(manager);
+async fn refresh(manager: PackageManager, proxy: &ProxySettings) -> StepResult {
+    let spec = packages::proxied(packages::refresh_command(manager), proxy);
     packages::run(&spec)
         .await
         .map(|_| (Outcome::Changed, format!("ran `{spec}`")))
@@ -202,9 +232,15 @@ pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("the armored key is not valid base64: {e}"))
 }
 
-async fn install_apt_key(root: &HostRoot, source: &str, dest: &str) -> StepResult {
+async fn install_apt_key(
+    root: &HostRoot,
+    source: &str,
+    dest: &str,
+    proxy: &ProxySettings,
+) -> StepResult {
     let data = if source.starts_with("https://") || source.starts_with("http://") {
         let client = HttpClient::builder(TlsTrust::SystemRoots)
+            .proxy(proxy)
             .retry(RetryPolicy {
                 deadline: Duration::from_secs(120),
                 ..RetryPolicy::default()
@@ -249,17 +285,29 @@ async fn install_apt_key(root: &HostRoot, source: &str, dest: &str) -> StepResul
     write_file(root, dest, &key, 0o644)
 }
 
+/// How [`install`] picks versions and reaches the repositories.
+struct Install<'a> {
+    constrained: &'a [String],
+    constraint: Option<&'a str>,
+    refresh: bool,
+    proxy: &'a ProxySettings,
+}
+
 async fn install(
     root: &HostRoot,
     pm: PackageManager,
     names: &[String],
-    constrained: &[String],
-    constraint: Option<&str>,
-    refresh: bool,
+    how: Install<'_>,
 ) -> StepResult {
+    let Install {
+        constrained,
+        constraint,
+        refresh,
+        proxy,
+    } = how;
     if pm == PackageManager::Apt && refresh {
         // Cloud images often ship without package lists; madison and install need them.
-        let spec = packages::refresh_command(pm);
+        let spec = packages::proxied(packages::refresh_command(pm), proxy);
         packages::run(&spec).await.map_err(|e| {
             StepFailure::new(
                 e.to_string(),
@@ -275,7 +323,7 @@ async fn install(
     for name in names {
         match (&constraint, constrained.contains(name)) {
             (Some(c), true) => {
-                let cands = packages::candidates(pm, name).await.map_err(|e| {
+                let cands = packages::candidates(pm, name, proxy).await.map_err(|e| {
                     StepFailure::new(e.to_string(), "check the repositories".to_string())
                 })?;
                 let Some(v) = packages::pick_candidate(&cands, c) else {
@@ -299,12 +347,17 @@ async fn install(
             _ => specs.push(name.clone()),
         }
     }
-    let spec = packages::install_command(pm, &specs);
+    let spec = packages::proxied(packages::install_command(pm, &specs), proxy);
     let got = packages::install_and_verify(root, pm, &spec, names).await?;
     Ok((Outcome::Changed, format!("installed {}", got.join(", "))))
 }
 
-async fn install_files(root: &HostRoot, pm: PackageManager, files: &[String]) -> StepResult {
+async fn install_files(
+    root: &HostRoot,
+    pm: PackageManager,
+    files: &[String],
+    proxy: &ProxySettings,
+) -> StepResult {
     // apt-get treats an argument as a file only when it looks like a path.
     let args: Vec<String> = files
         .iter()
@@ -316,7 +369,8 @@ async fn install_files(root: &HostRoot, pm: PackageManager, files: &[String]) ->
             }
         })
         .collect();
-    let spec = packages::install_command(pm, &args);
+    // Package files may still pull dependencies from the repositories.
+    let spec = packages::proxied(packages::install_command(pm, &args), proxy);
     packages::finish_interrupted(pm, &spec).await?;
     packages::run(&spec).await.map_err(|e| {
         StepFailure::new(
@@ -339,6 +393,114 @@ async fn install_files(root: &HostRoot, pm: PackageManager, files: &[String]) ->
             DOCKER_PACKAGES.join(", ")
         ),
     ))
+}
+
+/// A proxy drop-in to write or remove, and the unit it belongs to.
+struct DropIn<'a> {
+    unit: &'a str,
+    path: &'a str,
+    /// The unit runs and must be restarted to read the change.
+    restart: bool,
+}
+
+/// Writes (0600: it may hold the proxy's credentials) or removes a drop-in, then reloads
+/// systemd over D-Bus and restarts the unit when it ran. Below a test root only the file
+/// changes. The finding names the file, never its content.
+async fn write_dropin(
+    root: &HostRoot,
+    systemd: Option<&Systemd>,
+    d: DropIn<'_>,
+    content: Option<&Secret>,
+) -> StepResult {
+    let p = root.path(d.path);
+    let changed = match content {
+        Some(c) => {
+            let cur = std::fs::read(&p).ok();
+            let same = cur.as_deref() == Some(c.expose().as_bytes()) && mode_of(&p) == Some(0o600);
+            if !same {
+                write_atomic(&p, c.expose().as_bytes(), 0o600).map_err(|e| {
+                    StepFailure::new(
+                        format!("cannot write {}: {e}", p.display()),
+                        "check that the file system is writable".into(),
+                    )
+                })?;
+            }
+            !same
+        }
+        None => match std::fs::remove_file(&p) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(StepFailure::new(
+                    format!("cannot remove {}: {e}", p.display()),
+                    "check that the file system is writable".into(),
+                ));
+            }
+        },
+    };
+    let did = match content {
+        Some(_) if changed => format!("wrote {} (mode 0600)", d.path),
+        Some(_) => format!("{} already as required", d.path),
+        None if changed => format!("removed {}", d.path),
+        None => format!("{} already gone", d.path),
+    };
+    if !changed {
+        return Ok((Outcome::Ok, did));
+    }
+    if !root.is_live() {
+        return Ok((
+            Outcome::Changed,
+            format!(
+                "{did}; below a test root: systemd not reloaded, {} not restarted",
+                d.unit
+            ),
+        ));
+    }
+    let reloaded = reload_and_restart(systemd, &d).await?;
+    Ok((Outcome::Changed, format!("{did}; {reloaded}")))
+}
+
+/// daemon-reload, then the restart the plan asked for (stop and start, each waited for, as
+/// `systemctl restart`).
+async fn reload_and_restart(
+    systemd: Option<&Systemd>,
+    d: &DropIn<'_>,
+) -> crate::actions::StepResult {
+    let Some(sd) = systemd else {
+        return Err(StepFailure::new(
+            format!(
+                "{} changed but systemd is not reachable over D-Bus to reload it",
+                d.path
+            ),
+            "run bootstrapd under systemd with the system bus up".into(),
+        ));
+    };
+    let fail = |what: &str, e: crate::system::systemd::SystemdError| {
+        StepFailure::new(
+            format!("{what} {}: {e}", d.unit),
+            format!("check `journalctl -u {}`", d.unit),
+        )
+    };
+    sd.reload()
+        .await
+        .map_err(|e| fail("reloading systemd for", e))?;
+    if !d.restart {
+        return Ok("systemd reloaded".into());
+    }
+    sd.stop_and_wait(d.unit)
+        .await
+        .map_err(|e| fail("stopping", e))?;
+    sd.start_and_wait(d.unit)
+        .await
+        .map_err(|e| fail("starting", e))?;
+    Ok(format!("systemd reloaded, {} restarted", d.unit))
+}
+
+fn mode_of(p: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
 }
 
 async fn enable_start(systemd: Option<&Systemd>, unit: &str) -> StepResult {

@@ -284,5 +284,5 @@ async fn start_prefetch(
     }
     let (pm, packages) = plan::runtime::prefetchable(&plan::runtime::plan(settings, &facts))?;
     info!(packages = %packages.join(" "), "downloading the runtime's packages during host preparation");
-    actions::runtime::Prefetch::start(pm, &packages)
+    actions::runtime::Prefetch::start(pm, &packages, &settings.proxy)
 }

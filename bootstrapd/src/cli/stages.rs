@@ -177,6 +177,7 @@ async fn apply_stage(
         root: ctx.root,
         systemd: ctx.systemd,
         progress: &progress,
+        proxy: &ctx.settings.proxy,
     };
     let applied = actions::apply(target, &steps, |step| {
         let mut s = cell.lock().unwrap_or_else(|e| e.into_inner());

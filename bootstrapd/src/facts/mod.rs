@@ -62,6 +62,8 @@ pub enum ProbeArea {
     DaemonJson,
     /// The system trust store: bootstrapd's CA files, the extracted bundle.
     TrustStore,
+    /// The runtimes' proxy drop-ins.
+    ProxyDropIn,
 }
 
 impl ProbeArea {
@@ -81,6 +83,7 @@ impl ProbeArea {
             ProbeArea::Docker => "docker",
             ProbeArea::DaemonJson => "daemon-json",
             ProbeArea::TrustStore => "trust-store",
+            ProbeArea::ProxyDropIn => "proxy-drop-in",
         }
     }
 }

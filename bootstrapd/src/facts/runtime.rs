@@ -8,8 +8,10 @@ use serde::Serialize;
 
 use super::{ProbeArea, ProbeFailures};
 use crate::fsutil::HostRoot;
+use crate::secret::Secret;
 use crate::system::docker::{self, EngineInfo};
 use crate::system::packages::{self, PackageManager, PackageState};
+use crate::system::proxy::{CONTAINERD_DROPIN, DOCKER_DROPIN};
 use crate::system::systemd::{Systemd, UnitState};
 use crate::userdata::{RuntimeSource, Settings};
 
@@ -42,6 +44,8 @@ pub struct RuntimeFacts {
     pub docker_unit: Option<UnitState>,
     pub containerd_unit: Option<UnitState>,
     pub daemon_json: Option<String>,
+    /// The proxy drop-ins present (path -> content); they may hold the proxy's credentials.
+    pub proxy_dropins: BTreeMap<String, Secret>,
     /// Current content of bootstrapd's repository file for this manager.
     pub repo_file: Option<String>,
     /// Package files of the offline bundle for this host's manager (absolute host paths).
@@ -128,6 +132,16 @@ pub async fn gather(
     match read_optional(&dj) {
         Ok(c) => f.daemon_json = c,
         Err(e) => f.error(ProbeArea::DaemonJson, format!("{}: {e}", dj.display())),
+    }
+    for path in [DOCKER_DROPIN, CONTAINERD_DROPIN] {
+        let real = root.path(path);
+        match read_optional(&real) {
+            Ok(Some(c)) => {
+                f.proxy_dropins.insert(path.to_string(), Secret::new(c));
+            }
+            Ok(None) => {}
+            Err(e) => f.error(ProbeArea::ProxyDropIn, format!("{}: {e}", real.display())),
+        }
     }
     if let Some(sd) = systemd {
         for (unit, slot) in [

@@ -3,6 +3,7 @@
 pub mod host;
 pub mod identity;
 pub mod prepare;
+pub mod proxy;
 pub mod runtime;
 pub mod trusted_ca;
 

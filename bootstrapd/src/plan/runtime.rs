@@ -15,6 +15,7 @@ use crate::facts::runtime::{
     APT_KEYRING, CONTAINERD_PACKAGES, DOCKER_PACKAGES, DOCKER_UNIT, RuntimeFacts, repo_file_path,
 };
 use crate::rancher::rke1::docker_version_problem;
+use crate::secret::Secret;
 use crate::system::docker::{DAEMON_JSON, render_daemon_json};
 use crate::system::packages::{PackageManager, VersionConstraint};
 use crate::userdata::{Engine, RegistrationMode, RepoSource, RuntimeSource, Settings};
@@ -34,6 +35,16 @@ pub enum RuntimeAction {
         path: String,
         content: String,
         mode: u32,
+    },
+    /// A systemd drop-in of `unit` holding the proxy (a Secret: it may carry credentials,
+    /// so it is written 0600 and never shown), or bootstrapd's drop-in removed when `content`
+    /// is `None` (the userdata no longer sets a proxy); then a daemon-reload and, when
+    /// `restart`, a restart of the running unit so that it reads the change.
+    ProxyDropIn {
+        unit: String,
+        path: String,
+        content: Option<Secret>,
+        restart: bool,
     },
     /// The apt repository's signing key from a URL or a local path, stored dearmored.
     InstallAptKey {
@@ -181,6 +192,8 @@ fn plan_steps(
     applicable(settings)?;
     usable_facts(facts)?;
     let constraint = version_constraint(settings)?;
+    // Like daemon.json: before anything can start the engine for the first time.
+    steps.extend(super::proxy::dropin_steps(settings, facts));
     steps.push(daemon_json(settings, facts)?);
     steps.extend(engine_install(settings, facts, constraint.as_ref())?);
     steps.push(service(facts));
@@ -542,6 +555,9 @@ pub fn prefetchable(steps: &[RuntimeStep]) -> Option<(PackageManager, Vec<String
         match &step.action {
             RuntimeAction::Report { .. } => {}
             RuntimeAction::WriteFile { path, .. } if !is_package_source(path) => {}
+            // The drop-ins are the engine's, not the package manager's (which is given the
+            // proxy in its environment, early downloads included).
+            RuntimeAction::ProxyDropIn { .. } => {}
             RuntimeAction::Install {
                 manager: PackageManager::Apt,
                 packages,

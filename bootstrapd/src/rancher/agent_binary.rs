@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::{Deadline, client};
 use crate::fsutil::HostRoot;
 use crate::http::{HttpError, Request, StatusCode, TlsTrust, redact_url};
-use crate::userdata::{RuntimeSource, Settings};
+use crate::userdata::{ProxySettings, RuntimeSource, Settings};
 
 /// The agent's directory inside an offline bundle.
 pub const BUNDLE_DIR: &str = "system-agent";
@@ -176,6 +176,7 @@ pub async fn fetch(
     source: &BinarySource,
     trust: &TlsTrust,
     deadline: &Deadline,
+    proxy: &ProxySettings,
 ) -> Result<Option<VerifiedBinary>, AgentBinaryError> {
     let (bytes, expected) = match source {
         BinarySource::Assets => return Ok(None),
@@ -183,7 +184,7 @@ pub async fn fetch(
             let p = root.path(path);
             (std::fs::read(&p).map_err(io_err(&p))?, sha256)
         }
-        BinarySource::Url { url, sha256 } => (download(url, trust, deadline).await?, sha256),
+        BinarySource::Url { url, sha256 } => (download(url, trust, deadline, proxy).await?, sha256),
     };
     let actual = hex::encode(Sha256::digest(&bytes));
     check(&source.describe(), expected, &actual)?;
@@ -203,17 +204,18 @@ fn redacted(url: &str) -> String {
 
 /// The URL is trusted through the checksum, not the transport: the system roots (and the
 /// userdata's `trusted_ca`, in `trust`) for https, plain http allowed (a mirror inside the
-/// air gap), and no token is ever sent there.
+/// air gap), and no token is ever sent there. Through the userdata's proxy, if any.
 async fn download(
     url: &str,
     trust: &TlsTrust,
     deadline: &Deadline,
+    proxy: &ProxySettings,
 ) -> Result<Vec<u8>, AgentBinaryError> {
     let http = |source: HttpError| AgentBinaryError::Http {
         url: redacted(url),
         source: Box::new(source),
     };
-    let c = client(trust, deadline, Duration::from_secs(300), 512 << 20).map_err(http)?;
+    let c = client(trust, proxy, deadline, Duration::from_secs(300), 512 << 20).map_err(http)?;
     let resp = c
         .send(&Request::get(url).map_err(http)?)
         .await

@@ -23,6 +23,7 @@ use crate::http::{
     HttpClientBuilder, HttpError, Request, Response, RetryPolicy, StatusCode, TlsTrust, Verdict,
 };
 use crate::secret::Secret;
+use crate::userdata::ProxySettings;
 use crate::userdata::{TrustedCa, trusted_ca_anchors};
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +206,7 @@ async fn fetch_unverified(
     server: &str,
     url: &str,
     deadline: &Deadline,
+    proxy: &ProxySettings,
     prepare: impl FnOnce(Request) -> Request,
 ) -> Result<Response, CaError> {
     let fetch_err = |source: HttpError| CaError::Fetch {
@@ -212,6 +214,7 @@ async fn fetch_unverified(
         source: Box::new(source),
     };
     let client = HttpClientBuilder::insecure_for_cacerts_fetch()
+        .proxy(proxy)
         .retry(deadline.retry_policy())
         .attempt_timeout(Duration::from_secs(30))
         .max_body(1 << 20)
@@ -230,10 +233,11 @@ async fn establish_by_hmac(
     server: &str,
     token: &Secret,
     deadline: &Deadline,
+    proxy: &ProxySettings,
 ) -> Result<ServerTrust, CaError> {
     let url = endpoint(server, "/cacerts");
     let nonce = new_nonce()?;
-    let resp = fetch_unverified(server, &url, deadline, |req| {
+    let resp = fetch_unverified(server, &url, deadline, proxy, |req| {
         req.header("X-Cattle-Nonce", nonce.clone()).secret_header(
             "Authorization",
             &Secret::new(format!("Bearer {}", token_hash(token))),
@@ -293,8 +297,9 @@ pub fn pin_proven_ca(system_store_verifies: Option<bool>) -> bool {
 
 /// One request to `/healthz` under the system store (no secret in it): `Some(true)` when the
 /// TLS handshake verified, `Some(false)` when the certificate was refused, `None` otherwise.
-async fn system_store_verifies(server: &str) -> Option<bool> {
+async fn system_store_verifies(server: &str, proxy: &ProxySettings) -> Option<bool> {
     let client = HttpClientBuilder::new(TlsTrust::SystemRoots)
+        .proxy(proxy)
         .retry(RetryPolicy::once(Duration::from_secs(15)))
         .attempt_timeout(Duration::from_secs(15))
         .fail_fast_on_certificate(1)
@@ -317,13 +322,14 @@ pub async fn establish_system_agent(
     expected: Option<&str>,
     token: &Secret,
     deadline: &Deadline,
+    proxy: &ProxySettings,
 ) -> Result<ServerTrust, CaError> {
     if expected.is_none_or(|e| e.trim().is_empty()) {
-        return establish_by_hmac(server, token, deadline).await;
+        return establish_by_hmac(server, token, deadline, proxy).await;
     }
-    let trust = establish(server, expected, deadline).await?;
+    let trust = establish(server, expected, deadline, proxy).await?;
     if let ServerTrust::Pinned { checksum, .. } = &trust {
-        let verifies = system_store_verifies(server).await;
+        let verifies = system_store_verifies(server, proxy).await;
         if !pin_proven_ca(verifies) {
             tracing::info!(%server, %checksum, "ca_checksum matched and the server's certificate verifies against the system store: not pinning");
             return Ok(ServerTrust::System {
@@ -342,12 +348,13 @@ async fn fetch(
     server: &str,
     source: CaSource,
     deadline: &Deadline,
+    proxy: &ProxySettings,
 ) -> Result<Option<String>, CaError> {
     let url = match source {
         CaSource::Cacerts | CaSource::CacertsHmac => endpoint(server, "/cacerts"),
         CaSource::Setting => endpoint(server, "/v3/settings/cacerts"),
     };
-    let resp = fetch_unverified(server, &url, deadline, |req| req).await?;
+    let resp = fetch_unverified(server, &url, deadline, proxy, |req| req).await?;
     if resp.status == StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -386,6 +393,7 @@ pub async fn establish(
     server: &str,
     expected: Option<&str>,
     deadline: &Deadline,
+    proxy: &ProxySettings,
 ) -> Result<ServerTrust, CaError> {
     let Some(expected) = expected.filter(|e| !e.trim().is_empty()) else {
         return Ok(ServerTrust::System {
@@ -395,7 +403,7 @@ pub async fn establish(
     let expected = normalise_expected(expected)?;
     let mut seen: Vec<(String, String)> = Vec::new();
     for source in [CaSource::Cacerts, CaSource::Setting] {
-        let Some(text) = fetch(server, source, deadline).await? else {
+        let Some(text) = fetch(server, source, deadline, proxy).await? else {
             continue;
         };
         let url = match source {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{HttpClient, HttpClientBuilder, RetryPolicy, TlsTrust};
 use crate::secret::Secret;
-use crate::userdata::{Role, Settings, Taint, TrustedCa};
+use crate::userdata::{ProxySettings, Role, Settings, Taint, TrustedCa};
 
 /// How the node presents itself to Rancher (node command's `--node-name`, `--address`,
 /// `--internal-address`). Addresses left out are worked out by the agent itself.
@@ -46,6 +46,9 @@ pub struct Registration<'a> {
     pub strict_verify: Option<bool>,
     /// The userdata's CAs: trusted beside the system roots, never beside a pinned CA.
     pub trusted_ca: &'a [TrustedCa],
+    /// The userdata's `proxy`: every request to the server goes through it, and the agent
+    /// is given it.
+    pub proxy: &'a ProxySettings,
 }
 
 impl<'a> Registration<'a> {
@@ -62,6 +65,7 @@ impl<'a> Registration<'a> {
             explicit_node_name: r.node_name.as_deref(),
             strict_verify: r.strict_verify,
             trusted_ca: &settings.trusted_ca,
+            proxy: &settings.proxy,
         }
     }
 }
@@ -135,15 +139,17 @@ impl Deadline {
 /// same verdict until the deadline.
 pub const CERT_FAIL_ATTEMPTS: u32 = 2;
 
-/// A verified-TLS client under `trust`, retrying within `deadline`, failing fast on a
-/// certificate `trust` does not accept.
+/// A verified-TLS client under `trust`, through the userdata's `proxy`, retrying within
+/// `deadline`, failing fast on a certificate `trust` does not accept.
 pub(crate) fn client(
     trust: &TlsTrust,
+    proxy: &ProxySettings,
     deadline: &Deadline,
     attempt_timeout: Duration,
     max_body: usize,
 ) -> Result<HttpClient, crate::http::HttpError> {
     HttpClientBuilder::new(trust.clone())
+        .proxy(proxy)
         .retry(deadline.retry_policy())
         .attempt_timeout(attempt_timeout)
         .max_body(max_body)

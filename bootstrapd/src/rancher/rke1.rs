@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::Registration;
 use crate::secret::Secret;
 use crate::system::docker::{self as engine, DockerError};
-use crate::userdata::Role;
+use crate::userdata::{ProxySettings, Role};
 
 /// Marks the agent container bootstrapd created, with the server it registers to, so a
 /// re-run finds it instead of creating a second one.
@@ -101,20 +101,39 @@ pub fn agent_args(reg: &Registration<'_>) -> Vec<String> {
     a
 }
 
+/// The names of the proxy variables the agent container is given.
+const PROXY_VARS: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"];
+
+/// The userdata's proxy as the agent container's `KEY=value` entries. Rancher's node
+/// command for nodes behind a proxy passes them the same way (`docker run ... -e
+/// HTTP_PROXY=... -e HTTPS_PROXY=... -e NO_PROXY=...`, Rancher's docs on RKE1 downstream
+/// clusters behind an HTTP proxy). They may hold the proxy's credentials.
+fn proxy_env(proxy: &ProxySettings) -> Vec<String> {
+    crate::system::proxy::variables(proxy)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", v.expose()))
+        .collect()
+}
+
 /// `docker run -d --privileged --restart=unless-stopped --net=host -v /etc/kubernetes:/etc/kubernetes
-/// -v /var/run:/var/run IMAGE ARGS` with `CATTLE_TOKEN` in the environment.
+/// -v /var/run:/var/run [-e HTTP_PROXY=... -e HTTPS_PROXY=... -e NO_PROXY=...] IMAGE ARGS`
+/// with `CATTLE_TOKEN` in the environment.
 ///
-/// The body holds the token: never log it (bollard's `Debug` would print the env).
+/// The body holds the token and the proxy's credentials: never log it (bollard's `Debug`
+/// would print the env).
 pub fn container_body(
     image: &str,
     server: &str,
     token: &Secret,
+    proxy: &ProxySettings,
     args: Vec<String>,
 ) -> ContainerCreateBody {
+    let mut env = vec![format!("CATTLE_TOKEN={}", token.expose())];
+    env.extend(proxy_env(proxy));
     ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(args),
-        env: Some(vec![format!("CATTLE_TOKEN={}", token.expose())]),
+        env: Some(env),
         labels: Some(HashMap::from([(
             SERVER_LABEL.to_string(),
             server.to_string(),
@@ -316,16 +335,16 @@ pub enum AgentBase {
 }
 
 /// What differs between container `id` and the one the userdata wants now (image, the
-/// agent's arguments, the token), without any value of the token; `None` when nothing does.
-/// The container is found by its server label alone, so without this a corrected token,
-/// checksum, roles or image would never take effect.
-async fn drift(
-    docker: &Docker,
-    id: &str,
-    image: &str,
-    args: &[String],
-    token: &Secret,
-) -> Result<Option<String>, Rke1Error> {
+/// agent's arguments, the token, the proxy), without any value of the token or the proxy;
+/// `None` when nothing does. The container is found by its server label alone, so without
+/// this a corrected token, checksum, roles, image or proxy would never take effect.
+async fn drift(docker: &Docker, id: &str, want: &Wanted<'_>) -> Result<Option<String>, Rke1Error> {
+    let Wanted {
+        image,
+        args,
+        token,
+        proxy,
+    } = *want;
     let info = inspect(docker, id).await?;
     let cfg = info.config.unwrap_or_default();
     let mut what = Vec::new();
@@ -347,7 +366,35 @@ async fn drift(
     if !same_token {
         what.push("token".into());
     }
+    if !same_proxy(cfg.env.as_deref().unwrap_or_default(), proxy) {
+        what.push("proxy".into());
+    }
     Ok((!what.is_empty()).then(|| what.join(", ")))
+}
+
+/// True when the container's proxy variables are exactly the ones `proxy` gives it (the
+/// image's other variables do not count).
+fn same_proxy(env: &[String], proxy: &ProxySettings) -> bool {
+    let is_proxy_var = |e: &&String| {
+        e.split_once('=')
+            .is_some_and(|(k, _)| PROXY_VARS.contains(&k))
+    };
+    let mut have: Vec<&String> = env.iter().filter(is_proxy_var).collect();
+    let want = proxy_env(proxy);
+    let mut want: Vec<&String> = want.iter().collect();
+    have.sort();
+    want.sort();
+    have == want
+}
+
+/// What the agent container must run: the image, the agent's arguments, the token and the
+/// proxy.
+#[derive(Clone, Copy)]
+pub struct Wanted<'a> {
+    pub image: &'a str,
+    pub args: &'a [String],
+    pub token: &'a Secret,
+    pub proxy: &'a ProxySettings,
 }
 
 /// The image from the engine, else pulled.
@@ -374,12 +421,11 @@ async fn present_or_pull(
 async fn keep_or_remove(
     docker: &Docker,
     c: ContainerSummary,
-    image: &str,
-    args: &[String],
-    token: &Secret,
+    want: &Wanted<'_>,
 ) -> Result<Result<Rke1Record, String>, Rke1Error> {
+    let Wanted { image, token, .. } = *want;
     let id = c.id.unwrap_or_default();
-    if let Some(what) = drift(docker, &id, image, args, token).await? {
+    if let Some(what) = drift(docker, &id, want).await? {
         tracing::info!(container = %id, changed = %what, "the agent container runs other settings than the userdata; recreating it");
         let opts = bollard::query_parameters::RemoveContainerOptions {
             force: true,
@@ -423,12 +469,16 @@ async fn keep_or_remove(
 /// wants: an existing one with other settings is replaced.
 pub async fn ensure_agent(
     docker: &Docker,
-    image: &str,
     server: &str,
-    token: &Secret,
-    args: Vec<String>,
+    want: Wanted<'_>,
     base: AgentBase,
 ) -> Result<Rke1Record, Rke1Error> {
+    let Wanted {
+        image,
+        args,
+        token,
+        proxy,
+    } = want;
     let api = |action: &str| {
         let action = action.to_string();
         move |source| Rke1Error::Api { action, source }
@@ -437,7 +487,7 @@ pub async fn ensure_agent(
     let image_source = match base {
         AgentBase::Image(source) => source,
         AgentBase::Pull { bundle } => present_or_pull(docker, image, bundle).await?,
-        AgentBase::Existing(c) => match keep_or_remove(docker, *c, image, &args, token).await? {
+        AgentBase::Existing(c) => match keep_or_remove(docker, *c, &want).await? {
             Ok(kept) => return Ok(kept),
             Err(what) => {
                 replaced = Some(what);
@@ -445,7 +495,7 @@ pub async fn ensure_agent(
             }
         },
     };
-    let body = container_body(image, server, token, args);
+    let body = container_body(image, server, token, proxy, args.to_vec());
     let created = docker
         .create_container(None, body)
         .await
@@ -502,6 +552,7 @@ mod tests {
             explicit_node_name: None,
             strict_verify: None,
             trusted_ca: &[],
+            proxy: &Default::default(),
         });
         assert_eq!(
             args.join(" "),
@@ -513,6 +564,7 @@ mod tests {
             "rancher/rancher-agent:v2.6.14",
             "https://r.lab",
             &token,
+            &ProxySettings::default(),
             args,
         );
         let cmd = body.cmd.clone().unwrap();
@@ -536,6 +588,42 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_gets_the_proxy_and_a_changed_proxy_is_drift() {
+        let token = Secret::new("tok-123");
+        let proxy = ProxySettings {
+            http: Some(Secret::new("http://u:hunter2@proxy.lab:3128/")),
+            https: Some(Secret::new("http://proxy.lab:3128/")),
+            no_proxy: vec!["localhost".into(), "10.0.0.0/8".into()],
+        };
+        let body = container_body("img", "https://r.lab", &token, &proxy, vec![]);
+        let env = body.env.clone().unwrap();
+        assert_eq!(
+            env,
+            [
+                "CATTLE_TOKEN=tok-123",
+                "HTTP_PROXY=http://u:hunter2@proxy.lab:3128/",
+                "HTTPS_PROXY=http://proxy.lab:3128/",
+                "NO_PROXY=localhost,10.0.0.0/8",
+            ]
+        );
+        assert!(body.cmd.unwrap().iter().all(|a| !a.contains("hunter2")));
+        // As the engine reports it: the image's own variables around ours, in any order.
+        let mut seen = vec!["PATH=/usr/bin".to_string()];
+        seen.extend(env.iter().rev().cloned());
+        assert!(same_proxy(&seen, &proxy));
+        let other = ProxySettings {
+            no_proxy: vec!["localhost".into()],
+            ..proxy.clone()
+        };
+        assert!(!same_proxy(&seen, &other));
+        assert!(!same_proxy(&seen, &ProxySettings::default()));
+        assert!(same_proxy(
+            &["CATTLE_TOKEN=t".to_string(), "PATH=/bin".to_string()],
+            &ProxySettings::default()
+        ));
+    }
+
+    #[test]
     fn no_checksum_no_addresses() {
         let node = NodeIdentity {
             node_name: "n".into(),
@@ -554,6 +642,7 @@ mod tests {
             explicit_node_name: None,
             strict_verify: None,
             trusted_ca: &[],
+            proxy: &Default::default(),
         });
         assert_eq!(args.join(" "), "--server https://r --worker --node-name n");
     }

@@ -19,7 +19,7 @@ use super::{Deadline, Registration, Tuning, client, endpoint};
 use crate::fsutil::{HostRoot, write_atomic};
 use crate::http::{Cause, HttpClient, HttpError, Request, Response, StatusCode, Verdict};
 use crate::secret::Secret;
-use crate::userdata::{Role, Taint};
+use crate::userdata::{ProxySettings, Role, Taint};
 
 pub const CONFIG_DIR: &str = "/etc/rancher/agent";
 pub const VAR_DIR: &str = "/var/lib/rancher/agent";
@@ -178,18 +178,45 @@ pub fn unit_file(binary: &str) -> String {
     )
 }
 
-/// The env file: the proxy variables of bootstrapd's own environment, as the installer
-/// copies them (upper- and lower-case forms), and `CATTLE_AGENT_STRICT_VERIFY`, which the
-/// agent reads to decide whether it trusts only the CA in its connection info (install.sh
-/// writes it from `CATTLE_AGENT_STRICT_VERIFY`/`STRICT_VERIFY`, default false).
-pub fn env_file(vars: &[(String, String)], strict_verify: bool) -> String {
+/// The env file: `CATTLE_AGENT_STRICT_VERIFY`, which the agent reads to decide whether it
+/// trusts only the CA in its connection info (install.sh writes it from
+/// `CATTLE_AGENT_STRICT_VERIFY`/`STRICT_VERIFY`, default false), and the proxy variables.
+///
+/// rancher/system-agent's `install.sh` (`create_env_file`) copies `HTTP_PROXY`,
+/// `HTTPS_PROXY` and `NO_PROXY` (any case) from its own environment into this file under a
+/// `umask 0377`. The userdata's `proxy` takes their place when it sets a proxy: then the
+/// environment's are left out (a lower-case one would otherwise still be read by whatever the
+/// agent runs), and the userdata's are written as `HTTP_PROXY`, `HTTPS_PROXY` and
+/// `NO_PROXY`, quoted for systemd's env-file parser.
+pub fn env_file(vars: &[(String, String)], proxy: &ProxySettings, strict_verify: bool) -> String {
     let mut out = format!("CATTLE_AGENT_STRICT_VERIFY={strict_verify}\n");
+    if proxy.has_proxy() {
+        for (k, v) in crate::system::proxy::variables(proxy) {
+            out.push_str(&format!("{k}={}\n", env_file_quote(v.expose())));
+        }
+        return out;
+    }
     for (k, v) in vars {
         let upper = k.to_ascii_uppercase();
         if ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].contains(&upper.as_str()) {
             out.push_str(&format!("{k}={v}\n"));
         }
     }
+    out
+}
+
+/// `value` double-quoted for a systemd `EnvironmentFile=`: inside double quotes its parser
+/// takes a backslash before `"`, `\`, `` ` `` and `$` as that character.
+fn env_file_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if matches!(c, '"' | '\\' | '`' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
     out
 }
 
@@ -305,7 +332,7 @@ async fn connect(
     let err = http_err("connect", trust);
     let req = connect_request(reg, &url, cattle_id).map_err(&err)?;
     let tls = trust.tls(reg.trusted_ca);
-    let http = client(&tls, deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20).map_err(&err)?;
+    let http = client(&tls, reg.proxy, deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20).map_err(&err)?;
     let not_found_since = std::sync::Mutex::new(None);
     let result = http
         .send_with(&req, |r| connect_verdict(r, &url, &not_found_since, tuning))
@@ -465,7 +492,7 @@ pub async fn install_with(
     write_atomic(&path, &resp.body, 0o600).map_err(io_err(path))?;
 
     // 5. Config, unit, env file.
-    write_agent_files(root, &binary, &how.paths, strict)?;
+    write_agent_files(root, &binary, &how.paths, strict, reg.proxy)?;
 
     Ok((
         SystemAgentRecord {
@@ -490,7 +517,8 @@ async fn prove_server(
 ) -> Result<(ServerTrust, bool), SystemAgentError> {
     let server = reg.server;
     let trust =
-        cacerts::establish_system_agent(server, reg.ca_checksum, reg.token, deadline).await?;
+        cacerts::establish_system_agent(server, reg.ca_checksum, reg.token, deadline, reg.proxy)
+            .await?;
     let http = |step| http_err(step, &trust);
     let pinned = matches!(trust, ServerTrust::Pinned { .. });
     if reg.strict_verify == Some(true) && !pinned {
@@ -503,6 +531,7 @@ async fn prove_server(
     // (rancher/mod.rs), not at the deadline.
     let small = client(
         &trust.tls(reg.trusted_ca),
+        reg.proxy,
         deadline,
         Duration::from_secs(30),
         1 << 20,
@@ -550,6 +579,7 @@ async fn install_binary(
     let server = reg.server;
     let big = client(
         &trust.tls(reg.trusted_ca),
+        reg.proxy,
         deadline,
         Duration::from_secs(300),
         512 << 20,
@@ -592,6 +622,7 @@ fn write_agent_files(
     binary: &str,
     paths: &AgentPaths,
     strict: bool,
+    proxy: &ProxySettings,
 ) -> Result<(), SystemAgentError> {
     let path = root.path(CONFIG_FILE);
     write_atomic(&path, config_yaml().as_bytes(), 0o600).map_err(io_err(path))?;
@@ -599,7 +630,7 @@ fn write_agent_files(
     write_atomic(&path, unit_file(binary).as_bytes(), 0o644).map_err(io_err(path))?;
     let vars: Vec<(String, String)> = std::env::vars().collect();
     let path = root.path(ENV_FILE);
-    let env = env_file(&vars, strict) + &paths.env_path_line(&vars);
+    let env = env_file(&vars, proxy, strict) + &paths.env_path_line(&vars);
     write_atomic(&path, env.as_bytes(), 0o600).map_err(io_err(path))
 }
 
@@ -740,19 +771,46 @@ mod tests {
         assert!(
             unit_file(BINARY).contains("ExecStart=/usr/local/bin/rancher-system-agent sentinel")
         );
-        let env = env_file(
-            &[
-                ("HTTPS_PROXY".into(), "http://p:3128".into()),
-                ("no_proxy".into(), "10.0.0.0/8".into()),
-                ("PATH".into(), "/bin".into()),
-            ],
-            false,
-        );
+        let vars = [
+            ("HTTPS_PROXY".into(), "http://p:3128".into()),
+            ("no_proxy".into(), "10.0.0.0/8".into()),
+            ("PATH".into(), "/bin".into()),
+        ];
+        let env = env_file(&vars, &ProxySettings::default(), false);
         assert_eq!(
             env,
             "CATTLE_AGENT_STRICT_VERIFY=false\nHTTPS_PROXY=http://p:3128\nno_proxy=10.0.0.0/8\n"
         );
-        assert!(env_file(&[], true).starts_with("CATTLE_AGENT_STRICT_VERIFY=true\n"));
+        assert!(
+            env_file(&[], &ProxySettings::default(), true)
+                .starts_with("CATTLE_AGENT_STRICT_VERIFY=true\n")
+        );
         assert_eq!(machine_name("x").len(), "custom-".len() + 12);
+    }
+
+    #[test]
+    fn the_userdata_proxy_wins_over_the_environment_in_the_env_file() {
+        let vars = [
+            ("HTTPS_PROXY".into(), "http://env-proxy:3128".into()),
+            ("http_proxy".into(), "http://env-proxy:3128".into()),
+            ("no_proxy".into(), "10.0.0.0/8".into()),
+        ];
+        let proxy = ProxySettings {
+            http: Some(Secret::new("http://u:p$w`@proxy.lab:3128/")),
+            https: None,
+            no_proxy: vec!["localhost".into(), ".svc".into()],
+        };
+        assert_eq!(
+            env_file(&vars, &proxy, true),
+            "CATTLE_AGENT_STRICT_VERIFY=true\n\
+             HTTP_PROXY=\"http://u:p\\$w\\`@proxy.lab:3128/\"\n\
+             NO_PROXY=\"localhost,.svc\"\n"
+        );
+        // A no_proxy list alone sets no proxy: the environment's variables stay.
+        let only_list = ProxySettings {
+            no_proxy: vec!["localhost".into()],
+            ..Default::default()
+        };
+        assert!(env_file(&vars, &only_list, false).contains("HTTPS_PROXY=http://env-proxy:3128\n"));
     }
 }

@@ -7,4 +7,5 @@ pub mod hostnamed;
 pub mod netlink;
 pub mod packages;
 pub mod process;
+pub mod proxy;
 pub mod systemd;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::HostRoot;
+use crate::userdata::ProxySettings;
 
 use super::process::{self, ProcessError};
 // Its old path: the command type belongs to the one process runner now.
@@ -102,6 +103,16 @@ pub fn detect(root: &HostRoot) -> Option<PackageManager> {
     .into_iter()
     .find(|(prog, _)| has_program(root, prog))
     .map(|(_, pm)| pm)
+}
+
+/// `spec` with the userdata's proxy in its environment, never in its arguments. apt's http
+/// and https methods fall back to `http_proxy`/`https_proxy` (and honour `no_proxy`) when
+/// apt.conf sets no `Acquire::http::Proxy` (apt.conf(5)); dnf, yum and zypper download
+/// through libcurl, which reads the same lower-case variables. Without a proxy URL nothing is
+/// added, and the manager keeps what bootstrapd's own environment gives it.
+pub fn proxied(mut spec: CommandSpec, proxy: &ProxySettings) -> CommandSpec {
+    spec.secret_env = super::proxy::variables_both_cases(proxy);
+    spec
 }
 
 /// Install `packages` (names, `name=version` specs or package file paths).
@@ -544,8 +555,13 @@ pub async fn run(spec: &CommandSpec) -> Result<String, PackageError> {
 }
 
 /// Candidate versions of `package` known to the host's repositories.
-pub async fn candidates(pm: PackageManager, package: &str) -> Result<Vec<String>, PackageError> {
-    let spec = candidates_command(pm, package);
+pub async fn candidates(
+    pm: PackageManager,
+    package: &str,
+    proxy: &ProxySettings,
+) -> Result<Vec<String>, PackageError> {
+    // dnf and yum may fetch repository metadata to answer.
+    let spec = proxied(candidates_command(pm, package), proxy);
     let out = output(&spec).await?;
     // dnf/yum exit 1 when nothing matches: an empty list, not a failure.
     Ok(parse_candidates(pm, package, &out.stdout))
@@ -565,6 +581,7 @@ pub async fn finish_interrupted(
         &["--configure", "-a", "--force-confdef", "--force-confold"],
     );
     finish.env = install.env.clone();
+    finish.secret_env = install.secret_env.clone();
     run(&finish).await.map(|_| ()).map_err(|e| {
         (
             format!("finishing an interrupted dpkg run failed: {e}"),
@@ -625,6 +642,26 @@ mod tests {
         assert_eq!(rest, install.args);
         assert_eq!(download.env, install.env);
         assert!(prefetch_commands(PackageManager::Dnf, &pkgs).is_none());
+    }
+
+    #[test]
+    fn the_proxy_goes_into_the_environment_only() {
+        let proxy = ProxySettings {
+            http: Some(crate::secret::Secret::new(
+                "http://u:hunter2@proxy.lab:3128/",
+            )),
+            https: None,
+            no_proxy: vec!["localhost".into()],
+        };
+        let pkgs = vec!["docker.io".to_string()];
+        let plain = install_command(PackageManager::Apt, &pkgs);
+        let spec = proxied(plain.clone(), &proxy);
+        assert_eq!((&spec.args, &spec.env), (&plain.args, &plain.env));
+        let names: Vec<&str> = spec.secret_env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"]);
+        assert!(!format!("{spec} {spec:?}").contains("hunter2"));
+        // Without a proxy URL nothing is added.
+        assert_eq!(proxied(plain.clone(), &ProxySettings::default()), plain);
     }
 
     #[test]

@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// A command to run: program, arguments and extra environment. Never holds secrets: it is
-/// shown in logs and errors.
+use crate::secret::Secret;
+
+/// A command to run: program, arguments and extra environment. It is shown in logs and
+/// errors, so a secret may only be in `secret_env`, which is shown as names alone (never in
+/// argv either: another user can read a process's arguments).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandSpec {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Environment whose values are secret (a proxy URL with credentials).
+    pub secret_env: Vec<(String, Secret)>,
 }
 
 impl CommandSpec {
@@ -22,6 +27,7 @@ impl CommandSpec {
             program: program.to_string(),
             args: args.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            secret_env: Vec::new(),
         }
     }
 }
@@ -29,6 +35,9 @@ impl CommandSpec {
 impl fmt::Display for CommandSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (k, v) in &self.env {
+            write!(f, "{k}={v} ")?;
+        }
+        for (k, v) in &self.secret_env {
             write!(f, "{k}={v} ")?;
         }
         f.write_str(&self.program)?;
@@ -78,6 +87,11 @@ pub async fn run(spec: &CommandSpec, timeout: Duration) -> Result<Output, Proces
         .env("LANG", "C")
         .env("LC_ALL", "C")
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(
+            spec.secret_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.expose())),
+        )
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let out = match tokio::time::timeout(timeout, cmd.output()).await {
@@ -160,6 +174,24 @@ mod tests {
         let text = e.to_string();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("/nonexistent/apt-get update"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn secret_env_reaches_the_child_and_nothing_shown() {
+        let mut spec = sh("echo \"$http_proxy\"; exit 1");
+        spec.secret_env.push((
+            "http_proxy".into(),
+            Secret::new("http://user:hunter2@proxy.lab:3128/"),
+        ));
+        let out = run(&spec, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(out.stdout, "http://user:hunter2@proxy.lab:3128/\n");
+        let shown = format!("{spec} {spec:?} {}", serde_json::to_string(&spec).unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            spec.to_string()
+                .starts_with("http_proxy=<redacted> /bin/sh")
+        );
+        assert!(spec.args.iter().all(|a| !a.contains("hunter2")));
     }
 
     #[test]

@@ -155,6 +155,34 @@ pub const PUBLIC_KEY: &str = concat!(
 pub const TRUSTED_CA: &str = "-----BEGIN CERTIFICATE-----";
 pub const VERSION: &str = r"^\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*(,\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*)*$";
 
+/// `proxy.http`/`proxy.https`: an http(s) URL, optionally with `user:password@` (the
+/// userinfo may hold `@`, the host may not), and no path but `/`, no query, no fragment.
+pub const PROXY_URL: &str = concat!(
+    "^",
+    http_or_https!(),
+    r"([^\s/?#",
+    cc!(),
+    "]*@)?",
+    authority!(),
+    "/?$"
+);
+/// One `proxy.no_proxy` entry: `*`, a host name or `.domain`, an IPv4 or IPv6 address or
+/// CIDR. Looser than the validator on the numbers (octets, prefix lengths) and labels' ends.
+pub const NO_PROXY_ENTRY: &str = concat!(
+    r"^(\*|\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*",
+    r"|[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?",
+    r"|[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}(/[0-9]{1,3})?)$"
+);
+
+pub fn proxy_url(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["string", "null"],
+        "minLength": 1,
+        "pattern": PROXY_URL,
+        "default": null,
+    })
+}
+
 pub fn token(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "minLength": 1, "pattern": TOKEN })
 }

@@ -29,6 +29,12 @@ pub struct Settings {
     /// SSH public keys added to one user's ~/.ssh/authorized_keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSettings>,
+    /// The HTTP(S) proxy the node reaches the outside through: used by bootstrapd's own
+    /// requests after the userdata is read, Docker and containerd (systemd drop-ins), the
+    /// Rancher agent and the package managers. Link-local metadata services never go through
+    /// it.
+    #[serde(default, skip_serializing_if = "ProxySettings::is_empty")]
+    pub proxy: ProxySettings,
     /// PEM bundles of CA certificates added to the system trust store (before the container
     /// runtime starts) and trusted by bootstrapd's own downloads; never by the pinned
     /// Rancher CA (`rancher.ca_checksum` stays exact).
@@ -78,6 +84,68 @@ impl JsonSchema for TrustedCa {
             "type": "string",
             "pattern": schema::TRUSTED_CA,
         })
+    }
+}
+
+/// `proxy:`. The URLs are secrets: a proxy URL may carry `user:password@`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// Proxy for http:// targets: `http(s)://[user:password@]host[:port]`, no path, query or
+    /// fragment.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::proxy_url")]
+    pub http: Option<Secret>,
+    /// Proxy for https:// targets (same form).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::proxy_url")]
+    pub https: Option<Secret>,
+    /// Hosts reached directly: host names, `.domain` (the domain and its subdomains), `*`,
+    /// IP addresses and CIDRs.
+    #[serde(default)]
+    #[schemars(inner(pattern(schema::NO_PROXY_ENTRY)), extend("uniqueItems" = true))]
+    pub no_proxy: Vec<String>,
+}
+
+impl ProxySettings {
+    /// No proxy asked for: bootstrapd and everything it configures behave as without the key.
+    pub fn is_empty(&self) -> bool {
+        self.http.is_none() && self.https.is_none() && self.no_proxy.is_empty()
+    }
+
+    /// True when a proxy URL is set (a `no_proxy` list alone changes nothing).
+    pub fn has_proxy(&self) -> bool {
+        self.http.is_some() || self.https.is_some()
+    }
+
+    /// `no_proxy` as the `NO_PROXY` variable spells it (comma-separated).
+    pub fn no_proxy_list(&self) -> String {
+        self.no_proxy.join(",")
+    }
+
+    /// The settings fit for logs, `plan` and the journal: each URL with its password
+    /// replaced by `redacted`, as `rancher/agent_binary.rs` shows URLs.
+    pub fn redacted(&self) -> String {
+        let url = |s: &Secret| match url::Url::parse(s.expose()) {
+            Ok(u) => crate::http::redact_url(&u),
+            // Validated URLs always parse; anything else is not shown at all.
+            Err(_) => crate::secret::REDACTED.to_string(),
+        };
+        let mut parts = Vec::new();
+        if let Some(h) = &self.http {
+            parts.push(format!("http {}", url(h)));
+        }
+        if let Some(h) = &self.https {
+            parts.push(format!("https {}", url(h)));
+        }
+        if !self.no_proxy.is_empty() {
+            parts.push(format!("no_proxy {}", self.no_proxy_list()));
+        }
+        if parts.is_empty() {
+            "no proxy".to_string()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -506,6 +574,7 @@ impl Settings {
             hostname: None,
             ssh: None,
             trusted_ca: Vec::new(),
+            proxy: ProxySettings::default(),
         }
     }
 }

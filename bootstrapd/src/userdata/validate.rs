@@ -15,6 +15,8 @@ use super::tree::{Mark, Node, Style, Value, join_key, shown};
 use crate::secret::Secret;
 use crate::system::packages::VersionConstraint;
 
+mod proxy;
+
 pub const ROOT_KEYS: &[&str] = &[
     "roles",
     "rancher",
@@ -23,7 +25,9 @@ pub const ROOT_KEYS: &[&str] = &[
     "hostname",
     "ssh",
     "trusted_ca",
+    "proxy",
 ];
+pub const PROXY_KEYS: &[&str] = &["http", "https", "no_proxy"];
 pub const HOSTNAME_KEYS: &[&str] = &["template"];
 pub const SSH_KEYS: &[&str] = &["user", "authorized_keys"];
 pub const RANCHER_KEYS: &[&str] = &[
@@ -75,6 +79,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("host", HOST_KEYS),
     ("hostname", HOSTNAME_KEYS),
     ("ssh", SSH_KEYS),
+    ("proxy", PROXY_KEYS),
 ];
 
 /// What a plain scalar means in the YAML 1.2 core schema, when it is not a string.
@@ -626,6 +631,10 @@ impl Validator {
             .map(|n| self.hostname(n, key_mark(&f, "hostname")));
         let ssh = f.get("ssh").map(|n| self.ssh(n, key_mark(&f, "ssh")));
         let trusted_ca = f.get("trusted_ca").map(|n| self.trusted_ca(n));
+        let proxy = match f.get("proxy") {
+            None => Some(ProxySettings::default()),
+            Some(n) => self.proxy(n, key_mark(&f, "proxy")),
+        };
         if !self.problems.is_empty() {
             return None;
         }
@@ -637,6 +646,7 @@ impl Validator {
             hostname: transpose(hostname)?,
             ssh: transpose(ssh)?,
             trusted_ca: trusted_ca.unwrap_or(Some(Vec::new()))?,
+            proxy: proxy?,
         })
     }
 

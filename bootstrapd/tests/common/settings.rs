@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use bootstrapd::secret::Secret;
 use bootstrapd::userdata::{
-    AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, HostnameSetting, RancherSettings,
-    RegistrationMode, Role, RuntimeSettings, Settings, SshSettings, Taint, TrustedCa,
+    AgentBinary, DEFAULT_AGENT_IMAGE, HostSettings, HostnameSetting, ProxySettings,
+    RancherSettings, RegistrationMode, Role, RuntimeSettings, Settings, SshSettings, Taint,
+    TrustedCa,
 };
 
 /// Builds [`Settings`] for one worker node, no CA checksum, no splay and a 900 s deadline,
@@ -47,6 +48,7 @@ impl SettingsBuilder {
             hostname: None,
             ssh: None,
             trusted_ca: Vec::new(),
+            proxy: Default::default(),
         })
     }
 
@@ -124,6 +126,11 @@ impl SettingsBuilder {
             pem: pem.into(),
             count: pem.matches("-----BEGIN CERTIFICATE-----").count(),
         });
+        self
+    }
+
+    pub fn proxy(mut self, proxy: ProxySettings) -> Self {
+        self.0.proxy = proxy;
         self
     }
 
