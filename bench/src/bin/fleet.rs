@@ -67,11 +67,13 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u
             splay_seconds: splay,
             strict_verify: None,
             system_agent: Default::default(),
+            system_default_registry: None,
         },
         runtime: Default::default(),
         host: Default::default(),
         hostname: None,
         ssh: None,
+        registries: Default::default(),
     }
 }
 

@@ -245,10 +245,14 @@ fn version_constraint(settings: &Settings) -> Result<Option<VersionConstraint>, 
         })
 }
 
-/// daemon.json with the registry mirrors, before anything can start the daemon.
+/// daemon.json with the registry mirrors, before anything can start the daemon: Docker
+/// Hub's, from `runtime.registry_mirrors` and then `registries.mirrors` (`docker.io`, else
+/// `*`), each once. Docker's `registry-mirrors` apply to Docker Hub only.
 fn daemon_json(settings: &Settings, facts: &RuntimeFacts) -> Result<RuntimeStep, Stop> {
     const S: &str = "runtime.daemon-json";
-    let mirrors = &settings.runtime.registry_mirrors;
+    let mirrors = &settings
+        .registries
+        .docker_hub_mirrors(&settings.runtime.registry_mirrors);
     let rendered = render_daemon_json(
         std::path::Path::new(DAEMON_JSON),
         facts.daemon_json.as_deref(),

@@ -14,7 +14,19 @@ use super::tree::{Mark, Node, Style, Value, join_key, shown};
 use crate::secret::Secret;
 use crate::system::packages::VersionConstraint;
 
-pub const ROOT_KEYS: &[&str] = &["roles", "rancher", "runtime", "host", "hostname", "ssh"];
+mod registries;
+
+use registries::{AUTH_KEYS, CONFIG_KEYS, MIRROR_KEYS, REGISTRIES_KEYS};
+
+pub const ROOT_KEYS: &[&str] = &[
+    "roles",
+    "rancher",
+    "runtime",
+    "host",
+    "hostname",
+    "ssh",
+    "registries",
+];
 pub const HOSTNAME_KEYS: &[&str] = &["template"];
 pub const SSH_KEYS: &[&str] = &["user", "authorized_keys"];
 pub const RANCHER_KEYS: &[&str] = &[
@@ -32,6 +44,7 @@ pub const RANCHER_KEYS: &[&str] = &[
     "splay_seconds",
     "strict_verify",
     "system_agent",
+    "system_default_registry",
 ];
 pub const SYSTEM_AGENT_KEYS: &[&str] = &["binary", "machine_id"];
 pub const MACHINE_ID_KEYS: &[&str] = &["value"];
@@ -66,6 +79,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("host", HOST_KEYS),
     ("hostname", HOSTNAME_KEYS),
     ("ssh", SSH_KEYS),
+    ("registries", REGISTRIES_KEYS),
+    ("registries.mirrors[HOST]", MIRROR_KEYS),
+    ("registries.configs[HOST]", CONFIG_KEYS),
+    ("registries.configs[HOST].auth", AUTH_KEYS),
 ];
 
 /// What a plain scalar means in the YAML 1.2 core schema, when it is not a string.
@@ -616,6 +633,10 @@ impl Validator {
             .get("hostname")
             .map(|n| self.hostname(n, key_mark(&f, "hostname")));
         let ssh = f.get("ssh").map(|n| self.ssh(n, key_mark(&f, "ssh")));
+        let registries = match f.get("registries") {
+            None => Some(RegistrySettings::default()),
+            Some(n) => self.registries(n, key_mark(&f, "registries")),
+        };
         if !self.problems.is_empty() {
             return None;
         }
@@ -626,6 +647,7 @@ impl Validator {
             host: host?,
             hostname: transpose(hostname)?,
             ssh: transpose(ssh)?,
+            registries: registries?,
         })
     }
 
@@ -764,6 +786,13 @@ impl Validator {
         let system_agent = f
             .get("system_agent")
             .map(|n| self.system_agent(n, key_mark(&f, "system_agent"), mode));
+        let default_registry = f.get("system_default_registry").map(|n| {
+            let image = match &agent_image {
+                Some(Some(i)) => Some(i.as_str()),
+                _ => None,
+            };
+            self.system_default_registry(n, &f.path("system_default_registry"), mode, image)
+        });
         if let (Some(t), Some(Some(sa))) = (&token, &system_agent)
             && sa.machine_id == MachineId::Value(t.expose().to_string())
         {
@@ -790,6 +819,7 @@ impl Validator {
             deadline_seconds: deadline.unwrap_or(Some(DEFAULT_DEADLINE_SECONDS))?,
             splay_seconds: splay.unwrap_or(Some(DEFAULT_SPLAY_SECONDS))?,
             system_agent: system_agent.unwrap_or(Some(SystemAgentSettings::default()))?,
+            system_default_registry: transpose(default_registry)?,
         })
     }
 

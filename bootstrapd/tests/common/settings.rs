@@ -41,11 +41,13 @@ impl SettingsBuilder {
                 splay_seconds: 0,
                 strict_verify: None,
                 system_agent: Default::default(),
+                system_default_registry: None,
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),
             hostname: None,
             ssh: None,
+        registries: Default::default(),
         })
     }
 
