@@ -3,6 +3,7 @@
 pub mod host;
 pub mod identity;
 pub mod prepare;
+pub mod registries;
 pub mod runtime;
 
 use serde::Serialize;

@@ -6,6 +6,9 @@
 //! answers ping). An engine already installed is never reinstalled or replaced.
 //!
 //! Mode system-agent skips all of it: RKE2 and K3s ship and run their own containerd.
+//!
+//! Both modes begin with the registry files (`plan::registries`): registries.yaml for RKE2
+//! and K3s, containerd's hosts.toml.
 
 use serde::Serialize;
 
@@ -15,6 +18,7 @@ use crate::facts::runtime::{
     APT_KEYRING, CONTAINERD_PACKAGES, DOCKER_PACKAGES, DOCKER_UNIT, RuntimeFacts, repo_file_path,
 };
 use crate::rancher::rke1::docker_version_problem;
+use crate::secret::Secret;
 use crate::system::docker::{DAEMON_JSON, render_daemon_json};
 use crate::system::packages::{PackageManager, VersionConstraint};
 use crate::userdata::{Engine, RegistrationMode, RepoSource, RuntimeSource, Settings};
@@ -34,6 +38,17 @@ pub enum RuntimeAction {
         path: String,
         content: String,
         mode: u32,
+    },
+    /// A file that holds secrets (registries.yaml): its content serialises and prints as
+    /// `<redacted>`, and it is written with `mode` from the start.
+    WriteSecretFile {
+        path: String,
+        content: Secret,
+        mode: u32,
+    },
+    /// A file bootstrapd wrote that the userdata no longer asks for.
+    RemoveFile {
+        path: String,
     },
     /// The apt repository's signing key from a URL or a local path, stored dearmored.
     InstallAptKey {
@@ -178,6 +193,8 @@ fn plan_steps(
     facts: &RuntimeFacts,
     steps: &mut Vec<RuntimeStep>,
 ) -> Result<(), Stop> {
+    // Before anything can start a runtime that reads them (RKE2/K3s start after registration).
+    steps.extend(super::registries::plan(settings, &facts.registries));
     applicable(settings)?;
     usable_facts(facts)?;
     let constraint = version_constraint(settings)?;
@@ -546,6 +563,7 @@ pub fn prefetchable(steps: &[RuntimeStep]) -> Option<(PackageManager, Vec<String
         match &step.action {
             RuntimeAction::Report { .. } => {}
             RuntimeAction::WriteFile { path, .. } if !is_package_source(path) => {}
+            RuntimeAction::WriteSecretFile { .. } | RuntimeAction::RemoveFile { .. } => {}
             RuntimeAction::Install {
                 manager: PackageManager::Apt,
                 packages,

@@ -59,7 +59,10 @@ mod tests {
             ("library/busybox@sha256:abcd", "docker.io"),
             ("docker.io/rancher/rancher-agent:v2.9.0", "docker.io"),
             ("index.docker.io/rancher/x", "docker.io"),
-            ("10.0.2.2:5443/rancher/rancher-agent:v2.9.0", "10.0.2.2:5443"),
+            (
+                "10.0.2.2:5443/rancher/rancher-agent:v2.9.0",
+                "10.0.2.2:5443",
+            ),
             ("registry.lab/rancher/rancher-agent", "registry.lab"),
             ("localhost/agent:1", "localhost"),
             ("localhost:5000/agent:1", "localhost:5000"),

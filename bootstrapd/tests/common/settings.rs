@@ -47,7 +47,7 @@ impl SettingsBuilder {
             host: HostSettings::default(),
             hostname: None,
             ssh: None,
-        registries: Default::default(),
+            registries: Default::default(),
         })
     }
 

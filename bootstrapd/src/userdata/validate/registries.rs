@@ -106,8 +106,12 @@ impl Validator {
     /// `{mirrors, configs}`; each problem with its path and position.
     pub(super) fn registries(&mut self, node: &Node, at: Mark) -> Option<RegistrySettings> {
         let f = self.fields(node, at, "registries", REGISTRIES_KEYS)?;
-        let mirrors = f.get("mirrors").map(|n| self.mirrors(n, &f.path("mirrors")));
-        let configs = f.get("configs").map(|n| self.configs(n, &f.path("configs")));
+        let mirrors = f
+            .get("mirrors")
+            .map(|n| self.mirrors(n, &f.path("mirrors")));
+        let configs = f
+            .get("configs")
+            .map(|n| self.configs(n, &f.path("configs")));
         Some(RegistrySettings {
             mirrors: mirrors.unwrap_or(Some(BTreeMap::new()))?,
             configs: configs.unwrap_or(Some(BTreeMap::new()))?,
