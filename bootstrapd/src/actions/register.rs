@@ -16,6 +16,7 @@ use crate::rancher::rke1::{self, Rke1Error};
 use crate::rancher::system_agent::{self, SystemAgentError};
 use crate::rancher::{Deadline, Registration, Tuning};
 use crate::system::docker::{self, DockerError};
+use crate::system::image_ref;
 use crate::system::systemd::{Systemd, SystemdError};
 use crate::userdata::{RegistrationMode, RuntimeSource, Settings};
 
@@ -178,6 +179,11 @@ async fn register_rke1(
     deadline: &Deadline,
     record: &mut RegistrationRecord,
 ) -> Result<(), RegisterError> {
+    // Rancher's system-default-registry prefix, as Rancher resolves its own images.
+    let image = image_ref::with_default_registry(
+        &settings.rancher.agent_image,
+        settings.rancher.system_default_registry.as_deref(),
+    );
     let splay_then_ca = async {
         splay(settings.rancher.splay_seconds).await;
         cacerts::establish(reg.server, reg.ca_checksum, deadline).await
@@ -197,13 +203,8 @@ async fn register_rke1(
         let base = match rke1::existing_agent(&engine, reg.server).await? {
             Some(c) => rke1::AgentBase::Existing(Box::new(c)),
             None => {
-                rke1::local_image(
-                    &engine,
-                    &docker::socket_path(root),
-                    &settings.rancher.agent_image,
-                    bundle.as_deref(),
-                )
-                .await
+                let socket = docker::socket_path(root);
+                rke1::local_image(&engine, &socket, &image, bundle.as_deref()).await
             }
         };
         Ok::<_, RegisterError>((engine, base))
@@ -219,13 +220,15 @@ async fn register_rke1(
         format!("{}: {}", reg.server, trust.describe()),
     ));
     let args = rke1::agent_args(reg);
+    let auth = rke1::PullAuth::for_image(docker::socket_path(root), &image, &settings.registries);
     let r = rke1::ensure_agent(
         &engine,
-        &settings.rancher.agent_image,
+        &image,
         reg.server,
         reg.token,
         args,
         base,
+        auth.as_ref(),
     )
     .await?;
     let (outcome, what) = match (r.created, r.started, &r.replaced) {

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::Registration;
 use crate::secret::Secret;
 use crate::system::docker::{self as engine, DockerError};
-use crate::userdata::Role;
+use crate::system::image_ref;
+use crate::userdata::{RegistryAuth, RegistrySettings, Role};
 
 /// Marks the agent container bootstrapd created, with the server it registers to, so a
 /// re-run finds it instead of creating a second one.
@@ -166,7 +167,8 @@ pub struct Rke1Record {
     pub created: bool,
     /// This run started it (false: it was already running).
     pub started: bool,
-    /// How the image got there: "present", "loaded <archive>" or "pulled".
+    /// How the image got there: "present", "loaded <archive>", "pulled" or "pulled with
+    /// the <kind of credentials> for <registry>".
     pub image_source: String,
     /// This run replaced an agent container that ran other settings (what differed; never
     /// the values of a token).
@@ -350,17 +352,57 @@ async fn drift(
     Ok((!what.is_empty()).then(|| what.join(", ")))
 }
 
-/// The image from the engine, else pulled.
+/// The credentials a pull of the agent image sends: the userdata's for the image's registry
+/// (`registries.configs`), through the Engine at `socket`.
+#[derive(Debug, Clone)]
+pub struct PullAuth {
+    pub socket: PathBuf,
+    pub registry: String,
+    pub auth: RegistryAuth,
+}
+
+impl PullAuth {
+    /// `None` when the userdata has no credentials for `image`'s registry (Docker's reading
+    /// of the reference: `docker.io` unless it names another); then the pull sends none.
+    pub fn for_image(
+        socket: PathBuf,
+        image: &str,
+        registries: &RegistrySettings,
+    ) -> Option<PullAuth> {
+        let registry = image_ref::registry_of(image);
+        registries.auth_for(registry).map(|auth| PullAuth {
+            socket,
+            registry: registry.to_string(),
+            auth: auth.clone(),
+        })
+    }
+
+    /// For findings: the registry and the kind of credentials, never their values.
+    pub fn describe(&self) -> String {
+        format!("with the {} for {}", self.auth.describe(), self.registry)
+    }
+}
+
+/// The image from the engine, else pulled (with `auth` when the registry needs it).
 async fn present_or_pull(
     docker: &Docker,
     image: &str,
     bundle: String,
+    auth: Option<&PullAuth>,
 ) -> Result<String, Rke1Error> {
     if engine::image_present(docker, image).await {
         return Ok("present".into());
     }
-    match engine::pull(docker, image).await {
-        Ok(()) => Ok("pulled".to_string()),
+    let pulled = match auth {
+        Some(a) => engine::pull_with_auth(&a.socket, image, &a.registry, &a.auth)
+            .await
+            .map(|()| format!("pulled {}", a.describe())),
+        None => engine::pull(docker, image)
+            .await
+            .map(|()| "pulled".to_string()),
+    };
+    match pulled {
+        Ok(how) => Ok(how),
         Err(e) => Err(Rke1Error::NoImage {
             image: image.to_string(),
             bundle,
@@ -428,6 +470,7 @@ pub async fn ensure_agent(
     token: &Secret,
     args: Vec<String>,
     base: AgentBase,
+    auth: Option<&PullAuth>,
 ) -> Result<Rke1Record, Rke1Error> {
     let api = |action: &str| {
         let action = action.to_string();
@@ -436,12 +479,13 @@ pub async fn ensure_agent(
     let mut replaced = None;
     let image_source = match base {
         AgentBase::Image(source) => source,
-        AgentBase::Pull { bundle } => present_or_pull(docker, image, bundle).await?,
+        AgentBase::Pull { bundle } => present_or_pull(docker, image, bundle, auth).await?,
         AgentBase::Existing(c) => match keep_or_remove(docker, *c, image, &args, token).await? {
             Ok(kept) => return Ok(kept),
             Err(what) => {
                 replaced = Some(what);
-                present_or_pull(docker, image, "an agent container replaced".into()).await?
+                let why = "an agent container replaced".to_string();
+                present_or_pull(docker, image, why, auth).await?
             }
         },
     };
