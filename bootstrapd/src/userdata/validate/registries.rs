@@ -12,6 +12,9 @@ use super::super::tree::{Mark, Node, Value, shown};
 use super::{Validator, check_url, key_mark, transpose};
 use crate::secret::Secret;
 
+/// A registry's entry: its name, its path for messages, its key and its value.
+type Entry<'a> = (String, String, &'a Node, &'a Node);
+
 pub const REGISTRIES_KEYS: &[&str] = &["mirrors", "configs"];
 pub const MIRROR_KEYS: &[&str] = &["endpoint"];
 pub const CONFIG_KEYS: &[&str] = &["auth"];
@@ -118,16 +121,17 @@ impl Validator {
         })
     }
 
-    /// The entries of a mapping keyed by registry, each key checked by `check`; `None`
-    /// (reported) when `node` is not a mapping.
+    /// The entries of a mapping keyed by registry whose key passes `check`, and whether
+    /// every key did (the others are reported, and the values of the good ones are still
+    /// checked: one round of edits fixes all). `None` (reported) when `node` is not a mapping.
     fn registry_entries<'a>(
         &mut self,
         node: &'a Node,
         path: &str,
         check: fn(&str) -> Result<(), String>,
-    ) -> Option<Vec<(String, String, &'a Node, &'a Node)>> {
+    ) -> Option<(Vec<Entry<'a>>, bool)> {
         if node.is_null() {
-            return Some(Vec::new());
+            return Some((Vec::new(), true));
         }
         let Value::Map(entries) = &node.value else {
             self.report(
@@ -157,13 +161,12 @@ impl Validator {
                 }
             }
         }
-        ok.then_some(out)
+        Some((out, ok))
     }
 
     fn mirrors(&mut self, node: &Node, path: &str) -> Option<BTreeMap<String, RegistryMirror>> {
-        let entries = self.registry_entries(node, path, check_mirror_host)?;
+        let (entries, mut ok) = self.registry_entries(node, path, check_mirror_host)?;
         let mut out = BTreeMap::new();
-        let mut ok = true;
         for (name, p, k, v) in entries {
             match self.mirror(v, k.mark, &p) {
                 Some(m) => {
@@ -188,9 +191,8 @@ impl Validator {
     }
 
     fn configs(&mut self, node: &Node, path: &str) -> Option<BTreeMap<String, RegistryConfig>> {
-        let entries = self.registry_entries(node, path, check_registry_host)?;
+        let (entries, mut ok) = self.registry_entries(node, path, check_registry_host)?;
         let mut out = BTreeMap::new();
-        let mut ok = true;
         for (name, p, k, v) in entries {
             let config = self.fields(v, k.mark, &p, CONFIG_KEYS).and_then(|f| {
                 let auth = f
@@ -352,6 +354,117 @@ mod tests {
             check_registry_host("http://r.lab")
                 .unwrap_err()
                 .contains("no scheme")
+        );
+    }
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match crate::userdata::parse(yaml.as_bytes()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    const HEAD: &str = "roles: [worker]\nrancher:\n  server: https://r.lab\n  token: t0k\n";
+
+    #[test]
+    fn every_problem_has_its_path_and_position_and_no_secret() {
+        let doc = format!(
+            "{HEAD}registries:\n  mirrors:\n    https://docker.io:\n      endpoint: [ftp://m.lab]\n    \
+             r.lab:\n      endpoint: []\n  configs:\n    10.0.2.2:5443:\n      auth:\n        \
+             username: agent\n        password: hunter2\n        identity_token: tok-secret\n    \
+             q.lab:\n      auth:\n        password: \"pw\\nline\"\n    z.lab:\n      auth: {{username: u}}\n"
+        );
+        let got = problems(&doc);
+        assert_eq!(
+            got,
+            [
+                "7:5: registries.mirrors[https://docker.io]: `https://docker.io` is not a \
+                 registry `host[:port]` (no scheme: the registry's name, not a URL), e.g. \
+                 `registry.lab:5000`",
+                "10:17: registries.mirrors[r.lab].endpoint: at least one endpoint URL is \
+                 required",
+                "13:7: registries.configs[10.0.2.2:5443].auth: expected `username` and \
+                 `password`, or `identity_token` alone, not both",
+                "18:7: registries.configs[q.lab].auth: `password` needs its `username` (or \
+                 give `identity_token` alone)",
+                "19:19: registries.configs[q.lab].auth.password: must be one line without \
+                 control characters",
+                "21:7: registries.configs[z.lab].auth: `username` needs its `password` (or \
+                 give `identity_token` alone)",
+            ]
+        );
+        let all = got.join("\n");
+        assert!(!all.contains("hunter2") && !all.contains("tok-secret") && !all.contains("pw\\n"));
+    }
+
+    #[test]
+    fn the_default_registry_is_rke1s_and_a_host() {
+        let rke1 =
+            "roles: [worker]\nrancher:\n  server: https://r.lab\n  token: t0k\n  mode: rke1\n";
+        assert_eq!(
+            problems(&format!("{rke1}  system_default_registry: 10.0.2.2:5443\n")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(&format!(
+                "{rke1}  system_default_registry: https://reg.lab/x\n"
+            )),
+            [
+                "6:28: rancher.system_default_registry: `https://reg.lab/x` is not a registry \
+              `host[:port]` (no scheme: the registry's name, not a URL), e.g. `registry.lab:5000`"
+            ]
+        );
+        assert_eq!(
+            problems(&format!("{HEAD}  system_default_registry: reg.lab\n")),
+            [
+                "5:28: rancher.system_default_registry: applies only to mode rke1 (it prefixes \
+              the agent image); for RKE2/K3s set the cluster's system-default-registry in \
+              Rancher, and mirrors in `registries`"
+            ]
+        );
+        let other = format!(
+            "{rke1}  agent_image: other.lab/rancher/rancher-agent:v2.9.0\n  \
+             system_default_registry: reg.lab\n"
+        );
+        assert!(problems(&other)[0].contains("already names registry `other.lab`"));
+        let same = format!(
+            "{rke1}  agent_image: reg.lab/rancher/rancher-agent:v2.9.0\n  \
+             system_default_registry: reg.lab\n"
+        );
+        assert_eq!(problems(&same), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_registries_yaml_pasted_as_it_is_validates() {
+        let doc = format!(
+            "{HEAD}registries:\n  mirrors:\n    docker.io:\n      endpoint:\n        - \
+             \"https://mirror.lab:5000\"\n    \"*\":\n      endpoint: [http://10.0.2.2:5001]\n  \
+             configs:\n    \"10.0.2.2:5443\":\n      auth:\n        username: agent\n        \
+             password: 123456\n    ghcr.io:\n      auth:\n        identity_token: abc\n"
+        );
+        let s = crate::userdata::parse(doc.as_bytes()).unwrap().settings;
+        assert_eq!(
+            s.registries.mirrors_for("quay.io"),
+            ["http://10.0.2.2:5001".to_string()]
+        );
+        match s.registries.auth_for("10.0.2.2:5443") {
+            Some(RegistryAuth::Basic { username, password }) => {
+                assert_eq!((username.as_str(), password.expose()), ("agent", "123456"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.registries.auth_for("ghcr.io"),
+            Some(RegistryAuth::IdentityToken(_))
+        ));
+        // Serialised settings show the shape, never the secrets.
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"password\":\"<redacted>\"") && !json.contains("123456"));
+        // runtime.registry_mirrors first, then docker.io's, each once.
+        assert_eq!(
+            s.registries
+                .docker_hub_mirrors(&["https://a.lab".into(), "https://mirror.lab:5000".into()]),
+            ["https://a.lab", "https://mirror.lab:5000"]
         );
     }
 
