@@ -124,8 +124,14 @@ fn schema_properties_are_the_validators_keys() {
         ("rancher.system_agent.binary", definition(&s, "AgentBinary")),
         ("ssh", definition(&s, "SshSettings")),
         ("registries", definition(&s, "RegistrySettings")),
-        ("registries.mirrors.localhost", definition(&s, "RegistryMirror")),
-        ("registries.configs.localhost", definition(&s, "RegistryConfig")),
+        (
+            "registries.mirrors.localhost",
+            definition(&s, "RegistryMirror"),
+        ),
+        (
+            "registries.configs.localhost",
+            definition(&s, "RegistryConfig"),
+        ),
         (
             "registries.configs.localhost.auth",
             definition(&s, "RegistryAuth"),
@@ -840,10 +846,17 @@ fn registry_auth_is_a_pair_or_a_token_for_both() {
     assert_eq!(def["oneOf"][1]["required"], json!(["identity_token"]));
     let with = |auth: Value| {
         let mut doc = base();
-        set(&mut doc, "registries.configs", json!({"localhost": {"auth": auth}}));
+        set(
+            &mut doc,
+            "registries.configs",
+            json!({"localhost": {"auth": auth}}),
+        );
         messages(&doc)
     };
-    assert_eq!(with(json!({"username": "u", "password": "p"})), Vec::<String>::new());
+    assert_eq!(
+        with(json!({"username": "u", "password": "p"})),
+        Vec::<String>::new()
+    );
     assert_eq!(with(json!({"identity_token": "t"})), Vec::<String>::new());
     for bad in [
         json!({"username": "u"}),
