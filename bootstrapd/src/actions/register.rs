@@ -16,7 +16,6 @@ use crate::rancher::rke1::{self, Rke1Error};
 use crate::rancher::system_agent::{self, SystemAgentError};
 use crate::rancher::{Deadline, Registration, Tuning};
 use crate::system::docker::{self, DockerError};
-use crate::system::image_ref;
 use crate::system::systemd::{Systemd, SystemdError};
 use crate::userdata::{RegistrationMode, RuntimeSource, Settings};
 
@@ -179,11 +178,7 @@ async fn register_rke1(
     deadline: &Deadline,
     record: &mut RegistrationRecord,
 ) -> Result<(), RegisterError> {
-    // Rancher's system-default-registry prefix, as Rancher resolves its own images.
-    let image = image_ref::with_default_registry(
-        &settings.rancher.agent_image,
-        settings.rancher.system_default_registry.as_deref(),
-    );
+    let image = rke1::agent_image(&settings.rancher);
     let splay_then_ca = async {
         splay(settings.rancher.splay_seconds).await;
         cacerts::establish(reg.server, reg.ca_checksum, deadline).await

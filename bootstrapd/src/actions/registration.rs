@@ -202,10 +202,7 @@ fn would_register(settings: &Settings) -> Finding {
 /// Mode rke1: the agent image as it will be pulled (behind `system_default_registry`), and
 /// which credentials a pull would send; never their values.
 fn agent_image_preview(root: &HostRoot, settings: &Settings) -> Finding {
-    let image = crate::system::image_ref::with_default_registry(
-        &settings.rancher.agent_image,
-        settings.rancher.system_default_registry.as_deref(),
-    );
+    let image = crate::rancher::rke1::agent_image(&settings.rancher);
     let socket = crate::system::docker::socket_path(root);
     let pull = match PullAuth::for_image(socket, &image, &settings.registries) {
         Some(a) => format!("a pull sends the {} for {}", a.auth.describe(), a.registry),

@@ -101,7 +101,7 @@ mod tests {
         std::fs::create_dir_all(rke2.parent().unwrap()).unwrap();
         let ours = format!("{MARKER}\n{{\"configs\":{{}}}}\n");
         crate::fsutil::write_atomic(&rke2, ours.as_bytes(), 0o600).unwrap();
-        let theirs = root.path(&hosts_toml("registry.lab:5000"));
+        let theirs = root.path(hosts_toml("registry.lab:5000"));
         std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
         std::fs::write(&theirs, "server = \"https://registry.lab:5000\"\n").unwrap();
         let f = gather(&root);

@@ -17,7 +17,7 @@ use super::Registration;
 use crate::secret::Secret;
 use crate::system::docker::{self as engine, DockerError};
 use crate::system::image_ref;
-use crate::userdata::{RegistryAuth, RegistrySettings, Role};
+use crate::userdata::{RancherSettings, RegistryAuth, RegistrySettings, Role};
 
 /// Marks the agent container bootstrapd created, with the server it registers to, so a
 /// re-run finds it instead of creating a second one.
@@ -350,6 +350,15 @@ async fn drift(
         what.push("token".into());
     }
     Ok((!what.is_empty()).then(|| what.join(", ")))
+}
+
+/// The agent image as it is pulled and run: behind `system_default_registry`, as Rancher
+/// resolves its own images ([`image_ref::with_default_registry`]).
+pub fn agent_image(rancher: &RancherSettings) -> String {
+    image_ref::with_default_registry(
+        &rancher.agent_image,
+        rancher.system_default_registry.as_deref(),
+    )
 }
 
 /// The credentials a pull of the agent image sends: the userdata's for the image's registry

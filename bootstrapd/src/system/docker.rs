@@ -197,15 +197,19 @@ pub async fn pull_with_auth(
         reason: crate::secret::scrub(&reason, &secrets),
     };
     let (repo, tag) = split_image_ref(image);
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("fromImage", repo);
-    if !tag.is_empty() {
-        query.append_pair("tag", tag);
-    }
+    // Built apart: the serializer is not Send and must not live across the await below.
+    let query = {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("fromImage", repo);
+        if !tag.is_empty() {
+            q.append_pair("tag", tag);
+        }
+        q.finish()
+    };
     let head = format!(
         "POST /images/create?{} HTTP/1.1\r\nHost: docker\r\nUser-Agent: bootstrapd\r\n\
          X-Registry-Auth: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        query.finish(),
+        query,
         header.expose()
     );
     tracing::info!(%image, %registry, kind = auth.describe(), "pulling image with registry credentials");

@@ -786,13 +786,7 @@ impl Validator {
         let system_agent = f
             .get("system_agent")
             .map(|n| self.system_agent(n, key_mark(&f, "system_agent"), mode));
-        let default_registry = f.get("system_default_registry").map(|n| {
-            let image = match &agent_image {
-                Some(Some(i)) => Some(i.as_str()),
-                _ => None,
-            };
-            self.system_default_registry(n, &f.path("system_default_registry"), mode, image)
-        });
+        let default_registry = self.system_default_registry(&f, mode, &agent_image);
         if let (Some(t), Some(Some(sa))) = (&token, &system_agent)
             && sa.machine_id == MachineId::Value(t.expose().to_string())
         {
@@ -819,7 +813,7 @@ impl Validator {
             deadline_seconds: deadline.unwrap_or(Some(DEFAULT_DEADLINE_SECONDS))?,
             splay_seconds: splay.unwrap_or(Some(DEFAULT_SPLAY_SECONDS))?,
             system_agent: system_agent.unwrap_or(Some(SystemAgentSettings::default()))?,
-            system_default_registry: transpose(default_registry)?,
+            system_default_registry: default_registry?,
         })
     }
 

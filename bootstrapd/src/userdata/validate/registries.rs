@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 
 use super::super::settings::*;
 use super::super::tree::{Mark, Node, Value, shown};
-use super::{Validator, check_url, key_mark, transpose};
+use super::{Fields, Validator, check_url, key_mark, transpose};
 use crate::secret::Secret;
 
 /// A registry's entry: its name, its path for messages, its key and its value.
@@ -270,10 +270,26 @@ impl Validator {
         }
     }
 
-    /// `rancher.system_default_registry`: mode rke1 only (it prefixes the agent image; the
-    /// system agent is a binary from the server), and an agent image that names another
-    /// registry is refused rather than prefixed into a reference no registry serves.
+    /// `rancher.system_default_registry` as validated (see `transpose`): mode rke1 only (it
+    /// prefixes the agent image; the system agent is a binary from the server), and an agent
+    /// image that names another registry is refused rather than prefixed into a reference no
+    /// registry serves. `agent_image` is as validated.
     pub(super) fn system_default_registry(
+        &mut self,
+        f: &Fields<'_>,
+        mode: Option<Option<RegistrationMode>>,
+        agent_image: &Option<Option<String>>,
+    ) -> Option<Option<String>> {
+        let Some(node) = f.get("system_default_registry") else {
+            return Some(None);
+        };
+        let path = &f.path("system_default_registry");
+        let agent_image = agent_image.as_ref().and_then(|i| i.as_deref());
+        self.default_registry(node, path, mode, agent_image)
+            .map(Some)
+    }
+
+    fn default_registry(
         &mut self,
         node: &Node,
         path: &str,
