@@ -18,7 +18,9 @@ use bootstrapd::fsutil::HostRoot;
 use bootstrapd::rancher::cacerts;
 use bootstrapd::rancher::rke1::SERVER_LABEL;
 use bootstrapd::secret::Secret;
-use bootstrapd::userdata::{OfflineSource, Role, RuntimeSource, Settings};
+use bootstrapd::userdata::{
+    OfflineSource, RegistryAuth, RegistryConfig, Role, RuntimeSource, Settings,
+};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "rke1tokenq8w7e6r5t4y3u2i1o0pzlxkcjvhbgnfmdsa9876543";
@@ -65,6 +67,8 @@ struct Engine {
     /// What the agent's log says, when not the default line with the current token.
     log_line: Option<String>,
     removed: Vec<String>,
+    /// Each pull's X-Registry-Auth header, as received (None: the pull sent none).
+    pull_auths: Vec<Option<String>>,
 }
 
 type Shared = Arc<Mutex<Engine>>;
@@ -90,6 +94,10 @@ async fn engine(State(e): State<Shared>, req: Request) -> Response {
     let method = req.method().clone();
     let path = api_path(req.uri().path());
     let q = query(&req);
+    let registry_auth = req
+        .headers()
+        .get("x-registry-auth")
+        .map(|v| v.to_str().unwrap().to_string());
     let body: Bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
         .await
         .unwrap_or_default();
@@ -222,6 +230,7 @@ async fn engine(State(e): State<Shared>, req: Request) -> Response {
                 q.get("tag").cloned().unwrap_or_default()
             );
             e.pulls.push(image.clone());
+            e.pull_auths.push(registry_auth);
             e.images.push(image);
             "{\"status\":\"Downloaded newer image\"}\n".into_response()
         }
@@ -556,4 +565,100 @@ async fn an_old_token_in_the_agent_log_is_scrubbed() {
     assert!(msg.contains("token <redacted> rejected"), "{msg}");
     // Digests and checksums (hex) are not tokens: they stay readable.
     assert!(msg.contains(&"ab12".repeat(16)), "{msg}");
+}
+
+/// What dockerd does with X-Registry-Auth: base64url (RFC 4648 section 5) then JSON.
+fn decode_registry_auth(header: &str) -> Value {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(header)
+        .unwrap_or_else(|e| panic!("not base64url: {e}"));
+    serde_json::from_slice(&raw).unwrap()
+}
+
+fn with_registry(mut s: Settings, host: &str, auth: RegistryAuth) -> Settings {
+    s.registries
+        .configs
+        .insert(host.to_string(), RegistryConfig { auth: Some(auth) });
+    s
+}
+
+#[tokio::test]
+async fn the_agent_image_comes_from_the_default_registry_with_its_credentials() {
+    let (url, ca, _) = rancher().await;
+    let sum = cacerts::checksum(format!("{}\n", ca.trim_end_matches('\n')).as_bytes());
+    let (_d, root) = tmp_root();
+    let eng = start_engine(&root);
+    // `?>` and `?~` are where standard base64 and base64url differ.
+    let password = "p?>?~??/s3cret";
+    let mut s = with_registry(
+        settings(&url, Some(sum)),
+        "10.0.2.2:5443",
+        RegistryAuth::Basic {
+            username: "agent".into(),
+            password: Secret::new(password),
+        },
+    );
+    s.rancher.system_default_registry = Some("10.0.2.2:5443".into());
+    let rec = register(&root, &s, &node()).await.unwrap();
+    let r = rec.rke1.clone().unwrap();
+    let want = format!("10.0.2.2:5443/{IMAGE}");
+    assert_eq!(r.image, want);
+    assert_eq!(
+        r.image_source,
+        "pulled with the username and password for 10.0.2.2:5443"
+    );
+    // Neither the record (the journal's) nor its findings hold the password.
+    assert!(!serde_json::to_string(&rec).unwrap().contains("s3cret"));
+    let e = eng.lock().unwrap();
+    assert_eq!(e.pulls, vec![want.clone()]);
+    assert_eq!(e.creates[0]["Image"], want.as_str());
+    let header = e.pull_auths[0]
+        .as_deref()
+        .expect("an X-Registry-Auth header");
+    assert_eq!(
+        decode_registry_auth(header),
+        json!({"username": "agent", "password": password, "serveraddress": "10.0.2.2:5443"})
+    );
+}
+
+#[tokio::test]
+async fn credentials_for_another_registry_are_not_sent() {
+    let (url, ca, _) = rancher().await;
+    let sum = cacerts::checksum(format!("{}\n", ca.trim_end_matches('\n')).as_bytes());
+    let (_d, root) = tmp_root();
+    let eng = start_engine(&root);
+    // The image is on Docker Hub; the only credentials are another registry's.
+    let s = with_registry(
+        settings(&url, Some(sum)),
+        "registry.lab:5000",
+        RegistryAuth::IdentityToken(Secret::new("refresh-token-xyz")),
+    );
+    let rec = register(&root, &s, &node()).await.unwrap();
+    assert_eq!(rec.rke1.unwrap().image_source, "pulled");
+    let e = eng.lock().unwrap();
+    assert_eq!(e.pulls, vec![IMAGE.to_string()]);
+    assert_eq!(e.pull_auths, vec![None]);
+}
+
+#[tokio::test]
+async fn docker_hub_credentials_go_with_a_docker_hub_image() {
+    let (url, ca, _) = rancher().await;
+    let sum = cacerts::checksum(format!("{}\n", ca.trim_end_matches('\n')).as_bytes());
+    let (_d, root) = tmp_root();
+    let eng = start_engine(&root);
+    let s = with_registry(
+        settings(&url, Some(sum)),
+        "docker.io",
+        RegistryAuth::IdentityToken(Secret::new("hub-refresh-token")),
+    );
+    register(&root, &s, &node()).await.unwrap();
+    let e = eng.lock().unwrap();
+    let header = e.pull_auths[0]
+        .as_deref()
+        .expect("an X-Registry-Auth header");
+    assert_eq!(
+        decode_registry_auth(header),
+        json!({"identitytoken": "hub-refresh-token", "serveraddress": "https://index.docker.io/v1/"})
+    );
 }

@@ -66,7 +66,7 @@ server: x
 23:27: host.modules[1]: `Bad.Mod` is not a kernel module name (lowercase letters, digits, `_` and `-`)
 26:5: host.sysctls[kernel]: `kernel` is not a sysctl name such as `net.ipv4.ip_forward`
 27:3: host.swapp: unknown key `swapp`; did you mean `swap`?
-28:1: colour: unknown key `colour`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`, `trusted_ca`, `proxy`
+28:1: colour: unknown key `colour`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`, `trusted_ca`, `proxy`, `registries`
 29:1: server: unknown key `server`; did you mean `rancher.server`?";
     let e = errors(doc);
     assert_eq!(e.to_string(), expected);
@@ -359,7 +359,7 @@ fn a_huge_unknown_key_is_echoed_shortened() {
     assert_eq!(
         p.message,
         format!(
-            "unknown key `{cut}`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`, `trusted_ca`, `proxy`"
+            "unknown key `{cut}`; expected one of `roles`, `rancher`, `runtime`, `host`, `hostname`, `ssh`, `trusted_ca`, `proxy`, `registries`"
         )
     );
     // Nested keys, duplicate keys and values are cut the same way.

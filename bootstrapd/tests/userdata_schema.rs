@@ -124,6 +124,19 @@ fn schema_properties_are_the_validators_keys() {
         ("rancher.system_agent.binary", definition(&s, "AgentBinary")),
         ("ssh", definition(&s, "SshSettings")),
         ("proxy", definition(&s, "ProxySettings")),
+        ("registries", definition(&s, "RegistrySettings")),
+        (
+            "registries.mirrors.localhost",
+            definition(&s, "RegistryMirror"),
+        ),
+        (
+            "registries.configs.localhost",
+            definition(&s, "RegistryConfig"),
+        ),
+        (
+            "registries.configs.localhost.auth",
+            definition(&s, "RegistryAuth"),
+        ),
         (
             "hostname",
             definition(&s, "HostnameSetting")["oneOf"][1].clone(),
@@ -720,6 +733,176 @@ fn trusted_ca_corpus() -> Vec<Corpus> {
     }]
 }
 
+fn mirror_named(host: &str) -> Value {
+    json!({ host: {"endpoint": ["https://mirror.lab"]} })
+}
+
+fn config_named(host: &str) -> Value {
+    json!({ host: {} })
+}
+
+fn mirror_endpoint(url: &str) -> Value {
+    json!({"localhost": {"endpoint": [url]}})
+}
+
+fn auth_user(user: &str) -> Value {
+    json!({"localhost": {"auth": {"username": user, "password": "pw"}}})
+}
+
+fn auth_password(password: &str) -> Value {
+    json!({"localhost": {"auth": {"username": "agent", "password": password}}})
+}
+
+fn auth_token(token: &str) -> Value {
+    json!({"localhost": {"auth": {"identity_token": token}}})
+}
+
+fn rke1_default_registry(registry: &str) -> Value {
+    json!({
+        "server": "https://rancher.example.com",
+        "token": "fake-token",
+        "mode": "rke1",
+        "system_default_registry": registry,
+    })
+}
+
+/// Registry names (`host[:port]`): the schema says the shape, the validator also the port's
+/// range and the IPv6 address.
+fn registry_corpus(field: &'static str, place: Place, schema: &'static str, star: bool) -> Corpus {
+    let mut good = strings(&[
+        "docker.io",
+        "registry.lab:5000",
+        "10.0.2.2:5443",
+        "[fd00::1]:5000",
+        "localhost",
+        "Registry.Lab",
+    ]);
+    let mut bad = strings(&[
+        "https://registry.lab",
+        "registry.lab/v2",
+        "registry.lab:",
+        "-registry.lab",
+        "registry..lab",
+        "reg_istry.lab",
+        "registry.lab:5000x",
+        "",
+    ]);
+    if star {
+        good.push("*".into());
+    } else {
+        bad.push("*".into());
+    }
+    Corpus {
+        field,
+        place,
+        schema,
+        good,
+        bad,
+        schema_looser: vec![
+            ("registry.lab:99999".into(), "the port's range"),
+            ("registry.lab:0".into(), "the port's range"),
+            ("[1:::2]".into(), "the IPv6 address (Ipv6Addr::parse)"),
+        ],
+    }
+}
+
+fn registries_corpus() -> Vec<Corpus> {
+    vec![
+        registry_corpus(
+            "registries.mirrors (keys)",
+            Place::With("registries.mirrors", mirror_named),
+            "/definitions/RegistrySettings/properties/mirrors/propertyNames",
+            true,
+        ),
+        registry_corpus(
+            "registries.configs (keys)",
+            Place::With("registries.configs", config_named),
+            "/definitions/RegistrySettings/properties/configs/propertyNames",
+            false,
+        ),
+        registry_corpus(
+            "rancher.system_default_registry",
+            Place::With("rancher", rke1_default_registry),
+            "/definitions/RancherSettings/properties/system_default_registry",
+            false,
+        ),
+        Corpus {
+            field: "registries.mirrors.*.endpoint",
+            place: Place::With("registries.mirrors", mirror_endpoint),
+            schema: "/definitions/RegistryMirror/properties/endpoint/items",
+            good: strings(&[
+                "https://mirror.example.com",
+                "http://10.0.0.1:5000",
+                "https://mirror.example.com/v2/prefix",
+                "https://[fd00::1]:5000",
+            ]),
+            bad: strings(&[
+                "ftp://mirror.example.com",
+                "mirror.example.com",
+                "https://",
+                "https://u:p@mirror.example.com",
+                "https://mirror.example.com/a b",
+                " https://mirror.example.com",
+            ]),
+            schema_looser: url_looser(),
+        },
+        Corpus {
+            field: "registries.configs.*.auth.username",
+            place: Place::With("registries.configs", auth_user),
+            schema: "/definitions/RegistryAuth/properties/username",
+            good: strings(&["agent", "robot$ci+bot", "a b"]),
+            bad: strings(&["", "a:b", "a\nb", "a\u{1}"]),
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "registries.configs.*.auth.password",
+            place: Place::With("registries.configs", auth_password),
+            schema: "/definitions/RegistryAuth/properties/password",
+            good: strings(&["s3cret", "pass word", "p:ss", "no", "x"]),
+            bad: strings(&["", "a\nb", "a\u{1}", "a\tb"]),
+            schema_looser: vec![],
+        },
+        Corpus {
+            field: "registries.configs.*.auth.identity_token",
+            place: Place::With("registries.configs", auth_token),
+            schema: "/definitions/RegistryAuth/properties/identity_token",
+            good: strings(&["tok-1", "eyJhbGciOi.x"]),
+            bad: strings(&["", "a b", "a\nb", "a\u{1}"]),
+            schema_looser: vec![],
+        },
+    ]
+}
+
+#[test]
+fn registry_auth_is_a_pair_or_a_token_for_both() {
+    let s = schema();
+    let def = definition(&s, "RegistryAuth");
+    assert_eq!(def["oneOf"][0]["required"], json!(["username", "password"]));
+    assert_eq!(def["oneOf"][1]["required"], json!(["identity_token"]));
+    let with = |auth: Value| {
+        let mut doc = base();
+        set(
+            &mut doc,
+            "registries.configs",
+            json!({"localhost": {"auth": auth}}),
+        );
+        messages(&doc)
+    };
+    assert_eq!(
+        with(json!({"username": "u", "password": "p"})),
+        Vec::<String>::new()
+    );
+    assert_eq!(with(json!({"identity_token": "t"})), Vec::<String>::new());
+    for bad in [
+        json!({"username": "u"}),
+        json!({"password": "p"}),
+        json!({"username": "u", "password": "p", "identity_token": "t"}),
+        json!({}),
+    ] {
+        assert_eq!(with(bad.clone()).len(), 1, "{bad}");
+    }
+}
+
 fn corpus() -> Vec<Corpus> {
     let http_urls = |field, place, schema| Corpus {
         field,
@@ -1162,6 +1345,7 @@ fn schema_patterns_agree_with_the_validator() {
         .chain(identity_corpus())
         .chain(trusted_ca_corpus())
         .chain(proxy_corpus())
+        .chain(registries_corpus())
     {
         assert!(!c.good.is_empty() && !c.bad.is_empty(), "{}", c.field);
         let verdicts = c

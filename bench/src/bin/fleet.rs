@@ -67,6 +67,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u
             splay_seconds: splay,
             strict_verify: None,
             system_agent: Default::default(),
+            system_default_registry: None,
         },
         runtime: Default::default(),
         host: Default::default(),
@@ -74,6 +75,7 @@ fn settings(url: &str, checksum: &str, roles: Vec<Role>, deadline: u64, splay: u
         ssh: None,
         trusted_ca: Vec::new(),
         proxy: Default::default(),
+        registries: Default::default(),
     }
 }
 

@@ -179,6 +179,7 @@ async fn register_rke1(
     deadline: &Deadline,
     record: &mut RegistrationRecord,
 ) -> Result<(), RegisterError> {
+    let image = rke1::agent_image(&settings.rancher);
     let splay_then_ca = async {
         splay(settings.rancher.splay_seconds).await;
         cacerts::establish(reg.server, reg.ca_checksum, deadline, reg.proxy).await
@@ -198,13 +199,8 @@ async fn register_rke1(
         let base = match rke1::existing_agent(&engine, reg.server).await? {
             Some(c) => rke1::AgentBase::Existing(Box::new(c)),
             None => {
-                rke1::local_image(
-                    &engine,
-                    &docker::socket_path(root),
-                    &settings.rancher.agent_image,
-                    bundle.as_deref(),
-                )
-                .await
+                let socket = docker::socket_path(root);
+                rke1::local_image(&engine, &socket, &image, bundle.as_deref()).await
             }
         };
         Ok::<_, RegisterError>((engine, base))
@@ -221,12 +217,13 @@ async fn register_rke1(
     ));
     let args = rke1::agent_args(reg);
     let want = rke1::Wanted {
-        image: &settings.rancher.agent_image,
+        image: &image,
         args: &args,
         token: reg.token,
         proxy: reg.proxy,
     };
-    let r = rke1::ensure_agent(&engine, reg.server, want, base).await?;
+    let auth = rke1::PullAuth::for_image(docker::socket_path(root), &image, &settings.registries);
+    let r = rke1::ensure_agent(&engine, reg.server, want, base, auth.as_ref()).await?;
     let (outcome, what) = match (r.created, r.started, &r.replaced) {
         (true, _, Some(differed)) => (
             Outcome::Changed,

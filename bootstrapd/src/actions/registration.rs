@@ -8,6 +8,7 @@ use crate::facts;
 use crate::fsutil::HostRoot;
 use crate::plan::{Finding, Outcome};
 use crate::rancher::Tuning;
+use crate::rancher::rke1::PullAuth;
 use crate::state::RegistrationRecord;
 use crate::userdata::{RegistrationMode, Settings};
 
@@ -88,6 +89,9 @@ impl RegisterStep<'_> {
                 ..
             } => {
                 let mut out = vec![would_register(settings)];
+                if settings.rancher.mode == RegistrationMode::Rke1 {
+                    out.push(agent_image_preview(root, settings));
+                }
                 if settings.rancher.mode == RegistrationMode::SystemAgent {
                     out.extend(system_agent_preview(root, settings));
                     out.extend(machine_id_preview(root, settings, instance_id.as_deref()));
@@ -201,6 +205,26 @@ fn would_register(settings: &Settings) -> Finding {
             settings.rancher.server,
             roles.join("+")
         ),
+    )
+}
+
+/// Mode rke1: the agent image as it will be pulled (behind `system_default_registry`), and
+/// which credentials a pull would send; never their values.
+fn agent_image_preview(root: &HostRoot, settings: &Settings) -> Finding {
+    let image = crate::rancher::rke1::agent_image(&settings.rancher);
+    let socket = crate::system::docker::socket_path(root);
+    let pull = match PullAuth::for_image(socket, &image, &settings.registries) {
+        Some(a) => format!("a pull sends the {} for {}", a.auth.describe(), a.registry),
+        None => "a pull sends no registry credentials".to_string(),
+    };
+    let behind = match &settings.rancher.system_default_registry {
+        Some(r) => format!(" (behind rancher.system_default_registry {r})"),
+        None => String::new(),
+    };
+    Finding::new(
+        "register.agent-image",
+        Outcome::Ok,
+        format!("agent image {image}{behind}; {pull}"),
     )
 }
 
@@ -392,6 +416,7 @@ fn system_agent_preview(root: &HostRoot, settings: &Settings) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::userdata::DEFAULT_AGENT_IMAGE;
 
     fn settings(mode: &str) -> Settings {
         let yaml = format!(
@@ -430,12 +455,40 @@ mod tests {
         let root = HostRoot::new(Some("/nonexistent".into()));
         let s = settings("rke1");
         let step = plan(&root, &s, None, None, None);
-        let [f] = &step.preview()[..] else { panic!() };
+        let [f, image] = &step.preview()[..] else {
+            panic!()
+        };
         assert_eq!(f.outcome, Outcome::WouldChange);
         assert_eq!(
             f.detail,
             "would register with https://rancher.lab (rke1 agent container) as worker"
         );
+        assert_eq!(
+            image.detail,
+            format!("agent image {DEFAULT_AGENT_IMAGE}; a pull sends no registry credentials")
+        );
+        // Behind the default registry, with its credentials named but never shown.
+        let mut s = s.clone();
+        s.rancher.system_default_registry = Some("10.0.2.2:5443".into());
+        s.registries.configs.insert(
+            "10.0.2.2:5443".into(),
+            crate::userdata::RegistryConfig {
+                auth: Some(crate::userdata::RegistryAuth::Basic {
+                    username: "agent".into(),
+                    password: crate::secret::Secret::new("s3cret-pw"),
+                }),
+            },
+        );
+        let shown = plan(&root, &s, None, None, None).preview();
+        assert_eq!(
+            shown[1].detail,
+            format!(
+                "agent image 10.0.2.2:5443/{DEFAULT_AGENT_IMAGE} (behind \
+                 rancher.system_default_registry 10.0.2.2:5443); a pull sends the username \
+                 and password for 10.0.2.2:5443"
+            )
+        );
+        assert!(!format!("{shown:?}").contains("s3cret-pw"));
         let deadline = s.rancher.deadline_seconds;
         assert_eq!(step.budget(), Some(Duration::from_secs(deadline + 600)));
 
@@ -443,9 +496,9 @@ mod tests {
         proxied.proxy.https = Some(crate::secret::Secret::new(
             "http://agent:hunter2@proxy.lab:3128/",
         ));
-        let [f] = &plan(&root, &proxied, None, None, None).preview()[..] else {
-            panic!()
-        };
+        // The first row registers; the second (rke1) names the agent image.
+        let rows = plan(&root, &proxied, None, None, None).preview();
+        let f = &rows[0];
         assert!(
             f.detail.ends_with(
                 "as worker; through the proxy (https http://agent:redacted@proxy.lab:3128/), \

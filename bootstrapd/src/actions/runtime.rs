@@ -68,6 +68,8 @@ fn needs_live(action: &RuntimeAction) -> bool {
         action,
         RuntimeAction::Report { .. }
             | RuntimeAction::WriteFile { .. }
+            | RuntimeAction::WriteSecretFile { .. }
+            | RuntimeAction::RemoveFile { .. }
             | RuntimeAction::InstallAptKey { .. }
             | RuntimeAction::ProxyDropIn { .. }
     )
@@ -107,6 +109,12 @@ pub(crate) async fn apply_one(target: crate::actions::Target<'_>, step: &Runtime
             };
             write_dropin(root, systemd, d, content.as_ref()).await
         }
+        RuntimeAction::WriteSecretFile {
+            path,
+            content,
+            mode,
+        } => write_file(root, path, content.expose().as_bytes(), *mode),
+        RuntimeAction::RemoveFile { path } => remove_file(root, path),
         RuntimeAction::InstallAptKey { source, dest } => {
             install_apt_key(root, source, dest, proxy).await
         }
@@ -177,9 +185,13 @@ async fn wait_docker(root: &HostRoot, timeout_secs: u64) -> StepResult {
     ))
 }
 
+/// Writes `data` with `mode` unless the file already has both. The detail names the path
+/// only: the data may be secret.
 fn write_file(root: &HostRoot, path: &str, data: &[u8], mode: u32) -> StepResult {
+    use std::os::unix::fs::PermissionsExt;
     let p = root.path(path);
-    if std::fs::read(&p).is_ok_and(|cur| cur == data) {
+    let same_mode = std::fs::metadata(&p).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode);
+    if same_mode && std::fs::read(&p).is_ok_and(|cur| cur == data) {
         return Ok((Outcome::Ok, format!("{path} already as required")));
     }
     write_atomic(&p, data, mode)
@@ -190,6 +202,31 @@ fn write_file(root: &HostRoot, path: &str, data: &[u8], mode: u32) -> StepResult
                 "check that the file system is writable".into(),
             )
         })
+}
+
+/// Removes a file bootstrapd wrote, and its directory when that is left empty (a
+/// containerd hosts directory of its own making).
+fn remove_file(root: &HostRoot, path: &str) -> StepResult {
+    let p = root.path(path);
+    match std::fs::remove_file(&p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Outcome::Ok, format!("{path} already gone")));
+        }
+        Err(e) => {
+            return Err(StepFailure::new(
+                format!("cannot remove {}: {e}", p.display()),
+                "check that the file system is writable".into(),
+            ));
+        }
+    }
+    if path.starts_with(crate::facts::registries::CERTS_D)
+        && let Some(dir) = p.parent()
+    {
+        // Fails, as it should, when the directory holds anything else (certificates).
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok((Outcome::Changed, format!("removed {path}")))
 }
 
 /// The binary form of an OpenPGP key: apt's `signed-by` reads binary keyrings on every apt

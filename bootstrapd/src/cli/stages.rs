@@ -260,10 +260,15 @@ mod tests {
         let mut stages: Vec<Stage> = driven.rows.iter().map(|(st, _)| *st).collect();
         stages.dedup();
         assert_eq!(stages, [Stage::Prepare, Stage::Runtime, Stage::Register]);
-        let (_, last) = driven.rows.last().unwrap();
-        assert_eq!(last.outcome, Outcome::WouldChange);
+        let (_, register) = driven
+            .rows
+            .iter()
+            .find(|(_, f)| f.step == "register")
+            .unwrap();
+        assert_eq!(register.outcome, Outcome::WouldChange);
         assert!(
-            last.detail
+            register
+                .detail
                 .starts_with("would register with https://rancher.lab")
         );
     }

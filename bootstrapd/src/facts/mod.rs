@@ -6,6 +6,7 @@ pub mod identity;
 pub mod iptables;
 pub mod kernel;
 pub mod network;
+pub mod registries;
 pub mod runtime;
 pub mod selinux;
 pub mod trust;

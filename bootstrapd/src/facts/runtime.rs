@@ -56,6 +56,8 @@ pub struct RuntimeFacts {
     /// host preparation), so the install need not refresh it again. Not read from the host:
     /// the run sets it.
     pub index_fresh: bool,
+    /// The registry files bootstrapd manages (registries.yaml, containerd's hosts.toml).
+    pub registries: super::registries::RegistryFacts,
 }
 
 impl RuntimeFacts {
@@ -128,6 +130,7 @@ pub async fn gather(
         }
     }
     f.containerd_socket = root.path(CONTAINERD_SOCKET).exists();
+    f.registries = super::registries::gather(root);
     let dj = root.path(docker::DAEMON_JSON);
     match read_optional(&dj) {
         Ok(c) => f.daemon_json = c,

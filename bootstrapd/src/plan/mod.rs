@@ -4,6 +4,7 @@ pub mod host;
 pub mod identity;
 pub mod prepare;
 pub mod proxy;
+pub mod registries;
 pub mod runtime;
 pub mod trusted_ca;
 

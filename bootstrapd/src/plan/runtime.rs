@@ -6,6 +6,9 @@
 //! answers ping). An engine already installed is never reinstalled or replaced.
 //!
 //! Mode system-agent skips all of it: RKE2 and K3s ship and run their own containerd.
+//!
+//! Both modes begin with the registry files (`plan::registries`): registries.yaml for RKE2
+//! and K3s, containerd's hosts.toml.
 
 use serde::Serialize;
 
@@ -45,6 +48,17 @@ pub enum RuntimeAction {
         path: String,
         content: Option<Secret>,
         restart: bool,
+    },
+    /// A file that holds secrets (registries.yaml): its content serialises and prints as
+    /// `<redacted>`, and it is written with `mode` from the start.
+    WriteSecretFile {
+        path: String,
+        content: Secret,
+        mode: u32,
+    },
+    /// A file bootstrapd wrote that the userdata no longer asks for.
+    RemoveFile {
+        path: String,
     },
     /// The apt repository's signing key from a URL or a local path, stored dearmored.
     InstallAptKey {
@@ -189,6 +203,8 @@ fn plan_steps(
     facts: &RuntimeFacts,
     steps: &mut Vec<RuntimeStep>,
 ) -> Result<(), Stop> {
+    // Before anything can start a runtime that reads them (RKE2/K3s start after registration).
+    steps.extend(super::registries::plan(settings, &facts.registries));
     applicable(settings)?;
     usable_facts(facts)?;
     let constraint = version_constraint(settings)?;
@@ -258,10 +274,14 @@ fn version_constraint(settings: &Settings) -> Result<Option<VersionConstraint>, 
         })
 }
 
-/// daemon.json with the registry mirrors, before anything can start the daemon.
+/// daemon.json with the registry mirrors, before anything can start the daemon: Docker
+/// Hub's, from `runtime.registry_mirrors` and then `registries.mirrors` (`docker.io`, else
+/// `*`), each once. Docker's `registry-mirrors` apply to Docker Hub only.
 fn daemon_json(settings: &Settings, facts: &RuntimeFacts) -> Result<RuntimeStep, Stop> {
     const S: &str = "runtime.daemon-json";
-    let mirrors = &settings.runtime.registry_mirrors;
+    let mirrors = &settings
+        .registries
+        .docker_hub_mirrors(&settings.runtime.registry_mirrors);
     let rendered = render_daemon_json(
         std::path::Path::new(DAEMON_JSON),
         facts.daemon_json.as_deref(),
@@ -558,6 +578,7 @@ pub fn prefetchable(steps: &[RuntimeStep]) -> Option<(PackageManager, Vec<String
             // The drop-ins are the engine's, not the package manager's (which is given the
             // proxy in its environment, early downloads included).
             RuntimeAction::ProxyDropIn { .. } => {}
+            RuntimeAction::WriteSecretFile { .. } | RuntimeAction::RemoveFile { .. } => {}
             RuntimeAction::Install {
                 manager: PackageManager::Apt,
                 packages,

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::Registration;
 use crate::secret::Secret;
 use crate::system::docker::{self as engine, DockerError};
-use crate::userdata::{ProxySettings, Role};
+use crate::system::image_ref;
+use crate::userdata::{ProxySettings, RancherSettings, RegistryAuth, RegistrySettings, Role};
 
 /// Marks the agent container bootstrapd created, with the server it registers to, so a
 /// re-run finds it instead of creating a second one.
@@ -185,7 +186,8 @@ pub struct Rke1Record {
     pub created: bool,
     /// This run started it (false: it was already running).
     pub started: bool,
-    /// How the image got there: "present", "loaded <archive>" or "pulled".
+    /// How the image got there: "present", "loaded <archive>", "pulled" or "pulled with
+    /// the <kind of credentials> for <registry>".
     pub image_source: String,
     /// This run replaced an agent container that ran other settings (what differed; never
     /// the values of a token).
@@ -397,17 +399,66 @@ pub struct Wanted<'a> {
     pub proxy: &'a ProxySettings,
 }
 
-/// The image from the engine, else pulled.
+/// The agent image as it is pulled and run: behind `system_default_registry`, as Rancher
+/// resolves its own images ([`image_ref::with_default_registry`]).
+pub fn agent_image(rancher: &RancherSettings) -> String {
+    image_ref::with_default_registry(
+        &rancher.agent_image,
+        rancher.system_default_registry.as_deref(),
+    )
+}
+
+/// The credentials a pull of the agent image sends: the userdata's for the image's registry
+/// (`registries.configs`), through the Engine at `socket`.
+#[derive(Debug, Clone)]
+pub struct PullAuth {
+    pub socket: PathBuf,
+    pub registry: String,
+    pub auth: RegistryAuth,
+}
+
+impl PullAuth {
+    /// `None` when the userdata has no credentials for `image`'s registry (Docker's reading
+    /// of the reference: `docker.io` unless it names another); then the pull sends none.
+    pub fn for_image(
+        socket: PathBuf,
+        image: &str,
+        registries: &RegistrySettings,
+    ) -> Option<PullAuth> {
+        let registry = image_ref::registry_of(image);
+        registries.auth_for(registry).map(|auth| PullAuth {
+            socket,
+            registry: registry.to_string(),
+            auth: auth.clone(),
+        })
+    }
+
+    /// For findings: the registry and the kind of credentials, never their values.
+    pub fn describe(&self) -> String {
+        format!("with the {} for {}", self.auth.describe(), self.registry)
+    }
+}
+
+/// The image from the engine, else pulled (with `auth` when the registry needs it).
 async fn present_or_pull(
     docker: &Docker,
     image: &str,
     bundle: String,
+    auth: Option<&PullAuth>,
 ) -> Result<String, Rke1Error> {
     if engine::image_present(docker, image).await {
         return Ok("present".into());
     }
-    match engine::pull(docker, image).await {
-        Ok(()) => Ok("pulled".to_string()),
+    let pulled = match auth {
+        Some(a) => engine::pull_with_auth(&a.socket, image, &a.registry, &a.auth)
+            .await
+            .map(|()| format!("pulled {}", a.describe())),
+        None => engine::pull(docker, image)
+            .await
+            .map(|()| "pulled".to_string()),
+    };
+    match pulled {
+        Ok(how) => Ok(how),
         Err(e) => Err(Rke1Error::NoImage {
             image: image.to_string(),
             bundle,
@@ -472,6 +523,7 @@ pub async fn ensure_agent(
     server: &str,
     want: Wanted<'_>,
     base: AgentBase,
+    auth: Option<&PullAuth>,
 ) -> Result<Rke1Record, Rke1Error> {
     let Wanted {
         image,
@@ -486,12 +538,13 @@ pub async fn ensure_agent(
     let mut replaced = None;
     let image_source = match base {
         AgentBase::Image(source) => source,
-        AgentBase::Pull { bundle } => present_or_pull(docker, image, bundle).await?,
+        AgentBase::Pull { bundle } => present_or_pull(docker, image, bundle, auth).await?,
         AgentBase::Existing(c) => match keep_or_remove(docker, *c, &want).await? {
             Ok(kept) => return Ok(kept),
             Err(what) => {
                 replaced = Some(what);
-                present_or_pull(docker, image, "an agent container replaced".into()).await?
+                let why = "an agent container replaced".to_string();
+                present_or_pull(docker, image, why, auth).await?
             }
         },
     };

@@ -8,6 +8,9 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use crate::fsutil::HostRoot;
+use crate::secret::Secret;
+use crate::system::image_ref::DOCKER_HUB;
+use crate::userdata::RegistryAuth;
 
 pub const SOCKET: &str = "/var/run/docker.sock";
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
@@ -33,6 +36,13 @@ pub enum DockerError {
         image: String,
         #[source]
         source: bollard::errors::Error,
+    },
+    /// A pull with registry credentials; `reason` has had the credentials scrubbed out.
+    #[error("pulling image {image} with the credentials for {registry}: {reason}")]
+    PullWithAuth {
+        image: String,
+        registry: String,
+        reason: String,
     },
     #[error("loading image archive {path}: {reason}")]
     Load { path: PathBuf, reason: String },
@@ -135,6 +145,104 @@ pub async fn pull(docker: &Docker, image: &str) -> Result<(), DockerError> {
         })?;
     }
     Ok(())
+}
+
+/// The X-Registry-Auth header's value for `auth` at `registry`: the AuthConfig JSON
+/// (`username`/`password`, or `identitytoken`, and `serveraddress`), base64url-encoded with
+/// padding. The Engine API docs say base64url (docs.docker.com/reference/api/engine,
+/// "Authentication"), and dockerd decodes it with Go's `base64.URLEncoding` (moby
+/// api/types/registry/authconfig.go `DecodeAuthConfig`), so `+` and `/` of standard base64
+/// would lose the credentials.
+pub fn registry_auth_header(auth: &RegistryAuth, registry: &str) -> Secret {
+    use base64::Engine as _;
+    // Docker's CLI names Docker Hub by its v1 index address.
+    let server = if registry == DOCKER_HUB {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
+    let config = match auth {
+        RegistryAuth::Basic { username, password } => serde_json::json!({
+            "username": username,
+            "password": password.expose(),
+            "serveraddress": server,
+        }),
+        RegistryAuth::IdentityToken(t) => serde_json::json!({
+            "identitytoken": t.expose(),
+            "serveraddress": server,
+        }),
+    };
+    Secret::new(base64::engine::general_purpose::URL_SAFE.encode(config.to_string()))
+}
+
+/// Pulls `image` with registry credentials: `POST /images/create` with the X-Registry-Auth
+/// header written by hand. bollard's `create_image` takes credentials too, but (0.21)
+/// encodes them with standard base64, which dockerd does not decode (see
+/// [`registry_auth_header`]). The header and its decoded values are never logged, and the
+/// Engine's answer is scrubbed of them before it goes into an error.
+pub async fn pull_with_auth(
+    socket: &Path,
+    image: &str,
+    registry: &str,
+    auth: &RegistryAuth,
+) -> Result<(), DockerError> {
+    let header = registry_auth_header(auth, registry);
+    let secrets: Vec<&Secret> = match auth {
+        RegistryAuth::Basic { password, .. } => vec![password, &header],
+        RegistryAuth::IdentityToken(t) => vec![t, &header],
+    };
+    let fail = |reason: String| DockerError::PullWithAuth {
+        image: image.to_string(),
+        registry: registry.to_string(),
+        reason: crate::secret::scrub(&reason, &secrets),
+    };
+    let (repo, tag) = split_image_ref(image);
+    // Built apart: the serializer is not Send and must not live across the await below.
+    let query = {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("fromImage", repo);
+        if !tag.is_empty() {
+            q.append_pair("tag", tag);
+        }
+        q.finish()
+    };
+    let head = format!(
+        "POST /images/create?{} HTTP/1.1\r\nHost: docker\r\nUser-Agent: bootstrapd\r\n\
+         X-Registry-Auth: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        query,
+        header.expose()
+    );
+    tracing::info!(%image, %registry, kind = auth.describe(), "pulling image with registry credentials");
+    let head = Secret::new(head);
+    let socket_owned = socket.to_path_buf();
+    let reply = tokio::task::spawn_blocking(move || exchange(&socket_owned, &head, PULL_REPLY_MAX))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)?;
+    check_load_reply(&reply).map_err(fail)
+}
+
+/// A pull's reply is a JSON progress line per layer update; a large image makes a few MB.
+const PULL_REPLY_MAX: u64 = 64 << 20;
+
+/// One request without a body (`head` ends the header) and its raw reply. Blocking.
+fn exchange(socket: &Path, head: &Secret, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Write};
+    let at = |what: &str| {
+        let what = format!("{what} {}", socket.display());
+        move |e: std::io::Error| format!("{what}: {e}")
+    };
+    let mut conn = std::os::unix::net::UnixStream::connect(socket).map_err(at("connecting to"))?;
+    conn.set_read_timeout(Some(LOAD_IO_TIMEOUT))
+        .and_then(|()| conn.set_write_timeout(Some(LOAD_IO_TIMEOUT)))
+        .map_err(at("configuring the connection to"))?;
+    conn.write_all(head.expose().as_bytes())
+        .map_err(at("writing to"))?;
+    let mut reply = Vec::new();
+    conn.take(limit)
+        .read_to_end(&mut reply)
+        .map_err(at("reading the reply of"))?;
+    Ok(reply)
 }
 
 /// `docker load` of an image archive (tar, tar.gz, tar.xz: the Engine decompresses) through
@@ -372,6 +480,54 @@ mod tests {
                 .unwrap_err()
                 .contains("bad chunk size")
         );
+    }
+
+    /// What dockerd does with the header: base64url (padded) decoded, then JSON.
+    fn decode(header: &Secret) -> Value {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE
+            .decode(header.expose())
+            .expect("base64url");
+        serde_json::from_slice(&raw).unwrap()
+    }
+
+    #[test]
+    fn the_auth_header_is_base64url_json_as_the_engine_decodes_it() {
+        // Bytes that standard base64 writes as `+` and `/`: `?>` and `?~` among them.
+        let password = "p?>?~??/é";
+        let h = registry_auth_header(
+            &RegistryAuth::Basic {
+                username: "agent".into(),
+                password: Secret::new(password),
+            },
+            "10.0.2.2:5443",
+        );
+        assert!(!h.expose().contains(['+', '/']), "{}", h.expose());
+        // The same JSON in standard base64 has them: what bollard would have sent.
+        let json = decode(&h).to_string();
+        use base64::Engine as _;
+        let standard = base64::engine::general_purpose::STANDARD.encode(&json);
+        assert!(standard.contains(['+', '/']), "{standard}");
+        assert_eq!(
+            decode(&h),
+            serde_json::json!({
+                "username": "agent",
+                "password": password,
+                "serveraddress": "10.0.2.2:5443",
+            })
+        );
+        let t = registry_auth_header(
+            &RegistryAuth::IdentityToken(Secret::new("refresh-token")),
+            DOCKER_HUB,
+        );
+        assert_eq!(
+            decode(&t),
+            serde_json::json!({
+                "identitytoken": "refresh-token",
+                "serveraddress": "https://index.docker.io/v1/",
+            })
+        );
+        assert_eq!(format!("{t:?}"), crate::secret::REDACTED);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod authorized_keys;
 pub mod docker;
 pub mod hostnamed;
+pub mod image_ref;
 pub mod netlink;
 pub mod packages;
 pub mod process;

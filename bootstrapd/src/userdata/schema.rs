@@ -153,6 +153,32 @@ pub const PUBLIC_KEY: &str = concat!(
 /// A `trusted_ca` item: at least one certificate block; that each decodes to a certificate
 /// and that nothing else is in the text is the validator's to say.
 pub const TRUSTED_CA: &str = "-----BEGIN CERTIFICATE-----";
+/// A registry as image references and registries.yaml name it: `host[:port]`, the host a
+/// DNS name, an IPv4 address or a bracketed IPv6 address (whose digits, like the port's
+/// range, are the validator's to check).
+macro_rules! registry_host {
+    () => {
+        concat!(
+            r"(",
+            dns_label_any_case!(),
+            r"(\.",
+            dns_label_any_case!(),
+            r")*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+        )
+    };
+}
+macro_rules! dns_label_any_case {
+    () => {
+        r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+    };
+}
+pub const REGISTRY_HOST: &str = concat!("^", registry_host!(), "$");
+/// A mirror's registry: a host, or `*` for every registry without an entry of its own.
+pub const MIRROR_HOST: &str = concat!(r"^(\*|", registry_host!(), ")$");
+/// A registry user name: one line, and no `:` (HTTP basic auth splits user and password there).
+pub const REGISTRY_USER: &str = concat!("^[^:", cc!(), "]+$");
+/// A registry password: one line; any other character.
+pub const REGISTRY_PASSWORD: &str = concat!("^[^", cc!(), "]+$");
 pub const VERSION: &str = r"^\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*(,\s*(>=|<=|==|=|>|<)?\s*v?[0-9]+(\.[0-9]+)*\s*)*$";
 
 /// `proxy.http`/`proxy.https`: an http(s) URL, optionally with `user:password@` (the
@@ -228,5 +254,49 @@ pub fn version(_: &mut SchemaGenerator) -> Schema {
         "type": ["string", "number", "null"],
         "pattern": VERSION,
         "default": null,
+    })
+}
+
+pub fn registry_mirrors(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Per registry (host[:port], or * for every registry without its own entry): the endpoints to pull through.",
+        "type": "object",
+        "propertyNames": { "pattern": MIRROR_HOST },
+        "additionalProperties": generator.subschema_for::<super::settings::RegistryMirror>(),
+        "default": {},
+    })
+}
+
+pub fn registry_configs(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Per registry host (host[:port]): the credentials to pull with.",
+        "type": "object",
+        "propertyNames": { "pattern": REGISTRY_HOST },
+        "additionalProperties": generator.subschema_for::<super::settings::RegistryConfig>(),
+        "default": {},
+    })
+}
+
+/// `username` and `password`, or `identity_token` alone.
+pub fn registry_auth() -> Schema {
+    json_schema!({
+        "description": "username and password, or identity_token alone. Never printed.",
+        "type": "object",
+        "properties": {
+            "username": { "type": "string", "pattern": REGISTRY_USER },
+            "password": { "type": ["string", "number"], "pattern": REGISTRY_PASSWORD },
+            "identity_token": { "type": "string", "pattern": TOKEN },
+        },
+        "additionalProperties": false,
+        "oneOf": [
+            {
+                "required": ["username", "password"],
+                "not": { "required": ["identity_token"] },
+            },
+            {
+                "required": ["identity_token"],
+                "not": { "anyOf": [{ "required": ["username"] }, { "required": ["password"] }] },
+            },
+        ],
     })
 }

@@ -41,6 +41,9 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("uniqueItems" = true))]
     pub trusted_ca: Vec<TrustedCa>,
+    /// Registry mirrors and credentials, in the shape of RKE2's and K3s's registries.yaml.
+    #[serde(default, skip_serializing_if = "RegistrySettings::is_empty")]
+    pub registries: RegistrySettings,
 }
 
 /// One `trusted_ca` item: PEM text of one or more `CERTIFICATE` blocks, each of which
@@ -277,6 +280,12 @@ pub struct RancherSettings {
     /// How mode system-agent installs rancher-system-agent.
     #[serde(default)]
     pub system_agent: SystemAgentSettings,
+    /// Mode rke1: a registry `host[:port]` put before the agent image, as Rancher's own
+    /// `system-default-registry` setting does (`rancher/rancher-agent:v2.9.0` becomes
+    /// `HOST/rancher/rancher-agent:v2.9.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(schema::REGISTRY_HOST))]
+    pub system_default_registry: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
@@ -529,6 +538,120 @@ pub enum SwapPolicy {
     Off,
 }
 
+/// Registry mirrors and credentials: the shape of RKE2's and K3s's registries.yaml
+/// (docs.rke2.io/install/containerd_registry_configuration), so an operator can paste theirs
+/// (its `mirrors.*.endpoint` and `configs.*.auth`; `rewrite` and `tls` are not taken).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Per registry (`host[:port]`, or `*` for every registry without an entry of its own),
+    /// the endpoints to pull through, tried in order before the registry itself.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::registry_mirrors")]
+    pub mirrors: BTreeMap<String, RegistryMirror>,
+    /// Per registry host (`host[:port]`): the credentials to pull with.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::registry_configs")]
+    pub configs: BTreeMap<String, RegistryConfig>,
+}
+
+impl RegistrySettings {
+    pub fn is_empty(&self) -> bool {
+        self.mirrors.is_empty() && self.configs.is_empty()
+    }
+
+    /// The mirror endpoints that apply to `registry`: its own entry, else the `*` entry (as
+    /// RKE2 and containerd fall back to it).
+    pub fn mirrors_for(&self, registry: &str) -> &[String] {
+        self.mirrors
+            .get(registry)
+            .or_else(|| self.mirrors.get("*"))
+            .map(|m| m.endpoint.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Docker Hub's mirrors for Docker's daemon.json: `runtime.registry_mirrors` first, then
+    /// the registries' endpoints for docker.io, each once. Docker's `registry-mirrors` only
+    /// ever apply to Docker Hub (docs.docker.com/docker-hub/image-library/mirror/: "It's not
+    /// possible to mirror another private registry"), so no other registry's go there.
+    pub fn docker_hub_mirrors(&self, runtime_mirrors: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in runtime_mirrors.iter().chain(self.mirrors_for("docker.io")) {
+            if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+        out
+    }
+
+    /// The credentials for `registry` (a host[:port] as an image reference names it).
+    pub fn auth_for(&self, registry: &str) -> Option<&RegistryAuth> {
+        self.configs.get(registry).and_then(|c| c.auth.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryMirror {
+    /// http(s) URLs of the mirror's endpoints, without credentials.
+    #[schemars(
+        length(min = 1),
+        inner(pattern(schema::HTTP_URL)),
+        extend("uniqueItems" = true)
+    )]
+    pub endpoint: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RegistryAuth>,
+}
+
+/// How to log in to a registry: `username` and `password`, or an `identity_token` alone
+/// (an OAuth refresh token, as Docker's `identitytoken`). Never printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    Basic { username: String, password: Secret },
+    IdentityToken(Secret),
+}
+
+impl RegistryAuth {
+    /// What kind of credentials, for plans and logs (never the values).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            RegistryAuth::Basic { .. } => "username and password",
+            RegistryAuth::IdentityToken(_) => "identity token",
+        }
+    }
+}
+
+/// As the userdata writes it; the secrets come out redacted (`Secret`'s `Serialize`).
+impl Serialize for RegistryAuth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match self {
+            RegistryAuth::Basic { username, password } => {
+                m.serialize_entry("username", username)?;
+                m.serialize_entry("password", password)?;
+            }
+            RegistryAuth::IdentityToken(t) => m.serialize_entry("identity_token", t)?,
+        }
+        m.end()
+    }
+}
+
+impl JsonSchema for RegistryAuth {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RegistryAuth".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schema::registry_auth()
+    }
+}
+
 /// Modules Kubernetes networking needs (k3s syssetup, RKE docs).
 pub const REQUIRED_MODULES: [&str; 5] = [
     "br_netfilter",
@@ -568,6 +691,7 @@ impl Settings {
                 splay_seconds: 0,
                 strict_verify: None,
                 system_agent: SystemAgentSettings::default(),
+                system_default_registry: None,
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),
@@ -575,6 +699,7 @@ impl Settings {
             ssh: None,
             trusted_ca: Vec::new(),
             proxy: ProxySettings::default(),
+            registries: RegistrySettings::default(),
         }
     }
 }

@@ -16,6 +16,9 @@ use crate::secret::Secret;
 use crate::system::packages::VersionConstraint;
 
 mod proxy;
+mod registries;
+
+use registries::{AUTH_KEYS, CONFIG_KEYS, MIRROR_KEYS, REGISTRIES_KEYS};
 
 pub const ROOT_KEYS: &[&str] = &[
     "roles",
@@ -26,6 +29,7 @@ pub const ROOT_KEYS: &[&str] = &[
     "ssh",
     "trusted_ca",
     "proxy",
+    "registries",
 ];
 pub const PROXY_KEYS: &[&str] = &["http", "https", "no_proxy"];
 pub const HOSTNAME_KEYS: &[&str] = &["template"];
@@ -45,6 +49,7 @@ pub const RANCHER_KEYS: &[&str] = &[
     "splay_seconds",
     "strict_verify",
     "system_agent",
+    "system_default_registry",
 ];
 pub const SYSTEM_AGENT_KEYS: &[&str] = &["binary", "machine_id"];
 pub const MACHINE_ID_KEYS: &[&str] = &["value"];
@@ -80,6 +85,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("hostname", HOSTNAME_KEYS),
     ("ssh", SSH_KEYS),
     ("proxy", PROXY_KEYS),
+    ("registries", REGISTRIES_KEYS),
+    ("registries.mirrors[HOST]", MIRROR_KEYS),
+    ("registries.configs[HOST]", CONFIG_KEYS),
+    ("registries.configs[HOST].auth", AUTH_KEYS),
 ];
 
 /// What a plain scalar means in the YAML 1.2 core schema, when it is not a string.
@@ -635,6 +644,10 @@ impl Validator {
             None => Some(ProxySettings::default()),
             Some(n) => self.proxy(n, key_mark(&f, "proxy")),
         };
+        let registries = match f.get("registries") {
+            None => Some(RegistrySettings::default()),
+            Some(n) => self.registries(n, key_mark(&f, "registries")),
+        };
         if !self.problems.is_empty() {
             return None;
         }
@@ -647,6 +660,7 @@ impl Validator {
             ssh: transpose(ssh)?,
             trusted_ca: trusted_ca.unwrap_or(Some(Vec::new()))?,
             proxy: proxy?,
+            registries: registries?,
         })
     }
 
@@ -824,6 +838,7 @@ impl Validator {
         let system_agent = f
             .get("system_agent")
             .map(|n| self.system_agent(n, key_mark(&f, "system_agent"), mode));
+        let default_registry = self.system_default_registry(&f, mode, &agent_image);
         if let (Some(t), Some(Some(sa))) = (&token, &system_agent)
             && sa.machine_id == MachineId::Value(t.expose().to_string())
         {
@@ -850,6 +865,7 @@ impl Validator {
             deadline_seconds: deadline.unwrap_or(Some(DEFAULT_DEADLINE_SECONDS))?,
             splay_seconds: splay.unwrap_or(Some(DEFAULT_SPLAY_SECONDS))?,
             system_agent: system_agent.unwrap_or(Some(SystemAgentSettings::default()))?,
+            system_default_registry: default_registry?,
         })
     }
 

@@ -42,6 +42,7 @@ impl SettingsBuilder {
                 splay_seconds: 0,
                 strict_verify: None,
                 system_agent: Default::default(),
+                system_default_registry: None,
             },
             runtime: RuntimeSettings::default(),
             host: HostSettings::default(),
@@ -49,6 +50,7 @@ impl SettingsBuilder {
             ssh: None,
             trusted_ca: Vec::new(),
             proxy: Default::default(),
+            registries: Default::default(),
         })
     }
 

@@ -250,7 +250,7 @@ impl Driver {
         let ud = self.opts.host.work.join(format!("{}.user-data", s.name));
         let extra = match (proxy_only, &self.host.egress) {
             (false, _) => Vec::new(),
-            (true, Some(e)) => e.placeholders(),
+            (true, Some(e)) => e.placeholders(*mode),
             (true, None) => return Err(DriverError::NoEgress(s.name)),
         };
         let values = userdata::Values {

@@ -98,9 +98,15 @@ impl Egress {
         }
     }
 
-    /// The egress template's placeholders (tests/e2e/userdata/node-egress.yaml). The CA goes
-    /// into a literal block indented six spaces: every line after the first gets the indent.
-    pub fn placeholders(&self) -> Vec<(String, String)> {
+    /// The egress template's placeholders (tests/e2e/userdata/node-egress.yaml) for `mode`.
+    /// The CA goes into a literal block indented six spaces: every line after the first gets
+    /// the indent. `rancher.system_default_registry` is rke1's only (bootstrapd refuses it in
+    /// system-agent mode): a comment there.
+    pub fn placeholders(&self, mode: Mode) -> Vec<(String, String)> {
+        let default_registry = match mode {
+            Mode::Rke1 => format!("system_default_registry: \"{}\"", self.registry),
+            Mode::SystemAgent => "# system_default_registry: rke1 only".to_string(),
+        };
         let ca = self
             .registry_ca
             .trim_end()
@@ -115,6 +121,7 @@ impl Egress {
                     self.proxy_user, self.proxy_password
                 ),
             ),
+            ("SYSTEM_DEFAULT_REGISTRY".into(), default_registry),
             ("REGISTRY".into(), self.registry.clone()),
             ("REGISTRY_USER".into(), self.registry_user.clone()),
             ("REGISTRY_PASSWORD".into(), self.registry_password.clone()),

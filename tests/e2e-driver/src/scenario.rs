@@ -250,7 +250,7 @@ mod tests {
             };
             let text = std::fs::read_to_string(repo.join(template)).expect("template");
             let extra = if proxy_only {
-                crate::egress::Egress::sample().placeholders()
+                crate::egress::Egress::sample().placeholders(mode)
             } else {
                 Vec::new()
             };
