@@ -225,17 +225,30 @@ pub async fn pull_with_auth(
 /// A pull's reply is a JSON progress line per layer update; a large image makes a few MB.
 const PULL_REPLY_MAX: u64 = 64 << 20;
 
-/// One request without a body (`head` ends the header) and its raw reply. Blocking.
-fn exchange(socket: &Path, head: &Secret, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::{Read, Write};
-    let at = |what: &str| {
-        let what = format!("{what} {}", socket.display());
-        move |e: std::io::Error| format!("{what}: {e}")
-    };
-    let mut conn = std::os::unix::net::UnixStream::connect(socket).map_err(at("connecting to"))?;
+/// An I/O error's message with what was done to the Engine socket.
+fn at_socket(socket: &Path) -> impl Fn(&str) -> Box<dyn FnOnce(std::io::Error) -> String> {
+    let socket = socket.display().to_string();
+    move |what: &str| {
+        let what = format!("{what} {socket}");
+        Box::new(move |e: std::io::Error| format!("{what}: {e}"))
+    }
+}
+
+/// A blocking connection to the Engine socket, with the I/O timeouts of a load or pull.
+fn engine_connection(socket: &Path) -> Result<std::os::unix::net::UnixStream, String> {
+    let at = at_socket(socket);
+    let conn = std::os::unix::net::UnixStream::connect(socket).map_err(at("connecting to"))?;
     conn.set_read_timeout(Some(LOAD_IO_TIMEOUT))
         .and_then(|()| conn.set_write_timeout(Some(LOAD_IO_TIMEOUT)))
         .map_err(at("configuring the connection to"))?;
+    Ok(conn)
+}
+
+/// One request without a body (`head` ends the header) and its raw reply. Blocking.
+fn exchange(socket: &Path, head: &Secret, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Write};
+    let at = at_socket(socket);
+    let mut conn = engine_connection(socket)?;
     conn.write_all(head.expose().as_bytes())
         .map_err(at("writing to"))?;
     let mut reply = Vec::new();
@@ -288,14 +301,8 @@ fn send_archive(socket: &Path, path: &Path) -> Result<Vec<u8>, String> {
     use std::os::fd::AsFd;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let at = |what: &str| {
-        let what = format!("{what} {}", socket.display());
-        move |e: std::io::Error| format!("{what}: {e}")
-    };
-    let mut conn = std::os::unix::net::UnixStream::connect(socket).map_err(at("connecting to"))?;
-    conn.set_read_timeout(Some(LOAD_IO_TIMEOUT))
-        .and_then(|()| conn.set_write_timeout(Some(LOAD_IO_TIMEOUT)))
-        .map_err(at("configuring the connection to"))?;
+    let at = at_socket(socket);
+    let mut conn = engine_connection(socket)?;
     let head = format!(
         "POST /images/load?quiet=1 HTTP/1.1\r\nHost: docker\r\nUser-Agent: bootstrapd\r\n\
          Content-Type: application/x-tar\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"

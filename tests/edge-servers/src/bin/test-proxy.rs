@@ -68,25 +68,9 @@ async fn run(cli: Cli) -> Result<(), edge_servers::Error> {
             "none"
         }
     );
-    wait_for_signal().await;
+    edge_servers::wait_for_signal().await;
     drop(server);
     Ok(())
-}
-
-/// Runs until SIGINT or SIGTERM (how the e2e's host_stop ends it).
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[tokio::main]

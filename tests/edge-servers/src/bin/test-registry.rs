@@ -106,7 +106,7 @@ async fn serve(args: ServeArgs) -> Result<(), edge_servers::Error> {
     for line in shown {
         println!("{line}");
     }
-    wait_for_signal().await;
+    edge_servers::wait_for_signal().await;
     drop(server);
     Ok(())
 }
@@ -117,22 +117,6 @@ fn gen_ca(dir: PathBuf, sans: Vec<String>) -> Result<(), edge_servers::Error> {
     println!("cert: {}", written.cert.display());
     println!("key: {}", written.key.display());
     Ok(())
-}
-
-/// Runs until SIGINT or SIGTERM (how the e2e's host_stop ends it).
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[tokio::main]
