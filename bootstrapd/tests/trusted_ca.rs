@@ -193,3 +193,45 @@ async fn a_failing_tool_is_a_failed_step_naming_the_command_and_its_stderr() {
         f[0].detail
     );
 }
+
+/// The apt key of a repository behind a private CA (`runtime.source.repo.key` as an https
+/// URL): fetched when the userdata's `trusted_ca` holds the CA, refused without it.
+#[tokio::test]
+async fn the_apt_key_download_trusts_the_userdatas_ca() {
+    use bootstrapd::plan::Step;
+    use bootstrapd::plan::runtime::RuntimeAction;
+    let (ca, cert, key) = ca_and_server();
+    let url = serve_tls(
+        &cert,
+        &key,
+        Router::new().route(
+            "/key.gpg",
+            get(|| async { b"\x99\x01\x0dbinarykey".to_vec() }),
+        ),
+    )
+    .await;
+    let step = Step {
+        step: "runtime.repository-key",
+        reason: "test",
+        detail: String::new(),
+        action: RuntimeAction::InstallAptKey {
+            source: format!("{url}/key.gpg"),
+            dest: "/etc/apt/keyrings/repo.gpg".into(),
+        },
+    };
+    let settings = userdata_with_ca(&ca);
+    let (d, root) = temp_root();
+    let with_ca = Target {
+        trusted_ca: &settings.trusted_ca,
+        ..Target::quiet(&root, None)
+    };
+    let f = apply_all(with_ca, std::slice::from_ref(&step)).await;
+    assert_eq!(f[0].outcome, Outcome::Changed, "{:?}", f[0]);
+    let written = d.path().join("etc/apt/keyrings/repo.gpg");
+    assert_eq!(std::fs::read(&written).unwrap(), b"\x99\x01\x0dbinarykey");
+    std::fs::remove_file(&written).unwrap();
+    let f = apply_all(Target::quiet(&root, None), &[step]).await;
+    assert_eq!(f[0].outcome, Outcome::Failed, "{:?}", f[0]);
+    assert!(f[0].detail.contains("certificate"), "{}", f[0].detail);
+    assert!(!written.exists());
+}

@@ -9,7 +9,7 @@ use crate::plan::runtime::RuntimeStep;
 use crate::plan::{Finding, Outcome};
 use crate::state::RegistrationRecord;
 use crate::system::systemd::Systemd;
-use crate::userdata::ProxySettings;
+use crate::userdata::{ProxySettings, TrustedCa};
 
 pub mod host;
 mod identity;
@@ -60,6 +60,9 @@ pub struct Target<'a> {
     pub progress: &'a (dyn Fn(&str) + Send + Sync),
     /// The userdata's `proxy`: what the steps' own downloads and package managers go through.
     pub proxy: &'a ProxySettings,
+    /// The userdata's `trusted_ca`: trusted by the steps' own downloads beside the system
+    /// roots (the apt key of a repository behind a private CA).
+    pub trusted_ca: &'a [TrustedCa],
 }
 
 /// No proxy: what a target without the userdata's has.
@@ -77,6 +80,7 @@ impl<'a> Target<'a> {
             systemd,
             progress: &|_| {},
             proxy: &NO_PROXY,
+            trusted_ca: &[],
         }
     }
 

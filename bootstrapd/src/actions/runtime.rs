@@ -19,7 +19,7 @@ use crate::secret::Secret;
 use crate::system::docker;
 use crate::system::packages::{self, PackageManager, VersionConstraint};
 use crate::system::systemd::Systemd;
-use crate::userdata::ProxySettings;
+use crate::userdata::{ProxySettings, trusted_ca_anchors};
 
 type StepResult = crate::actions::StepResult<(Outcome, String)>;
 
@@ -116,7 +116,8 @@ pub(crate) async fn apply_one(target: crate::actions::Target<'_>, step: &Runtime
         } => write_file(root, path, content.expose().as_bytes(), *mode),
         RuntimeAction::RemoveFile { path } => remove_file(root, path),
         RuntimeAction::InstallAptKey { source, dest } => {
-            install_apt_key(root, source, dest, proxy).await
+            let trust = TlsTrust::system_and(trusted_ca_anchors(target.trusted_ca));
+            install_apt_key(root, source, dest, (&trust, proxy)).await
         }
         RuntimeAction::Refresh { manager } => refresh(*manager, proxy).await,
         RuntimeAction::Install {
@@ -269,19 +270,24 @@ pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("the armored key is not valid base64: {e}"))
 }
 
+/// The key from `source` (a URL, fetched through `proxy` trusting `trust`: the system roots
+/// and the userdata's CAs; or a local path) to `dest`.
 async fn install_apt_key(
     root: &HostRoot,
     source: &str,
     dest: &str,
-    proxy: &ProxySettings,
+    (trust, proxy): (&TlsTrust, &ProxySettings),
 ) -> StepResult {
     let data = if source.starts_with("https://") || source.starts_with("http://") {
-        let client = HttpClient::builder(TlsTrust::SystemRoots)
+        let client = HttpClient::builder(trust.clone())
             .proxy(proxy)
             .retry(RetryPolicy {
                 deadline: Duration::from_secs(120),
                 ..RetryPolicy::default()
             })
+            // An untrusted certificate does not heal by waiting: say so at once (the remedy
+            // names trusted_ca) instead of retrying for two minutes.
+            .fail_fast_on_certificate(1)
             .max_body(1 << 20)
             .build()
             .map_err(|e| StepFailure::new(e.to_string(), "check the key URL".to_string()))?;

@@ -178,6 +178,7 @@ async fn apply_stage(
         systemd: ctx.systemd,
         progress: &progress,
         proxy: &ctx.settings.proxy,
+        trusted_ca: &ctx.settings.trusted_ca,
     };
     let applied = actions::apply(target, &steps, |step| {
         let mut s = cell.lock().unwrap_or_else(|e| e.into_inner());

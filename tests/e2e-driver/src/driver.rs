@@ -56,6 +56,8 @@ pub struct Options {
     pub boot_timeout_s: u64,
     /// `BOOTSTRAPD_LOG` of the scenarios' `debug_log` boots.
     pub log_form: String,
+    /// Only the scenarios of these names (all when empty).
+    pub only: Vec<String>,
 }
 
 /// One boot of a node scenario, as seen.
@@ -116,7 +118,10 @@ pub fn run(opts: Options) -> Result<bool, DriverError> {
         "agent image + node image (base cached or built)",
         d.host.image_seconds as f64,
     );
-    let scenarios = crate::scenario::all();
+    let scenarios: Vec<Scenario> = crate::scenario::all()
+        .into_iter()
+        .filter(|s| d.opts.only.is_empty() || d.opts.only.iter().any(|o| o == s.name))
+        .collect();
     let mut runs = Vec::new();
     for s in &scenarios {
         if let Kind::Node { .. } = s.kind {
@@ -534,7 +539,11 @@ impl Driver {
             }
         };
         self.checks.eq(
-            &format!("server: {} nodes recorded", count_word(runs.len())),
+            &format!(
+                "server: {} node{} recorded",
+                count_word(runs.len()),
+                if runs.len() == 1 { "" } else { "s" }
+            ),
             runs.len(),
             records.len(),
         );

@@ -64,6 +64,10 @@ struct Args {
     /// BOOTSTRAPD_LOG of every node's first boot (no log form may print the token).
     #[arg(long, env = "E2E_LOG_FORM", default_value = scenario::DEBUG_LOG_FORM)]
     log_form: String,
+    /// Only these scenarios (comma-separated names, e.g. node5), for working on one; CI runs
+    /// them all.
+    #[arg(long, env = "E2E_ONLY", value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
         level: args.level,
         boot_timeout_s: args.boot_timeout,
         log_form: args.log_form,
+        only: args.only,
     };
     cli::exit(driver::run(opts))
 }
