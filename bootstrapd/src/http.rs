@@ -13,6 +13,9 @@
 //! Bodies are read as a stream and refused as soon as they pass the size limit, so a broken
 //! or hostile server cannot make the agent allocate without bound.
 
+// Redaction lives with the secrets (lower than this module, so that settings and process
+// helpers need not depend on the HTTP client); re-exported for the client's callers.
+pub use crate::secret::{redact_url, redact_urls};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -23,7 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use url::Url;
 
 use crate::secret::Secret;
-use crate::userdata::ProxySettings;
+use crate::userdata::proxy::ProxySettings;
 
 /// Errors of [`HttpClient`]. Every variant names the URL (password and query removed).
 #[derive(Debug, thiserror::Error)]
@@ -880,70 +883,6 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     redact_urls(&s)
 }
 
-/// `text` with every URL in it redacted as [`redact_url`] does (password and query
-/// removed). For text we do not build ourselves: library error chains, tool output.
-pub fn redact_urls(text: &str) -> String {
-    let is_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let start = rest[..i]
-            .char_indices()
-            .rev()
-            .take_while(|&(_, c)| is_scheme(c))
-            .last()
-            .map_or(i, |(j, _)| j);
-        let end = rest[i..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
-            .map_or(rest.len(), |e| i + e);
-        if start == i {
-            out.push_str(&rest[..i + 3]);
-            rest = &rest[i + 3..];
-            continue;
-        }
-        // Closing punctuation around a URL in prose ("(url): ...") is not part of it.
-        let url = rest[start..end].trim_end_matches([')', ']', '}', ',', ';', ':', '.']);
-        out.push_str(&rest[..start]);
-        out.push_str(&redact_url_text(url));
-        out.push_str(&rest[start + url.len()..end]);
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// One URL found in free text: parsed when it parses, else cut by hand (query, fragment and
-/// user information dropped), never returned as it came.
-fn redact_url_text(url: &str) -> String {
-    if let Ok(u) = Url::parse(url) {
-        return redact_url(&u);
-    }
-    let cut = url.split(['?', '#']).next().unwrap_or_default();
-    let (scheme, after) = cut.split_once("://").unwrap_or(("", cut));
-    let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let query = if cut.len() < url.len() {
-        "?redacted"
-    } else {
-        ""
-    };
-    format!("{scheme}://{host}{path}{query}")
-}
-
-/// The URL fit for logs and errors: no password, no query string (seed URLs and tokens
-/// sometimes travel there).
-pub fn redact_url(url: &Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("redacted"));
-    }
-    if u.query().is_some() {
-        u.set_query(Some("redacted"));
-    }
-    u.set_fragment(None);
-    u.to_string()
-}
-
 fn redact_url_str(url: &str) -> String {
     match Url::parse(url) {
         Ok(u) => redact_url(&u),
@@ -1028,7 +967,7 @@ mod tests {
         assert!(r.ends_with("ftp:// alone"), "{r}");
         assert_eq!(redact_urls("no url here: a:b"), "no url here: a:b");
         assert_eq!(
-            redact_url_text("http://u:p@[bad/x?q"),
+            crate::secret::redact_url_text("http://u:p@[bad/x?q"),
             "http://[bad/x?redacted"
         );
     }

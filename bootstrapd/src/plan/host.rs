@@ -17,93 +17,21 @@
 //! - system-agent (RKE2/K3s): the RKE2 installer installs rke2-selinux itself on RPM distros
 //!   (Rancher docs, "About rke2-selinux"), so only the runtime policy is checked here.
 
-use serde::Serialize;
-
 use super::Outcome;
-use super::trusted_ca::{self, StoreChange};
+use super::trusted_ca;
 use crate::facts::ProbeArea;
 use crate::facts::host::{HostFacts, MODULES_CONF, SYSCTL_CONF, wanted_modules, wanted_sysctls};
 use crate::facts::iptables::{Backend, IptablesFacts};
 use crate::facts::kernel::{
     fstab_swap_lines, normalize_module, sysctl_eq, sysctl_path, valid_module_name,
 };
-use crate::system::packages::{
-    PackageManager, VersionConstraint, install_command, version_components,
-};
+use crate::system::packages::{VersionConstraint, install_command, version_components};
 use crate::userdata::{
     Engine, FirewalldPolicy, IptablesBackend, RegistrationMode, Role, SelinuxPolicy, Settings,
     SwapPolicy,
 };
 
-/// What a step will do when applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum HostAction {
-    /// Nothing to change: the finding stands as planned.
-    Report {
-        outcome: Outcome,
-        remedy: Option<String>,
-    },
-    DisableFirewalld,
-    InstallPackages {
-        manager: PackageManager,
-        packages: Vec<String>,
-    },
-    SetIptablesBackend {
-        backend: Backend,
-        tool: String,
-    },
-    LoadModules {
-        modules: Vec<String>,
-    },
-    WriteFile {
-        path: String,
-        content: String,
-    },
-    SetSysctls {
-        values: Vec<(String, String)>,
-    },
-    SwapOff {
-        devices: Vec<String>,
-        fstab_lines: Vec<usize>,
-    },
-    /// Static and transient hostname, through systemd-hostnamed.
-    SetHostname {
-        name: String,
-    },
-    /// useradd, with a home directory.
-    CreateUser {
-        user: String,
-    },
-    /// The keys merged into the user's ~/.ssh/authorized_keys.
-    AuthorizedKeys {
-        user: String,
-        keys: Vec<String>,
-    },
-    /// bootstrapd's CA files written (0644: public) and removed, then `tool` (a host path)
-    /// rebuilds the store.
-    TrustedCa(Box<StoreChange>),
-    /// A running unit restarted (Docker, to read the new trust store).
-    RestartUnit {
-        unit: String,
-    },
-}
-
-/// A step of the host plan: see [`crate::plan::Step`].
-pub type HostStep = crate::plan::Step<HostAction>;
-
-impl crate::plan::StepAction for HostAction {
-    fn report(outcome: Outcome, remedy: Option<String>) -> Self {
-        HostAction::Report { outcome, remedy }
-    }
-
-    fn as_report(&self) -> Option<(Outcome, Option<&String>)> {
-        match self {
-            HostAction::Report { outcome, remedy } => Some((*outcome, remedy.as_ref())),
-            _ => None,
-        }
-    }
-}
+pub use super::host_action::{HostAction, HostStep};
 
 const WHY_FIREWALLD: &str =
     "firewalld's default zone blocks cluster traffic; Rancher requires it off";
@@ -807,6 +735,7 @@ mod tests {
 
     use super::*;
     use crate::facts::iptables::IptablesFacts;
+    use crate::system::packages::PackageManager;
     // The prepare stage's whole plan: these tests read the identity steps beside the host's.
     use crate::facts::kernel::SwapEntry;
     use crate::facts::selinux::{SelinuxFacts, SelinuxMode};

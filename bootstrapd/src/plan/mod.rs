@@ -1,11 +1,13 @@
 //! Settings + facts -> ordered steps. Pure: nothing here touches the host.
 
 pub mod host;
+pub mod host_action;
 pub mod identity;
 pub mod prepare;
 pub mod proxy;
 pub mod registries;
 pub mod runtime;
+pub mod runtime_action;
 pub mod trusted_ca;
 
 use serde::Serialize;

@@ -8,7 +8,7 @@
 //! written 0600, and no step detail shows more than [`ProxySettings::redacted`].
 
 use super::Outcome;
-use super::runtime::{RuntimeAction, RuntimeStep};
+use super::runtime_action::{RuntimeAction, RuntimeStep};
 use crate::facts::runtime::{CONTAINERD_UNIT, DOCKER_UNIT, RuntimeFacts};
 use crate::system::proxy::{CONTAINERD_DROPIN, DOCKER_DROPIN, is_ours, render_dropin};
 use crate::system::systemd::UnitState;

@@ -17,7 +17,7 @@
 use serde_json::{Map, Value, json};
 
 use super::Outcome;
-use super::runtime::{RuntimeAction, RuntimeStep};
+use super::runtime_action::{RuntimeAction, RuntimeStep};
 use crate::facts::registries::{
     CERTS_D, FileState, K3S_REGISTRIES, MARKER, RKE2_REGISTRIES, RegistryFacts, digest, hosts_toml,
 };

@@ -7,10 +7,9 @@
 //! planned and the bundle the tool extracted must hold every certificate. A tree prepared
 //! below `--root` (the tool not run) therefore runs the tool on its first boot.
 
-use serde::Serialize;
-
 use super::Outcome;
-use super::host::{HostAction, HostStep};
+pub use super::host_action::{CaFile, StoreChange};
+use super::host_action::{HostAction, HostStep};
 use crate::facts::ProbeArea;
 use crate::facts::host::HostFacts;
 use crate::facts::trust::{DOCKER_UNIT, FILE_PREFIX, TrustFacts, TrustStore};
@@ -22,30 +21,6 @@ const WHY: &str = "the userdata's CAs must be in the system trust store before t
 const DOCKER_STEP: &str = "trusted-ca.docker";
 const WHY_DOCKER: &str =
     "dockerd reads the system roots once: one started before the store changed must restart";
-
-/// One CA file as it should be.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CaFile {
-    /// Host path.
-    pub path: String,
-    /// The certificate as one canonical PEM block.
-    pub content: String,
-    /// sha256 of the DER.
-    pub fingerprint: String,
-}
-
-/// What the trust store step changes (boxed in [`HostAction::TrustedCa`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StoreChange {
-    pub store: TrustStore,
-    /// The store's tool, a host path.
-    pub tool: String,
-    pub write: Vec<CaFile>,
-    /// Host paths of bootstrapd's files of certificates no longer in the userdata.
-    pub remove: Vec<String>,
-    /// Fingerprints of every certificate the rebuilt bundle must hold.
-    pub expect: Vec<String>,
-}
 
 /// `bootstrapd-<N>-<first 12 hex digits of the sha256>.crt`: N keeps the userdata's order
 /// (the tools read files in name order), the hash tells files of different certificates

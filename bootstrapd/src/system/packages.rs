@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::HostRoot;
-use crate::userdata::ProxySettings;
+use crate::userdata::proxy::ProxySettings;
 
 use super::process::{self, ProcessError};
 // Its old path: the command type belongs to the one process runner now.

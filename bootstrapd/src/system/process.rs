@@ -51,7 +51,7 @@ impl fmt::Display for CommandSpec {
 /// The command as errors name it: a proxy or repository URL among its environment or
 /// arguments may carry credentials or a signed query, and errors reach journald and `status`.
 fn shown(spec: &CommandSpec) -> String {
-    crate::http::redact_urls(&spec.to_string())
+    crate::secret::redact_urls(&spec.to_string())
 }
 
 /// A child that could not be run to its end. A non-zero exit is not one: whether it is a

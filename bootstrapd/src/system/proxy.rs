@@ -3,7 +3,7 @@
 //! containerd). Every value stays a [`Secret`]: a proxy URL may carry credentials.
 
 use crate::secret::Secret;
-use crate::userdata::ProxySettings;
+use crate::userdata::proxy::ProxySettings;
 
 /// Docker's drop-in, where Docker's documentation puts it ("Configure the daemon to use a
 /// proxy", systemd unit file: `/etc/systemd/system/docker.service.d/http-proxy.conf`).

@@ -8,6 +8,7 @@
 pub(crate) mod ca;
 mod formats;
 pub mod identity;
+pub mod proxy;
 mod schema;
 pub mod settings;
 pub(crate) mod tree;

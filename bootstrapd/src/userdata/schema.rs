@@ -257,26 +257,6 @@ pub fn version(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-pub fn registry_mirrors(generator: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "description": "Per registry (host[:port], or * for every registry without its own entry): the endpoints to pull through.",
-        "type": "object",
-        "propertyNames": { "pattern": MIRROR_HOST },
-        "additionalProperties": generator.subschema_for::<super::settings::RegistryMirror>(),
-        "default": {},
-    })
-}
-
-pub fn registry_configs(generator: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "description": "Per registry host (host[:port]): the credentials to pull with.",
-        "type": "object",
-        "propertyNames": { "pattern": REGISTRY_HOST },
-        "additionalProperties": generator.subschema_for::<super::settings::RegistryConfig>(),
-        "default": {},
-    })
-}
-
 /// `username` and `password`, or `identity_token` alone.
 pub fn registry_auth() -> Schema {
     json_schema!({

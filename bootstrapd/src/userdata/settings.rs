@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 use crate::userdata::schema;
 
+pub use super::proxy::ProxySettings;
+
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -87,68 +89,6 @@ impl JsonSchema for TrustedCa {
             "type": "string",
             "pattern": schema::TRUSTED_CA,
         })
-    }
-}
-
-/// `proxy:`. The URLs are secrets: a proxy URL may carry `user:password@`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProxySettings {
-    /// Proxy for http:// targets: `http(s)://[user:password@]host[:port]`, no path, query or
-    /// fragment.
-    #[serde(default)]
-    #[schemars(schema_with = "schema::proxy_url")]
-    pub http: Option<Secret>,
-    /// Proxy for https:// targets (same form).
-    #[serde(default)]
-    #[schemars(schema_with = "schema::proxy_url")]
-    pub https: Option<Secret>,
-    /// Hosts reached directly: host names, `.domain` (the domain and its subdomains), `*`,
-    /// IP addresses and CIDRs.
-    #[serde(default)]
-    #[schemars(inner(pattern(schema::NO_PROXY_ENTRY)), extend("uniqueItems" = true))]
-    pub no_proxy: Vec<String>,
-}
-
-impl ProxySettings {
-    /// No proxy asked for: bootstrapd and everything it configures behave as without the key.
-    pub fn is_empty(&self) -> bool {
-        self.http.is_none() && self.https.is_none() && self.no_proxy.is_empty()
-    }
-
-    /// True when a proxy URL is set (a `no_proxy` list alone changes nothing).
-    pub fn has_proxy(&self) -> bool {
-        self.http.is_some() || self.https.is_some()
-    }
-
-    /// `no_proxy` as the `NO_PROXY` variable spells it (comma-separated).
-    pub fn no_proxy_list(&self) -> String {
-        self.no_proxy.join(",")
-    }
-
-    /// The settings fit for logs, `plan` and the journal: each URL with its password
-    /// replaced by `redacted`, as `rancher/agent_binary.rs` shows URLs.
-    pub fn redacted(&self) -> String {
-        let url = |s: &Secret| match url::Url::parse(s.expose()) {
-            Ok(u) => crate::http::redact_url(&u),
-            // Validated URLs always parse; anything else is not shown at all.
-            Err(_) => crate::secret::REDACTED.to_string(),
-        };
-        let mut parts = Vec::new();
-        if let Some(h) = &self.http {
-            parts.push(format!("http {}", url(h)));
-        }
-        if let Some(h) = &self.https {
-            parts.push(format!("https {}", url(h)));
-        }
-        if !self.no_proxy.is_empty() {
-            parts.push(format!("no_proxy {}", self.no_proxy_list()));
-        }
-        if parts.is_empty() {
-            "no proxy".to_string()
-        } else {
-            parts.join(", ")
-        }
     }
 }
 
@@ -538,6 +478,28 @@ pub enum SwapPolicy {
     Off,
 }
 
+// The maps' schemas here, beside their value types (schema.rs holds patterns only, and
+// depends on nothing in this file).
+fn registry_mirrors(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Per registry (host[:port], or * for every registry without its own entry): the endpoints to pull through.",
+        "type": "object",
+        "propertyNames": { "pattern": schema::MIRROR_HOST },
+        "additionalProperties": generator.subschema_for::<RegistryMirror>(),
+        "default": {},
+    })
+}
+
+fn registry_configs(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Per registry host (host[:port]): the credentials to pull with.",
+        "type": "object",
+        "propertyNames": { "pattern": schema::REGISTRY_HOST },
+        "additionalProperties": generator.subschema_for::<RegistryConfig>(),
+        "default": {},
+    })
+}
+
 /// Registry mirrors and credentials: the shape of RKE2's and K3s's registries.yaml
 /// (docs.rke2.io/install/containerd_registry_configuration), so an operator can paste theirs
 /// (its `mirrors.*.endpoint` and `configs.*.auth`; `rewrite` and `tls` are not taken).
@@ -547,11 +509,11 @@ pub struct RegistrySettings {
     /// Per registry (`host[:port]`, or `*` for every registry without an entry of its own),
     /// the endpoints to pull through, tried in order before the registry itself.
     #[serde(default)]
-    #[schemars(schema_with = "schema::registry_mirrors")]
+    #[schemars(schema_with = "registry_mirrors")]
     pub mirrors: BTreeMap<String, RegistryMirror>,
     /// Per registry host (`host[:port]`): the credentials to pull with.
     #[serde(default)]
-    #[schemars(schema_with = "schema::registry_configs")]
+    #[schemars(schema_with = "registry_configs")]
     pub configs: BTreeMap<String, RegistryConfig>,
 }
 

@@ -46,7 +46,7 @@ pub fn check_proxy_url(s: &str) -> Result<String, String> {
     one_word(s)?;
     // url's parse errors name the problem, not the input.
     let url = url::Url::parse(s).map_err(|e| format!("not a valid proxy URL: {e}"))?;
-    let shown = crate::http::redact_url(&url);
+    let shown = crate::secret::redact_url(&url);
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "a proxy URL must start with http:// or https://, found `{}://`",
