@@ -186,7 +186,7 @@ host_setup_e2e() {
 # repository, the Rancher test server and the registry (the guest names the host 10.0.2.2, which
 # it maps to 127.0.0.1), with a password; the test registry (test-registry) on
 # 127.0.0.1:REGISTRY_PORT, HTTPS from its own CA (WORK/egress/ca.pem), with a password, serving
-# WORK/agent-image.tar as the rancher-agent image. The passwords are fresh, in 0600 files, never
+# the rancher-agent image under its own tag (v2.6.14-egress). The passwords are fresh, in 0600 files, never
 # on a command line. Appends to HOST_PIDS; sets HOST_EGRESS (host.env lines).
 host_start_egress() {
   local work=$1 apt_port=$2 rancher_port=$3 proxy_port=$4 registry_port=$5 dir=$1/egress bin pid
@@ -199,8 +199,13 @@ host_start_egress() {
     echo "e2e-proxy:$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dir/proxy-auth"
     echo "e2e-registry:$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dir/registry-auth")
   "$bin/test-registry" gen-ca --dir "$dir" --san 10.0.2.2 --san 127.0.0.1 >"$work/logs/registry-ca.log" 2>&1 || return 1
+  # Another tag than the archive baked into the node image: another image config, so Docker
+  # must fetch the layers through the proxy (a config it already holds ends the pull early).
+  scripts/build-agent-image.sh --out "$dir/agent-image-egress.tar" --tag rancher/rancher-agent:v2.6.14-egress \
+    >"$work/logs/agent-image-egress.log" 2>&1 \
+    || { echo "scripts/build-agent-image.sh failed (see $work/logs/agent-image-egress.log)" >&2; return 1; }
   setsid "$bin/test-registry" serve --listen "127.0.0.1:$registry_port" \
-    --image "rancher/rancher-agent:v2.6.14=$work/agent-image.tar" --htpasswd-file "$dir/registry-auth" \
+    --image "rancher/rancher-agent:v2.6.14-egress=$dir/agent-image-egress.tar" --htpasswd-file "$dir/registry-auth" \
     --tls-cert "$dir/server.pem" --tls-key "$dir/server-key.pem" --log "$work/logs/registry.jsonl" \
     >"$work/logs/registry.log" 2>&1 &
   pid=$!

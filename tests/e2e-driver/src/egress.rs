@@ -15,8 +15,13 @@ use crate::scenario::Mode;
 
 /// Where the guest finds the proxy: vm.sh forwards this address, and nothing else.
 pub const GUEST_PROXY: &str = "10.0.2.100:3128";
-/// The agent image the registry serves under the registry's name (build-agent-image.sh's tag).
+/// The agent image of the direct nodes (build-agent-image.sh's default tag, baked into the
+/// node image as an archive).
 pub const AGENT_IMAGE: &str = "rancher/rancher-agent:v2.6.14";
+/// The agent image the registry serves (lib.sh `host_start_egress` builds it with this tag):
+/// another tag, so another image config than the archive baked into the node image, or
+/// Docker would find the config it pulls already there and fetch no layer at all.
+pub const EGRESS_AGENT_IMAGE: &str = "rancher/rancher-agent:v2.6.14-egress";
 
 /// The egress half of WORK/host.env, with the secrets read from their 0600 files.
 #[derive(Debug, Clone)]
@@ -104,7 +109,10 @@ impl Egress {
     /// system-agent mode): a comment there.
     pub fn placeholders(&self, mode: Mode) -> Vec<(String, String)> {
         let default_registry = match mode {
-            Mode::Rke1 => format!("system_default_registry: \"{}\"", self.registry),
+            Mode::Rke1 => format!(
+                "system_default_registry: \"{}\"\n    agent_image: {EGRESS_AGENT_IMAGE}",
+                self.registry
+            ),
             Mode::SystemAgent => "# system_default_registry: rke1 only".to_string(),
         };
         let ca = self
@@ -131,7 +139,7 @@ impl Egress {
 
     /// The agent image as bootstrapd must run it: prefixed by `rancher.system_default_registry`.
     pub fn agent_image(&self) -> String {
-        format!("{}/{AGENT_IMAGE}", self.registry)
+        format!("{}/{EGRESS_AGENT_IMAGE}", self.registry)
     }
 
     /// The secrets the whole console log (journal, report, status) must not hold.
@@ -338,6 +346,16 @@ pub fn check_traffic(c: &mut Checks, p: &str, mode: Mode, t: &Traffic) {
         manifests
             .iter()
             .any(|r| r.method == "GET" && r.status == 200 && r.auth),
+        summary(t.registry),
+    );
+    let blobs = t
+        .registry
+        .iter()
+        .filter(|r| r.target.contains("/blobs/") && r.method == "GET" && r.status == 200 && r.auth)
+        .count();
+    c.check(
+        &format!("{p}: the image's config and layer came from the registry with its password"),
+        blobs >= 2,
         summary(t.registry),
     );
     c.check(
