@@ -29,6 +29,24 @@ pub const BINARY: &str = "/usr/local/bin/rancher-system-agent";
 pub const UNINSTALL_SCRIPT: &str = "/usr/local/bin/rancher-system-agent-uninstall.sh";
 pub const UNIT: &str = "rancher-system-agent.service";
 pub const UNIT_FILE: &str = "/etc/systemd/system/rancher-system-agent.service";
+/// A client to the Rancher server of `reg`: the proven `trust` (the userdata's CAs beside the
+/// system roots only when nothing is pinned) and the userdata's proxy, with an attempt timeout
+/// and a body limit.
+fn server_client(
+    reg: &Registration<'_>,
+    trust: &ServerTrust,
+    deadline: &Deadline,
+    (attempt_timeout, max_body): (Duration, usize),
+) -> Result<HttpClient, HttpError> {
+    client(
+        &trust.tls(reg.trusted_ca),
+        reg.proxy,
+        deadline,
+        attempt_timeout,
+        max_body,
+    )
+}
+
 pub const ENV_FILE: &str = "/etc/systemd/system/rancher-system-agent.env";
 
 /// Rancher's asset suffix for a Rust target architecture.
@@ -331,8 +349,8 @@ async fn connect(
     let url = endpoint(reg.server, "/v3/connect/agent");
     let err = http_err("connect", trust);
     let req = connect_request(reg, &url, cattle_id).map_err(&err)?;
-    let tls = trust.tls(reg.trusted_ca);
-    let http = client(&tls, reg.proxy, deadline, CONNECT_ATTEMPT_TIMEOUT, 4 << 20).map_err(&err)?;
+    let http =
+        server_client(reg, trust, deadline, (CONNECT_ATTEMPT_TIMEOUT, 4 << 20)).map_err(&err)?;
     let not_found_since = std::sync::Mutex::new(None);
     let result = http
         .send_with(&req, |r| connect_verdict(r, &url, &not_found_since, tuning))
@@ -529,14 +547,8 @@ async fn prove_server(
     }
     // A certificate the proven trust does not accept fails after CERT_FAIL_ATTEMPTS
     // (rancher/mod.rs), not at the deadline.
-    let small = client(
-        &trust.tls(reg.trusted_ca),
-        reg.proxy,
-        deadline,
-        Duration::from_secs(30),
-        1 << 20,
-    )
-    .map_err(http("healthz"))?;
+    let small = server_client(reg, &trust, deadline, (Duration::from_secs(30), 1 << 20))
+        .map_err(http("healthz"))?;
     let url = endpoint(server, "/healthz");
     let resp = small
         .send_with(&Request::get(&url).map_err(http("healthz"))?, |r| {
@@ -577,14 +589,8 @@ async fn install_binary(
     how: &AgentInstall,
 ) -> Result<(String, String), SystemAgentError> {
     let server = reg.server;
-    let big = client(
-        &trust.tls(reg.trusted_ca),
-        reg.proxy,
-        deadline,
-        Duration::from_secs(300),
-        512 << 20,
-    )
-    .map_err(http_err("download", trust))?;
+    let big = server_client(reg, trust, deadline, (Duration::from_secs(300), 512 << 20))
+        .map_err(http_err("download", trust))?;
     let binary = how.paths.binary();
     let binary_source = match &how.binary {
         // Checked before anything was written (agent_binary::fetch); checked again as written.
