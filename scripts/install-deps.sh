@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 host_tools_need install-deps \
   debootstrap:debootstrap mkfs.vfat:dosfstools mcopy:mtools mkfs.ext4:e2fsprogs \
-  mksquashfs:squashfs-tools dpkg-scanpackages:dpkg-dev apt-ftparchive:apt-utils \
+  mksquashfs:squashfs-tools veritysetup:cryptsetup-bin dpkg-scanpackages:dpkg-dev apt-ftparchive:apt-utils \
   rpmbuild:rpm systemd-analyze:systemd /bin/busybox:busybox-static /bin/bash-static:bash-static \
   modprobe:kmod ip:iproute2 losetup:util-linux update-ca-certificates:ca-certificates \
   shellcheck:shellcheck "${HOST_VM_TOOLS[@]}"

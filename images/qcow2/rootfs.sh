@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # The callers set repo_root, cache and mirror before sourcing; LAYER_ROOTFS is read by them.
 # shellcheck disable=SC2154,SC2034
-# Shared by scripts/build-qcow2.sh and scripts/build-pxe.sh (sourced, bash): the product root
-# filesystem of the Debian 12 images, built in layers:
+# Shared by scripts/build-qcow2.sh, scripts/build-pxe.sh and scripts/build-immutable.sh (sourced,
+# bash): the product root filesystem of the Debian 12 images, built in layers:
 #
 #   1. the cached Debian 12 base rootfs of images/debian12/base (built and cached by
 #      scripts/build-image.sh under ${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}; never modified

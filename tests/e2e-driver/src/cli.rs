@@ -1,4 +1,4 @@
-//! The subcommands that run one test of their own (`qcow2`, `pxe`, `crash`, `secrets`): their arguments,
+//! The subcommands that run one test of their own (`qcow2`, `immutable`, `pxe`, `crash`, `secrets`): their arguments,
 //! with the environment knobs and ports the bash tests had, turned into the tests' options.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::deb::DebOptions;
 use crate::driver::{DriverError, Level};
 
-/// What the two .deb image tests share.
+/// What the .deb image tests share.
 #[derive(Debug, clap::Args)]
 pub struct DebArgs {
     /// full: every check; boot: only the checks every boot must pass (the rest is listed).
@@ -50,6 +50,17 @@ pub struct Qcow2Args {
     #[arg(long, env = "QCOW2_APT_PORT", default_value_t = 18094)]
     apt_port: u16,
     #[arg(long, env = "QCOW2_RANCHER_PORT", default_value_t = 8453)]
+    rancher_port: u16,
+}
+
+/// `e2e-driver immutable` (E2E_REUSE_IMAGE=1 keeps an image built before).
+#[derive(Debug, clap::Args)]
+pub struct ImmutableArgs {
+    #[command(flatten)]
+    deb: DebArgs,
+    #[arg(long, env = "IMMUTABLE_APT_PORT", default_value_t = 18096)]
+    apt_port: u16,
+    #[arg(long, env = "IMMUTABLE_RANCHER_PORT", default_value_t = 8456)]
     rancher_port: u16,
 }
 
@@ -159,6 +170,13 @@ pub fn qcow2(a: &Qcow2Args, repo: &Path) -> ExitCode {
         .deb
         .options(repo, "build/e2e-qcow2", a.apt_port, a.rancher_port);
     exit(crate::qcow2::run(opts))
+}
+
+pub fn immutable(a: &ImmutableArgs, repo: &Path) -> ExitCode {
+    let opts = a
+        .deb
+        .options(repo, "build/e2e-immutable", a.apt_port, a.rancher_port);
+    exit(crate::immutable::run(opts))
 }
 
 pub fn pxe(a: &PxeArgs, repo: &Path) -> ExitCode {

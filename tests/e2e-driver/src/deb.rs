@@ -1,9 +1,11 @@
-//! What the two tests of bootstrapd installed from its .deb share (`e2e-driver qcow2`,
-//! `e2e-driver pxe`): the host side (tests/e2e/lib.sh `host_setup_deb_image`), the worker's
-//! userdata, bootstrapd's outcome on the console, the server's record, the durations table.
+//! What the tests of bootstrapd installed from its .deb share (`e2e-driver qcow2`,
+//! `e2e-driver pxe`, `e2e-driver immutable`): the host side (tests/e2e/lib.sh
+//! `host_setup_deb_image`), the worker's userdata and its NoCloud seed, the disks' overlays and
+//! their VMs, bootstrapd's outcome on the console, the server's record, the durations table.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rancher_test_server::{Generation, NodeRecord};
@@ -160,6 +162,88 @@ impl DebTest {
         self.checks.summary();
         self.checks.failed() == 0
     }
+}
+
+/// DIR/seed.iso (volume cidata): the worker's userdata with `identity`, the meta-data naming the
+/// node `hostname`, and `network_config` when given.
+pub fn nocloud_seed(
+    t: &DebTest,
+    dir: &Path,
+    identity: &Identity,
+    hostname: &str,
+    network_config: Option<&str>,
+) -> Result<PathBuf, DriverError> {
+    let _ = std::fs::remove_dir_all(dir);
+    let write_err = |source| DriverError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(write_err)?;
+    t.write_userdata(&dir.join("user-data"), identity)?;
+    std::fs::write(
+        dir.join("meta-data"),
+        format!("instance-id: iid-{hostname}\nlocal-hostname: {hostname}\n"),
+    )
+    .map_err(write_err)?;
+    let mut files = vec![dir.join("user-data"), dir.join("meta-data")];
+    if let Some(text) = network_config {
+        std::fs::write(dir.join("network-config"), text).map_err(write_err)?;
+        files.push(dir.join("network-config"));
+    }
+    let iso = dir.join("seed.iso");
+    crate::tool::stdout(
+        Command::new("genisoimage")
+            .args(["-quiet", "-output"])
+            .arg(&iso)
+            .args(["-volid", "cidata", "-joliet", "-rock"])
+            .args(&files),
+    )?;
+    Ok(iso)
+}
+
+/// A new qcow2 `overlay` on `base` (removed first): a boot writes there, the image stays as
+/// built.
+pub fn overlay(base: &str, overlay: &Path) -> Result<(), DriverError> {
+    let _ = std::fs::remove_file(overlay);
+    crate::tool::stdout(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base])
+            .arg(overlay),
+    )?;
+    Ok(())
+}
+
+/// qemu's arguments for a boot from `disk`'s own bootloader (SeaBIOS, then the MBR) with the
+/// `seed` ISO, a user network NIC (`mac`) whose `hostfwd` reaches the guest's sshd, and QMP on
+/// `qmp` for the power button.
+pub fn disk_boot_args(
+    memory_mib: u32,
+    serial: &Path,
+    disk: &Path,
+    seed: &Path,
+    nic: (&str, String),
+    qmp: &Path,
+) -> Vec<String> {
+    let (mac, hostfwd) = nic;
+    let mut args = crate::qemu::base_args(memory_mib, serial);
+    args.extend([
+        "-boot".to_string(),
+        "c".to_string(),
+        "-drive".to_string(),
+        format!(
+            "file={},format=qcow2,if=virtio,cache=unsafe",
+            disk.display()
+        ),
+        "-drive".to_string(),
+        format!("file={},format=raw,if=virtio,readonly=on", seed.display()),
+        "-netdev".to_string(),
+        format!("user,id=net0,{hostfwd}"),
+        "-device".to_string(),
+        format!("virtio-net-pci,netdev=net0,mac={mac}"),
+        "-qmp".to_string(),
+        format!("unix:{},server=on,wait=off", qmp.display()),
+    ]);
+    args
 }
 
 /// The node identity a test's userdata asks for: its `hostname` setting and the user its SSH key

@@ -7,7 +7,7 @@
 //! `Journal`) and the server's record (read as `rancher_test_server::NodeRecord`).
 //!
 //! Subcommands run the other VM tests the same way: `qcow2` (the disk image's GRUB boot),
-//! `pxe` (the network boot), `crash` (the crash campaign), `secrets` (the secret campaign) and
+//! `immutable` (the image with a dm-verity-verified read-only /usr), `pxe` (the network boot), `crash` (the crash campaign), `secrets` (the secret campaign) and
 //! `packages` (the .deb and .rpm); `records` is for the shell.
 
 mod checks;
@@ -17,6 +17,7 @@ mod deb;
 mod driver;
 mod egress;
 mod host;
+mod immutable;
 mod packages;
 mod pxe;
 mod qcow2;
@@ -85,6 +86,9 @@ enum Command {
     /// The bootable qcow2 (scripts/build-qcow2.sh): one boot through its own GRUB, checked
     /// from the serial console and from the disk after power-off.
     Qcow2(cli::Qcow2Args),
+    /// The immutable disk image (scripts/build-immutable.sh): /usr read-only and verified by
+    /// dm-verity; a node boots twice, a copy with one flipped byte in /usr is refused.
+    Immutable(cli::ImmutableArgs),
     /// The PXE bundle (scripts/build-pxe.sh): a diskless iPXE network boot.
     Pxe(cli::PxeArgs),
     /// The crash campaign (scripts/crash-campaign.sh; CI runs `--points ci-r1-chain`).
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::Records { summary, file }) => return records(summary, &file),
         Some(Command::Qcow2(a)) => return cli::qcow2(&a, &repo),
+        Some(Command::Immutable(a)) => return cli::immutable(&a, &repo),
         Some(Command::Pxe(a)) => return cli::pxe(&a, &repo),
         Some(Command::Crash(a)) => return cli::crash(&a, &repo),
         Some(Command::Secrets(a)) => return cli::secrets(&a, &repo),

@@ -28,7 +28,7 @@ use bootstrapd::state::journal::{Journal, Verdict};
 use crate::checks::Checks;
 use crate::deb::{DebOptions, DebTest, Identity};
 use crate::driver::{DriverError, Level};
-use crate::qemu::{self, Vm};
+use crate::qemu::Vm;
 use crate::ssh;
 use crate::tool::{self, Ran, ToolError};
 
@@ -81,15 +81,15 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
         key: &key.public,
         expect_hostname: HOSTNAME,
     };
-    let seed = make_seed(&t, &work.join("seed"), &identity)?;
-    let overlay = work.join("node.qcow2");
-    let _ = std::fs::remove_file(&overlay);
-    tool::stdout(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(t.image_var("QCOW2")?)
-            .arg(&overlay),
+    let seed = crate::deb::nocloud_seed(
+        &t,
+        &work.join("seed"),
+        &identity,
+        HOSTNAME,
+        Some(NETWORK_CONFIG),
     )?;
+    let overlay = work.join("node.qcow2");
+    crate::deb::overlay(&t.image_var("QCOW2")?, &overlay)?;
     let serial = work.join("logs/serial.log");
     let (outcome, login, network) = boot(&mut t, &overlay, &seed, &serial, &key)?;
     let console = std::fs::read(&serial)
@@ -115,34 +115,6 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
     Ok(t.finish())
 }
 
-/// WORK/seed/seed.iso: the worker's userdata and the node's meta-data (volume cidata).
-fn make_seed(t: &DebTest, dir: &Path, identity: &Identity) -> Result<PathBuf, DriverError> {
-    let _ = std::fs::remove_dir_all(dir);
-    let write_err = |source| DriverError::Write {
-        path: dir.to_path_buf(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(write_err)?;
-    t.write_userdata(&dir.join("user-data"), identity)?;
-    std::fs::write(
-        dir.join("meta-data"),
-        format!("instance-id: iid-{HOSTNAME}\nlocal-hostname: {HOSTNAME}\n"),
-    )
-    .map_err(write_err)?;
-    std::fs::write(dir.join("network-config"), NETWORK_CONFIG).map_err(write_err)?;
-    let iso = dir.join("seed.iso");
-    tool::stdout(
-        Command::new("genisoimage")
-            .args(["-quiet", "-output"])
-            .arg(&iso)
-            .args(["-volid", "cidata", "-joliet", "-rock"])
-            .arg(dir.join("user-data"))
-            .arg(dir.join("meta-data"))
-            .arg(dir.join("network-config")),
-    )?;
-    Ok(iso)
-}
-
 /// Boots the overlay from its bootloader, waits for bootstrapd's outcome line, logs in over
 /// SSH with `key` (what the identity and the network commands printed), powers off.
 fn boot(
@@ -158,26 +130,10 @@ fn boot(
     })?;
     let qmp = t.opts.work.join("qmp.sock");
     let _ = std::fs::remove_file(&qmp);
-    let mut args = qemu::base_args(1536, serial);
-    args.extend([
-        "-boot".to_string(),
-        "c".to_string(),
-        "-drive".to_string(),
-        format!(
-            "file={},format=qcow2,if=virtio,cache=unsafe",
-            overlay.display()
-        ),
-        "-drive".to_string(),
-        format!("file={},format=raw,if=virtio,readonly=on", seed.display()),
-        "-netdev".to_string(),
-        // The forward goes to the static address: reaching sshd through it is itself a sign
-        // the guest holds that address.
-        format!("user,id=net0,{}", ssh::hostfwd(port, Some(STATIC_IP))),
-        "-device".to_string(),
-        format!("virtio-net-pci,netdev=net0,mac={MAC}"),
-        "-qmp".to_string(),
-        format!("unix:{},server=on,wait=off", qmp.display()),
-    ]);
+    // The forward goes to the static address: reaching sshd through it is itself a sign the
+    // guest holds that address.
+    let nic = (MAC, ssh::hostfwd(port, Some(STATIC_IP)));
+    let args = crate::deb::disk_boot_args(1536, serial, overlay, seed, nic, &qmp);
     println!("==> booting the qcow2 (through an overlay) from its own bootloader");
     let mut vm = Vm::start(&args, serial)?;
     let outcome = t.wait_for_outcome(&mut vm);
@@ -235,14 +191,14 @@ fn judge_serial(c: &mut Checks, console: &str, root_uuid: &str, outcome: Option<
 /// The overlay as a raw copy, its root partition (at 1 MiB: scripts/build-qcow2.sh) on a
 /// read-only loop device (partition scanning of loop devices may be unavailable in containers)
 /// and mounted without journal replay; all undone when dropped.
-struct Mounted {
+pub(crate) struct Mounted {
     raw: PathBuf,
     loopdev: String,
-    mnt: PathBuf,
+    pub(crate) mnt: PathBuf,
 }
 
 impl Mounted {
-    fn new(overlay: &Path, work: &Path) -> Result<Mounted, ToolError> {
+    pub(crate) fn new(overlay: &Path, work: &Path) -> Result<Mounted, ToolError> {
         let raw = work.join("node.raw");
         let _ = std::fs::remove_file(&raw);
         tool::stdout(
@@ -639,7 +595,7 @@ mod tests {
 qcow2-node login: "
         );
         let console = crate::report::clean(&console);
-        let outcome = qemu::bootstrapd_outcome(&console);
+        let outcome = crate::qemu::bootstrapd_outcome(&console);
         let mut c = Checks::default();
         judge_serial(&mut c, &console, UUID, outcome.as_deref());
         assert_eq!(c.failures, Vec::<String>::new());
