@@ -102,8 +102,9 @@ stage_archives() {
 squash_usr() {
   local r=$1 sq=$work/usr.squashfs hash=$work/usr.verity bytes
   rm -f "$sq" "$hash"
-  # zstd: a good ratio and cheap to read back under TCG; -all-root is not wanted (owners kept).
-  mksquashfs "$r/usr" "$sq" -noappend -quiet -comp zstd -processors "$(nproc)" >"$work/mksquashfs.log" \
+  # zstd at level 3: within 15% of the default level's size in about 3 s instead of minutes
+  # (2 cores), and cheap to read back under TCG. Owners and modes are kept as they are.
+  mksquashfs "$r/usr" "$sq" -noappend -quiet -comp zstd -Xcompression-level 3 >"$work/mksquashfs.log" \
     || { cat "$work/mksquashfs.log" >&2; die "mksquashfs failed"; }
   # The partition is exactly this file: the hash tree covers all of it, padding included.
   bytes=$(stat -c %s "$sq")
@@ -199,7 +200,7 @@ grub_boot() {
 }
 
 product_deb "$deb"
-deb=$DEB
+deb=$(realpath "$DEB")
 arch=$ARCH
 mkdir -p "$out" "$cache"
 out=$(cd "$out" && pwd)
