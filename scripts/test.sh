@@ -52,6 +52,9 @@ else
   cargo run -q -p e2e-driver -- packages
   log "disk image: boot through GRUB, bootstrapd from the .deb (e2e-driver qcow2)"
   cargo run -q -p e2e-driver -- qcow2
+  # One image build and three short boots on qcow2 overlays of it (figures: docs-draft).
+  log "immutable image: verified read-only /usr, a corrupt /usr refused (e2e-driver immutable)"
+  cargo run -q -p e2e-driver -- immutable
   log "crash campaign, short form: kill -9 mid-install, reset mid-register (e2e-driver crash)"
   CRASH_WORK=${CRASH_WORK:-$PWD/build/e2e-crash} cargo run -q -p e2e-driver -- crash --points ci-r1-chain
   # ~4-7 min on 2 cores; the whole run stays well under CI's 45-minute budget with it.
