@@ -72,6 +72,8 @@ fn needs_live(action: &RuntimeAction) -> bool {
             | RuntimeAction::RemoveFile { .. }
             | RuntimeAction::InstallAptKey { .. }
             | RuntimeAction::ProxyDropIn { .. }
+            // Writes below the root; its loop mount is read-only and undone at once.
+            | RuntimeAction::PlaceSysext { .. }
     )
 }
 

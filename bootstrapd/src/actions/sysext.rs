@@ -108,7 +108,7 @@ async fn fill_and_check(
             "give the image's sha256 in runtime.source.sysext.sha256 (sha256sum NAME.raw)".into(),
         ));
     }
-    let scratch = tmp.with_extension("release");
+    let scratch = tmp.with_extension("mnt");
     let text = read_image_release(
         &tmp.to_string_lossy(),
         &image.name,

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{ProbeArea, ProbeFailures, read_optional, usr_local};
 use crate::fsutil::HostRoot;
 use crate::system::sysext::{
-    DISSECT_TOOL, EXTENSIONS_DIR, HostRelease, SYSEXT_TOOL, image_name, merged_release_path,
+    EXTENSIONS_DIR, HostRelease, MOUNT_TOOL, SYSEXT_TOOL, image_name, merged_release_path,
     systemd_architecture,
 };
 use crate::system::systemd::{Systemd, UnitState};
@@ -57,7 +57,7 @@ impl SysextImage {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SysextFacts {
     pub image: Option<SysextImage>,
-    /// systemd-sysext and systemd-dissect are there.
+    /// systemd-sysext and mount are there.
     pub tools: bool,
     pub usr_read_only: bool,
     pub host: HostRelease,
@@ -78,7 +78,7 @@ pub async fn gather(
     systemd: Option<&Systemd>,
 ) -> SysextFacts {
     let mut f = SysextFacts {
-        tools: root.path(SYSEXT_TOOL).exists() && root.path(DISSECT_TOOL).exists(),
+        tools: root.path(SYSEXT_TOOL).exists() && root.path(MOUNT_TOOL).exists(),
         ..SysextFacts::default()
     };
     match usr_local::probe_at(root, "/usr") {

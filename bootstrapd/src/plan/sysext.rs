@@ -72,7 +72,7 @@ pub fn steps(
         return Err(Box::new(RuntimeStep::failed(
             "runtime.sysext",
             WHY,
-            "systemd-sysext or systemd-dissect is missing on this host",
+            "systemd-sysext (or mount) is missing on this host",
             "use an image with systemd 252 or later, or another runtime.source",
         )));
     }

@@ -1,6 +1,6 @@
 //! systemd system extensions (systemd-sysext): where the images go, what an image is called,
-//! and whether an image's extension-release fits the host. Pure, apart from the one command
-//! that reads an image's extension-release out of it.
+//! and whether an image's extension-release fits the host. Pure, apart from the one function
+//! that mounts an image to read its extension-release.
 //!
 //! The rules are systemd's own (`extension_release_validate` in systemd v252's
 //! `src/shared/extension-release.c`), so that bootstrapd refuses, before anything is placed,
@@ -17,7 +17,8 @@ pub const EXTENSIONS_DIR: &str = "/var/lib/extensions";
 /// Inside a merged /usr, one file per merged extension (`extension-release.NAME`).
 pub const MERGED_RELEASE_DIR: &str = "/usr/lib/extension-release.d";
 pub const SYSEXT_TOOL: &str = "/usr/bin/systemd-sysext";
-pub const DISSECT_TOOL: &str = "/usr/bin/systemd-dissect";
+pub const MOUNT_TOOL: &str = "/usr/bin/mount";
+pub const UMOUNT_TOOL: &str = "/usr/bin/umount";
 pub const SYSEXT_UNIT: &str = "systemd-sysext.service";
 
 /// The extension's name from its image's file name (`docker.raw` -> `docker`): systemd matches
@@ -161,28 +162,49 @@ pub fn release_fits(
     }
 }
 
-/// The image's `extension-release.NAME`, read out of the image by systemd-dissect (which
-/// mounts it read-only through a loop device and unmounts it again). None: the image has none.
+/// The image's `extension-release.NAME`, read out of the image: mounted read-only (a loop
+/// device, the filesystem found by mount: squashfs or erofs) on `scratch`, an empty directory,
+/// and unmounted again whatever happened. None: the image has none. (Debian 12's systemd
+/// package has no systemd-dissect, so mount does it.)
 pub async fn read_image_release(
     image: &str,
     name: &str,
     scratch: &str,
 ) -> Result<Option<String>, String> {
-    let inner = merged_release_path(name);
-    let _ = std::fs::remove_file(scratch);
-    let spec = CommandSpec::new(DISSECT_TOOL, &["--copy-from", image, &inner, scratch]);
-    let out = run(&spec, Duration::from_secs(60))
+    std::fs::create_dir_all(scratch).map_err(|e| format!("{scratch}: {e}"))?;
+    let mount = CommandSpec::new(
+        MOUNT_TOOL,
+        &["-o", "ro,loop,nodev,nosuid,noexec", image, scratch],
+    );
+    let out = run(&mount, Duration::from_secs(60))
         .await
         .map_err(|e| e.to_string())?;
-    let read = std::fs::read_to_string(scratch);
-    let _ = std::fs::remove_file(scratch);
-    match (out.status.success(), read) {
-        (true, Ok(text)) => Ok(Some(text)),
-        (false, _) if out.stderr.contains("No such file") => Ok(None),
-        (_, _) => Err(format!(
-            "{spec}: {}",
+    if !out.status.success() {
+        let _ = std::fs::remove_dir(scratch);
+        return Err(format!(
+            "{mount}: {}",
             super::process::last_line(&out.stderr)
-        )),
+        ));
+    }
+    let inner = format!("{scratch}{}", merged_release_path(name));
+    let read = std::fs::read_to_string(&inner);
+    let umount = CommandSpec::new(UMOUNT_TOOL, &["-d", scratch]);
+    let unmounted = run(&umount, Duration::from_secs(60)).await;
+    let _ = std::fs::remove_dir(scratch);
+    match unmounted {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return Err(format!(
+                "{umount}: {}",
+                super::process::last_line(&o.stderr)
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    match read {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{inner}: {e}")),
     }
 }
 
