@@ -323,11 +323,61 @@ fn agent_binary_needs_one_location_and_its_sha256() {
     );
     assert_eq!(
         with(json!({"path": "/a", "sha256": "abc"})),
-        vec!["must be 64 hexadecimal digits (the sha256 of the agent binary), found `abc`"]
+        vec!["must be 64 hexadecimal digits (a sha256), found `abc`"]
     );
     assert_eq!(
         with(json!({"path": "images/a", "sha256": sum})),
         vec!["`images/a` is not an absolute path"]
+    );
+}
+
+#[test]
+fn a_sysext_source_needs_one_location_named_name_raw_and_its_sha256() {
+    let s = schema();
+    let def = definition(&s, "SysextSource");
+    assert_eq!(def["required"], json!(["sha256"]));
+    assert_eq!(
+        def["oneOf"],
+        json!([{"required": ["url"]}, {"required": ["path"]}])
+    );
+    let sum = "ab".repeat(32);
+    let with = |sysext: Value| {
+        let mut doc = base();
+        set(&mut doc, "rancher.mode", json!("rke1"));
+        set(&mut doc, "runtime.source", json!({ "sysext": sysext }));
+        messages(&doc)
+    };
+    assert_eq!(
+        with(json!({"url": "http://10.0.2.2:8080/sysext/docker.raw", "sha256": sum})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        with(json!({"path": "/var/lib/bootstrapd/docker-20.10.raw", "sha256": sum})),
+        Vec::<String>::new()
+    );
+    let raw = "the image's file name must end in `.raw` (systemd-sysext's name for a disk \
+               image), found `docker.img`";
+    assert_eq!(
+        with(json!({"path": "/images/docker.img", "sha256": sum})),
+        vec![raw]
+    );
+    assert_eq!(
+        with(json!({"path": "/a.raw", "url": "https://m/a.raw", "sha256": sum})),
+        vec!["expected exactly one of `url` or `path`"]
+    );
+    assert_eq!(
+        with(json!({"url": "https://m/docker.raw"})),
+        vec!["missing required key `sha256`"]
+    );
+    let mut doc = base();
+    set(
+        &mut doc,
+        "runtime.source",
+        json!({"sysext": {"path": "/a.raw", "sha256": sum}, "offline": {"path": "/b"}}),
+    );
+    assert_eq!(
+        messages(&doc),
+        vec!["expected `distro`, or a mapping with exactly one of `repo`, `offline` or `sysext`"]
     );
 }
 

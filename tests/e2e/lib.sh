@@ -244,6 +244,7 @@ host_write_env() {
     echo "HOST_BUILD_SECONDS=$HOST_BUILD_SECONDS"
     echo "HOST_IMAGE_SECONDS=$HOST_IMAGE_SECONDS"
     [ -z "${HOST_EGRESS:-}" ] || echo "$HOST_EGRESS"
+    [ -z "${HOST_SYSEXT:-}" ] || echo "$HOST_SYSEXT"
   } >"$1/host.env"
 }
 
@@ -268,10 +269,26 @@ host_build_images() {
     --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" \
     >"$work/logs/image.log" 2>&1 \
     || { tail -n 20 "$work/logs/image.log" >&2; echo "scripts/build-image.sh failed (see $work/logs/image.log)" >&2; return 1; }
-  HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
   HOST_IMAGE_ENV=$image_dir/image.env
   # shellcheck source=/dev/null
   . "$HOST_IMAGE_ENV"
+  host_build_sysext "$work" || return 1
+  HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
+}
+
+# host_build_sysext WORK: the Docker system extension (scripts/build-sysext.sh) from the same
+# .debs as the apt repository the nodes install from (APT_REPO and BASE_HASH of the sourced
+# image env), into WORK/sysext, which host_start_servers serves beside the repository; sets
+# HOST_SYSEXT (host.env lines: the image's URL path and sha256).
+host_build_sysext() {
+  local work=$1 rootfs
+  rootfs=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/rootfs
+  echo "==> Docker system extension"
+  scripts/build-sysext.sh --apt-repo "$APT_REPO" --rootfs "$rootfs" --out "$work/sysext" \
+    >"$work/logs/build-sysext.log" 2>&1 \
+    || { tail -n 20 "$work/logs/build-sysext.log" >&2; echo "scripts/build-sysext.sh failed (see $work/logs/build-sysext.log)" >&2; return 1; }
+  # shellcheck source=/dev/null # written by scripts/build-sysext.sh
+  HOST_SYSEXT=$(. "$work/sysext/sysext.env" && printf 'HOST_SYSEXT_PATH=/sysext/%s.raw\nHOST_SYSEXT_SHA256=%s' "$SYSEXT_NAME" "$SYSEXT_SHA256")
 }
 
 # host_start_servers WORK APT_PORT RANCHER_PORT ADDR [SERVE_FLAG...]: host_setup's server half (APT_REPO from
@@ -281,7 +298,13 @@ host_start_servers() {
   local work=$1 apt_port=$2 rancher_port=$3 addr=$4 pid started guest_addr=10.0.2.2
   shift 4
   echo "==> host side: apt repository on $addr:$apt_port, Rancher test server on $addr:$rancher_port"
-  pid=$(host_start_apt_server "$apt_port" "$APT_REPO" "$work/logs/apt-http.log" "$addr") \
+  # The repository (a cache shared by every build, never written here) and the system
+  # extension, when one was built, under one address.
+  rm -rf "$work/served"
+  mkdir -p "$work/served"
+  ln -s "$APT_REPO/dists" "$APT_REPO/pool" "$work/served/"
+  [ ! -d "$work/sysext" ] || ln -s "$work/sysext" "$work/served/sysext"
+  pid=$(host_start_apt_server "$apt_port" "$work/served" "$work/logs/apt-http.log" "$addr") \
     || { echo "the apt repository server did not come up (see $work/logs/apt-http.log)" >&2; return 1; }
   HOST_PIDS+=("$pid")
   HOST_RANCHER_DIR=$work/rancher

@@ -17,6 +17,7 @@ pub mod network;
 pub mod register;
 pub mod registration;
 pub mod runtime;
+mod sysext;
 pub mod trust;
 
 pub use registration::RegisterStep;

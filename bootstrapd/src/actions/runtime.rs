@@ -72,6 +72,8 @@ fn needs_live(action: &RuntimeAction) -> bool {
             | RuntimeAction::RemoveFile { .. }
             | RuntimeAction::InstallAptKey { .. }
             | RuntimeAction::ProxyDropIn { .. }
+            // Writes below the root; its loop mount is read-only and undone at once.
+            | RuntimeAction::PlaceSysext { .. }
     )
 }
 
@@ -139,6 +141,15 @@ pub(crate) async fn apply_one(target: crate::actions::Target<'_>, step: &Runtime
         RuntimeAction::InstallFiles { manager, files } => {
             install_files(root, *manager, files, proxy).await
         }
+        RuntimeAction::PlaceSysext { image, host } => {
+            super::sysext::place(target, image, host).await
+        }
+        RuntimeAction::MergeSysext { name } => super::sysext::merge(root, systemd, name).await,
+        RuntimeAction::SysextOnBoot {
+            path,
+            content,
+            units,
+        } => super::sysext::on_boot(root, systemd, path, content, units).await,
         RuntimeAction::EnableStart { unit } => enable_start(systemd, unit).await,
         RuntimeAction::WaitDocker { timeout_secs } => wait_docker(root, *timeout_secs).await,
         RuntimeAction::CheckRkeDockerVersion { host } => match docker::engine_info(root).await {

@@ -57,6 +57,8 @@ pub struct HostFacts {
     pub ssh: Option<SshFacts>,
     /// The system trust store, for `trusted_ca`.
     pub trust: TrustFacts,
+    /// /usr is mounted read-only (an immutable image): no package can be installed.
+    pub usr_read_only: bool,
     /// Probes that failed. The plan turns each into a failed step.
     pub errors: ProbeFailures,
 }
@@ -146,6 +148,10 @@ pub async fn gather(root: &HostRoot, settings: &Settings, systemd: Option<&Syste
     }
     let wanted = !settings.trusted_ca.is_empty();
     f.trust = trust::gather(root, systemd, wanted, &mut f.errors).await;
+    match super::usr_local::probe_at(root, "/usr") {
+        Ok(u) => f.usr_read_only = u.read_only,
+        Err(e) => f.errors.record(ProbeArea::Packages, e),
+    }
     f
 }
 

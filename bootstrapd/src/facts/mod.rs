@@ -9,6 +9,7 @@ pub mod network;
 pub mod registries;
 pub mod runtime;
 pub mod selinux;
+pub mod sysext;
 pub mod trust;
 pub mod usr_local;
 
@@ -65,6 +66,8 @@ pub enum ProbeArea {
     TrustStore,
     /// The runtimes' proxy drop-ins.
     ProxyDropIn,
+    /// The system extension: its image, the host's release, the merged /usr.
+    Sysext,
 }
 
 impl ProbeArea {
@@ -85,6 +88,7 @@ impl ProbeArea {
             ProbeArea::DaemonJson => "daemon-json",
             ProbeArea::TrustStore => "trust-store",
             ProbeArea::ProxyDropIn => "proxy-drop-in",
+            ProbeArea::Sysext => "sysext",
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct RuntimeFacts {
     pub index_fresh: bool,
     /// The registry files bootstrapd manages (registries.yaml, containerd's hosts.toml).
     pub registries: super::registries::RegistryFacts,
+    /// The system extension the runtime may come from, and whether /usr is read-only.
+    pub sysext: super::sysext::SysextFacts,
 }
 
 impl RuntimeFacts {
@@ -131,6 +133,7 @@ pub async fn gather(
     }
     f.containerd_socket = root.path(CONTAINERD_SOCKET).exists();
     f.registries = super::registries::gather(root);
+    f.sysext = super::sysext::gather(root, settings, systemd).await;
     let dj = root.path(docker::DAEMON_JSON);
     match read_optional(&dj) {
         Ok(c) => f.daemon_json = c,

@@ -31,9 +31,14 @@ impl UsrLocal {
 /// Reads the mount table under `root`; without one (a bare test root) `/usr/local` is taken
 /// as an ordinary writable directory.
 pub fn probe(root: &HostRoot) -> Result<UsrLocal, FactError> {
+    probe_at(root, USR_LOCAL)
+}
+
+/// [`probe`] for any directory (`/usr` of an immutable image, whose packages cannot change).
+pub fn probe_at(root: &HostRoot, target: &str) -> Result<UsrLocal, FactError> {
     let path = root.path(MOUNTINFO);
     match read_optional(&path)? {
-        Some(text) => parse(&text).map_err(|(line, message)| FactError::Parse {
+        Some(text) => parse_at(&text, target).map_err(|(line, message)| FactError::Parse {
             path,
             line,
             message,
@@ -45,6 +50,11 @@ pub fn probe(root: &HostRoot) -> Result<UsrLocal, FactError> {
 /// `/usr/local` in a mountinfo table: the last mount at the longest matching prefix wins,
 /// as the kernel stacks later mounts over earlier ones.
 pub fn parse(text: &str) -> Result<UsrLocal, (usize, String)> {
+    parse_at(text, USR_LOCAL)
+}
+
+/// `target` in a mountinfo table, by the same rule.
+pub fn parse_at(text: &str, target: &str) -> Result<UsrLocal, (usize, String)> {
     let mut best: Option<(usize, bool, bool)> = None;
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -60,8 +70,8 @@ pub fn parse(text: &str) -> Result<UsrLocal, (usize, String)> {
         };
         let mount_point = unescape(fields[4]);
         let covers = mount_point == "/"
-            || USR_LOCAL == mount_point
-            || USR_LOCAL.starts_with(&format!("{}/", mount_point.trim_end_matches('/')));
+            || target == mount_point
+            || target.starts_with(&format!("{}/", mount_point.trim_end_matches('/')));
         if !covers {
             continue;
         }
@@ -69,7 +79,7 @@ pub fn parse(text: &str) -> Result<UsrLocal, (usize, String)> {
         let read_only = ro(fields[5]) || fields.get(sep + 3).is_some_and(|o| ro(o));
         let len = mount_point.len();
         if best.is_none_or(|(l, _, _)| len >= l) {
-            best = Some((len, mount_point == USR_LOCAL, read_only));
+            best = Some((len, mount_point == target, read_only));
         }
     }
     Ok(best
@@ -124,6 +134,9 @@ mod tests {
         let ro_usr = format!("{ROOT_RW}41 22 7:0 / /usr ro,relatime - squashfs /dev/loop0 ro\n");
         let u = parse(&ro_usr).unwrap();
         assert!(!u.mount_point && u.read_only && u.unsuitable());
+        let usr = parse_at(&ro_usr, "/usr").unwrap();
+        assert!(usr.mount_point && usr.read_only);
+        assert!(!parse_at(ROOT_RW, "/usr").unwrap().read_only);
         // Superblock read-only while the mount options say rw still counts.
         let sb_ro = "22 1 8:1 / / rw,relatime - btrfs /dev/sda1 ro,space_cache\n";
         assert!(parse(sb_ro).unwrap().read_only);

@@ -334,6 +334,12 @@ fn install_selinux_packages(
 ) -> HostStep {
     const S: &str = "selinux";
     match facts.package_manager {
+        Some(_) if facts.usr_read_only => HostStep::failed(
+            S,
+            WHY_SELINUX,
+            format!("{mode}; missing {why}, and /usr is read-only (an immutable image)"),
+            "build the image with the SELinux packages, or set host.selinux: ignore",
+        ),
         Some(manager) if facts.live => HostStep::change(
             S,
             WHY_SELINUX,
@@ -925,6 +931,12 @@ mod tests {
         f.live = false;
         assert_eq!(outcome(&plan(&s, &f), "selinux"), Outcome::Skipped);
         f.live = true;
+        // An immutable image cannot take packages: refused in plan, not by dnf in run.
+        f.usr_read_only = true;
+        let p = step(&plan(&s, &f), "selinux").preview();
+        assert_eq!(p.outcome, Outcome::Failed);
+        assert!(p.detail.contains("read-only"), "{}", p.detail);
+        f.usr_read_only = false;
         f.package_manager = None;
         assert_eq!(outcome(&plan(&s, &f), "selinux"), Outcome::Failed);
         s.host.selinux = SelinuxPolicy::Ignore;

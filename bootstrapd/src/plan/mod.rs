@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod registries;
 pub mod runtime;
 pub mod runtime_action;
+pub mod sysext;
 pub mod trusted_ca;
 
 use serde::Serialize;

@@ -239,9 +239,26 @@ fn engine_install(
     facts: &RuntimeFacts,
     constraint: Option<&VersionConstraint>,
 ) -> Result<Vec<RuntimeStep>, Stop> {
+    if let Some(image) = &facts.sysext.image {
+        return super::sysext::steps(facts, image).map_err(Stop);
+    }
+    if let Some(failure) = facts.sysext.errors.iter().next() {
+        return Err(Stop::from(RuntimeStep::failed(
+            "runtime.sysext",
+            WHY_RUNTIME,
+            format!(
+                "could not inspect the system extension: {}",
+                failure.message
+            ),
+            "fix the probe error above and run again",
+        )));
+    }
     let unfinished = unfinished_installs(facts);
     if let Some((what, version)) = installed_engine(facts, &unfinished) {
         return Ok(vec![keep_installed(&what, &version, constraint)]);
+    }
+    if let Some(step) = super::sysext::read_only_usr(facts) {
+        return Err(Stop::from(step));
     }
     let Some(pm) = facts.package_manager else {
         return Err(Stop::from(RuntimeStep::with_remedy(
@@ -259,6 +276,13 @@ fn engine_install(
             steps.push(install_step(settings, pm, constraint, true, &unfinished));
             Ok(steps)
         }
+        // Resolved into facts.sysext.image above, or refused there.
+        RuntimeSource::Sysext(_) => Err(Stop::from(RuntimeStep::failed(
+            "runtime.sysext",
+            WHY_RUNTIME,
+            "the system extension's image could not be resolved",
+            "check runtime.source.sysext",
+        ))),
         RuntimeSource::Distro => {
             let refresh = pm == PackageManager::Apt && !facts.index_fresh;
             Ok(vec![install_step(

@@ -5,8 +5,10 @@
 use serde::Serialize;
 
 use super::Outcome;
+use crate::facts::sysext::SysextImage;
 use crate::secret::Secret;
 use crate::system::packages::PackageManager;
+use crate::system::sysext::HostRelease;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -64,6 +66,24 @@ pub enum RuntimeAction {
     InstallFiles {
         manager: PackageManager,
         files: Vec<String>,
+    },
+    /// A system extension image read or downloaded, its sha256 and extension-release (against
+    /// `host`) checked, then renamed into place under /var/lib/extensions.
+    PlaceSysext {
+        image: SysextImage,
+        host: HostRelease,
+    },
+    /// `systemd-sysext refresh`, a daemon-reload and `systemd-sysusers`; then the merged /usr
+    /// must hold the extension's release file.
+    MergeSysext {
+        name: String,
+    },
+    /// The unit that starts the extension's units after the early merge at boot, written to
+    /// `path`, and `units` enabled (not started: they belong to the next boot).
+    SysextOnBoot {
+        path: String,
+        content: String,
+        units: Vec<String>,
     },
     EnableStart {
         unit: String,

@@ -153,20 +153,23 @@ pub fn from_bundle(
     }
     let sums_path = root.path(dir.join(BUNDLE_SUMS));
     let sums = std::fs::read_to_string(&sums_path).map_err(io_err(&sums_path))?;
-    let sha256 = sums
-        .lines()
-        .filter_map(|l| l.split_once(char::is_whitespace))
-        .find(|(_, file)| file.trim().trim_start_matches('*') == name)
-        .map(|(sum, _)| sum.trim().to_ascii_lowercase())
-        .filter(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()))
-        .ok_or(AgentBinaryError::BundleSum {
-            path: sums_path,
-            name: name.clone(),
-        })?;
+    let sha256 = sum_for(&sums, &name).ok_or(AgentBinaryError::BundleSum {
+        path: sums_path,
+        name: name.clone(),
+    })?;
     Ok(BinarySource::File {
         path: dir.join(name).to_string_lossy().into_owned(),
         sha256,
     })
+}
+
+/// The sha256 of `file` in a `sha256sum`-format list (text or `*binary` mode), lower case.
+pub fn sum_for(sums: &str, file: &str) -> Option<String> {
+    sums.lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(_, f)| f.trim().trim_start_matches('*') == file)
+        .map(|(sum, _)| sum.trim().to_ascii_lowercase())
+        .filter(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Reads or downloads the binary and checks its sha256; writes nothing. None for `Assets`,

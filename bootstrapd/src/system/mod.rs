@@ -9,4 +9,5 @@ pub mod netlink;
 pub mod packages;
 pub mod process;
 pub mod proxy;
+pub mod sysext;
 pub mod systemd;

@@ -386,6 +386,42 @@ pub enum RuntimeSource {
     Repo(RepoSource),
     /// An offline bundle directory baked into the image (packages and image archives).
     Offline(OfflineSource),
+    /// A systemd system extension image holding the engine (dockerd, containerd, runc and
+    /// their units), merged over /usr by systemd-sysext: the way on a read-only /usr.
+    Sysext(SysextSource),
+}
+
+/// Exactly one of `url` or `path` of a systemd-sysext image (`NAME.raw`), and its sha256,
+/// checked before the image is placed under /var/lib/extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    { "required": ["url"] },
+    { "required": ["path"] },
+]))]
+pub struct SysextSource {
+    /// http(s) URL of the image; its file name (`NAME.raw`) names the extension (the schema
+    /// cannot say so; `bootstrapd validate` does).
+    #[serde(default)]
+    #[schemars(pattern(schema::HTTP_URL))]
+    pub url: Option<String>,
+    /// Absolute path of the image on the node (e.g. baked into /var of the image).
+    #[serde(default)]
+    #[schemars(pattern(schema::ABS_PATH))]
+    pub path: Option<String>,
+    /// sha256 of the image, 64 hexadecimal digits.
+    #[schemars(pattern(schema::CHECKSUM))]
+    pub sha256: String,
+}
+
+impl SysextSource {
+    /// The URL or the path, whichever the userdata gave.
+    pub fn location(&self) -> &str {
+        self.url
+            .as_deref()
+            .or(self.path.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]

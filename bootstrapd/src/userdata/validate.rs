@@ -55,7 +55,8 @@ pub const SYSTEM_AGENT_KEYS: &[&str] = &["binary", "machine_id"];
 pub const MACHINE_ID_KEYS: &[&str] = &["value"];
 pub const AGENT_BINARY_KEYS: &[&str] = &["url", "path", "sha256"];
 pub const RUNTIME_KEYS: &[&str] = &["engine", "version", "source", "registry_mirrors"];
-pub const SOURCE_KEYS: &[&str] = &["repo", "offline"];
+pub const SOURCE_KEYS: &[&str] = &["repo", "offline", "sysext"];
+pub const SYSEXT_KEYS: &[&str] = &["url", "path", "sha256"];
 pub const REPO_KEYS: &[&str] = &["url", "key", "suite", "components", "trusted"];
 pub const OFFLINE_KEYS: &[&str] = &["path"];
 pub const HOST_KEYS: &[&str] = &[
@@ -81,6 +82,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("runtime", RUNTIME_KEYS),
     ("runtime.source.repo", REPO_KEYS),
     ("runtime.source.offline", OFFLINE_KEYS),
+    ("runtime.source.sysext", SYSEXT_KEYS),
     ("host", HOST_KEYS),
     ("hostname", HOSTNAME_KEYS),
     ("ssh", SSH_KEYS),
@@ -1001,6 +1003,36 @@ impl Validator {
         })
     }
 
+    /// `{url | path, sha256}` of a system extension image whose file name is `NAME.raw`:
+    /// systemd-sysext names the extension after it.
+    fn sysext(&mut self, node: &Node, at: Mark) -> Option<SysextSource> {
+        let path = "runtime.source.sysext";
+        let f = self.fields(node, at, path, SYSEXT_KEYS)?;
+        let image = |s: &str| crate::system::sysext::image_name(s).map(|_| ());
+        let url = f.get("url").map(|n| {
+            self.checked(n, &f.path("url"), |s| {
+                check_url(s, &["https", "http"]).and_then(|()| image(s))
+            })
+        });
+        let file = f.get("path").map(|n| {
+            self.checked(n, &f.path("path"), |s| {
+                check_abs_path(s).and_then(|()| image(s))
+            })
+        });
+        let sha256 = self
+            .required(&f, "sha256")
+            .and_then(|n| self.hex_digest(n, &f.path("sha256"), check_sha256));
+        if url.is_some() == file.is_some() {
+            self.report(at, path, "expected exactly one of `url` or `path`");
+            return None;
+        }
+        Some(SysextSource {
+            url: transpose(url)?,
+            path: transpose(file)?,
+            sha256: sha256?,
+        })
+    }
+
     fn token(&mut self, node: &Node, path: &str) -> Option<Secret> {
         // Never echo the token, not even a wrong one: it may be the right token in a wrong place.
         let text = self.text(node, path, false, false)?;
@@ -1083,7 +1115,7 @@ impl Validator {
             self.report(
                 node.mark,
                 path,
-                "expected `distro`, or a mapping with exactly one of `repo` or `offline`",
+                "expected `distro`, or a mapping with exactly one of `repo`, `offline` or `sysext`",
             );
             return None;
         }
@@ -1127,6 +1159,7 @@ impl Validator {
                     trusted,
                 }))
             }
+            "sysext" => self.sysext(v, k.mark).map(RuntimeSource::Sysext),
             _ => {
                 let f = self.fields(v, k.mark, "runtime.source.offline", OFFLINE_KEYS)?;
                 let path = self
@@ -1320,7 +1353,7 @@ fn check_sha256(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "must be 64 hexadecimal digits (the sha256 of the agent binary), found `{}`",
+            "must be 64 hexadecimal digits (a sha256), found `{}`",
             shown(s)
         ))
     }

@@ -37,6 +37,10 @@ pub enum DriverError {
         "{0} is a proxy-only node, but the host side started no proxy (host.env has no HOST_PROXY_RELAY)"
     )]
     NoEgress(&'static str),
+    #[error(
+        "{0} takes Docker from the system extension, but the host side built none (host.env has no HOST_SYSEXT_PATH)"
+    )]
+    NoSysext(&'static str),
 }
 
 /// How much of bootstrapd's work is checked.
@@ -247,17 +251,23 @@ impl Driver {
             roles,
             boots,
             proxy_only,
+            sysext,
             ..
         } = &s.kind
         else {
             unreachable!("run_node is called for node scenarios");
         };
         let ud = self.opts.host.work.join(format!("{}.user-data", s.name));
-        let extra = match (proxy_only, &self.host.egress) {
+        let mut extra = match (proxy_only, &self.host.egress) {
             (false, _) => Vec::new(),
             (true, Some(e)) => e.placeholders(*mode),
             (true, None) => return Err(DriverError::NoEgress(s.name)),
         };
+        match (sysext, &self.host.sysext) {
+            (_, Some(x)) => extra.extend(x.placeholders(self.opts.host.apt_port)),
+            (true, None) => return Err(DriverError::NoSysext(s.name)),
+            (false, None) => {}
+        }
         let values = userdata::Values {
             server: &self.host.server_url,
             token: &self.host.token,
@@ -469,8 +479,10 @@ impl Driver {
         let image = egress
             .as_ref()
             .map_or(egress::AGENT_IMAGE.to_string(), |e| e.agent_image());
+        let sysext = matches!(s.kind, Kind::Node { sysext: true, .. });
         match mode {
             Mode::SystemAgent => check_system_agent(c, &p, r),
+            Mode::Rke1 if sysext => crate::sysext::check_boot(c, &p, n, r, &image),
             Mode::Rke1 => check_rke1(c, &p, r, &image),
         }
         if egress.is_some() {
@@ -735,6 +747,11 @@ fn check_system_agent(c: &mut Checks, p: &str, r: &Report) {
 }
 
 fn check_rke1(c: &mut Checks, p: &str, r: &Report, image: &str) {
+    check_docker_installed(c, p, r);
+    check_docker_and_agent(c, p, r, image);
+}
+
+fn check_docker_installed(c: &mut Checks, p: &str, r: &Report) {
     has(
         c,
         &format!("{p}: docker.io installed from the local repository"),
@@ -743,6 +760,10 @@ fn check_rke1(c: &mut Checks, p: &str, r: &Report, image: &str) {
         "^docker.io .* ii *$",
         |l| l.starts_with("docker.io ") && l.trim_end().ends_with(" ii"),
     );
+}
+
+/// docker.service enabled and active, and the one rancher-agent container running `image`.
+pub fn check_docker_and_agent(c: &mut Checks, p: &str, r: &Report, image: &str) {
     c.eq(
         &format!("{p}: docker.service active"),
         Some("active"),

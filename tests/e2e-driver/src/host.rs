@@ -102,6 +102,46 @@ pub struct Host {
     pub image_seconds: u64,
     /// The test proxy and registry of the proxy-only nodes (main e2e suite only).
     pub egress: Option<crate::egress::Egress>,
+    /// The Docker system extension served beside the apt repository, when one was built.
+    pub sysext: Option<SysextServed>,
+}
+
+/// The system extension image the host set-up built and serves (host.env HOST_SYSEXT_PATH and
+/// HOST_SYSEXT_SHA256).
+#[derive(Debug, Clone)]
+pub struct SysextServed {
+    /// URL path below the apt server (`/sysext/docker.raw`).
+    pub path: String,
+    pub sha256: String,
+}
+
+impl SysextServed {
+    fn from_env(env: &BTreeMap<String, String>) -> Option<SysextServed> {
+        Some(SysextServed {
+            path: env.get("HOST_SYSEXT_PATH")?.clone(),
+            sha256: env.get("HOST_SYSEXT_SHA256")?.clone(),
+        })
+    }
+
+    /// The node templates' `@SYSEXT_URL@` and `@SYSEXT_SHA256@`, as the guest reaches the apt
+    /// server on `apt_port`.
+    pub fn placeholders(&self, apt_port: u16) -> Vec<(String, String)> {
+        vec![
+            (
+                "SYSEXT_URL".into(),
+                format!("http://10.0.2.2:{apt_port}{}", self.path),
+            ),
+            ("SYSEXT_SHA256".into(), self.sha256.clone()),
+        ]
+    }
+
+    #[cfg(test)]
+    pub fn sample() -> SysextServed {
+        SysextServed {
+            path: "/sysext/docker.raw".into(),
+            sha256: "cd".repeat(32),
+        }
+    }
 }
 
 /// bash: source lib.sh, run the set-up function named by the first argument with the rest.
@@ -187,6 +227,7 @@ impl Host {
             build_seconds: get("HOST_BUILD_SECONDS")?.parse().unwrap_or(0),
             image_seconds: get("HOST_IMAGE_SECONDS")?.parse().unwrap_or(0),
             egress: crate::egress::Egress::from_env(env, file)?,
+            sysext: SysextServed::from_env(env),
         };
         Ok(host)
     }

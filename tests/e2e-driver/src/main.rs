@@ -29,6 +29,7 @@ mod secrets;
 mod selinux;
 mod server;
 mod ssh;
+mod sysext;
 mod tool;
 mod userdata;
 mod vm;

@@ -69,6 +69,9 @@ pub enum Kind {
         /// The node's only way out is the test proxy (scripts/vm.sh --proxy-only), and its
         /// template (EGRESS_TEMPLATE) names the proxy, the registry and its CA (egress.rs).
         proxy_only: bool,
+        /// Docker comes from the system extension the host set-up built (SYSEXT_TEMPLATE),
+        /// not from the apt repository.
+        sysext: bool,
     },
     /// The image with bootstrapd.service ordered like Debian's cloud-init.service: the journal
     /// must show the ordering cycle, or the "no ordering cycle" checks prove nothing.
@@ -89,6 +92,9 @@ const REIMAGE_TEMPLATE: &str = "tests/e2e/userdata/node-reimage.yaml";
 /// A node behind the proxy, with registry auth and a trusted CA (`proxy`, `registries`,
 /// `trusted_ca`, `rancher.system_default_registry`).
 const EGRESS_TEMPLATE: &str = "tests/e2e/userdata/node-egress.yaml";
+/// An rke1 node whose Docker comes from the system extension (`runtime.source.sysext`) served
+/// beside the apt repository.
+const SYSEXT_TEMPLATE: &str = "tests/e2e/userdata/node-sysext.yaml";
 
 fn done(before: Option<ServerCondition>, debug_log: bool) -> Boot {
     Boot {
@@ -114,6 +120,7 @@ pub const DEBUG_LOG_FORM: &str = "info,bootstrapd=debug,bollard::docker=debug,hy
 /// The e2e suite, in boot order (the first boots of node1, node2 and node5 log at debug/trace).
 pub fn all() -> Vec<Scenario> {
     let mut all = direct();
+    all.push(sysext_node());
     all.extend(behind_a_proxy());
     all.push(Scenario {
         name: "control",
@@ -145,6 +152,7 @@ fn direct() -> Vec<Scenario> {
                     connect_count: Some(1),
                 },
                 proxy_only: false,
+                sysext: false,
             },
         },
         // The seed scenario, Rancher 2.x "existing nodes": Docker from the distribution's
@@ -163,6 +171,7 @@ fn direct() -> Vec<Scenario> {
                     connect_count: None,
                 },
                 proxy_only: false,
+                sysext: false,
             },
         },
         // Reimaged: the second boot is a new disk with the same seed (same instance id). With
@@ -182,9 +191,33 @@ fn direct() -> Vec<Scenario> {
                     connect_count: Some(2),
                 },
                 proxy_only: false,
+                sysext: false,
             },
         },
     ]
+}
+
+/// rke1 on the mutable image with Docker from the system extension: placed, merged and started
+/// on the first boot; on the second, merged by systemd-sysext.service and started by the boot
+/// unit before bootstrapd runs, which then changes nothing.
+fn sysext_node() -> Scenario {
+    Scenario {
+        name: "node6",
+        kernel_args: "bootstrapd.e2e",
+        kind: Kind::Node {
+            template: SYSEXT_TEMPLATE,
+            mode: Mode::Rke1,
+            roles: "worker",
+            boots: vec![done(None, false), done(None, false)],
+            record: ExpectedRecord {
+                generation: Generation::Rke1,
+                roles: &["worker"],
+                connect_count: None,
+            },
+            proxy_only: false,
+            sysext: true,
+        },
+    }
 }
 
 /// The nodes whose only way out is the test proxy (egress.rs).
@@ -206,6 +239,7 @@ fn behind_a_proxy() -> Vec<Scenario> {
                     connect_count: Some(1),
                 },
                 proxy_only: true,
+                sysext: false,
             },
         },
         // Behind a proxy, rke1: Docker installed through it, the agent image pulled through it
@@ -225,6 +259,7 @@ fn behind_a_proxy() -> Vec<Scenario> {
                     connect_count: None,
                 },
                 proxy_only: true,
+                sysext: false,
             },
         },
     ]
@@ -249,11 +284,12 @@ mod tests {
                 continue;
             };
             let text = std::fs::read_to_string(repo.join(template)).expect("template");
-            let extra = if proxy_only {
+            let mut extra = if proxy_only {
                 crate::egress::Egress::sample().placeholders(mode)
             } else {
                 Vec::new()
             };
+            extra.extend(crate::host::SysextServed::sample().placeholders(18080));
             let values = crate::userdata::Values {
                 server: "https://10.0.2.2:8443",
                 token: "e2e-token-0123456789abcdef0123456789abcdef0123456789abcdef",
@@ -283,6 +319,7 @@ mod tests {
                 ("node1", 2),
                 ("node2", 2),
                 ("node3", 2),
+                ("node6", 2),
                 ("node4", 1),
                 ("node5", 2),
                 ("control", 1)
