@@ -47,7 +47,7 @@ echo @@verity; veritysetup status usr; \
 echo @@write; touch /usr/.bootstrapd-e2e-write 2>&1; echo \"exit=$?\"; \
 echo @@agent; ls -A /opt/rancher-system-agent/bin; \
 echo @@usrlocal; ls -A /usr/local/bin; \
-echo @@cmdline; cat /proc/cmdline";
+echo @@failed; systemctl --failed --no-legend --plain";
 
 /// Which disk a scenario boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +410,17 @@ fn judge_guest(c: &mut Checks, name: &str, shown: &str, usr_hash: &str) {
         !usr_local.iter().any(|l| l.contains("rancher")),
         format!("{usr_local:?}"),
     );
+    // A unit that wants to write to /usr, or systemd's own verity generator finding devices
+    // it cannot open, would show here.
+    let failed: Vec<&str> = section(shown, "failed")
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .collect();
+    c.check(
+        &format!("{name}: no failed systemd unit"),
+        shown.contains("@@failed") && failed.is_empty(),
+        format!("{failed:?}"),
+    );
 }
 
 /// A refused boot: the kernel's corruption report and the initramfs' refusal, no bootstrapd,
@@ -509,7 +520,7 @@ mod tests {
 
     fn guest(hash: &str, mount: &str, touch: &str) -> String {
         format!(
-            "@@usr\n{mount}\n@@verity\n/dev/mapper/usr is active and is in use.\n  type:        VERITY\n  status:      verified\n  hash type:   1\n  root hash:   {hash}\n@@write\n{touch}\n@@agent\nrancher-system-agent\nrancher-system-agent-uninstall.sh\n@@usrlocal\n@@cmdline\nBOOT_IMAGE=/boot/vmlinuz usrhash={hash}\n"
+            "@@usr\n{mount}\n@@verity\n/dev/mapper/usr is active and is in use.\n  type:        VERITY\n  status:      verified\n  hash type:   1\n  root hash:   {hash}\n@@write\n{touch}\n@@agent\nrancher-system-agent\nrancher-system-agent-uninstall.sh\n@@usrlocal\n@@failed\n"
         )
     }
 
@@ -520,12 +531,12 @@ mod tests {
             "touch: cannot touch '/usr/.bootstrapd-e2e-write': Read-only file system\nexit=1";
         let mut c = Checks::default();
         judge_guest(&mut c, "b", &guest(HASH, ro, refused), HASH);
-        assert_eq!((c.passed, c.failed()), (5, 0), "{:?}", c.failures);
+        assert_eq!((c.passed, c.failed()), (6, 0), "{:?}", c.failures);
         let other = HASH.replace('5', "6");
         let mut c = Checks::default();
         let rw = "/dev/vda1[/usr] ext4 rw,relatime";
         judge_guest(&mut c, "b", &guest(&other, rw, "exit=0"), HASH);
-        assert_eq!((c.passed, c.failed()), (2, 3));
+        assert_eq!((c.passed, c.failed()), (3, 3));
         let mut c = Checks::default();
         judge_guest(&mut c, "b", "", HASH);
         assert_eq!(
