@@ -18,6 +18,8 @@ HOST_PIDS=()
 # The host tools the VM tests need (CI starts from a fresh Debian 12), as CHECK:PACKAGE for
 # scripts/host-tools.sh, including what scripts/build-agent-image.sh copies into the agent
 # image (jq, openssl, file).
+# Further arguments of scripts/build-KIND.sh in host_setup_deb_image (host_setup_immutable).
+HOST_IMAGE_BUILD_ARGS=()
 HOST_VM_TOOLS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils genisoimage:genisoimage
   python3:python3 curl:curl strip:binutils jq:jq openssl:openssl file:file)
 
@@ -287,8 +289,14 @@ host_build_sysext() {
   scripts/build-sysext.sh --apt-repo "$APT_REPO" --rootfs "$rootfs" --out "$work/sysext" \
     >"$work/logs/build-sysext.log" 2>&1 \
     || { tail -n 20 "$work/logs/build-sysext.log" >&2; echo "scripts/build-sysext.sh failed (see $work/logs/build-sysext.log)" >&2; return 1; }
+  host_sysext_served "$work"
+}
+
+# host_sysext_served WORK: HOST_SYSEXT from WORK/sysext/sysext.env (the image's URL path below
+# the apt server and its sha256, as host.env lines).
+host_sysext_served() {
   # shellcheck source=/dev/null # written by scripts/build-sysext.sh
-  HOST_SYSEXT=$(. "$work/sysext/sysext.env" && printf 'HOST_SYSEXT_PATH=/sysext/%s.raw\nHOST_SYSEXT_SHA256=%s' "$SYSEXT_NAME" "$SYSEXT_SHA256")
+  HOST_SYSEXT=$(. "$1/sysext/sysext.env" && printf 'HOST_SYSEXT_PATH=/sysext/%s.raw\nHOST_SYSEXT_SHA256=%s' "$SYSEXT_NAME" "$SYSEXT_SHA256")
 }
 
 # host_start_servers WORK APT_PORT RANCHER_PORT ADDR [SERVE_FLAG...]: host_setup's server half (APT_REPO from
@@ -346,7 +354,7 @@ host_setup_deb_image() {
     # shellcheck source=/dev/null # written by scripts/build-packages.sh
     deb=$(. "$work/pkg/packages.env" && echo "$DEB")
     "scripts/build-$kind.sh" --deb "$deb" --out "$work/$kind" --apt-url "http://10.0.2.2:$apt_port/" \
-      >"$work/logs/build-$kind.log" 2>&1 \
+      "${HOST_IMAGE_BUILD_ARGS[@]}" >"$work/logs/build-$kind.log" 2>&1 \
       || { tail -n 20 "$work/logs/build-$kind.log" >&2; echo "scripts/build-$kind.sh failed (see $work/logs/build-$kind.log)" >&2; return 1; }
     HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
   fi
@@ -355,8 +363,36 @@ host_setup_deb_image() {
   . "$env"
   APT_REPO=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}/debian12-base-$BASE_HASH/aptrepo
   [ -d "$APT_REPO" ] || { echo "no local apt repository at $APT_REPO" >&2; return 1; }
+  if [ "${HOST_WANT_SYSEXT:-0}" = 1 ]; then
+    # Built from the repository the servers serve, so after the image env names it.
+    if [ "${E2E_REUSE_IMAGE:-0}" = 1 ] && [ -f "$work/sysext/sysext.env" ]; then
+      host_sysext_served "$work"
+    else
+      host_build_sysext "$work" || return 1
+    fi
+  fi
   host_start_servers "$work" "$apt_port" "$rancher_port" 127.0.0.1 || return 1
   host_write_env "$work"
+}
+
+# host_setup_immutable WORK APT_PORT RANCHER_PORT [CHECK:PACKAGE...]: host_setup_deb_image for
+# the immutable image (`e2e-driver immutable`), with the rke1 agent image archive in the image
+# (build-immutable.sh --image-archive: bootstrapd's offline bundle on the root partition) and
+# the Docker system extension served beside the repository (host_build_sysext): an rke1 node
+# cannot install Docker into a read-only /usr.
+host_setup_immutable() {
+  local work=$1
+  shift
+  mkdir -p "$work/logs"
+  host_install_deps "${@:3}" || return 1
+  if [ "${E2E_REUSE_IMAGE:-0}" != 1 ] || [ ! -f "$work/agent-image.tar" ]; then
+    echo "==> rke1 agent image archive"
+    scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
+      || { tail -n 20 "$work/logs/agent-image.log" >&2; echo "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)" >&2; return 1; }
+  fi
+  HOST_IMAGE_BUILD_ARGS=(--image-archive "$work/agent-image.tar")
+  HOST_WANT_SYSEXT=1
+  host_setup_deb_image "$work" immutable "$@"
 }
 
 # host_setup_pxe WORK APT_PORT RANCHER_PORT HTTP_PORT: host_setup_deb_image for the PXE bundle,

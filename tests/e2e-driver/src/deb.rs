@@ -36,6 +36,28 @@ pub struct DebTest {
 
 const WORKER_TEMPLATE: &str = "tests/e2e/userdata/worker-system-agent.yaml";
 
+/// A tests/e2e/userdata template and what fills it besides the server's values.
+pub struct Template<'a> {
+    /// Relative to the repository.
+    pub path: &'a str,
+    pub mode: &'a str,
+    pub roles: &'a str,
+    /// Further `@NAME@` placeholders.
+    pub extra: Vec<(String, String)>,
+}
+
+impl Template<'_> {
+    /// The system-agent worker every .deb image test boots.
+    pub fn worker() -> Template<'static> {
+        Template {
+            path: WORKER_TEMPLATE,
+            mode: "system-agent",
+            roles: "worker",
+            extra: Vec::new(),
+        }
+    }
+}
+
 impl DebTest {
     /// Runs lib.sh's `function` (`host_setup_deb_image WORK KIND ...`, `host_setup_pxe ...`)
     /// with `args` after it.
@@ -71,21 +93,31 @@ impl DebTest {
 
     /// The worker's NoCloud userdata (0600: it holds the token), with `identity`'s keys.
     pub fn write_userdata(&self, out: &Path, identity: &Identity) -> Result<(), DriverError> {
+        self.write_userdata_from(out, &Template::worker(), identity)
+    }
+
+    /// `template`'s userdata for this host's server, with `identity`'s keys (0600).
+    pub fn write_userdata_from(
+        &self,
+        out: &Path,
+        template: &Template,
+        identity: &Identity,
+    ) -> Result<(), DriverError> {
         let values = userdata::Values {
             server: &self.host.server_url,
             token: &self.host.token,
             ca_checksum: &self.host.ca_checksum,
-            roles: "worker",
-            mode: "system-agent",
-            extra: &[],
+            roles: template.roles,
+            mode: template.mode,
+            extra: &template.extra,
         };
         let write_err = |source| DriverError::Write {
             path: out.to_path_buf(),
             source,
         };
-        let template =
-            std::fs::read_to_string(self.opts.repo.join(WORKER_TEMPLATE)).map_err(write_err)?;
-        let text = userdata::render(&template, &values) + &identity.yaml();
+        let text =
+            std::fs::read_to_string(self.opts.repo.join(template.path)).map_err(write_err)?;
+        let text = userdata::render(&text, &values) + &identity.yaml();
         userdata::write_text(out, text.trim_end()).map_err(write_err)
     }
 
@@ -164,12 +196,12 @@ impl DebTest {
     }
 }
 
-/// DIR/seed.iso (volume cidata): the worker's userdata with `identity`, the meta-data naming the
+/// DIR/seed.iso (volume cidata): `template`'s userdata with `identity`, the meta-data naming the
 /// node `hostname`, and `network_config` when given.
 pub fn nocloud_seed(
     t: &DebTest,
     dir: &Path,
-    identity: &Identity,
+    (template, identity): (&Template, &Identity),
     hostname: &str,
     network_config: Option<&str>,
 ) -> Result<PathBuf, DriverError> {
@@ -179,7 +211,7 @@ pub fn nocloud_seed(
         source,
     };
     std::fs::create_dir_all(dir).map_err(write_err)?;
-    t.write_userdata(&dir.join("user-data"), identity)?;
+    t.write_userdata_from(&dir.join("user-data"), template, identity)?;
     std::fs::write(
         dir.join("meta-data"),
         format!("instance-id: iid-{hostname}\nlocal-hostname: {hostname}\n"),

@@ -16,23 +16,33 @@
 //!     complement written with qemu-io): the kernel reports the corrupt block, the initramfs
 //!     refuses to boot, bootstrapd never starts, and the VM ends by itself (panic=10 on the
 //!     image's command line, then qemu's -no-reboot).
-//!  3. rke1 with Docker from a system extension: a placeholder until bootstrapd's
-//!     `runtime.source.sysext` lands (see the commented entry).
+//!  3. rke1 with Docker from a system extension (`runtime.source.sysext`: the image
+//!     scripts/build-sysext.sh built, served beside the apt repository by the host set-up,
+//!     tests/e2e/lib.sh `host_setup_immutable`) and the agent image from the archive baked into
+//!     the image's /var (build-immutable.sh --image-archive), on a fresh overlay: bootstrapd
+//!     registers the node; Docker runs from the extension merged over /usr (no docker.io
+//!     package), the agent container runs, /dev/mapper/usr is still verified and /usr still
+//!     read-only.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rancher_test_server::{Generation, NodeRecord};
+
 use crate::checks::Checks;
-use crate::deb::{self, DebOptions, DebTest, Identity};
+use crate::deb::{self, DebOptions, DebTest, Identity, Template};
 use crate::driver::DriverError;
 use crate::qemu::{self, Vm};
 use crate::ssh;
 use crate::tool::{self, Ran};
 
-/// The meta-data's `local-hostname`.
+/// The meta-data's `local-hostname` of the worker and of the rke1 node.
 const HOSTNAME: &str = "immutable-node";
+const RKE1_HOSTNAME: &str = "immutable-rke1";
+/// An rke1 node whose Docker comes from the system extension (`runtime.source.sysext`).
+const SYSEXT_TEMPLATE: &str = "tests/e2e/userdata/node-sysext.yaml";
 const MAC: &str = "52:54:00:aa:bb:02";
 /// The byte flipped in /usr's partition, from its start: inside its first 4 KiB block, which
 /// mounting the squashfs must read (its superblock is there), so dm-verity meets it at every
@@ -47,6 +57,9 @@ echo @@verity; veritysetup status usr; \
 echo @@write; touch /usr/.bootstrapd-e2e-write 2>&1; echo \"exit=$?\"; \
 echo @@agent; ls -A /opt/rancher-system-agent/bin; \
 echo @@usrlocal; ls -A /usr/local/bin; \
+echo @@sysext; systemd-sysext status --no-pager; \
+echo @@docker; systemctl is-active docker; command -v dockerd; docker ps --format '{{.Image}}'; \
+echo @@dpkg; dpkg-query -W -f '${db:Status-Abbrev}\\n' docker.io 2>/dev/null; \
 echo @@failed; systemctl --failed --no-legend --plain";
 
 /// Which disk a scenario boots.
@@ -56,6 +69,17 @@ enum DiskUse {
     Node,
     /// A fresh overlay with one byte of /usr's partition flipped.
     CorruptUsr,
+    /// A fresh overlay of its own.
+    Fresh,
+}
+
+/// The node a scenario's userdata makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    /// A system-agent worker (the .deb image tests' worker template).
+    Worker,
+    /// An rke1 node with all roles whose Docker comes from the system extension.
+    Rke1Sysext,
 }
 
 /// How a boot must end.
@@ -73,6 +97,7 @@ struct Scenario {
     name: &'static str,
     what: &'static str,
     disk: DiskUse,
+    node: Node,
     expect: Expect,
 }
 
@@ -82,32 +107,31 @@ const SCENARIOS: &[Scenario] = &[
         name: "first-boot",
         what: "system-agent worker: GRUB, verified /usr, bootstrapd registers",
         disk: DiskUse::Node,
+        node: Node::Worker,
         expect: Expect::Registered,
     },
     Scenario {
         name: "second-boot",
         what: "the same disk again: already registered, /usr still verified",
         disk: DiskUse::Node,
+        node: Node::Worker,
         expect: Expect::AlreadyRegistered,
     },
     Scenario {
         name: "corrupt-usr",
         what: "one byte of /usr's partition flipped: the boot is refused",
         disk: DiskUse::CorruptUsr,
+        node: Node::Worker,
         expect: Expect::Refused,
     },
-    // TODO(integrator): rke1 mode with Docker from a system extension, once bootstrapd's
-    // `runtime.source.sysext` is on main (scripts/build-sysext.sh makes the extension): a fresh
-    // overlay, userdata `rancher.mode: rke1` with `runtime: {source: {sysext: {url, sha256}}}`
-    // served by the host, the agent image from the image's /var/lib/bootstrapd/images
-    // (build-immutable.sh --image-archive), expecting Registered and Docker's binaries under the
-    // merged /usr (systemd-sysext) while /dev/mapper/usr stays verified.
-    // Scenario {
-    //     name: "rke1-sysext",
-    //     what: "rke1 all roles, Docker from a sysext on the read-only /usr",
-    //     disk: DiskUse::Fresh,
-    //     expect: Expect::Registered,
-    // },
+    // Last: the server then holds a second node, which the record checks expect from here on.
+    Scenario {
+        name: "rke1-sysext",
+        what: "rke1 all roles, Docker from a system extension over the read-only /usr",
+        disk: DiskUse::Fresh,
+        node: Node::Rke1Sysext,
+        expect: Expect::Registered,
+    },
 ];
 
 /// What build-immutable.sh says of the image (immutable.env).
@@ -140,16 +164,9 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
     .into_iter()
     .map(OsString::from)
     .collect();
-    let mut t = DebTest::setup(opts, "host_setup_deb_image", &args)?;
+    let mut t = DebTest::setup(opts, "host_setup_immutable", &args)?;
     let work = t.opts.work.clone();
     let key = ssh::Key::generate(&work.join("ssh"))?;
-    let identity = Identity {
-        hostname: "metadata",
-        user: None,
-        key: &key.public,
-        expect_hostname: HOSTNAME,
-    };
-    let seed = deb::nocloud_seed(&t, &work.join("seed"), &identity, HOSTNAME, None)?;
     let image = Image {
         path: t.image_var("IMAGE")?,
         usr_hash: t.image_var("USR_HASH")?,
@@ -157,21 +174,59 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
     };
     let node = work.join("node.qcow2");
     deb::overlay(&image.path, &node)?;
+    let mut rke1_nodes = 0;
     for s in SCENARIOS {
         println!("==> {}: {}", s.name, s.what);
         let disk = match s.disk {
             DiskUse::Node => node.clone(),
             DiskUse::CorruptUsr => corrupt_copy(&mut t, &image, &work)?,
+            DiskUse::Fresh => {
+                let disk = work.join(format!("{}.qcow2", s.name));
+                deb::overlay(&image.path, &disk)?;
+                disk
+            }
         };
+        let seed = seed(&t, s.node, &key)?;
         let serial = work.join(format!("logs/serial-{}.log", s.name));
         let seen = boot(&mut t, s, &disk, &seed, &serial, &key)?;
+        if s.node == Node::Rke1Sysext && s.expect != Expect::Refused {
+            rke1_nodes += 1;
+        }
         judge(&mut t, s, &image, &seen);
+        judge_record(&mut t, s.name, rke1_nodes);
     }
-    println!("==> the node's root partition after power-off");
+    println!("==> the worker's root partition after power-off");
     let disk = crate::qcow2::Mounted::new(&node, &work)?;
     judge_root_partition(&mut t.checks, &disk.mnt);
     drop(disk);
     Ok(t.finish())
+}
+
+/// The NoCloud seed of `node`'s userdata, with the test's key for root.
+fn seed(t: &DebTest, node: Node, key: &ssh::Key) -> Result<PathBuf, DriverError> {
+    let (hostname, template) = match node {
+        Node::Worker => (HOSTNAME, Template::worker()),
+        Node::Rke1Sysext => {
+            let served = t.host.sysext.as_ref().ok_or_else(|| {
+                DriverError::Build("the host set-up served no system extension".into())
+            })?;
+            let template = Template {
+                path: SYSEXT_TEMPLATE,
+                mode: "rke1",
+                roles: "etcd, controlplane, worker",
+                extra: served.placeholders(t.opts.apt_port),
+            };
+            (RKE1_HOSTNAME, template)
+        }
+    };
+    let identity = Identity {
+        hostname: "metadata",
+        user: None,
+        key: &key.public,
+        expect_hostname: hostname,
+    };
+    let dir = t.opts.work.join(format!("seed-{hostname}"));
+    deb::nocloud_seed(t, &dir, (&template, &identity), hostname, None)
 }
 
 fn number(text: &str) -> Result<u64, DriverError> {
@@ -296,21 +351,23 @@ fn wait_for_exit(vm: &mut Vm, timeout: Duration) -> bool {
 fn judge(t: &mut DebTest, s: &Scenario, image: &Image, seen: &Seen) {
     let c = &mut t.checks;
     let name = s.name;
-    match s.expect {
-        Expect::Refused => judge_refused(c, name, seen),
-        Expect::Registered | Expect::AlreadyRegistered => {
-            judge_verified_boot(c, name, &seen.console, &image.usr_hash);
-            judge_outcome(c, s, seen.outcome.as_deref());
-            c.check(
-                &format!("{name}: the VM ran until powered off"),
-                !seen.ended_by_itself,
-                "qemu ended by itself",
-            );
-            let shown = seen.guest.as_ref().map_or("", |g| g.stdout.as_str());
-            judge_guest(c, name, shown, &image.usr_hash);
-        }
+    if s.expect == Expect::Refused {
+        judge_refused(c, name, seen);
+        return;
     }
-    judge_record(t, name);
+    judge_verified_boot(c, name, &seen.console, &image.usr_hash);
+    judge_outcome(c, s, seen.outcome.as_deref());
+    c.check(
+        &format!("{name}: the VM ran until powered off"),
+        !seen.ended_by_itself,
+        "qemu ended by itself",
+    );
+    let shown = seen.guest.as_ref().map_or("", |g| g.stdout.as_str());
+    judge_usr(c, name, s.node, shown, &image.usr_hash);
+    match s.node {
+        Node::Worker => judge_agent(c, name, shown),
+        Node::Rke1Sysext => judge_docker(c, name, shown),
+    }
 }
 
 /// GRUB started the kernel with the image's root hash, and the initramfs mounted /usr through
@@ -368,14 +425,29 @@ fn section<'a>(shown: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// What the guest showed of /usr and of the agent.
-fn judge_guest(c: &mut Checks, name: &str, shown: &str, usr_hash: &str) {
-    let usr = section(shown, "usr").join(" ");
-    let words: Vec<&str> = usr.split_whitespace().collect();
+/// What the guest showed of /usr: mounted from /dev/mapper/usr (under the system extension's
+/// overlay when one is merged), read-only, verified with the image's root hash; no failed unit.
+fn judge_usr(c: &mut Checks, name: &str, node: Node, shown: &str, usr_hash: &str) {
+    let usr = section(shown, "usr");
+    let ro = |l: &&str| {
+        l.split_whitespace()
+            .nth(2)
+            .is_some_and(|o| o.split(',').any(|o| o == "ro"))
+    };
+    let (what, ok) = match node {
+        Node::Worker => (
+            "/usr is /dev/mapper/usr, squashfs, mounted read-only",
+            matches!(usr.as_slice(), [l] if l.starts_with("/dev/mapper/usr squashfs ") && ro(l)),
+        ),
+        Node::Rke1Sysext => (
+            "/usr is the system extension's overlay, read-only",
+            usr.iter()
+                .any(|l| l.split_whitespace().nth(1) == Some("overlay") && ro(l)),
+        ),
+    };
     c.check(
-        &format!("{name}: /usr is /dev/mapper/usr, squashfs, mounted read-only"),
-        matches!(words.as_slice(), ["/dev/mapper/usr", "squashfs", opts]
-            if opts.split(',').any(|o| o == "ro")),
+        &format!("{name}: {what}"),
+        ok,
         format!("findmnt /usr: {usr:?}"),
     );
     let verity = section(shown, "verity");
@@ -398,6 +470,21 @@ fn judge_guest(c: &mut Checks, name: &str, shown: &str, usr_hash: &str) {
             && write.last().is_some_and(|l| *l != "exit=0"),
         format!("{write:?}"),
     );
+    // A unit that wants to write to /usr, or systemd's own verity generator finding devices
+    // it cannot open, would show here.
+    let failed: Vec<&str> = section(shown, "failed")
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .collect();
+    c.check(
+        &format!("{name}: no failed systemd unit"),
+        shown.contains("@@failed") && failed.is_empty(),
+        format!("{failed:?}"),
+    );
+}
+
+/// The system agent went to /opt, not to the read-only /usr/local.
+fn judge_agent(c: &mut Checks, name: &str, shown: &str) {
     let agent = section(shown, "agent");
     c.check(
         &format!("{name}: the system agent is in /opt/rancher-system-agent/bin"),
@@ -410,16 +497,37 @@ fn judge_guest(c: &mut Checks, name: &str, shown: &str, usr_hash: &str) {
         !usr_local.iter().any(|l| l.contains("rancher")),
         format!("{usr_local:?}"),
     );
-    // A unit that wants to write to /usr, or systemd's own verity generator finding devices
-    // it cannot open, would show here.
-    let failed: Vec<&str> = section(shown, "failed")
-        .into_iter()
-        .filter(|l| !l.is_empty())
-        .collect();
+}
+
+/// Docker from the merged extension, not from a package, running the agent container.
+fn judge_docker(c: &mut Checks, name: &str, shown: &str) {
+    let sysext = section(shown, "sysext");
     c.check(
-        &format!("{name}: no failed systemd unit"),
-        shown.contains("@@failed") && failed.is_empty(),
-        format!("{failed:?}"),
+        &format!("{name}: systemd-sysext has the docker extension merged on /usr"),
+        sysext
+            .iter()
+            .any(|l| l.starts_with("/usr") && l.contains("docker")),
+        format!("{sysext:?}"),
+    );
+    let docker = section(shown, "docker");
+    c.check(
+        &format!("{name}: docker.service active, dockerd in /usr/bin (the extension)"),
+        docker.first() == Some(&"active") && docker.get(1) == Some(&"/usr/bin/dockerd"),
+        format!("{docker:?}"),
+    );
+    c.check(
+        &format!("{name}: the rancher-agent container runs"),
+        docker
+            .iter()
+            .skip(2)
+            .any(|l| l.contains("rancher/rancher-agent")),
+        format!("{docker:?}"),
+    );
+    let dpkg = section(shown, "dpkg");
+    c.check(
+        &format!("{name}: no docker.io package installed"),
+        !dpkg.iter().any(|l| l.starts_with("ii")),
+        format!("{dpkg:?}"),
     );
 }
 
@@ -452,10 +560,12 @@ fn judge_refused(c: &mut Checks, name: &str, seen: &Seen) {
     );
 }
 
-/// The server's record after each boot: one system-agent worker, registered once.
-fn judge_record(t: &mut DebTest, name: &str) {
-    let what =
-        format!("{name}: the Rancher test server holds one system-agent worker, registered once");
+/// The server's record after each boot: one system-agent worker, registered once, and
+/// `rke1_nodes` rke1 nodes.
+fn judge_record(t: &mut DebTest, name: &str, rke1_nodes: usize) {
+    let what = format!(
+        "{name}: the Rancher test server holds one system-agent worker, registered once, and {rke1_nodes} rke1 node(s)"
+    );
     match crate::server::records(&t.host.nodes_json()) {
         Ok(records) => {
             println!(
@@ -464,12 +574,22 @@ fn judge_record(t: &mut DebTest, name: &str) {
             );
             t.checks.check(
                 &what,
-                deb::one_worker_registered_once(&records),
+                records_as_expected(&records, rke1_nodes),
                 crate::server::summary_line(&records),
             );
         }
         Err(e) => t.checks.fail(&what, &e.to_string()),
     }
+}
+
+fn records_as_expected(records: &[NodeRecord], rke1_nodes: usize) -> bool {
+    let (workers, others): (Vec<NodeRecord>, Vec<NodeRecord>) = records
+        .iter()
+        .cloned()
+        .partition(|r| r.generation == Generation::SystemAgent);
+    deb::one_worker_registered_once(&workers)
+        && others.len() == rke1_nodes
+        && others.iter().all(|r| r.generation == Generation::Rke1)
 }
 
 /// The root partition after both boots: its /usr mount point is empty (nothing was written
@@ -522,6 +642,36 @@ mod tests {
         format!(
             "@@usr\n{mount}\n@@verity\n/dev/mapper/usr is active and is in use.\n  type:        VERITY\n  status:      verified\n  hash type:   1\n  root hash:   {hash}\n@@write\n{touch}\n@@agent\nrancher-system-agent\nrancher-system-agent-uninstall.sh\n@@usrlocal\n@@failed\n"
         )
+    }
+
+    fn judge_guest(c: &mut Checks, name: &str, shown: &str, hash: &str) {
+        judge_usr(c, name, Node::Worker, shown, hash);
+        judge_agent(c, name, shown);
+    }
+
+    #[test]
+    fn an_rke1_guest_runs_docker_from_the_extension() {
+        let shown = format!(
+            "@@usr\n/dev/mapper/usr squashfs ro,relatime\nsysext overlay ro,nodev,relatime,lowerdir=/run/systemd/sysext/meta/usr:/run/systemd/sysext/extensions/docker/usr:/usr\n\
+@@verity\n  type:        VERITY\n  status:      verified\n  root hash:   {HASH}\n\
+@@write\ntouch: cannot touch '/usr/.bootstrapd-e2e-write': Read-only file system\nexit=1\n\
+@@agent\n@@usrlocal\n@@sysext\nHIERARCHY EXTENSIONS SINCE\n/opt      none       -\n/usr      docker     Fri 2026-12-04 17:40:01 UTC\n\
+@@docker\nactive\n/usr/bin/dockerd\nrancher/rancher-agent:v2.6.14\n@@dpkg\nun \n@@failed\n"
+        );
+        let mut c = Checks::default();
+        judge_usr(&mut c, "k", Node::Rke1Sysext, &shown, HASH);
+        judge_docker(&mut c, "k", &shown);
+        assert_eq!((c.passed, c.failed()), (8, 0), "{:?}", c.failures);
+        // The worker's view of the same guest: /usr is not the bare verity device.
+        let mut c = Checks::default();
+        judge_usr(&mut c, "k", Node::Worker, &shown, HASH);
+        assert_eq!(c.failed(), 1);
+        let apt = shown
+            .replace("/usr      docker", "/usr      none")
+            .replace("un \n", "ii \n");
+        let mut c = Checks::default();
+        judge_docker(&mut c, "k", &apt);
+        assert_eq!((c.passed, c.failed()), (2, 2));
     }
 
     #[test]
@@ -606,14 +756,38 @@ Rebooting automatically due to panic= boot argument\n";
 
     #[test]
     fn the_scenarios_boot_the_node_twice_then_a_corrupt_copy() {
-        let uses: Vec<(DiskUse, Expect)> = SCENARIOS.iter().map(|s| (s.disk, s.expect)).collect();
+        let uses: Vec<(DiskUse, Node, Expect)> = SCENARIOS
+            .iter()
+            .map(|s| (s.disk, s.node, s.expect))
+            .collect();
         assert_eq!(
             uses,
             vec![
-                (DiskUse::Node, Expect::Registered),
-                (DiskUse::Node, Expect::AlreadyRegistered),
-                (DiskUse::CorruptUsr, Expect::Refused),
+                (DiskUse::Node, Node::Worker, Expect::Registered),
+                (DiskUse::Node, Node::Worker, Expect::AlreadyRegistered),
+                (DiskUse::CorruptUsr, Node::Worker, Expect::Refused),
+                (DiskUse::Fresh, Node::Rke1Sysext, Expect::Registered),
             ]
         );
+    }
+
+    fn record(generation: &str, roles: &[&str], count: u64) -> NodeRecord {
+        serde_json::from_value(serde_json::json!({
+            "name": "custom-ab", "generation": generation,
+            "roles": roles, "labels": {}, "taints": [], "hostname": "h",
+            "first_seen": "t", "last_seen": "t", "connect_count": count
+        }))
+        .expect("record")
+    }
+
+    #[test]
+    fn the_record_holds_the_worker_once_and_the_rke1_nodes() {
+        let w = record("system-agent", &["worker"], 1);
+        let r = record("rke1", &["etcd", "controlplane", "worker"], 3);
+        assert!(records_as_expected(std::slice::from_ref(&w), 0));
+        assert!(!records_as_expected(std::slice::from_ref(&w), 1));
+        assert!(records_as_expected(&[w.clone(), r.clone()], 1));
+        assert!(!records_as_expected(&[w.clone(), r], 0));
+        assert!(!records_as_expected(&[w.clone(), w], 0));
     }
 }

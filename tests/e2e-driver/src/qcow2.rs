@@ -84,7 +84,7 @@ pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
     let seed = crate::deb::nocloud_seed(
         &t,
         &work.join("seed"),
-        &identity,
+        (&crate::deb::Template::worker(), &identity),
         HOSTNAME,
         Some(NETWORK_CONFIG),
     )?;
