@@ -329,11 +329,13 @@ host_start_servers() {
 }
 
 # host_setup_deb_image WORK KIND APT_PORT RANCHER_PORT [CHECK:PACKAGE...]: the host side of the tests that boot
-# bootstrapd installed from its .deb (KIND qcow2 or pxe: `e2e-driver qcow2`, `e2e-driver pxe`):
-# the host tools (and the further ones given), the packages (scripts/build-packages.sh), scripts/build-KIND.sh's image from the
-# .deb (kept with E2E_REUSE_IMAGE=1 when WORK/KIND/KIND.env exists), then the servers
-# (host_start_servers) with the cached base's apt repository; WORK/host.env (host_write_env,
-# HOST_IMAGE_ENV is WORK/KIND/KIND.env). Logs in WORK/logs.
+# bootstrapd installed from its .deb (KIND qcow2, pxe or immutable: `e2e-driver qcow2`, `e2e-driver pxe`,
+# `e2e-driver immutable`): the host tools (and the further ones given), the packages
+# (scripts/build-packages.sh), scripts/build-KIND.sh's image from the .deb (with
+# HOST_IMAGE_BUILD_ARGS; kept with E2E_REUSE_IMAGE=1 when WORK/KIND/KIND.env exists), the Docker
+# system extension when HOST_WANT_SYSEXT=1, then the servers (host_start_servers) with the
+# cached base's apt repository; WORK/host.env (host_write_env, HOST_IMAGE_ENV is
+# WORK/KIND/KIND.env). Logs in WORK/logs.
 host_setup_deb_image() {
   local work=$1 kind=$2 apt_port=$3 rancher_port=$4 env t deb
   env=$work/$kind/$kind.env

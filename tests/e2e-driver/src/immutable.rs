@@ -154,7 +154,6 @@ struct Seen {
 /// Runs the test; `Ok(true)` when every check passed.
 pub fn run(opts: DebOptions) -> Result<bool, DriverError> {
     let args: Vec<OsString> = [
-        "immutable".to_string(),
         opts.apt_port.to_string(),
         opts.rancher_port.to_string(),
         "losetup:util-linux".to_string(),
