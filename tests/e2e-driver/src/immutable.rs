@@ -509,9 +509,13 @@ fn judge_docker(c: &mut Checks, name: &str, shown: &str) {
         format!("{sysext:?}"),
     );
     let docker = section(shown, "docker");
+    // Debian's docker.io puts dockerd in /usr/sbin; the verified /usr has none of its own.
     c.check(
-        &format!("{name}: docker.service active, dockerd in /usr/bin (the extension)"),
-        docker.first() == Some(&"active") && docker.get(1) == Some(&"/usr/bin/dockerd"),
+        &format!("{name}: docker.service active, dockerd under /usr (the extension)"),
+        docker.first() == Some(&"active")
+            && docker
+                .get(1)
+                .is_some_and(|p| ["/usr/sbin/dockerd", "/usr/bin/dockerd"].contains(p)),
         format!("{docker:?}"),
     );
     c.check(
@@ -655,7 +659,7 @@ mod tests {
 @@verity\n  type:        VERITY\n  status:      verified\n  root hash:   {HASH}\n\
 @@write\ntouch: cannot touch '/usr/.bootstrapd-e2e-write': Read-only file system\nexit=1\n\
 @@agent\n@@usrlocal\n@@sysext\nHIERARCHY EXTENSIONS SINCE\n/opt      none       -\n/usr      docker     Fri 2026-12-04 17:40:01 UTC\n\
-@@docker\nactive\n/usr/bin/dockerd\nrancher/rancher-agent:v2.6.14\n@@dpkg\nun \n@@failed\n"
+@@docker\nactive\n/usr/sbin/dockerd\nrancher/rancher-agent:v2.6.14\n@@dpkg\nun \n@@failed\n"
         );
         let mut c = Checks::default();
         judge_usr(&mut c, "k", Node::Rke1Sysext, &shown, HASH);
