@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
     --size) size=${2:?}; shift 2 ;;
     --apt-url) apt_url=${2:?}; shift 2 ;;
     --image-archive) archives+=("${2:?}"); shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-immutable: unknown argument $1" >&2; exit 2 ;;
   esac
 done

@@ -52,8 +52,8 @@ else
   cargo run -q -p e2e-driver -- packages
   log "disk image: boot through GRUB, bootstrapd from the .deb (e2e-driver qcow2)"
   cargo run -q -p e2e-driver -- qcow2
-  # One image build and three short boots on qcow2 overlays of it (figures: docs-draft).
-  log "immutable image: verified read-only /usr, a corrupt /usr refused (e2e-driver immutable)"
+  # One image build and four short boots on qcow2 overlays of it (figures: docs-draft).
+  log "immutable image: verified read-only /usr, a corrupt /usr refused, rke1 with a Docker sysext (e2e-driver immutable)"
   cargo run -q -p e2e-driver -- immutable
   log "crash campaign, short form: kill -9 mid-install, reset mid-register (e2e-driver crash)"
   CRASH_WORK=${CRASH_WORK:-$PWD/build/e2e-crash} cargo run -q -p e2e-driver -- crash --points ci-r1-chain
