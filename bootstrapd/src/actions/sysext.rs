@@ -90,8 +90,7 @@ async fn fill_and_check(
     tmp: &Path,
 ) -> Result<String, StepFailure> {
     let actual = if image.is_url {
-        let bytes = download(target, image).await?;
-        write_hashed(tmp, &mut bytes.as_slice())?
+        download(target, image, tmp).await?
     } else {
         let src = target.root.path(&image.location);
         let mut file = std::fs::File::open(&src).map_err(|e| io_fail("reading", &src, e))?;
@@ -150,9 +149,14 @@ async fn fill_and_check(
     ))
 }
 
-/// The URL's body: trusted through the checksum, over the system roots and the userdata's
-/// `trusted_ca`, through the userdata's proxy; no token is ever sent there.
-async fn download(target: Target<'_>, image: &SysextImage) -> Result<Vec<u8>, StepFailure> {
+/// The URL's body streamed into a new `tmp`, then hashed from the file: trusted through the
+/// checksum, over the system roots and the userdata's `trusted_ca`, through the userdata's
+/// proxy; no token is ever sent there.
+async fn download(
+    target: Target<'_>,
+    image: &SysextImage,
+    tmp: &Path,
+) -> Result<String, StepFailure> {
     let fail = |e: String| {
         StepFailure::new(
             format!(
@@ -162,31 +166,47 @@ async fn download(target: Target<'_>, image: &SysextImage) -> Result<Vec<u8>, St
             "check the URL, the network and the proxy".into(),
         )
     };
+    let file = create_new(tmp)?;
+    let sink = crate::http::Sink::new(file, tmp.to_string_lossy());
     let trust = crate::http::TlsTrust::system_and(trusted_ca_anchors(target.trusted_ca));
     let deadline = Deadline::after(DOWNLOAD_BUDGET);
     let c = client(&trust, target.proxy, &deadline, DOWNLOAD_BUDGET, MAX_IMAGE)
         .map_err(|e| fail(crate::secret::redact_urls(&e.to_string())))?;
     let req = crate::http::Request::get(&image.location).map_err(|e| fail(e.to_string()))?;
     let resp = c
-        .send(&req)
+        .download_into(&req, &sink)
         .await
         .map_err(|e| fail(crate::secret::redact_urls(&e.to_string())))?;
     if resp.status != crate::http::StatusCode::OK {
         return Err(fail(format!("status {}", resp.status)));
     }
-    Ok(resp.body.to_vec())
+    let mut written = std::fs::File::open(tmp).map_err(|e| io_fail("reading", tmp, e))?;
+    hash_and_sync(&mut written, None, tmp)
+}
+
+fn create_new(tmp: &Path) -> Result<std::fs::File, StepFailure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(tmp)
+        .map_err(|e| io_fail("creating", tmp, e))
 }
 
 /// Copies `src` into a new `tmp` (0644, as systemd-sysext's images), hashing what is written,
 /// and syncs it.
 fn write_hashed(tmp: &Path, src: &mut dyn Read) -> Result<String, StepFailure> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(tmp)
-        .map_err(|e| io_fail("creating", tmp, e))?;
+    let mut f = create_new(tmp)?;
+    hash_and_sync(src, Some(&mut f), tmp)
+}
+
+/// sha256 of what `src` holds, copied into `copy` on the way when given; `tmp` is synced.
+fn hash_and_sync(
+    src: &mut dyn Read,
+    mut copy: Option<&mut std::fs::File>,
+    tmp: &Path,
+) -> Result<String, StepFailure> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -196,11 +216,15 @@ fn write_hashed(tmp: &Path, src: &mut dyn Read) -> Result<String, StepFailure> {
         if n == 0 {
             break;
         }
-        f.write_all(&buf[..n])
-            .map_err(|e| io_fail("writing", tmp, e))?;
+        if let Some(f) = copy.as_mut() {
+            f.write_all(&buf[..n])
+                .map_err(|e| io_fail("writing", tmp, e))?;
+        }
         hasher.update(&buf[..n]);
     }
-    f.sync_all().map_err(|e| io_fail("syncing", tmp, e))?;
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_fail("syncing", tmp, e))?;
     Ok(hex::encode(hasher.finalize()))
 }
 
