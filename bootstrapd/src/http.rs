@@ -875,6 +875,33 @@ impl HttpClient {
         let headers = resp.headers().clone();
         let final_url = redact_url(resp.url());
         let sink = sink.filter(|_| status.is_success());
+        let body = self.read_body(&mut resp, req, url, sink).await?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+            url: final_url,
+        })
+    }
+}
+
+impl HttpClient {
+    /// The body, in memory or (a 2xx for [`HttpClient::download_into`]) into `sink`, started
+    /// over; at most `max_body` bytes either way.
+    async fn read_body(
+        &self,
+        resp: &mut reqwest::Response,
+        req: &Request,
+        url: &str,
+        sink: Option<&Sink>,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let too_large = || {
+            AttemptError::Fatal(HttpError::BodyTooLarge {
+                method: req.method.clone(),
+                url: url.to_string(),
+                limit: self.max_body,
+            })
+        };
         let sink_err = |s: &Sink, e: std::io::Error| {
             AttemptError::Fatal(HttpError::Sink {
                 method: req.method.clone(),
@@ -902,12 +929,7 @@ impl HttpClient {
                 None => body.extend_from_slice(&chunk),
             }
         }
-        Ok(Response {
-            status,
-            headers,
-            body,
-            url: final_url,
-        })
+        Ok(body)
     }
 }
 

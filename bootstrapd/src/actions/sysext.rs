@@ -17,6 +17,7 @@ use crate::actions::{StepFailure, Target};
 use crate::facts::sysext::SysextImage;
 use crate::fsutil::{HostRoot, create_dir_all_durable, write_atomic};
 use crate::plan::Outcome;
+use crate::plan::runtime::RuntimeAction;
 use crate::rancher::{Deadline, client};
 use crate::system::process::{CommandSpec, last_line, run};
 use crate::system::sysext::{
@@ -32,6 +33,24 @@ type StepResult = crate::actions::StepResult<(Outcome, String)>;
 const DOWNLOAD_BUDGET: Duration = Duration::from_secs(600);
 const MAX_IMAGE: usize = 1 << 30;
 
+/// The extension's steps (the runtime stage's `apply_one` hands them here).
+pub(crate) async fn apply(target: Target<'_>, action: &RuntimeAction) -> StepResult {
+    let (root, systemd) = (target.root, target.systemd);
+    match action {
+        RuntimeAction::PlaceSysext { image, host } => place(target, image, host).await,
+        RuntimeAction::MergeSysext { name } => merge(root, systemd, name).await,
+        RuntimeAction::SysextOnBoot {
+            path,
+            content,
+            units,
+        } => on_boot(root, systemd, path, content, units).await,
+        other => Err(StepFailure::new(
+            format!("not a system extension step: {other:?}"),
+            "report this as a bug".into(),
+        )),
+    }
+}
+
 fn io_fail(what: &str, path: &Path, e: impl std::fmt::Display) -> StepFailure {
     StepFailure::new(
         format!("{what} {}: {e}", path.display()),
@@ -41,11 +60,7 @@ fn io_fail(what: &str, path: &Path, e: impl std::fmt::Display) -> StepFailure {
 
 /// The image into place: a leftover temp file goes first, then the copy or download into a new
 /// one, the sha256 and the extension-release checks, and the rename.
-pub(crate) async fn place(
-    target: Target<'_>,
-    image: &SysextImage,
-    host: &HostRelease,
-) -> StepResult {
+async fn place(target: Target<'_>, image: &SysextImage, host: &HostRelease) -> StepResult {
     let root = target.root;
     let dir = root.path(EXTENSIONS_DIR);
     create_dir_all_durable(&dir).map_err(|e| io_fail("creating", &dir, e))?;
@@ -261,7 +276,7 @@ fn need_systemd(systemd: Option<&Systemd>) -> Result<&Systemd, StepFailure> {
 
 /// `systemd-sysext refresh`, then the merged /usr must show the extension; a daemon-reload
 /// (systemd 252 does none after a merge) and systemd-sysusers for the groups it declares.
-pub(crate) async fn merge(root: &HostRoot, systemd: Option<&Systemd>, name: &str) -> StepResult {
+async fn merge(root: &HostRoot, systemd: Option<&Systemd>, name: &str) -> StepResult {
     let sd = need_systemd(systemd)?;
     let said = tool(SYSEXT_TOOL, &["refresh"]).await?;
     let release = root.path(merged_release_path(name));
@@ -290,8 +305,8 @@ pub(crate) async fn merge(root: &HostRoot, systemd: Option<&Systemd>, name: &str
     ))
 }
 
-/// The boot unit written, systemd reloaded so it knows it, and the units enabled.
-pub(crate) async fn on_boot(
+/// The boot unit written, the units enabled, and systemd reloaded.
+async fn on_boot(
     root: &HostRoot,
     systemd: Option<&Systemd>,
     path: &str,
@@ -307,11 +322,13 @@ pub(crate) async fn on_boot(
             "check `systemctl status systemd-sysext`".into(),
         )
     };
+    let names: Vec<&str> = units.iter().map(String::as_str).collect();
+    sd.enable(&names).await.map_err(|e| fail("enabling", e))?;
+    // One reload, as `systemctl enable` makes: systemd learns the new unit file, and the
+    // units' UnitFileState (cached until a reload) says enabled.
     sd.reload()
         .await
         .map_err(|e| fail("reloading systemd", e))?;
-    let names: Vec<&str> = units.iter().map(String::as_str).collect();
-    sd.enable(&names).await.map_err(|e| fail("enabling", e))?;
     Ok((
         Outcome::Changed,
         format!("wrote {path}; enabled {}", names.join(" and ")),
