@@ -22,7 +22,7 @@
 # All images carry images/bench/common: a marker unit early in boot (uptime, to place the
 # kernel's start on the host clock) and one after the job (CPU figures, bootstrapd's footprint).
 #
-#   scripts/boot-bench.sh [--rounds N] [--images "A B C A-sysext B-sysext A2 B2"]
+#   scripts/boot-bench.sh [--rounds N] [--images "A B C A-sysext B-sysext A2 B2"]   (default "A B C")
 #
 # Writes build/boot-bench/results.md and results.csv; serial logs (with host timestamps, *.ts)
 # in build/boot-bench/logs. See bench/README.md for what each figure means.
