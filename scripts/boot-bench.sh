@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Boot benchmark (run as root; NOT part of the test suite): time from qemu start to the
-# registration arriving at the Rancher test server, for three images built on the same cached
-# Debian 12 base and booted in the same qemu TCG setup (scripts/vm.sh), ROUNDS times each,
-# interleaved A B C, A B C, ... so that load on the machine hits all three alike.
+# registration arriving at the Rancher test server, for images built on the same cached Debian
+# 12 base and booted in the same qemu TCG setup (scripts/vm.sh), ROUNDS times each, interleaved
+# (A B C, A B C, ...) so that load on the machine hits all of them alike.
 #
-#   A  bootstrapd: the e2e node image (scripts/build-image.sh: bootstrapd enabled, the rke1
-#      agent image archive baked in), NoCloud userdata like the e2e node2 (rke1, all roles)
-#   B  cloud-init: the same base plus Debian's cloud-init package, bootstrapd absent, driven
-#      by a #cloud-config whose runcmd does the same work (images/bench/cloud-init/user-data.in)
-#   C  floor: the same base plus curl, neither bootstrapd nor cloud-init, one oneshot unit
-#      after network-online making only the rke1 registration request (images/bench/floor)
-# All three carry images/bench/common: a marker unit early in boot (uptime, to place the
+#   A         bootstrapd: the e2e node image (scripts/build-image.sh: bootstrapd enabled, the
+#             rke1 agent image archive baked in), NoCloud userdata like the e2e node2 (rke1,
+#             all roles, Docker from the distribution)
+#   B         cloud-init: the same base plus Debian's cloud-init and curl, bootstrapd absent,
+#             driven by a #cloud-config whose runcmd does A's work (images/bench/cloud-init/user-data.in)
+#   C         floor: the same base plus curl, neither bootstrapd nor cloud-init, one oneshot unit
+#             after network-online making only the rke1 registration request (images/bench/floor)
+#   A-sysext  image A, userdata like the e2e node6 (tests/e2e/userdata/node-sysext.yaml): rke1,
+#             all roles, Docker from the system extension the host set-up serves
+#   B-sysext  image B, runcmd doing A-sysext's steps by hand (user-data-sysext.in)
+#   A2        image A, system-agent mode, worker role (images/bench/bootstrapd/node-system-agent.yaml.in)
+#   B2        image B, a script doing rancher/system-agent install.sh's steps (user-data-system-agent.in)
+# "Registered" is the test server's first record of the node: rke1 (A, B, C, *-sysext) its
+# /v3/connect/register, system agent (A2, B2) its /v3/connect/agent (the connection info
+# request, where Rancher creates the machine); both found by the boot's hostname.
+# All images carry images/bench/common: a marker unit early in boot (uptime, to place the
 # kernel's start on the host clock) and one after the job (CPU figures, bootstrapd's footprint).
 #
-#   scripts/boot-bench.sh [--rounds N] [--images "A B C"]
+#   scripts/boot-bench.sh [--rounds N] [--images "A B C A-sysext B-sysext A2 B2"]   (default "A B C")
 #
 # Writes build/boot-bench/results.md and results.csv; serial logs (with host timestamps, *.ts)
 # in build/boot-bench/logs. See bench/README.md for what each figure means.
@@ -52,7 +61,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 case $rounds in '' | *[!0-9]* | 0) die "--rounds must be a positive number, not '$rounds'" ;; esac
-for i in $images; do case $i in A|B|C) ;; *) die "--images takes A, B and C, not '$i'" ;; esac; done
+for i in $images; do
+  case $i in A | B | C | A-sysext | B-sysext | A2 | B2) ;; *) die "--images takes A B C A-sysext B-sysext A2 B2, not '$i'" ;; esac
+done
 [ "$(id -u)" = 0 ] || die "must run as root (image builds, chroot, loop mount)"
 
 mkdir -p "$work/logs"
@@ -80,6 +91,9 @@ step "image A (the e2e node image, bootstrapd profile $profile) and the host sid
 host_setup "$work" "$apt_port" "$rancher_port" --profile "$profile" --image-dir "$work/image-A" \
   || die "the host set-up failed (see above)"
 token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM server_url=$HOST_SERVER_URL rancher_dir=$HOST_RANCHER_DIR
+# The Docker system extension, served beside the apt repository (HOST_SYSEXT: host.env lines).
+sysext_url=http://10.0.2.2:$apt_port$(sed -n 's/^HOST_SYSEXT_PATH=//p' <<<"$HOST_SYSEXT")
+sysext_sha256=$(sed -n 's/^HOST_SYSEXT_SHA256=//p' <<<"$HOST_SYSEXT")
 echo "    bootstrapd: $(stat -c %s "$work/bootstrapd") bytes stripped"
 base=$cache/debian12-base-$BASE_HASH
 [ -d "$base/rootfs" ] || die "cached base $base/rootfs not found"
@@ -208,7 +222,7 @@ EOF
 
 step "images B (cloud-init) and C (floor)"
 versions=()
-if [[ " $images " == *" B "* ]]; then
+if [[ " $images " == *" B"* ]]; then  # B, B-sysext, B2 boot image B
   bench_root cloud-init
   make_image cloud-init "$bench_dir/rootfs" "$work/image-B"
   versions+=("B: $(paste -sd' ' "$bench_dir/versions")")
@@ -219,9 +233,28 @@ if [[ " $images " == *" C "* ]]; then
   versions+=("C: $(paste -sd' ' "$bench_dir/versions")")
 fi
 
-render_userdata tests/e2e/userdata/node.yaml "$work/A.user-data" "$server_url" "$token" "$ca_checksum" \
-  "etcd, controlplane, worker" rke1
-render_userdata "$bench/cloud-init/user-data.in" "$work/B.user-data" "$server_url" "$token" "$ca_checksum"
+# base_image IMG: the disk image a variant boots (A, B or C).
+base_image() { echo "${1:0:1}"; }
+
+# write_userdata IMG NAME: IMG's NoCloud user-data for the boot NAME, 0600 (it holds the token),
+# as $work/IMG.user-data; C has none.
+write_userdata() {
+  local img=$1 name=$2 out=$work/$1.user-data t all="etcd, controlplane, worker"
+  case $img in
+    A) render_userdata tests/e2e/userdata/node.yaml "$out" "$server_url" "$token" "$ca_checksum" "$all" rke1 ;;
+    A-sysext) render_userdata tests/e2e/userdata/node-sysext.yaml "$out" "$server_url" "$token" "$ca_checksum" "$all" rke1 ;;
+    A2) render_userdata "$bench/bootstrapd/node-system-agent.yaml.in" "$out" "$server_url" "$token" "$ca_checksum" ;;
+    B) render_userdata "$bench/cloud-init/user-data.in" "$out" "$server_url" "$token" "$ca_checksum" ;;
+    B-sysext) render_userdata "$bench/cloud-init/user-data-sysext.in" "$out" "$server_url" "$token" "$ca_checksum" ;;
+    B2) render_userdata "$bench/cloud-init/user-data-system-agent.in" "$out" "$server_url" "$token" "$ca_checksum" ;;
+    *) return 0 ;;
+  esac
+  t=$(<"$out")
+  t=${t//@SYSEXT_URL@/"$sysext_url"}
+  t=${t//@SYSEXT_SHA256@/"$sysext_sha256"}
+  t=${t//@NODE_NAME@/"$name"}
+  (umask 077 && printf '%s\n' "$t" >"$out")
+}
 
 # ---- boots --------------------------------------------------------------------------------
 
@@ -357,11 +390,12 @@ boot() {
   name=bench-${img,,}-r$r
   log=$work/logs/$name.log
   rm -f "$log" "$log.ts"
+  write_userdata "$img" "$name"
   [ "$img" = C ] || extra+=(--user-data "$work/$img.user-data")
   [ "${BENCH_PROFILE:-0}" = 0 ] || extra+=(--append bench.profile)
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "==> round $r, image $img ($name), load average $load"
-  scripts/vm.sh --image-env "$work/image-$img/image.env" --overlay "$work/$img.qcow2" --fresh \
+  scripts/vm.sh --image-env "$work/image-$(base_image "$img")/image.env" --overlay "$work/$img.qcow2" --fresh \
     "${extra[@]}" --hostname "$name" --serial "$log" --timeout "$((boot_timeout + 60))" \
     >"$work/logs/$name.vm.out" 2>&1 &
   vm_pid=$!
@@ -410,9 +444,9 @@ for line in open(raw):
     def job_start(image):
         # When the image's job began, seconds after kernel start: bootstrapd's process, the
         # first runcmd line, the floor unit's process.
-        if image == "A":
+        if image.startswith("A"):
             return mono("bootstrapd")
-        if image == "B":
+        if image.startswith("B"):
             return float(m["JOBSTART"]["uptime"]) if "uptime" in m.get("JOBSTART", {}) else None
         return mono("bench-floor")
     ci = ["cloud-init-local.service", "cloud-init.service", "cloud-config.service", "cloud-final.service"]
@@ -468,8 +502,10 @@ figures = [
     ("guest_cpu_total_ms", "guest CPU, whole machine, to the end marker (ms)", 0),
     ("load1", "host load average (1 min) at boot start", 2),
 ]
-images = [i for i in ["A", "B", "C"] if any(r["image"] == i for r in rows)]
-names = {"A": "A bootstrapd", "B": "B cloud-init", "C": "C floor"}
+order = ["A", "B", "C", "A-sysext", "B-sysext", "A2", "B2"]
+images = [i for i in order if any(r["image"] == i for r in rows)]
+names = {"A": "A bootstrapd", "B": "B cloud-init", "C": "C floor", "A-sysext": "A-sysext bootstrapd",
+         "B-sysext": "B-sysext cloud-init", "A2": "A2 bootstrapd system-agent", "B2": "B2 cloud-init install.sh"}
 
 def cell(key, img, nd):
     vals = [float(r[key]) for r in rows if r["image"] == img and r[key] not in (None, "")]
@@ -498,12 +534,15 @@ def med(key, img):
     vals = [float(r[key]) for r in rows if r["image"] == img and r[key] not in (None, "")]
     return statistics.median(vals) if vals else None
 
-a, b, c = (med("qemu_to_registered_s", i) for i in "ABC")
+# The goals of the issues: (numerator, denominator, goal), qemu start to registered, medians.
+goals = [("A", "B", 0.5), ("A", "C", 1.10), ("A-sysext", "C", 1.3), ("A2", "C", 1.15),
+         ("A2", "B2", 0.5), ("A-sysext", "B-sysext", 0.6)]
 lines.append("")
-if a and b:
-    lines.append(f"- A / B time to registered (medians): {a / b:.2f} (goal <= 0.5)")
-if a and c:
-    lines.append(f"- A / C time to registered (medians): {a / c:.2f} (goal <= 1.10)")
+for x, y, goal in goals:
+    vx, vy = med("qemu_to_registered_s", x), med("qemu_to_registered_s", y)
+    if vx and vy:
+        met = "met" if vx / vy <= goal else "not met"
+        lines.append(f"- {x} / {y} time to registered (medians): {vx / vy:.2f} (goal <= {goal:.2f}: {met})")
 bcpu, cib = med("bootstrapd_cpu_ms", "A"), med("cloudinit_cpu_before_job_ms", "B")
 if bcpu is not None and cib:
     lines.append(f"- bootstrapd's own CPU / cloud-init's CPU before the job (medians): {100 * bcpu / cib:.1f}% (goal < 5%)")
@@ -539,7 +578,7 @@ qemu TCG ($(qemu-system-x86_64 --version | head -n 1)), 1024 MiB, 2 vCPUs; boots
 python3 "$work/summarize.py" "$work/raw.jsonl" "$work/results.csv" "$work/results.md" "$header"
 
 if [ "${BENCH_KEEP:-0}" != 1 ]; then
-  rm -rf "$work/image-B" "$work/image-C" "$work"/{A,B,C}.qcow2
+  rm -rf "$work/image-B" "$work/image-C" "$work"/*.qcow2
   rm -f "$work/image-A/disk.img"
 fi
 echo "results: $work/results.md, $work/results.csv"

@@ -74,6 +74,13 @@ pub enum HttpError {
         detail: String,
     },
     /// An https request redirected to a plain-http URL: what comes back could be anything.
+    #[error("{method} {url}: writing the body to {path}: {detail}")]
+    Sink {
+        method: Method,
+        url: String,
+        path: String,
+        detail: String,
+    },
     #[error("{url} redirects to {location}: refusing to leave https for plain http")]
     InsecureRedirect { url: String, location: String },
     #[error("{method} {url}: unexpected status {status}")]
@@ -595,6 +602,34 @@ impl Request {
     }
 }
 
+/// Where [`HttpClient::download_into`] writes a body: an open file, truncated at each attempt.
+#[derive(Debug)]
+pub struct Sink {
+    file: std::fs::File,
+    /// For messages.
+    path: String,
+}
+
+impl Sink {
+    pub fn new(file: std::fs::File, path: impl Into<String>) -> Self {
+        Sink {
+            file,
+            path: path.into(),
+        }
+    }
+
+    fn restart(&self) -> std::io::Result<()> {
+        use std::io::Seek;
+        self.file.set_len(0)?;
+        (&self.file).seek(std::io::SeekFrom::Start(0)).map(|_| ())
+    }
+
+    fn write(&self, chunk: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        (&self.file).write_all(chunk)
+    }
+}
+
 /// A complete response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -694,6 +729,27 @@ impl HttpClient {
     where
         F: Fn(&Response) -> Verdict,
     {
+        self.send_into(req, verdict, None).await
+    }
+
+    /// Sends with the default verdict and streams a 2xx body into `sink` instead of memory
+    /// (an image of tens of MiB must not lift the peak RSS by as much): each attempt starts the
+    /// file over, so a retry after a cut-off transfer leaves no part of the earlier one. The
+    /// returned response's body is empty for a 2xx status; other bodies are read as usual.
+    pub async fn download_into(&self, req: &Request, sink: &Sink) -> Result<Response, HttpError> {
+        self.send_into(req, |r| default_verdict(r.status), Some(sink))
+            .await
+    }
+
+    async fn send_into<F>(
+        &self,
+        req: &Request,
+        verdict: F,
+        sink: Option<&Sink>,
+    ) -> Result<Response, HttpError>
+    where
+        F: Fn(&Response) -> Verdict,
+    {
         let started = Instant::now();
         let policy = self.retry;
         let url = redact_url(&req.url);
@@ -705,11 +761,15 @@ impl HttpClient {
             attempt += 1;
             let remaining = policy.deadline.saturating_sub(started.elapsed());
             let timeout = self.attempt_timeout.min(remaining);
-            let outcome =
-                match tokio::time::timeout(timeout, self.attempt(req, &headers, &url)).await {
-                    Err(_) => Err(AttemptError::Retryable(Cause::Timeout(timeout))),
-                    Ok(r) => r,
-                };
+            let outcome = match tokio::time::timeout(
+                timeout,
+                self.attempt(req, &headers, &url, sink),
+            )
+            .await
+            {
+                Err(_) => Err(AttemptError::Retryable(Cause::Timeout(timeout))),
+                Ok(r) => r,
+            };
             let (cause, retry_after) = match outcome {
                 Ok(resp) => {
                     if verdict(&resp) == Verdict::Accept {
@@ -767,6 +827,7 @@ impl HttpClient {
         req: &Request,
         headers: &HeaderMap,
         url: &str,
+        sink: Option<&Sink>,
     ) -> Result<Response, AttemptError> {
         let has_secret = req
             .headers
@@ -813,23 +874,62 @@ impl HttpClient {
         let status = resp.status();
         let headers = resp.headers().clone();
         let final_url = redact_url(resp.url());
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| AttemptError::Retryable(Cause::Transport(error_chain(&e))))?
-        {
-            if body.len() + chunk.len() > self.max_body {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let sink = sink.filter(|_| status.is_success());
+        let body = self.read_body(&mut resp, req, url, sink).await?;
         Ok(Response {
             status,
             headers,
             body,
             url: final_url,
         })
+    }
+}
+
+impl HttpClient {
+    /// The body, in memory or (a 2xx for [`HttpClient::download_into`]) into `sink`, started
+    /// over; at most `max_body` bytes either way.
+    async fn read_body(
+        &self,
+        resp: &mut reqwest::Response,
+        req: &Request,
+        url: &str,
+        sink: Option<&Sink>,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let too_large = || {
+            AttemptError::Fatal(HttpError::BodyTooLarge {
+                method: req.method.clone(),
+                url: url.to_string(),
+                limit: self.max_body,
+            })
+        };
+        let sink_err = |s: &Sink, e: std::io::Error| {
+            AttemptError::Fatal(HttpError::Sink {
+                method: req.method.clone(),
+                url: url.to_string(),
+                path: s.path.clone(),
+                detail: e.to_string(),
+            })
+        };
+        if let Some(s) = sink {
+            s.restart().map_err(|e| sink_err(s, e))?;
+        }
+        let mut body = Vec::new();
+        let mut received = 0usize;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| AttemptError::Retryable(Cause::Transport(error_chain(&e))))?
+        {
+            received += chunk.len();
+            if received > self.max_body {
+                return Err(too_large());
+            }
+            match sink {
+                Some(s) => s.write(&chunk).map_err(|e| sink_err(s, e))?,
+                None => body.extend_from_slice(&chunk),
+            }
+        }
+        Ok(body)
     }
 }
 

@@ -411,3 +411,48 @@ async fn secret_headers_do_not_follow_cross_origin_redirects() {
         "same-origin redirects are followed"
     );
 }
+
+/// A body streamed into a file: a transfer cut off halfway is retried from the start, and the
+/// file holds the second transfer alone, not the first one's bytes before it.
+#[tokio::test]
+async fn a_download_into_a_file_starts_over_at_each_attempt() {
+    let hits: Hits = Arc::new(AtomicUsize::new(0));
+    let full = "0123456789".repeat(10_000);
+    let body = full.clone();
+    let app = Router::new()
+        .route(
+            "/image.raw",
+            get(move |State(h): State<Hits>| {
+                let body = body.clone();
+                async move {
+                    if h.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let cut = futures_util::stream::iter(vec![
+                            Ok::<_, std::io::Error>(axum::body::Bytes::from("partial-")),
+                            Err(std::io::Error::other("cut off")),
+                        ]);
+                        let mut r = Response::new(Body::from_stream(cut));
+                        r.headers_mut()
+                            .insert("content-length", body.len().to_string().parse().unwrap());
+                        r
+                    } else {
+                        (StatusCode::OK, body).into_response()
+                    }
+                }
+            }),
+        )
+        .with_state(hits.clone());
+    let base = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.raw");
+    std::fs::write(&path, "stale bytes of an earlier run").unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let sink = bootstrapd::http::Sink::new(file, path.to_string_lossy());
+    let resp = client(fast(3))
+        .download_into(&Request::get(&format!("{base}/image.raw")).unwrap(), &sink)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.body.is_empty());
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), full);
+}

@@ -170,3 +170,36 @@ fn image_at(root: &HostRoot, dir: &str, release: Option<&str>) -> String {
     std::fs::create_dir_all(&d).unwrap();
     image(&d.join("docker.raw"), release)
 }
+
+/// By URL: streamed from a loopback server into the temp file, then checked like a path.
+#[tokio::test]
+async fn an_image_by_url_is_streamed_and_checked() {
+    let (_d, root) = root();
+    let dir = tempfile::tempdir().unwrap();
+    let sum = image(&dir.path().join("docker.raw"), Some("ID=_any\n"));
+    let bytes = std::fs::read(dir.path().join("docker.raw")).unwrap();
+    let app = axum::Router::new().route(
+        "/ext/docker.raw",
+        axum::routing::get(move || {
+            let b = bytes.clone();
+            async move { b }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let mut s = settings("/unused.raw", &sum);
+    s.runtime.source = RuntimeSource::Sysext(SysextSource {
+        url: Some(format!("http://{addr}/ext/docker.raw")),
+        path: None,
+        sha256: sum.clone(),
+    });
+    let step = place_step(&root, &s).await;
+    let f = apply_all(Target::quiet(&root, None), &[step]).await;
+    assert_eq!(f[0].outcome, Outcome::Changed, "{f:?}");
+    assert_eq!(extensions(&root), ["docker.raw"]);
+    assert_eq!(
+        bootstrapd::facts::sysext::sha256_of(&root.path("/var/lib/extensions/docker.raw")).unwrap(),
+        Some(sum)
+    );
+}

@@ -141,15 +141,9 @@ pub(crate) async fn apply_one(target: crate::actions::Target<'_>, step: &Runtime
         RuntimeAction::InstallFiles { manager, files } => {
             install_files(root, *manager, files, proxy).await
         }
-        RuntimeAction::PlaceSysext { image, host } => {
-            super::sysext::place(target, image, host).await
-        }
-        RuntimeAction::MergeSysext { name } => super::sysext::merge(root, systemd, name).await,
-        RuntimeAction::SysextOnBoot {
-            path,
-            content,
-            units,
-        } => super::sysext::on_boot(root, systemd, path, content, units).await,
+        RuntimeAction::PlaceSysext { .. }
+        | RuntimeAction::MergeSysext { .. }
+        | RuntimeAction::SysextOnBoot { .. } => super::sysext::apply(target, &step.action).await,
         RuntimeAction::EnableStart { unit } => enable_start(systemd, unit).await,
         RuntimeAction::WaitDocker { timeout_secs } => wait_docker(root, *timeout_secs).await,
         RuntimeAction::CheckRkeDockerVersion { host } => match docker::engine_info(root).await {
@@ -586,7 +580,15 @@ async fn enable_start(systemd: Option<&Systemd>, unit: &str) -> StepResult {
             .map_err(|e| fail("reloading systemd for", e))?;
     }
     if !before.is_enabled() {
-        sd.enable(&[unit]).await.map_err(|e| fail("enabling", e))?;
+        let changes = sd.enable(&[unit]).await.map_err(|e| fail("enabling", e))?;
+        // As `systemctl enable`: systemd caches UnitFileState until a reload, and a later
+        // run (or `systemctl status`) would see the unit disabled. Package scripts enable
+        // and reload themselves, so this is paid only where they did not run (an extension).
+        if !changes.is_empty() {
+            sd.reload()
+                .await
+                .map_err(|e| fail("reloading systemd after enabling", e))?;
+        }
         did.push("enabled");
     }
     if before.active_state != "active" {

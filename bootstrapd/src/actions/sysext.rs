@@ -17,6 +17,7 @@ use crate::actions::{StepFailure, Target};
 use crate::facts::sysext::SysextImage;
 use crate::fsutil::{HostRoot, create_dir_all_durable, write_atomic};
 use crate::plan::Outcome;
+use crate::plan::runtime::RuntimeAction;
 use crate::rancher::{Deadline, client};
 use crate::system::process::{CommandSpec, last_line, run};
 use crate::system::sysext::{
@@ -32,6 +33,24 @@ type StepResult = crate::actions::StepResult<(Outcome, String)>;
 const DOWNLOAD_BUDGET: Duration = Duration::from_secs(600);
 const MAX_IMAGE: usize = 1 << 30;
 
+/// The extension's steps (the runtime stage's `apply_one` hands them here).
+pub(crate) async fn apply(target: Target<'_>, action: &RuntimeAction) -> StepResult {
+    let (root, systemd) = (target.root, target.systemd);
+    match action {
+        RuntimeAction::PlaceSysext { image, host } => place(target, image, host).await,
+        RuntimeAction::MergeSysext { name } => merge(root, systemd, name).await,
+        RuntimeAction::SysextOnBoot {
+            path,
+            content,
+            units,
+        } => on_boot(root, systemd, path, content, units).await,
+        other => Err(StepFailure::new(
+            format!("not a system extension step: {other:?}"),
+            "report this as a bug".into(),
+        )),
+    }
+}
+
 fn io_fail(what: &str, path: &Path, e: impl std::fmt::Display) -> StepFailure {
     StepFailure::new(
         format!("{what} {}: {e}", path.display()),
@@ -41,11 +60,7 @@ fn io_fail(what: &str, path: &Path, e: impl std::fmt::Display) -> StepFailure {
 
 /// The image into place: a leftover temp file goes first, then the copy or download into a new
 /// one, the sha256 and the extension-release checks, and the rename.
-pub(crate) async fn place(
-    target: Target<'_>,
-    image: &SysextImage,
-    host: &HostRelease,
-) -> StepResult {
+async fn place(target: Target<'_>, image: &SysextImage, host: &HostRelease) -> StepResult {
     let root = target.root;
     let dir = root.path(EXTENSIONS_DIR);
     create_dir_all_durable(&dir).map_err(|e| io_fail("creating", &dir, e))?;
@@ -90,8 +105,7 @@ async fn fill_and_check(
     tmp: &Path,
 ) -> Result<String, StepFailure> {
     let actual = if image.is_url {
-        let bytes = download(target, image).await?;
-        write_hashed(tmp, &mut bytes.as_slice())?
+        download(target, image, tmp).await?
     } else {
         let src = target.root.path(&image.location);
         let mut file = std::fs::File::open(&src).map_err(|e| io_fail("reading", &src, e))?;
@@ -150,9 +164,14 @@ async fn fill_and_check(
     ))
 }
 
-/// The URL's body: trusted through the checksum, over the system roots and the userdata's
-/// `trusted_ca`, through the userdata's proxy; no token is ever sent there.
-async fn download(target: Target<'_>, image: &SysextImage) -> Result<Vec<u8>, StepFailure> {
+/// The URL's body streamed into a new `tmp`, then hashed from the file: trusted through the
+/// checksum, over the system roots and the userdata's `trusted_ca`, through the userdata's
+/// proxy; no token is ever sent there.
+async fn download(
+    target: Target<'_>,
+    image: &SysextImage,
+    tmp: &Path,
+) -> Result<String, StepFailure> {
     let fail = |e: String| {
         StepFailure::new(
             format!(
@@ -162,31 +181,47 @@ async fn download(target: Target<'_>, image: &SysextImage) -> Result<Vec<u8>, St
             "check the URL, the network and the proxy".into(),
         )
     };
+    let file = create_new(tmp)?;
+    let sink = crate::http::Sink::new(file, tmp.to_string_lossy());
     let trust = crate::http::TlsTrust::system_and(trusted_ca_anchors(target.trusted_ca));
     let deadline = Deadline::after(DOWNLOAD_BUDGET);
     let c = client(&trust, target.proxy, &deadline, DOWNLOAD_BUDGET, MAX_IMAGE)
         .map_err(|e| fail(crate::secret::redact_urls(&e.to_string())))?;
     let req = crate::http::Request::get(&image.location).map_err(|e| fail(e.to_string()))?;
     let resp = c
-        .send(&req)
+        .download_into(&req, &sink)
         .await
         .map_err(|e| fail(crate::secret::redact_urls(&e.to_string())))?;
     if resp.status != crate::http::StatusCode::OK {
         return Err(fail(format!("status {}", resp.status)));
     }
-    Ok(resp.body.to_vec())
+    let mut written = std::fs::File::open(tmp).map_err(|e| io_fail("reading", tmp, e))?;
+    hash_and_sync(&mut written, None, tmp)
+}
+
+fn create_new(tmp: &Path) -> Result<std::fs::File, StepFailure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(tmp)
+        .map_err(|e| io_fail("creating", tmp, e))
 }
 
 /// Copies `src` into a new `tmp` (0644, as systemd-sysext's images), hashing what is written,
 /// and syncs it.
 fn write_hashed(tmp: &Path, src: &mut dyn Read) -> Result<String, StepFailure> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(tmp)
-        .map_err(|e| io_fail("creating", tmp, e))?;
+    let mut f = create_new(tmp)?;
+    hash_and_sync(src, Some(&mut f), tmp)
+}
+
+/// sha256 of what `src` holds, copied into `copy` on the way when given; `tmp` is synced.
+fn hash_and_sync(
+    src: &mut dyn Read,
+    mut copy: Option<&mut std::fs::File>,
+    tmp: &Path,
+) -> Result<String, StepFailure> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -196,11 +231,15 @@ fn write_hashed(tmp: &Path, src: &mut dyn Read) -> Result<String, StepFailure> {
         if n == 0 {
             break;
         }
-        f.write_all(&buf[..n])
-            .map_err(|e| io_fail("writing", tmp, e))?;
+        if let Some(f) = copy.as_mut() {
+            f.write_all(&buf[..n])
+                .map_err(|e| io_fail("writing", tmp, e))?;
+        }
         hasher.update(&buf[..n]);
     }
-    f.sync_all().map_err(|e| io_fail("syncing", tmp, e))?;
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_fail("syncing", tmp, e))?;
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -237,7 +276,7 @@ fn need_systemd(systemd: Option<&Systemd>) -> Result<&Systemd, StepFailure> {
 
 /// `systemd-sysext refresh`, then the merged /usr must show the extension; a daemon-reload
 /// (systemd 252 does none after a merge) and systemd-sysusers for the groups it declares.
-pub(crate) async fn merge(root: &HostRoot, systemd: Option<&Systemd>, name: &str) -> StepResult {
+async fn merge(root: &HostRoot, systemd: Option<&Systemd>, name: &str) -> StepResult {
     let sd = need_systemd(systemd)?;
     let said = tool(SYSEXT_TOOL, &["refresh"]).await?;
     let release = root.path(merged_release_path(name));
@@ -266,8 +305,8 @@ pub(crate) async fn merge(root: &HostRoot, systemd: Option<&Systemd>, name: &str
     ))
 }
 
-/// The boot unit written, systemd reloaded so it knows it, and the units enabled.
-pub(crate) async fn on_boot(
+/// The boot unit written, the units enabled, and systemd reloaded.
+async fn on_boot(
     root: &HostRoot,
     systemd: Option<&Systemd>,
     path: &str,
@@ -283,11 +322,13 @@ pub(crate) async fn on_boot(
             "check `systemctl status systemd-sysext`".into(),
         )
     };
+    let names: Vec<&str> = units.iter().map(String::as_str).collect();
+    sd.enable(&names).await.map_err(|e| fail("enabling", e))?;
+    // One reload, as `systemctl enable` makes: systemd learns the new unit file, and the
+    // units' UnitFileState (cached until a reload) says enabled.
     sd.reload()
         .await
         .map_err(|e| fail("reloading systemd", e))?;
-    let names: Vec<&str> = units.iter().map(String::as_str).collect();
-    sd.enable(&names).await.map_err(|e| fail("enabling", e))?;
     Ok((
         Outcome::Changed,
         format!("wrote {path}; enabled {}", names.join(" and ")),

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::fsutil::HostRoot;
 use crate::system::process::{self, CommandSpec, ProcessError};
 pub(crate) use crate::system::process::{Output, last_line};
 
@@ -134,6 +135,22 @@ impl ProbeFailures {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// Files (by extension) directly in `dir`, sorted, as host paths: an offline bundle's packages
+/// or extension images.
+pub fn bundle_package_files(root: &HostRoot, dir: &str, ext: &str) -> std::io::Result<Vec<String>> {
+    let real = root.path(dir);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&real)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(&format!(".{ext}")) && entry.file_type()?.is_file() {
+            out.push(format!("{}/{name}", dir.trim_end_matches('/')));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Reads a file that may legitimately be absent: Ok(None) then.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{ProbeArea, ProbeFailures};
+use super::{ProbeArea, ProbeFailures, bundle_package_files};
 use crate::fsutil::HostRoot;
 use crate::secret::Secret;
 use crate::system::docker::{self, EngineInfo};
@@ -93,21 +93,6 @@ fn read_optional(path: &Path) -> Result<Option<String>, std::io::Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Package files (by extension) directly in `dir`, sorted, as host paths.
-pub fn bundle_package_files(root: &HostRoot, dir: &str, ext: &str) -> std::io::Result<Vec<String>> {
-    let real = root.path(dir);
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&real)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(&format!(".{ext}")) && entry.file_type()?.is_file() {
-            out.push(format!("{}/{name}", dir.trim_end_matches('/')));
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 pub async fn gather(

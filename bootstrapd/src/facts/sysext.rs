@@ -139,12 +139,11 @@ pub fn resolve(root: &HostRoot, source: &RuntimeSource) -> Result<Option<SysextI
 
 fn from_bundle(root: &HostRoot, bundle: &str) -> Result<Option<SysextImage>, String> {
     let dir = Path::new(bundle).join(BUNDLE_DIR);
-    let images =
-        match crate::facts::runtime::bundle_package_files(root, &dir.to_string_lossy(), "raw") {
-            Ok(images) => images,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
-        };
+    let images = match super::bundle_package_files(root, &dir.to_string_lossy(), "raw") {
+        Ok(images) => images,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
     let image = match images.as_slice() {
         [] => return Ok(None),
         [one] => one.clone(),

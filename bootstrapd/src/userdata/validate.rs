@@ -53,10 +53,10 @@ pub const RANCHER_KEYS: &[&str] = &[
 ];
 pub const SYSTEM_AGENT_KEYS: &[&str] = &["binary", "machine_id"];
 pub const MACHINE_ID_KEYS: &[&str] = &["value"];
-pub const AGENT_BINARY_KEYS: &[&str] = &["url", "path", "sha256"];
+/// `rancher.system_agent.binary` and `runtime.source.sysext`: a checked file.
+pub const CHECKED_FILE_KEYS: &[&str] = &["url", "path", "sha256"];
 pub const RUNTIME_KEYS: &[&str] = &["engine", "version", "source", "registry_mirrors"];
 pub const SOURCE_KEYS: &[&str] = &["repo", "offline", "sysext"];
-pub const SYSEXT_KEYS: &[&str] = &["url", "path", "sha256"];
 pub const REPO_KEYS: &[&str] = &["url", "key", "suite", "components", "trusted"];
 pub const OFFLINE_KEYS: &[&str] = &["path"];
 pub const HOST_KEYS: &[&str] = &[
@@ -77,12 +77,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("", ROOT_KEYS),
     ("rancher", RANCHER_KEYS),
     ("rancher.system_agent", SYSTEM_AGENT_KEYS),
-    ("rancher.system_agent.binary", AGENT_BINARY_KEYS),
+    ("rancher.system_agent.binary", CHECKED_FILE_KEYS),
     ("rancher.system_agent.machine_id", MACHINE_ID_KEYS),
     ("runtime", RUNTIME_KEYS),
     ("runtime.source.repo", REPO_KEYS),
     ("runtime.source.offline", OFFLINE_KEYS),
-    ("runtime.source.sysext", SYSEXT_KEYS),
+    ("runtime.source.sysext", CHECKED_FILE_KEYS),
     ("host", HOST_KEYS),
     ("hostname", HOSTNAME_KEYS),
     ("ssh", SSH_KEYS),
@@ -982,41 +982,36 @@ impl Validator {
     /// only `<server>/assets` is taken unchecked (as Rancher's installer does).
     fn agent_binary(&mut self, node: &Node, at: Mark) -> Option<AgentBinary> {
         let path = "rancher.system_agent.binary";
-        let f = self.fields(node, at, path, AGENT_BINARY_KEYS)?;
-        let url = f
-            .get("url")
-            .map(|n| self.checked(n, &f.path("url"), |s| check_url(s, &["https", "http"])));
-        let file = f
-            .get("path")
-            .map(|n| self.checked(n, &f.path("path"), check_abs_path));
-        let sha256 = self
-            .required(&f, "sha256")
-            .and_then(|n| self.hex_digest(n, &f.path("sha256"), check_sha256));
-        if url.is_some() == file.is_some() {
-            self.report(at, path, "expected exactly one of `url` or `path`");
-            return None;
-        }
-        Some(AgentBinary {
-            url: transpose(url)?,
-            path: transpose(file)?,
-            sha256: sha256?,
-        })
+        let (url, path, sha256) = self.checked_file(node, at, path, |_| Ok(()))?;
+        Some(AgentBinary { url, path, sha256 })
     }
 
     /// `{url | path, sha256}` of a system extension image whose file name is `NAME.raw`:
     /// systemd-sysext names the extension after it.
     fn sysext(&mut self, node: &Node, at: Mark) -> Option<SysextSource> {
-        let path = "runtime.source.sysext";
-        let f = self.fields(node, at, path, SYSEXT_KEYS)?;
         let image = |s: &str| crate::system::sysext::image_name(s).map(|_| ());
+        let (url, path, sha256) = self.checked_file(node, at, "runtime.source.sysext", image)?;
+        Some(SysextSource { url, path, sha256 })
+    }
+
+    /// A file fetched by URL or read from a path, and its required sha256
+    /// (`{url | path, sha256}`, exactly one location); `more` checks either location further.
+    fn checked_file(
+        &mut self,
+        node: &Node,
+        at: Mark,
+        path: &str,
+        more: impl Fn(&str) -> Result<(), String>,
+    ) -> Option<(Option<String>, Option<String>, String)> {
+        let f = self.fields(node, at, path, CHECKED_FILE_KEYS)?;
         let url = f.get("url").map(|n| {
             self.checked(n, &f.path("url"), |s| {
-                check_url(s, &["https", "http"]).and_then(|()| image(s))
+                check_url(s, &["https", "http"]).and_then(|()| more(s))
             })
         });
         let file = f.get("path").map(|n| {
             self.checked(n, &f.path("path"), |s| {
-                check_abs_path(s).and_then(|()| image(s))
+                check_abs_path(s).and_then(|()| more(s))
             })
         });
         let sha256 = self
@@ -1026,11 +1021,7 @@ impl Validator {
             self.report(at, path, "expected exactly one of `url` or `path`");
             return None;
         }
-        Some(SysextSource {
-            url: transpose(url)?,
-            path: transpose(file)?,
-            sha256: sha256?,
-        })
+        Some((transpose(url)?, transpose(file)?, sha256?))
     }
 
     fn token(&mut self, node: &Node, path: &str) -> Option<Secret> {
