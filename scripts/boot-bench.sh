@@ -88,7 +88,7 @@ step() { echo "==> $*"; }
 # The host side first: image A is the e2e node image, and images B and C carry the Rancher test
 # server's token and CA.
 step "image A (the e2e node image, bootstrapd profile $profile) and the host side"
-host_setup "$work" "$apt_port" "$rancher_port" --profile "$profile" --image-dir "$work/image-A" \
+host_setup "$work" "$apt_port" "$rancher_port" --sysext --profile "$profile" --image-dir "$work/image-A" \
   || die "the host set-up failed (see above)"
 token=$HOST_TOKEN ca_checksum=$HOST_CA_CHECKSUM server_url=$HOST_SERVER_URL rancher_dir=$HOST_RANCHER_DIR
 # The Docker system extension, served beside the apt repository (HOST_SYSEXT: host.env lines).

@@ -137,20 +137,22 @@ render_userdata() {
 }
 
 # host_setup WORK APT_PORT RANCHER_PORT [--profile P] [--binary PATH] [--image-dir DIR]
-#     [--addr ADDR] [-- SERVE_FLAG...]: the host side of every VM test, in one place: host tools, the qemu check,
+#     [--addr ADDR] [--sysext] [-- SERVE_FLAG...]: the host side of every VM test, in one place: host tools, the qemu check,
 # bootstrapd (built with cargo profile P, default dev, or copied from PATH), the rke1 agent image
 # archive, the node image (DIR, default WORK/image; its image.env is sourced), the image's apt
 # repository on ADDR:APT_PORT and the Rancher test server on ADDR:RANCHER_PORT (state in
-# WORK/rancher; the SERVE_FLAGs added to `rancher-test-server serve`). Both servers run in their own sessions: the caller stops them (HOST_PIDS).
+# WORK/rancher; the SERVE_FLAGs added to `rancher-test-server serve`), with --sysext also the Docker
+# system extension served beside the repository (host_build_sysext). Both servers run in their own sessions: the caller stops them (HOST_PIDS).
 # Sets HOST_PIDS, HOST_TOKEN, HOST_CA_CHECKSUM, HOST_SERVER_URL, HOST_RANCHER_DIR,
 # HOST_IMAGE_ENV and writes them, all but the token, to WORK/host.env, which the Rust driver
 # reads (the token stays in WORK/rancher/tokens, 0600). Logs in WORK/logs. Fails (status 1,
 # the reason on stderr) with nothing left running.
 host_setup() {
-  local work=$1 apt_port=$2 rancher_port=$3 profile=dev binary='' image_dir='' addr=127.0.0.1
+  local work=$1 apt_port=$2 rancher_port=$3 profile=dev binary='' image_dir='' addr=127.0.0.1 sysext=0
   shift 3
   while [ $# -gt 0 ]; do
     case $1 in
+      --sysext) sysext=1; shift ;;
       --profile) profile=$2; shift 2 ;;
       --binary) binary=$2; shift 2 ;;
       --image-dir) image_dir=$2; shift 2 ;;
@@ -166,6 +168,11 @@ host_setup() {
   [ -z "$problem" ] || { echo "qemu cannot run the VM tests: $problem" >&2; return 1; }
   mkdir -p "$work/logs"
   host_build_images "$work" "$image_dir" "$apt_port" "$profile" "$binary" || return 1
+  # Only the suites that boot a node with the extension pay for building it.
+  rm -rf "$work/sysext"
+  if [ "$sysext" = 1 ]; then
+    host_build_sysext "$work" || return 1
+  fi
   host_start_servers "$work" "$apt_port" "$rancher_port" "$addr" "$@" || return 1
   host_write_env "$work"
 }
@@ -175,7 +182,7 @@ host_setup() {
 # lines go to WORK/host.env too.
 host_setup_e2e() {
   local work=$1 apt_port=$2 rancher_port=$3
-  host_setup "$@" || return 1
+  host_setup "$work" "$apt_port" "$rancher_port" --sysext "${@:4}" || return 1
   if ! host_start_egress "$work" "$apt_port" "$rancher_port" "${E2E_PROXY_PORT:-13128}" "${E2E_REGISTRY_PORT:-15443}"; then
     host_stop
     return 1
@@ -271,11 +278,10 @@ host_build_images() {
     --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" \
     >"$work/logs/image.log" 2>&1 \
     || { tail -n 20 "$work/logs/image.log" >&2; echo "scripts/build-image.sh failed (see $work/logs/image.log)" >&2; return 1; }
+  HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
   HOST_IMAGE_ENV=$image_dir/image.env
   # shellcheck source=/dev/null
   . "$HOST_IMAGE_ENV"
-  host_build_sysext "$work" || return 1
-  HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
 }
 
 # host_build_sysext WORK: the Docker system extension (scripts/build-sysext.sh) from the same
