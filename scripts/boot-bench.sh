@@ -70,7 +70,7 @@ mkdir -p "$work/logs"
 mounts=()
 vm_pid=
 cleanup() {
-  local p i
+  local i
   if [ -n "$vm_pid" ]; then
     kill -TERM "$vm_pid" 2>/dev/null || true
     wait "$vm_pid" 2>/dev/null || true

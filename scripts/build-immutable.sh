@@ -29,9 +29,9 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
-# shellcheck disable=SC2034 # used by images/qcow2/rootfs.sh
 # shellcheck source=scripts/host-tools.sh
 . "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+# shellcheck disable=SC2034 # used by images/qcow2/rootfs.sh
 mirror=$(host_debian_mirror) || exit 1
 out=$repo_root/build/immutable
 size=4G
@@ -201,6 +201,7 @@ grub_boot() {
 
 product_deb "$deb"
 deb=$(realpath "$DEB")
+# shellcheck disable=SC2153 # ARCH is product_deb's (images/qcow2/rootfs.sh)
 arch=$ARCH
 mkdir -p "$out" "$cache"
 out=$(cd "$out" && pwd)
@@ -209,6 +210,7 @@ mkdir -p "$work"
 trap chroot_umount EXIT
 
 product_stage immutable "$work" "$apt_url"
+# shellcheck disable=SC2153 # STAGE is product_stage's (images/qcow2/rootfs.sh)
 stage=$STAGE
 
 t=$(date +%s)

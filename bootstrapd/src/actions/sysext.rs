@@ -44,8 +44,9 @@ pub(crate) async fn apply(target: Target<'_>, action: &RuntimeAction) -> StepRes
             content,
             units,
         } => on_boot(root, systemd, path, content, units).await,
-        other => Err(StepFailure::new(
-            format!("not a system extension step: {other:?}"),
+        // Never the action's Debug form: a PlaceSysext's URL may carry a password.
+        _ => Err(StepFailure::new(
+            "not a system extension step".into(),
             "report this as a bug".into(),
         )),
     }
@@ -195,8 +196,16 @@ async fn download(
     if resp.status != crate::http::StatusCode::OK {
         return Err(fail(format!("status {}", resp.status)));
     }
-    let mut written = std::fs::File::open(tmp).map_err(|e| io_fail("reading", tmp, e))?;
-    hash_and_sync(&mut written, None, tmp)
+    sync(tmp)?;
+    crate::facts::sysext::sha256_of(tmp)
+        .map_err(|e| io_fail("hashing", tmp, e))?
+        .ok_or_else(|| io_fail("hashing", tmp, "the downloaded file is gone"))
+}
+
+fn sync(tmp: &Path) -> Result<(), StepFailure> {
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_fail("syncing", tmp, e))
 }
 
 fn create_new(tmp: &Path) -> Result<std::fs::File, StepFailure> {
@@ -213,15 +222,6 @@ fn create_new(tmp: &Path) -> Result<std::fs::File, StepFailure> {
 /// and syncs it.
 fn write_hashed(tmp: &Path, src: &mut dyn Read) -> Result<String, StepFailure> {
     let mut f = create_new(tmp)?;
-    hash_and_sync(src, Some(&mut f), tmp)
-}
-
-/// sha256 of what `src` holds, copied into `copy` on the way when given; `tmp` is synced.
-fn hash_and_sync(
-    src: &mut dyn Read,
-    mut copy: Option<&mut std::fs::File>,
-    tmp: &Path,
-) -> Result<String, StepFailure> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -231,15 +231,11 @@ fn hash_and_sync(
         if n == 0 {
             break;
         }
-        if let Some(f) = copy.as_mut() {
-            f.write_all(&buf[..n])
-                .map_err(|e| io_fail("writing", tmp, e))?;
-        }
+        f.write_all(&buf[..n])
+            .map_err(|e| io_fail("writing", tmp, e))?;
         hasher.update(&buf[..n]);
     }
-    std::fs::File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io_fail("syncing", tmp, e))?;
+    sync(tmp)?;
     Ok(hex::encode(hasher.finalize()))
 }
 

@@ -239,9 +239,6 @@ fn engine_install(
     facts: &RuntimeFacts,
     constraint: Option<&VersionConstraint>,
 ) -> Result<Vec<RuntimeStep>, Stop> {
-    if let Some(image) = &facts.sysext.image {
-        return super::sysext::steps(facts, image).map_err(Stop);
-    }
     if let Some(failure) = facts.sysext.errors.iter().next() {
         return Err(Stop::from(RuntimeStep::failed(
             "runtime.sysext",
@@ -252,6 +249,9 @@ fn engine_install(
             ),
             "fix the probe error above and run again",
         )));
+    }
+    if let Some(image) = &facts.sysext.image {
+        return super::sysext::steps(facts, image).map_err(Stop);
     }
     let unfinished = unfinished_installs(facts);
     if let Some((what, version)) = installed_engine(facts, &unfinished) {

@@ -57,17 +57,7 @@ pub fn steps(
     image: &SysextImage,
 ) -> Result<Vec<RuntimeStep>, Box<RuntimeStep>> {
     let s = &facts.sysext;
-    if let Some(failure) = s.errors.iter().next() {
-        return Err(Box::new(RuntimeStep::failed(
-            "runtime.sysext",
-            WHY,
-            format!(
-                "could not inspect the system extension: {}",
-                failure.message
-            ),
-            "fix the probe error above and run again",
-        )));
-    }
+    // The probe's own errors: refused by the runtime planner before it calls here.
     if !s.tools {
         return Err(Box::new(RuntimeStep::failed(
             "runtime.sysext",
