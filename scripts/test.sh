@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n==> %s\n' "$*"; }
+# log: a section heading with the seconds since the start, so a slow CI run shows where its time went.
+log() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - ${start:-$(date +%s)} ))" "$*"; }
 
 # shell_scripts: sets SHELL_SCRIPTS to every tracked file that is a shell script, by its name
 # or its first line (the guest's helpers under images/ have no .sh ending).
