@@ -146,6 +146,29 @@ pub fn redact_json(value: &mut serde_json::Value) {
     }
 }
 
+/// [`redact_json`], and every string value that is a URL with a password or a query
+/// redacted as [`redact_url`] does: a binary's or an extension's URL may carry either. Other
+/// URLs keep the form they were given in.
+pub fn redact_json_all(value: &mut serde_json::Value) {
+    redact_json(value);
+    redact_json_urls(value);
+}
+
+fn redact_json_urls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Ok(u) = url::Url::parse(s)
+                && (u.password().is_some() || u.query().is_some())
+            {
+                *s = redact_url(&u);
+            }
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_json_urls),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json_urls),
+        _ => {}
+    }
+}
+
 /// `text` with every URL in it redacted as [`redact_url`] does (password and query
 /// removed). For text we do not build ourselves: library error chains, tool output.
 pub fn redact_urls(text: &str) -> String {
@@ -235,6 +258,21 @@ mod tests {
         assert_eq!(v["nested"][0]["admin_password"], REDACTED);
         assert_eq!(v["nested"][0]["name"], "n");
         assert_eq!(v["Token"], REDACTED);
+    }
+
+    #[test]
+    fn redact_json_all_also_hides_url_passwords_and_queries() {
+        let mut v = serde_json::json!({
+            "runtime": {"source": {"sysext": {"url": "https://u:pw@mirror.lab/docker.raw?sig=abc"}}},
+            "server": "https://rancher.lab",
+            "token": "t",
+        });
+        redact_json_all(&mut v);
+        let url = v["runtime"]["source"]["sysext"]["url"].as_str().unwrap();
+        assert!(!url.contains("pw") && !url.contains("abc"), "{url}");
+        assert!(url.contains("mirror.lab/docker.raw"), "{url}");
+        assert_eq!(v["server"], "https://rancher.lab");
+        assert_eq!(v["token"], REDACTED);
     }
 
     #[test]

@@ -3,14 +3,14 @@ use std::path::PathBuf;
 use crate::config::AgentConfig;
 use crate::datasource;
 use crate::fsutil::HostRoot;
-use crate::secret::redact_json;
+use crate::secret::redact_json_all;
 use crate::userdata;
 
 use super::{CliError, CliResult};
 
 /// Prints what the datasource offers, as bootstrapd understands it, with every secret
 /// redacted: the parsed settings (never the raw userdata, which holds the token) and the
-/// metadata.
+/// metadata, URLs without their passwords and queries.
 pub async fn run(root: &HostRoot, file: Option<&PathBuf>) -> CliResult {
     let (source, instance_id, mut metadata, bytes) = match file {
         Some(f) => {
@@ -39,10 +39,15 @@ pub async fn run(root: &HostRoot, file: Option<&PathBuf>) -> CliResult {
             }
         }
     };
-    redact_json(&mut metadata);
+    redact_json_all(&mut metadata);
     let (settings, problems, format, notes) = match userdata::parse(&bytes) {
         Ok(p) => (
-            serde_json::to_value(&p.settings)?,
+            {
+                // The token serializes redacted already; URLs as given may carry a password.
+                let mut v = serde_json::to_value(&p.settings)?;
+                redact_json_all(&mut v);
+                v
+            },
             Vec::new(),
             Some(p.format.to_string()),
             p.notes,
