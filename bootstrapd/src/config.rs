@@ -92,6 +92,7 @@ impl Timeouts {
             max_delay: Duration::from_millis(self.max_backoff_ms),
             deadline: Duration::from_millis(self.datasource_deadline_ms),
             attempts: self.max_attempts,
+            splay: Duration::ZERO,
         }
     }
 

@@ -140,6 +140,9 @@ pub struct RetryPolicy {
     pub deadline: Duration,
     /// Maximum number of attempts (at least one is always made).
     pub attempts: u32,
+    /// The first delay's bound when longer than `initial`, even past `max_delay`: a fleet's
+    /// splay (`rancher.splay_seconds`), paid only by a request that failed once.
+    pub splay: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -149,6 +152,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(10),
             deadline: Duration::from_secs(120),
             attempts: 30,
+            splay: Duration::ZERO,
         }
     }
 }
@@ -161,17 +165,20 @@ impl RetryPolicy {
             max_delay: Duration::ZERO,
             deadline,
             attempts: 1,
+            splay: Duration::ZERO,
         }
     }
 
     /// The upper bound of the delay after failed attempt number `retry` (0-based):
-    /// `min(max_delay, initial * 2^retry)`.
+    /// `min(max_delay, initial * 2^retry)`, and at least `splay` for the first.
     pub fn backoff_cap(&self, retry: u32) -> Duration {
         let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
-        self.initial
+        let cap = self
+            .initial
             .checked_mul(factor)
             .unwrap_or(self.max_delay)
-            .min(self.max_delay)
+            .min(self.max_delay);
+        if retry == 0 { cap.max(self.splay) } else { cap }
     }
 
     /// A full-jitter delay: uniform in `[0, backoff_cap(retry)]`.
@@ -1006,6 +1013,7 @@ mod tests {
             max_delay: Duration::from_secs(2),
             deadline: Duration::from_secs(60),
             attempts: 100,
+            splay: Duration::ZERO,
         };
         assert_eq!(p.backoff_cap(0), Duration::from_millis(100));
         assert_eq!(p.backoff_cap(1), Duration::from_millis(200));
@@ -1016,12 +1024,33 @@ mod tests {
     }
 
     #[test]
+    fn the_splay_bounds_only_the_first_delay_even_past_the_ceiling() {
+        let p = RetryPolicy {
+            initial: Duration::from_secs(2),
+            max_delay: Duration::from_secs(8),
+            deadline: Duration::from_secs(600),
+            attempts: u32::MAX,
+            splay: Duration::from_secs(30),
+        };
+        assert_eq!(p.backoff_cap(0), Duration::from_secs(30));
+        assert_eq!(p.backoff_cap(1), Duration::from_secs(4));
+        assert_eq!(p.backoff_cap(3), Duration::from_secs(8));
+        // A splay shorter than the first backoff changes nothing.
+        let short = RetryPolicy {
+            splay: Duration::from_secs(1),
+            ..p
+        };
+        assert_eq!(short.backoff_cap(0), Duration::from_secs(2));
+    }
+
+    #[test]
     fn full_jitter_stays_within_bounds_and_spreads() {
         let p = RetryPolicy {
             initial: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             deadline: Duration::from_secs(60),
             attempts: 100,
+            splay: Duration::ZERO,
         };
         let mut rng = fastrand::Rng::with_seed(7);
         for retry in 0..20 {

@@ -33,6 +33,7 @@ fn fast(attempts: u32) -> RetryPolicy {
         max_delay: Duration::from_millis(20),
         deadline: Duration::from_secs(20),
         attempts,
+        splay: Duration::ZERO,
     }
 }
 
@@ -176,6 +177,7 @@ async fn per_attempt_timeout_and_overall_deadline() {
             max_delay: Duration::from_millis(50),
             deadline,
             attempts: 1000,
+            splay: Duration::ZERO,
         })
         .attempt_timeout(Duration::from_millis(200))
         .build()

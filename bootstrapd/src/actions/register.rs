@@ -87,19 +87,6 @@ impl RegisterError {
     }
 }
 
-/// A random wait before the first contact, so that nodes booting together spread out.
-async fn splay(max_seconds: u64) {
-    if max_seconds == 0 {
-        return;
-    }
-    let wait = Duration::from_millis(fastrand::u64(0..=max_seconds.saturating_mul(1000)));
-    tracing::info!(
-        wait_ms = wait.as_millis() as u64,
-        "splay before contacting Rancher (rancher.splay_seconds)"
-    );
-    tokio::time::sleep(wait).await;
-}
-
 fn systemd_err(unit: &str) -> impl Fn(SystemdError) -> RegisterError + '_ {
     move |source| RegisterError::Systemd {
         unit: unit.to_string(),
@@ -137,7 +124,8 @@ pub async fn register_instance(
     tuning: &Tuning<'_>,
 ) -> Result<RegistrationRecord, RegisterError> {
     let reg = Registration::new(settings, node);
-    let deadline = Deadline::after(Duration::from_secs(settings.rancher.deadline_seconds));
+    let deadline = Deadline::after(Duration::from_secs(settings.rancher.deadline_seconds))
+        .with_splay(Duration::from_secs(settings.rancher.splay_seconds));
     let mode = settings.rancher.mode;
     let mut record = RegistrationRecord {
         server: reg.server.to_string(),
@@ -170,8 +158,8 @@ pub async fn register_instance(
     Ok(record)
 }
 
-/// rke1: the CA checked (during the splay) while a local agent image loads, then the
-/// rancher-agent container created or reused.
+/// rke1: the CA checked while a local agent image loads, then the rancher-agent container
+/// created or reused.
 async fn register_rke1(
     root: &HostRoot,
     settings: &Settings,
@@ -180,10 +168,7 @@ async fn register_rke1(
     record: &mut RegistrationRecord,
 ) -> Result<(), RegisterError> {
     let image = rke1::agent_image(&settings.rancher);
-    let splay_then_ca = async {
-        splay(settings.rancher.splay_seconds).await;
-        cacerts::establish(reg.server, reg.ca_checksum, deadline, reg.proxy).await
-    };
+    let ca = cacerts::establish(reg.server, reg.ca_checksum, deadline, reg.proxy);
     // Air-gapped images carry the agent image as an archive: in the offline bundle, or
     // baked into the image at IMAGE_ARCHIVE_DIR whatever the runtime's source.
     let bundle = match &settings.runtime.source {
@@ -193,7 +178,7 @@ async fn register_rke1(
     // The agent repeats the CA check itself, but only after it holds the token: check
     // first so a wrong server never gets a container carrying it. Loading the image
     // from a local archive needs neither network, server nor token, so it runs during
-    // the splay and the check; a pull waits for the verdict.
+    // the check; a pull waits for the verdict.
     let base = async {
         let engine = docker::connect(root)?;
         let base = match rke1::existing_agent(&engine, reg.server).await? {
@@ -205,7 +190,7 @@ async fn register_rke1(
         };
         Ok::<_, RegisterError>((engine, base))
     };
-    let (trust, base) = tokio::join!(splay_then_ca, base);
+    let (trust, base) = tokio::join!(ca, base);
     // A server that fails the check is the error to report, whatever the engine did.
     let (trust, (engine, base)) = (trust?, base?);
     record.trust = trust.describe();
@@ -275,7 +260,6 @@ async fn register_system_agent(
         record.findings.push(f);
     }
     // system_agent::install_with checks the CA itself, before anything else.
-    splay(settings.rancher.splay_seconds).await;
     // The binary is read and checked before anything on the host changes; then
     // install.sh's restart-pending handshake, before the running agent is touched.
     let source = cattle_id.describe();

@@ -150,6 +150,7 @@ pub(crate) fn test_fetch_options() -> FetchOptions {
             max_delay: Duration::from_millis(20),
             deadline: Duration::from_secs(20),
             attempts: 60,
+            splay: Duration::ZERO,
         },
         attempt_timeout: Duration::from_secs(10),
         max_userdata_bytes: crate::userdata::MAX_USERDATA_BYTES,

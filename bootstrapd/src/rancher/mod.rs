@@ -106,13 +106,23 @@ impl std::fmt::Debug for Tuning<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
     end: Instant,
+    /// `rancher.splay_seconds`: the first retry's bound (http.rs `RetryPolicy::splay`).
+    splay: Duration,
 }
 
 impl Deadline {
     pub fn after(budget: Duration) -> Self {
         Deadline {
             end: Instant::now() + budget,
+            splay: Duration::ZERO,
         }
+    }
+
+    /// The splay spreads the retries, not the first contact: a node whose server answers at
+    /// once registers at once, and a fleet that meets a server down or busy spreads its first
+    /// retries uniformly over the splay, then backs off as usual.
+    pub fn with_splay(self, splay: Duration) -> Self {
+        Deadline { splay, ..self }
     }
 
     pub fn remaining(&self) -> Duration {
@@ -120,9 +130,10 @@ impl Deadline {
     }
 
     /// Exponential backoff with full jitter (http.rs), bounded by what is left. The first
-    /// cap of 2 s and the ceiling of 8 s, with the start splay (`rancher.splay_seconds`), keep
-    /// a fleet booting at once under 3x the mean request rate while the server is down
-    /// (measured by bench/'s `fleet`); 8 s also bounds the wait after the server is back.
+    /// retry's bound (the splay, at least 2 s) and the ceiling of 8 s keep a fleet booting at
+    /// once under 3x the mean request rate while the server is down, after the second of its
+    /// first contacts (measured by bench/'s `fleet`); 8 s also bounds the wait after the
+    /// server is back.
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             initial: Duration::from_secs(2),
@@ -130,6 +141,7 @@ impl Deadline {
             // Never zero: one attempt is always made, even when the budget is spent.
             deadline: self.remaining().max(Duration::from_secs(1)),
             attempts: u32::MAX,
+            splay: self.splay,
         }
     }
 }
@@ -181,5 +193,16 @@ mod tests {
             endpoint("https://r.lab:8443/rancher", "v3/connect/agent"),
             "https://r.lab:8443/rancher/v3/connect/agent"
         );
+    }
+
+    #[test]
+    fn the_splay_is_the_first_retrys_bound_not_a_wait_before_the_first_contact() {
+        let d = Deadline::after(Duration::from_secs(900));
+        assert_eq!(d.retry_policy().backoff_cap(0), Duration::from_secs(2));
+        let p = d.with_splay(Duration::from_secs(4)).retry_policy();
+        assert_eq!(p.backoff_cap(0), Duration::from_secs(4));
+        assert_eq!(p.backoff_cap(1), Duration::from_secs(4));
+        assert_eq!(p.backoff_cap(2), Duration::from_secs(8));
+        assert_eq!(p.max_delay, Duration::from_secs(8));
     }
 }

@@ -207,8 +207,10 @@ pub struct RancherSettings {
     #[serde(default = "default_deadline")]
     #[schemars(range(min = 1, max = 604800))]
     pub deadline_seconds: u64,
-    /// Wait a random time up to this many seconds before first contacting the server, so a
-    /// fleet that boots at once does not reach Rancher in one burst. 0 disables it.
+    /// When the server does not answer at once (down, starting, busy), the first retry waits
+    /// a random time up to this many seconds (at least 2), so a fleet that boots at once
+    /// spreads its retries instead of coming back in one burst. The first contact is never
+    /// delayed.
     #[serde(default = "default_splay")]
     #[schemars(range(min = 0, max = 300))]
     pub splay_seconds: u64,
