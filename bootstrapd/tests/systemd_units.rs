@@ -115,6 +115,8 @@ fn the_local_unit_is_ordered_before_the_network_and_never_after_it() {
         "{unit}"
     );
     assert!(has("Type=oneshot"), "{unit}");
+    // firewalld's start job waits for the stage, which may mask it first (cli/local_host.rs).
+    assert!(has("Before=firewalld.service"), "{unit}");
     for l in &lines {
         if let Some(after) = l.strip_prefix("After=") {
             assert!(!after.contains("network"), "ordered after the network: {l}");

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::fsutil::HostRoot;
 
 pub mod local;
+mod local_host;
 pub mod notify;
 pub mod plan;
 pub mod query;

@@ -72,6 +72,10 @@ async fn run_stages(root: &HostRoot, store: &mut Store) -> Result<i32, CliError>
             .notes
             .push(format!("network: {}", rec.summary()));
     }
+    if let Some(rec) = &network {
+        let early = rec.host.iter().map(|l| format!("early local stage: {l}"));
+        store.journal.notes.extend(early);
+    }
     // Validation runs on every boot: the settings are needed by the later stages, and
     // parsing is cheap. Nothing changes on the host before it passes.
     let Some(settings) = validate_stage(root, store, &fetched)? else {

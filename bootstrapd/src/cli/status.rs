@@ -69,7 +69,11 @@ pub fn network_line(rec: &state::network::NetworkRecord) -> String {
         state::network::NetworkState::Running => "unfinished",
         _ => "ok",
     };
-    format!("network (local stage{when}): {state}: {}\n", rec.summary())
+    let mut out = format!("network (local stage{when}): {state}: {}\n", rec.summary());
+    for line in &rec.host {
+        out.push_str(&format!("host (local stage{when}): {line}\n"));
+    }
+    out
 }
 
 pub fn progress_line(j: &Journal) -> String {

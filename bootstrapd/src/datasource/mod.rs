@@ -94,7 +94,7 @@ impl Source {
 
     /// Fetches from this source; `None`: it had nothing after all (a seed directory whose
     /// files went away).
-    async fn fetch(
+    pub async fn fetch(
         &self,
         root: &HostRoot,
         opts: &FetchOptions,

@@ -20,6 +20,8 @@ pub struct LocalNetwork {
     /// Why this source was chosen (detection's evidence).
     pub evidence: String,
     pub file: Option<SeedFile>,
+    /// The source itself: the early stage reads its userdata too (cli/local_host.rs).
+    pub source: Source,
 }
 
 /// A file read from a seed.
@@ -67,6 +69,7 @@ pub async fn local_network_config(
         return Ok(Some(LocalNetwork {
             evidence: c.evidence,
             file,
+            source: c.source,
         }));
     }
     Ok(None)

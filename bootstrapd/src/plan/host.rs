@@ -63,7 +63,8 @@ pub fn plan(settings: &Settings, facts: &HostFacts) -> Vec<HostStep> {
     steps
 }
 
-fn firewalld(settings: &Settings, facts: &HostFacts) -> HostStep {
+/// The firewalld step; also planned alone by the early local stage (cli/local_host.rs).
+pub fn firewalld(settings: &Settings, facts: &HostFacts) -> HostStep {
     const S: &str = "firewalld";
     if let Some(e) = probe_error(facts, ProbeArea::Firewalld) {
         return HostStep::failed(

@@ -261,6 +261,18 @@ impl RunOwner {
 }
 
 impl Journal {
+    /// Whether the prepare stage is done for this instance and this userdata: the main run
+    /// will not prepare the host again, so neither may the early stage (a firewalld the
+    /// operator unmasked later stays as they left it).
+    pub fn prepared(&self, instance_id: &str, userdata_sha256: &str) -> bool {
+        self.instance_id.as_deref() == Some(instance_id)
+            && self.userdata_sha256.as_deref() == Some(userdata_sha256)
+            && self
+                .stages
+                .iter()
+                .any(|r| r.stage == Stage::Prepare && r.state == StageState::Done)
+    }
+
     /// The journal as readers must see it: a run whose process is gone (killed, out of
     /// memory, power lost) is failed, whatever it last wrote, and its running stage too.
     pub fn settled(mut self) -> Journal {

@@ -52,6 +52,10 @@ pub struct NetworkRecord {
     pub removed: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the stage did to the host besides the network, one line each (firewalld masked
+    /// before it started, or why that failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
     pub updated: u64,
@@ -68,6 +72,7 @@ impl NetworkRecord {
             written: Vec::new(),
             removed: Vec::new(),
             error: None,
+            host: Vec::new(),
             boot_id: current_boot_id(),
             updated: now(),
         }

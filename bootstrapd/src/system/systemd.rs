@@ -18,9 +18,13 @@ use crate::fsutil::HostRoot;
 /// stop timeout is 90 s; firewalld and docker stop well within it).
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// PID 1's own listening socket (src/core/dbus.c, `bus_init_private`), there from the start
+/// of the boot.
+const PRIVATE_SOCKET: &str = "unix:path=/run/systemd/private";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
-    #[error("cannot connect to the system bus: {0}")]
+    #[error("cannot connect to systemd: {0}")]
     Connect(#[source] zbus::Error),
     #[error(transparent)]
     NotLive(#[from] crate::fsutil::NotLiveSystem),
@@ -189,6 +193,23 @@ impl Systemd {
     pub async fn connect(root: &HostRoot) -> Result<Systemd, SystemdError> {
         root.system_service("systemd")?;
         let conn = Connection::system().await.map_err(SystemdError::Connect)?;
+        Self::over(conn).await
+    }
+
+    /// Connects to systemd's private socket, the API without the bus, as `systemctl` does
+    /// before dbus.service runs: the early local stage runs before there is a system bus.
+    /// Only root may connect (the socket is 0600).
+    pub async fn connect_private(root: &HostRoot) -> Result<Systemd, SystemdError> {
+        root.system_service("systemd")?;
+        let conn = zbus::connection::Builder::address(PRIVATE_SOCKET)
+            .p2p()
+            .build()
+            .await
+            .map_err(SystemdError::Connect)?;
+        Self::over(conn).await
+    }
+
+    async fn over(conn: Connection) -> Result<Systemd, SystemdError> {
         // Uncached: a cached proxy starts with GetAll, a hundred Manager properties that
         // nothing here reads.
         let manager = ManagerProxy::builder(&conn)

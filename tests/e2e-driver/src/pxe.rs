@@ -15,7 +15,8 @@
 //! the node identity (userdata `hostname: {template: "pxe-{mac}"}` over the NIC's fixed MAC,
 //! and `ssh` keys for the default user, root): a login with the test's key through the guest's
 //! sshd sees the template's hostname (not the kernel command line's `pxe-node`) and the key
-//! files' modes.
+//! files' modes; firewalld ran before bootstrapd (the early local stage has no userdata to
+//! act on) and bootstrapd stopped and masked it.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -73,6 +74,7 @@ pub fn run(opts: DebOptions, http_port: u16, memory_mib: u32) -> Result<bool, Dr
     );
     if t.opts.level == crate::driver::Level::Full {
         crate::deb::check_login(&mut t.checks, &identity, &booted.login);
+        check_firewalld(&mut t.checks, &booted.units);
     }
     Ok(t.finish())
 }
@@ -91,11 +93,53 @@ fn write_boot_script(t: &DebTest, tftp: &Path, base_url: &str) -> Result<(), Dri
         .map_err(|source| DriverError::Write { path, source })
 }
 
-/// What the network boot gave: bootstrapd's outcome line, the SSH login, the whole console.
+/// What the network boot gave: bootstrapd's outcome line, the SSH login, the units' state, the
+/// whole console.
 struct Booted {
     outcome: Option<String>,
     login: crate::tool::Ran,
+    units: crate::tool::Ran,
     console: String,
+}
+
+/// Run over SSH after the login: firewalld's and bootstrapd's state as systemd has it.
+const UNITS_COMMAND: &str = "systemctl show firewalld.service -p ActiveState,UnitFileState,ActiveEnterTimestampMonotonic; systemctl show bootstrapd.service -p ExecMainStartTimestampMonotonic";
+
+/// The userdata is only on the network, so the early local stage cannot read it: firewalld
+/// starts, and the main run stops, disables and masks it (the path the disk-booted tests no
+/// longer take, their userdata being on a seed ISO).
+fn check_firewalld(c: &mut Checks, units: &crate::tool::Ran) {
+    let props: BTreeMap<&str, &str> = units
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let usec = |k: &str| {
+        props
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (fw, bs) = (
+        usec("ActiveEnterTimestampMonotonic"),
+        usec("ExecMainStartTimestampMonotonic"),
+    );
+    c.check(
+        "firewalld was running before bootstrapd started (userdata over the network only)",
+        fw > 0 && bs > 0 && fw <= bs,
+        format!(
+            "firewalld active at {fw} us, bootstrapd started at {bs} us (ssh exit {})",
+            units.code
+        ),
+    );
+    c.eq(
+        "bootstrapd stopped and masked the running firewalld",
+        (Some("inactive"), Some("masked")),
+        (
+            props.get("ActiveState").copied(),
+            props.get("UnitFileState").copied(),
+        ),
+    );
 }
 
 /// Boots from the network, waits for bootstrapd's outcome, logs in over SSH as `user` with
@@ -129,6 +173,7 @@ fn boot(
     let mut vm = Vm::start(&a, &serial)?;
     let outcome = t.wait_for_outcome(&mut vm);
     let login = crate::deb::login(key, user, port);
+    let units = crate::ssh::run(key, user, port, UNITS_COMMAND, Duration::from_secs(30));
     let prompt = vm.started.elapsed() + Duration::from_secs(60);
     vm.wait_for(prompt, Duration::from_secs(5), |c| {
         c.contains("login:").then_some(())
@@ -137,6 +182,7 @@ fn boot(
     Ok(Booted {
         outcome,
         login,
+        units,
         console: vm.console(),
     })
 }
@@ -251,6 +297,35 @@ pxe-node login: "
         judge(&mut c, LOG, &console, BASE, outcome.as_deref());
         assert_eq!(c.failures, Vec::<String>::new());
         assert_eq!(c.passed, 7);
+    }
+
+    #[test]
+    fn firewalld_must_have_run_first_and_be_masked_now() {
+        let ran = |stdout: &str| crate::tool::Ran {
+            code: 0,
+            stdout: stdout.to_string(),
+            stderr: String::new(),
+        };
+        let mut c = Checks::default();
+        check_firewalld(
+            &mut c,
+            &ran(
+                "ActiveState=inactive\nUnitFileState=masked\nActiveEnterTimestampMonotonic=9100000\nExecMainStartTimestampMonotonic=12000000\n",
+            ),
+        );
+        assert_eq!((c.passed, c.failed()), (2, 0));
+        // Masked early, never started: the network-only path was not taken.
+        let mut c = Checks::default();
+        check_firewalld(
+            &mut c,
+            &ran(
+                "ActiveState=inactive\nUnitFileState=masked\nActiveEnterTimestampMonotonic=0\nExecMainStartTimestampMonotonic=12000000\n",
+            ),
+        );
+        assert_eq!((c.passed, c.failed()), (1, 1));
+        let mut c = Checks::default();
+        check_firewalld(&mut c, &ran(""));
+        assert_eq!((c.passed, c.failed()), (0, 2));
     }
 
     #[test]

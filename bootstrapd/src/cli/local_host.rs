@@ -1,0 +1,200 @@
+//! The early local stage's one host step: firewalld stopped, disabled and masked before it
+//! ever starts, when the userdata is on this machine.
+//!
+//! firewalld's own start costs seconds of the boot, and stopping it again in the main run
+//! seconds more (issue 15 measured 3.8 s and 2.9 s under TCG). bootstrapd-local.service is
+//! ordered before firewalld.service, so its start job is still waiting when this runs; the
+//! stop job replaces it. There is no system bus yet (dbus.service comes after basic.target), so
+//! this talks to systemd over its private socket, as `systemctl` does that early.
+//!
+//! The step is the main run's own: the same planner (`plan::host::firewalld`) over the same
+//! userdata, checked the same way (signature, strict parsing), and the same action. Anything
+//! short of that (userdata only on the network, refused, already prepared, systemd not
+//! reachable) leaves firewalld to the main run, which stops a running one as before.
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::actions::{self, Target};
+use crate::datasource::{self, Source};
+use crate::facts::host::{FIREWALLD_UNIT, HostFacts};
+use crate::fsutil::HostRoot;
+use crate::plan::host::{HostAction, firewalld};
+use crate::plan::{Finding, Outcome};
+use crate::state::journal;
+use crate::system::systemd::Systemd;
+use crate::userdata::Settings;
+
+/// Why the step was not taken early, for the log: each leaves firewalld to the main run.
+#[derive(Debug, thiserror::Error)]
+pub enum NotEarly {
+    #[error("the local datasource has no userdata")]
+    NoUserdata,
+    #[error("reading the local datasource: {0}")]
+    Datasource(#[from] datasource::DatasourceError),
+    #[error("reading the journal: {0}")]
+    Journal(#[from] crate::state::JournalError),
+    #[error("the host is already prepared for this instance and userdata")]
+    Prepared,
+    #[error("the userdata is not accepted (the main run reports why)")]
+    Refused,
+    #[error("systemd: {0}")]
+    Systemd(#[from] crate::system::systemd::SystemdError),
+    #[error("{0}")]
+    NothingToDo(String),
+}
+
+/// Runs the step; returns the line the local record keeps, when the step changed something
+/// or failed. Never an error: the main run covers every case this one leaves.
+pub async fn firewalld_early(
+    root: &HostRoot,
+    opts: &datasource::Options,
+    source: &Source,
+) -> Option<String> {
+    match try_firewalld(root, opts, source).await {
+        Ok(f) if f.outcome == Outcome::Changed => {
+            let line = format!("firewalld masked before it started: {}", f.detail);
+            info!("{line}");
+            Some(line)
+        }
+        Ok(f) => {
+            let msg = format!("firewalld not masked early: {}", f.detail);
+            warn!("{msg}; the main run stops it");
+            Some(msg)
+        }
+        Err(e) => {
+            info!("firewalld left to the main run: {e}");
+            None
+        }
+    }
+}
+
+async fn try_firewalld(
+    root: &HostRoot,
+    opts: &datasource::Options,
+    source: &Source,
+) -> Result<Finding, NotEarly> {
+    let settings = accepted_userdata(root, opts, source).await?;
+    let sd = Systemd::connect_private(root).await?;
+    let facts = HostFacts {
+        live: root.is_live(),
+        firewalld: Some(sd.unit_state(FIREWALLD_UNIT).await?),
+        ..HostFacts::default()
+    };
+    let step = firewalld(&settings, &facts);
+    if step.action != HostAction::DisableFirewalld {
+        return Err(NotEarly::NothingToDo(step.preview().detail));
+    }
+    Ok(actions::host::apply_one(Target::quiet(root, Some(&sd)), &step).await)
+}
+
+/// The local source's userdata as the main run will take it: signature and strict parsing,
+/// and only while the journal has not prepared the host for it yet.
+async fn accepted_userdata(
+    root: &HostRoot,
+    opts: &datasource::Options,
+    source: &Source,
+) -> Result<Settings, NotEarly> {
+    let fetched = source
+        .fetch(root, &opts.fetch)
+        .await?
+        .filter(|f| !f.userdata.is_empty())
+        .ok_or(NotEarly::NoUserdata)?;
+    let digest = hex::encode(Sha256::digest(&fetched.userdata));
+    if journal::load(root)?.prepared(&fetched.instance_id, &digest) {
+        return Err(NotEarly::Prepared);
+    }
+    super::run::validate(root, &fetched)
+        .map(|(settings, _, _)| settings)
+        .map_err(|_| NotEarly::Refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasource::{Seed, SeedOverrides};
+    use crate::state::{Stage, Store};
+    use crate::userdata::FirewalldPolicy;
+
+    struct Seeded {
+        _dir: tempfile::TempDir,
+        root: HostRoot,
+        source: Source,
+        opts: datasource::Options,
+    }
+
+    /// A --root tree with a NoCloud seed directory holding `userdata`.
+    fn seeded(userdata: &str) -> Seeded {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(Some(dir.path().join("root")));
+        let seed = dir.path().join("seed");
+        std::fs::create_dir_all(&seed).unwrap();
+        std::fs::create_dir_all(root.path("/etc")).unwrap();
+        std::fs::write(seed.join("meta-data"), "instance-id: iid-early\n").unwrap();
+        std::fs::write(seed.join("user-data"), userdata).unwrap();
+        let source = Source::Nocloud(Seed::Dir {
+            path: seed,
+            overrides: SeedOverrides::default(),
+        });
+        let opts = crate::config::AgentConfig::load(&root)
+            .unwrap()
+            .datasource_options();
+        Seeded {
+            _dir: dir,
+            root,
+            source,
+            opts,
+        }
+    }
+
+    fn userdata(firewalld: &str) -> String {
+        format!(
+            "roles: [worker]\nhost:\n  firewalld: {firewalld}\nrancher:\n  server: https://rancher.lab\n  token: {}\n  mode: rke1\n",
+            "t0k3n".repeat(12)
+        )
+    }
+
+    async fn accepted(s: &Seeded) -> Result<Settings, NotEarly> {
+        accepted_userdata(&s.root, &s.opts, &s.source).await
+    }
+
+    #[tokio::test]
+    async fn the_userdata_is_taken_only_as_the_main_run_would_take_it() {
+        let s = seeded(&userdata("disable"));
+        let settings = accepted(&s).await.expect("accepted");
+        assert_eq!(settings.host.firewalld, FirewalldPolicy::Disable);
+
+        let s = seeded("roles: [worker]\nbogus: 1\n");
+        assert!(matches!(accepted(&s).await, Err(NotEarly::Refused)));
+
+        let s = seeded("");
+        assert!(matches!(accepted(&s).await, Err(NotEarly::NoUserdata)));
+    }
+
+    #[tokio::test]
+    async fn a_host_prepared_for_this_instance_and_userdata_is_left_alone() {
+        let text = userdata("disable");
+        let s = seeded(&text);
+        let digest = hex::encode(Sha256::digest(text.as_bytes()));
+        let mut store = Store::open(&s.root).unwrap();
+        store.begin("iid-early", "nocloud", &digest).unwrap();
+        store.start_stage(Stage::Prepare).unwrap();
+        // Begun, not finished: a run killed in the middle is prepared again, early too.
+        assert!(accepted(&s).await.is_ok());
+        store.finish_stage(Stage::Prepare, vec![], None).unwrap();
+        assert!(matches!(accepted(&s).await, Err(NotEarly::Prepared)));
+        // Other userdata on the same instance is re-planned by the main run, so here too.
+        store.begin("iid-early", "nocloud", "other").unwrap();
+        assert!(accepted(&s).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn below_a_root_tree_nothing_is_done_and_nothing_recorded() {
+        let s = seeded(&userdata("disable"));
+        assert!(matches!(
+            try_firewalld(&s.root, &s.opts, &s.source).await,
+            Err(NotEarly::Systemd(_))
+        ));
+        assert_eq!(firewalld_early(&s.root, &s.opts, &s.source).await, None);
+    }
+}
