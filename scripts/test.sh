@@ -47,18 +47,21 @@ grep -E '^test result:' /tmp/bootstrapd-cargo-test.log | awk '{p+=$4; f+=$6; i+=
 if [ "${BOOTSTRAPD_SKIP_VM:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   log "VM end-to-end tests skipped (BOOTSTRAPD_SKIP_VM=1)"
 else
-  log "VM end-to-end tests: host preparation, runtime, registration (tests/e2e-driver)"
-  cargo run -q -p e2e-driver
+  # The packages first: their release binary is the one every VM suite below boots (what
+  # ships, and one build instead of a second, dev one).
   log "packages: .deb and .rpm contents (e2e-driver packages)"
-  cargo run -q -p e2e-driver -- packages
+  cargo run -q -p e2e-driver -- packages --work "$PWD/build/e2e-packages"
+  binary=$PWD/build/e2e-packages/pkg/bootstrapd
+  log "VM end-to-end tests: host preparation, runtime, registration (tests/e2e-driver)"
+  E2E_BINARY=$binary cargo run -q -p e2e-driver
   log "disk image: boot through GRUB, bootstrapd from the .deb (e2e-driver qcow2)"
   cargo run -q -p e2e-driver -- qcow2
-  # One image build and four short boots on qcow2 overlays of it (figures: docs-draft).
+  # One image build and four short boots on qcow2 overlays of it (README: the immutable image).
   log "immutable image: verified read-only /usr, a corrupt /usr refused, rke1 with a Docker sysext (e2e-driver immutable)"
   cargo run -q -p e2e-driver -- immutable
   log "crash campaign, short form: kill -9 mid-install, reset mid-register (e2e-driver crash)"
-  CRASH_WORK=${CRASH_WORK:-$PWD/build/e2e-crash} cargo run -q -p e2e-driver -- crash --points ci-r1-chain
-  # ~4-7 min on 2 cores; the whole run stays well under CI's 45-minute budget with it.
+  CRASH_WORK=${CRASH_WORK:-$PWD/build/e2e-crash} cargo run -q -p e2e-driver -- crash --points ci-r1-chain --binary "$binary"
+  # ~4-7 min on 2 cores.
   log "network boot: iPXE, live squashfs, userdata from bootstrapd.url= (e2e-driver pxe)"
   cargo run -q -p e2e-driver -- pxe
   # The full campaigns (scripts/*-campaign.sh, scripts/fuzz.sh, scripts/fleet-bench.sh) take

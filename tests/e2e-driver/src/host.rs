@@ -41,6 +41,9 @@ pub struct HostConfig {
     /// `--starting-while PATH` for the Rancher test server: while PATH exists it answers
     /// every `/v3/connect/agent` 401.
     pub starting_while: PathBuf,
+    /// A bootstrapd to put in the image instead of building one with `profile` (CI: the
+    /// release binary the packages test built, so the suites boot what ships).
+    pub binary: Option<PathBuf>,
 }
 
 impl HostConfig {
@@ -61,6 +64,7 @@ impl HostConfig {
             apt_port,
             rancher_port,
             profile: profile.to_string(),
+            binary: None,
         }
     }
 
@@ -158,6 +162,9 @@ impl Host {
         let mut args = cfg.host_setup_args();
         // host_setup plus the proxy-only nodes' proxy and registry (lib.sh host_setup_e2e).
         args[0] = "host_setup_e2e".into();
+        if let Some(b) = &cfg.binary {
+            args.extend(["--binary".into(), b.clone().into_os_string()]);
+        }
         args.extend([
             "--".into(),
             "--starting-while".into(),

@@ -59,6 +59,10 @@ struct Args {
     /// Cargo profile bootstrapd is built with.
     #[arg(long, env = "E2E_CARGO_PROFILE", default_value = "dev")]
     profile: String,
+    /// bootstrapd to put in the image instead of building it (scripts/test.sh: the packaged
+    /// release binary).
+    #[arg(long, env = "E2E_BINARY")]
+    binary: Option<PathBuf>,
     #[arg(long, env = "E2E_APT_PORT", default_value_t = 18080)]
     apt_port: u16,
     #[arg(long, env = "E2E_RANCHER_PORT", default_value_t = 8443)]
@@ -139,14 +143,16 @@ fn main() -> ExitCode {
         Some(Command::Selinux(a)) => return selinux::main(a, repo),
         None => {}
     }
+    let mut host = host::HostConfig::new(
+        &repo,
+        args.work,
+        "build/e2e",
+        (args.apt_port, args.rancher_port),
+        &args.profile,
+    );
+    host.binary = args.binary;
     let opts = driver::Options {
-        host: host::HostConfig::new(
-            &repo,
-            args.work,
-            "build/e2e",
-            (args.apt_port, args.rancher_port),
-            &args.profile,
-        ),
+        host,
         level: args.level,
         boot_timeout_s: args.boot_timeout,
         log_form: args.log_form,
