@@ -22,7 +22,7 @@ use crate::fsutil::HostRoot;
 use crate::plan::host::{HostAction, firewalld};
 use crate::plan::{Finding, Outcome};
 use crate::state::journal;
-use crate::system::systemd::Systemd;
+use crate::system::systemd::{Systemd, SystemdError};
 use crate::userdata::Settings;
 
 /// Why the step was not taken early, for the log: each leaves firewalld to the main run.
@@ -39,7 +39,7 @@ pub enum NotEarly {
     #[error("the userdata is not accepted (the main run reports why)")]
     Refused,
     #[error("systemd: {0}")]
-    Systemd(#[from] crate::system::systemd::SystemdError),
+    Systemd(#[from] SystemdError),
     #[error("{0}")]
     NothingToDo(String),
 }
@@ -59,6 +59,15 @@ pub async fn firewalld_early(
         }
         Ok(f) => {
             let msg = format!("firewalld not masked early: {}", f.detail);
+            warn!("{msg}; the main run stops it");
+            Some(msg)
+        }
+        // What the stage cannot read or reach on a live host is worth a line in the record;
+        // the rest (a --root tree among them) are the ordinary reasons to leave the step to
+        // the main run.
+        Err(NotEarly::Systemd(SystemdError::NotLive(_))) => None,
+        Err(e @ (NotEarly::Datasource(_) | NotEarly::Journal(_) | NotEarly::Systemd(_))) => {
+            let msg = format!("firewalld not masked early: {e}");
             warn!("{msg}; the main run stops it");
             Some(msg)
         }
@@ -195,6 +204,28 @@ mod tests {
             try_firewalld(&s.root, &s.opts, &s.source).await,
             Err(NotEarly::Systemd(_))
         ));
+        assert_eq!(firewalld_early(&s.root, &s.opts, &s.source).await, None);
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_read_is_recorded_and_refused_userdata_is_not() {
+        let s = seeded(&userdata("disable"));
+        // A seed directory that went away between detection and the fetch.
+        let gone = Source::Nocloud(Seed::Dir {
+            path: s.root.path("/no/such/seed"),
+            overrides: SeedOverrides::default(),
+        });
+        // A journal that cannot be read (here a directory in its place).
+        std::fs::create_dir_all(journal::journal_path(&s.root)).unwrap();
+        let line = firewalld_early(&s.root, &s.opts, &s.source).await;
+        assert!(
+            line.as_deref()
+                .is_some_and(|l| l.starts_with("firewalld not masked early: reading the journal")),
+            "{line:?}"
+        );
+        assert_eq!(firewalld_early(&s.root, &s.opts, &gone).await, None);
+        // Refused userdata is the main run's to report: no line here.
+        let s = seeded("roles: [worker]\nbogus: 1\n");
         assert_eq!(firewalld_early(&s.root, &s.opts, &s.source).await, None);
     }
 }

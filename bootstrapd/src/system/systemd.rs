@@ -303,8 +303,7 @@ impl Systemd {
         let method = if start { "StartUnit" } else { "StopUnit" };
         self.ensure_subscribed(name).await?;
         let mut removed = self
-            .manager
-            .receive_job_removed()
+            .job_removed()
             .await
             .map_err(call_err("AddMatch JobRemoved", name))?;
         let job = if start {
@@ -316,8 +315,11 @@ impl Systemd {
         tracing::debug!(unit = name, job = %job.as_str(), "{method} enqueued");
 
         let wait = async {
-            while let Some(sig) = removed.next().await {
-                let Ok(args) = sig.args() else {
+            while let Some(msg) = removed.next().await {
+                let Some(args) = msg.ok().and_then(JobRemoved::from_message) else {
+                    continue;
+                };
+                let Ok(args) = args.args() else {
                     continue;
                 };
                 if args.job().as_str() != job.as_str() {
@@ -345,6 +347,22 @@ impl Systemd {
                 secs: timeout.as_secs(),
             }),
         }
+    }
+
+    /// The stream of systemd's JobRemoved signals. Not the proxy's own signal stream: that
+    /// asks the bus for the owner of systemd's name (GetNameOwner) and keeps only signals from
+    /// it, and on the private socket there is no bus and a signal carries no sender. So the
+    /// sender is matched only on the bus.
+    async fn job_removed(&self) -> zbus::Result<zbus::MessageStream> {
+        let mut rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .path("/org/freedesktop/systemd1")
+            .interface("org.freedesktop.systemd1.Manager")
+            .member("JobRemoved");
+        if self.conn.is_bus() {
+            rule = rule.sender("org.freedesktop.systemd1");
+        }
+        zbus::MessageStream::for_match_rule(rule.build()?, &self.conn, None).await
     }
 
     /// Without Subscribe() systemd does not emit JobRemoved to this client at all.
