@@ -8,7 +8,8 @@
 # closure) is cached in ${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}, keyed by the hash of the
 # recipe (images/debian12/base/*, images/debian12/chroot.sh, the mirror): it is rebuilt only when the recipe changes.
 # Each call then layers images/debian12/overlay, the given bootstrapd binary
-# (/usr/bin/bootstrapd), configs/bootstrapd.service and bootstrapd-local.service (enabled) on a
+# (/usr/bin/bootstrapd), configs/bootstrapd.service, bootstrapd-local.service and
+# bootstrapd-local-host.service (enabled) on a
 # copy of the cached root
 # and writes, under --out (default build/image):
 #   disk.img     raw ext4 filesystem (sparse), root=/dev/vda; boot it through a qcow2 overlay
@@ -149,11 +150,12 @@ rm -f "$stage/etc/apt/sources.list.in"
 install -m 0755 "$binary" "$stage/usr/bin/bootstrapd"
 install -m 0644 "$repo_root/configs/bootstrapd.service" "$stage/usr/lib/systemd/system/bootstrapd.service"
 install -m 0644 "$repo_root/configs/bootstrapd-local.service" "$stage/usr/lib/systemd/system/bootstrapd-local.service"
+install -m 0644 "$repo_root/configs/bootstrapd-local-host.service" "$stage/usr/lib/systemd/system/bootstrapd-local-host.service"
 for a in "${archives[@]}"; do
   [ -f "$a" ] || die "image archive $a not found"
   install -D -m 0644 "$a" "$stage/var/lib/bootstrapd/images/$(basename "$a")"
 done
-units=(bootstrapd.service bootstrapd-local.service bootstrapd-e2e.service bootstrapd-lab-net.service bootstrapd-lab-peers.service)
+units=(bootstrapd.service bootstrapd-local.service bootstrapd-local-host.service bootstrapd-e2e.service bootstrapd-lab-net.service bootstrapd-lab-peers.service)
 systemctl --root="$stage" enable "${units[@]}" >/dev/null 2>&1
 for u in "${units[@]}" firewalld.service systemd-networkd.service; do
   [ "$(systemctl --root="$stage" is-enabled "$u" 2>/dev/null)" = enabled ] || die "$u is not enabled in the image"

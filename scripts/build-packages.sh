@@ -98,6 +98,7 @@ files=$stage/files
 install -D -m 0755 "$out/bootstrapd" "$files/usr/bin/bootstrapd"
 install -D -m 0644 configs/bootstrapd.service "$files/usr/lib/systemd/system/bootstrapd.service"
 install -D -m 0644 configs/bootstrapd-local.service "$files/usr/lib/systemd/system/bootstrapd-local.service"
+install -D -m 0644 configs/bootstrapd-local-host.service "$files/usr/lib/systemd/system/bootstrapd-local-host.service"
 install -D -m 0644 configs/bootstrapd.toml "$files/etc/bootstrapd/bootstrapd.toml"
 install -D -m 0644 configs/bootstrapd.schema.json "$files/usr/share/bootstrapd/bootstrapd.schema.json"
 if [ -f LICENSE ]; then install -D -m 0644 LICENSE "$files/usr/share/doc/bootstrapd/copyright"; fi
@@ -127,7 +128,7 @@ set -e
 # Enabled for the next boot, never started from the package: it is a first-boot job, and a
 # package install inside an image build must not run it.
 if [ "$1" = configure ]; then
-  for unit in bootstrapd.service bootstrapd-local.service; do
+  for unit in bootstrapd.service bootstrapd-local.service bootstrapd-local-host.service; do
     if command -v deb-systemd-helper >/dev/null 2>&1; then
       deb-systemd-helper unmask "$unit" >/dev/null || true
       if deb-systemd-helper --quiet was-enabled "$unit" || [ -z "$2" ]; then
@@ -150,7 +151,7 @@ set -e
 if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
   systemctl --system daemon-reload >/dev/null || true
 fi
-for unit in bootstrapd.service bootstrapd-local.service; do
+for unit in bootstrapd.service bootstrapd-local.service bootstrapd-local-host.service; do
   if [ "$1" = remove ] && command -v deb-systemd-helper >/dev/null 2>&1; then
     deb-systemd-helper mask "$unit" >/dev/null || true
   fi
@@ -184,13 +185,14 @@ mkdir -p %{buildroot}
 cp -a $files/. %{buildroot}/
 %post
 # Enabled for the next boot, never started: it is a first-boot job.
-if [ \$1 -eq 1 ]; then systemctl enable bootstrapd.service bootstrapd-local.service >/dev/null 2>&1 || :; fi
+if [ \$1 -eq 1 ]; then systemctl enable bootstrapd.service bootstrapd-local.service bootstrapd-local-host.service >/dev/null 2>&1 || :; fi
 %preun
-if [ \$1 -eq 0 ]; then systemctl disable bootstrapd.service bootstrapd-local.service >/dev/null 2>&1 || :; fi
+if [ \$1 -eq 0 ]; then systemctl disable bootstrapd.service bootstrapd-local.service bootstrapd-local-host.service >/dev/null 2>&1 || :; fi
 %files
 %attr(0755,root,root) /usr/bin/bootstrapd
 %attr(0644,root,root) /usr/lib/systemd/system/bootstrapd.service
 %attr(0644,root,root) /usr/lib/systemd/system/bootstrapd-local.service
+%attr(0644,root,root) /usr/lib/systemd/system/bootstrapd-local-host.service
 %dir /etc/bootstrapd
 %config(noreplace) %attr(0644,root,root) /etc/bootstrapd/bootstrapd.toml
 %dir /usr/share/bootstrapd

@@ -1,6 +1,7 @@
 //! The units as shipped: `systemd-analyze verify` finds no error and no ordering cycle,
 //! with a firewalld unit ordered as firewalld's own (Before=network-pre.target, default
-//! dependencies) enabled beside them: the cycle of firewalld issues 414 and 946.
+//! dependencies) enabled beside them: the cycle of firewalld issues 414 and 946. The early
+//! host step sits between dbus.service and firewalld.service.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,7 +53,7 @@ fn analyze() -> Option<PathBuf> {
 /// ordering cycle shows (networkd and wait-online come from the system's unit directories).
 const BOOT: &str = "[Unit]
 Description=a boot with bootstrapd, its local stage, firewalld and networkd enabled
-Wants=bootstrapd-local.service bootstrapd.service firewalld.service
+Wants=bootstrapd-local.service bootstrapd-local-host.service bootstrapd.service firewalld.service
 Wants=systemd-networkd.service systemd-networkd-wait-online.service network-online.target
 ";
 
@@ -62,6 +63,11 @@ fn verify(analyze: &Path, local_unit: &str) -> (bool, Vec<String>, String) {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     std::fs::write(dir.join("bootstrapd-local.service"), local_unit).unwrap();
+    std::fs::write(
+        dir.join("bootstrapd-local-host.service"),
+        shipped("bootstrapd-local-host.service"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("bootstrapd.service"),
         shipped("bootstrapd.service"),
@@ -115,8 +121,6 @@ fn the_local_unit_is_ordered_before_the_network_and_never_after_it() {
         "{unit}"
     );
     assert!(has("Type=oneshot"), "{unit}");
-    // firewalld's start job waits for the stage, which may mask it first (cli/local_host.rs).
-    assert!(has("Before=firewalld.service"), "{unit}");
     for l in &lines {
         if let Some(after) = l.strip_prefix("After=") {
             assert!(!after.contains("network"), "ordered after the network: {l}");
@@ -127,5 +131,26 @@ fn the_local_unit_is_ordered_before_the_network_and_never_after_it() {
             );
         }
         assert!(!l.starts_with("Before=sysinit.target"), "{l}");
+    }
+}
+
+#[test]
+fn the_host_step_runs_on_the_bus_and_before_firewalld() {
+    let unit = shipped("bootstrapd-local-host.service");
+    let lines: Vec<&str> = unit.lines().filter(|l| !l.starts_with('#')).collect();
+    let has = |l: &str| lines.contains(&l);
+    // firewalld's start job waits for it, which may mask firewalld first (cli/local_host.rs).
+    assert!(has("Before=firewalld.service"), "{unit}");
+    assert!(has("After=dbus.service bootstrapd-local.service"), "{unit}");
+    assert!(has("Type=oneshot"), "{unit}");
+    assert!(
+        !has("DefaultDependencies=no"),
+        "the bus comes after basic.target: {unit}"
+    );
+    for l in &lines {
+        if let Some(after) = l.strip_prefix("After=") {
+            assert!(!after.contains("network"), "ordered after the network: {l}");
+            assert!(!after.contains("firewalld"), "{l}");
+        }
     }
 }

@@ -212,10 +212,10 @@ EOF
     || die "cloud-init is installed in the image"
   [ ! -e "$r/usr/bin/cloud-init" ] || die "/usr/bin/cloud-init exists in the image"
   local u
-  for u in bootstrapd.service bootstrapd-local.service firewalld.service systemd-networkd.service; do
+  for u in bootstrapd.service bootstrapd-local.service bootstrapd-local-host.service firewalld.service systemd-networkd.service; do
     [ "$(systemctl --root="$r" is-enabled "$u" 2>/dev/null)" = enabled ] || die "$u is not enabled in the image"
   done
-  if ! verify=$(systemd-analyze verify --root="$r" bootstrapd.service bootstrapd-local.service 2>&1); then
+  if ! verify=$(systemd-analyze verify --root="$r" bootstrapd.service bootstrapd-local.service bootstrapd-local-host.service 2>&1); then
     die "systemd-analyze verify of bootstrapd's units failed: $verify"
   fi
 }

@@ -4,9 +4,6 @@
 //! address the node takes is the configured one and the main run (after
 //! network-online.target) fetches and registers over it.
 //!
-//! When the local datasource also holds the userdata, it then stops, disables and masks
-//! firewalld before firewalld ever starts (cli/local_host.rs).
-//!
 //! It records what it did in /var/lib/bootstrapd/network.json ([`crate::state::network`]);
 //! the main run refuses to go on when it failed, and `status` shows it.
 
@@ -17,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::actions::network::{NetworkWriteError, apply};
 use crate::config::AgentConfig;
-use crate::datasource::{self, DatasourceError, Source};
+use crate::datasource::{self, DatasourceError};
 use crate::fsutil::HostRoot;
 use crate::network::{self, NetworkConfigError};
 use crate::state::network::{NetworkRecord, NetworkState, save};
@@ -59,32 +56,24 @@ pub async fn run(root: &HostRoot) -> CliResult {
     save(root, &NetworkRecord::new(NetworkState::Running))?;
     let mut rec = NetworkRecord::new(NetworkState::Nothing);
     let outcome = write_network(root, &mut rec).await;
-    match &outcome {
-        // The host step only after the network part passed: a refused network-config stops
-        // the main run, so nothing else may change either.
-        Ok(Some((opts, source))) => {
-            rec.host
-                .extend(super::local_host::firewalld_early(root, opts, source).await);
-        }
-        Ok(None) => {}
-        Err(e) => {
-            rec.state = NetworkState::Failed;
-            rec.error = Some(crate::actions::describe(e));
-        }
+    if let Err(e) = &outcome {
+        rec.state = NetworkState::Failed;
+        rec.error = Some(crate::actions::describe(e));
     }
     save(root, &rec)?;
-    let summary = rec.summary();
-    if outcome.is_err() {
-        error!("network: {summary}");
-        eprintln!("bootstrapd local: {summary}");
-        return Ok(1);
+    match outcome {
+        Ok(()) => {
+            info!("network: {}", rec.summary());
+            println!("bootstrapd local: {}", rec.summary());
+            Ok(0)
+        }
+        Err(_) => {
+            let msg = rec.summary();
+            error!("network: {msg}");
+            eprintln!("bootstrapd local: {msg}");
+            Ok(1)
+        }
     }
-    info!("network: {summary}");
-    println!("bootstrapd local: {summary}");
-    for line in &rec.host {
-        println!("bootstrapd local: {line}");
-    }
-    Ok(0)
 }
 
 /// How long to wait for a seed the kernel command line promises. udev coldplug has been
@@ -110,24 +99,16 @@ async fn find(
     }
 }
 
-/// The local datasource found, with the options it was found with: the host step reads its
-/// userdata.
-type Found = (datasource::Options, Source);
-
 /// Finds the local network-config, checks it, and writes its files; fills `rec` as it goes.
 /// Nothing is written unless every check passed.
-async fn write_network(
-    root: &HostRoot,
-    rec: &mut NetworkRecord,
-) -> Result<Option<Found>, LocalError> {
-    let opts = AgentConfig::load(root)?.datasource_options();
-    let Some(found) = find(root, &opts).await? else {
-        return Ok(None);
+async fn write_network(root: &HostRoot, rec: &mut NetworkRecord) -> Result<(), LocalError> {
+    let cfg = AgentConfig::load(root)?;
+    let Some(found) = find(root, &cfg.datasource_options()).await? else {
+        return Ok(());
     };
     rec.source = Some(found.evidence);
-    let local = Some((opts, found.source));
     let Some(file) = found.file else {
-        return Ok(local);
+        return Ok(());
     };
     rec.file = Some(file.place.clone());
     rec.sha256 = Some(hex::encode(Sha256::digest(&file.data)));
@@ -145,5 +126,5 @@ async fn write_network(
     rec.files = applied.files;
     rec.written = applied.written;
     rec.removed = applied.removed;
-    Ok(local)
+    Ok(())
 }

@@ -1,16 +1,20 @@
-//! The early local stage's one host step: firewalld stopped, disabled and masked before it
-//! ever starts, when the userdata is on this machine.
+//! `bootstrapd local-host` (bootstrapd-local-host.service): the early host step. firewalld
+//! stopped, disabled and masked before it ever starts, when the userdata is on this machine.
 //!
 //! firewalld's own start costs seconds of the boot, and stopping it again in the main run
-//! seconds more (issue 15 measured 3.8 s and 2.9 s under TCG). bootstrapd-local.service is
-//! ordered before firewalld.service, so its start job is still waiting when this runs; the
-//! stop job replaces it. There is no system bus yet (dbus.service comes after basic.target), so
-//! this talks to systemd over its private socket, as `systemctl` does that early.
+//! seconds more (issue 15 measured 3.8 s and 2.9 s under TCG). The unit is ordered after
+//! dbus.service and before firewalld.service (which is After=dbus.service itself), so the
+//! system bus is up and firewalld's start job still waiting when this runs; the stop job
+//! replaces it. Not in bootstrapd-local: that stage runs before the system bus exists, and
+//! systemd's private socket is no way round it, since PID 1 sends on it with the sender
+//! `org.freedesktop.systemd1` (src/core/dbus.c, `sd_bus_set_sender`), a well-known name
+//! where zbus, as the specification says, only takes a unique one.
 //!
 //! The step is the main run's own: the same planner (`plan::host::firewalld`) over the same
 //! userdata, checked the same way (signature, strict parsing), and the same action. Anything
-//! short of that (userdata only on the network, refused, already prepared, systemd not
-//! reachable) leaves firewalld to the main run, which stops a running one as before.
+//! short of that (userdata only on the network, refused, already prepared, the local stage
+//! failed on this boot, the bus not reachable) leaves firewalld to the main run, which stops
+//! a running one as before.
 
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -22,8 +26,42 @@ use crate::fsutil::HostRoot;
 use crate::plan::host::{HostAction, firewalld};
 use crate::plan::{Finding, Outcome};
 use crate::state::journal;
+use crate::state::network::{self, NetworkState};
 use crate::system::systemd::{Systemd, SystemdError};
 use crate::userdata::Settings;
+
+use super::CliResult;
+
+/// Runs the step; what it did (or could not do) goes into this boot's local record beside the
+/// network part's, and on the console. Exit 0 whatever happened: the main run covers every
+/// case this one leaves.
+pub async fn run(root: &HostRoot) -> CliResult {
+    let mut rec = network::load_this_boot(root)?;
+    if let Some(r) = &rec
+        && matches!(r.state, NetworkState::Failed | NetworkState::Running)
+    {
+        // A refused network-config stops the main run; nothing else may change either.
+        println!("bootstrapd local-host: the local stage failed on this boot: nothing done");
+        return Ok(0);
+    }
+    let opts = crate::config::AgentConfig::load(root)?.datasource_options();
+    let line = match datasource::local_network_config(root, &opts).await {
+        Ok(Some(found)) => firewalld_early(root, &opts, &found.source).await,
+        Ok(None) => None,
+        Err(e) => Some(format!(
+            "firewalld not masked early: reading the local datasource: {e}"
+        )),
+    };
+    let Some(line) = line else {
+        return Ok(0);
+    };
+    println!("bootstrapd local-host: {line}");
+    if let Some(r) = &mut rec {
+        r.host.push(line);
+        network::save(root, r)?;
+    }
+    Ok(0)
+}
 
 /// Why the step was not taken early, for the log: each leaves firewalld to the main run.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +122,7 @@ async fn try_firewalld(
     source: &Source,
 ) -> Result<Finding, NotEarly> {
     let settings = accepted_userdata(root, opts, source).await?;
-    let sd = Systemd::connect_private(root).await?;
+    let sd = Systemd::connect(root).await?;
     let facts = HostFacts {
         live: root.is_live(),
         firewalld: Some(sd.unit_state(FIREWALLD_UNIT).await?),

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::fsutil::HostRoot;
 
 pub mod local;
-mod local_host;
+pub mod local_host;
 pub mod notify;
 pub mod plan;
 pub mod query;
@@ -47,6 +47,9 @@ pub enum Command {
     /// The early stage, before the network: write the systemd-networkd files of a local
     /// datasource's network-config (what bootstrapd-local.service runs).
     Local,
+    /// The early host step, before firewalld starts: mask it when the local datasource's
+    /// userdata says so (what bootstrapd-local-host.service runs).
+    LocalHost,
     /// Show where bootstrapd stands. Exit 0 done, 1 failed, 2 running/not run/degraded.
     Status(status::Args),
     /// Check userdata files; print every problem with its line and column. Exit 1 on any.
@@ -100,6 +103,7 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Query { userdata } => query::run(&root, userdata.as_ref()).await,
         Command::Run => run::run(&root).await,
         Command::Local => local::run(&root).await,
+        Command::LocalHost => local_host::run(&root).await,
         Command::Plan {
             userdata,
             network_config,

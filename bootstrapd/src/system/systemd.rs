@@ -18,13 +18,9 @@ use crate::fsutil::HostRoot;
 /// stop timeout is 90 s; firewalld and docker stop well within it).
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// PID 1's own listening socket (src/core/dbus.c, `bus_init_private`), there from the start
-/// of the boot.
-const PRIVATE_SOCKET: &str = "unix:path=/run/systemd/private";
-
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
-    #[error("cannot connect to systemd: {0}")]
+    #[error("cannot connect to the system bus: {0}")]
     Connect(#[source] zbus::Error),
     #[error(transparent)]
     NotLive(#[from] crate::fsutil::NotLiveSystem),
@@ -193,23 +189,6 @@ impl Systemd {
     pub async fn connect(root: &HostRoot) -> Result<Systemd, SystemdError> {
         root.system_service("systemd")?;
         let conn = Connection::system().await.map_err(SystemdError::Connect)?;
-        Self::over(conn).await
-    }
-
-    /// Connects to systemd's private socket, the API without the bus, as `systemctl` does
-    /// before dbus.service runs: the early local stage runs before there is a system bus.
-    /// Only root may connect (the socket is 0600).
-    pub async fn connect_private(root: &HostRoot) -> Result<Systemd, SystemdError> {
-        root.system_service("systemd")?;
-        let conn = zbus::connection::Builder::address(PRIVATE_SOCKET)
-            .p2p()
-            .build()
-            .await
-            .map_err(SystemdError::Connect)?;
-        Self::over(conn).await
-    }
-
-    async fn over(conn: Connection) -> Result<Systemd, SystemdError> {
         // Uncached: a cached proxy starts with GetAll, a hundred Manager properties that
         // nothing here reads.
         let manager = ManagerProxy::builder(&conn)
@@ -303,7 +282,8 @@ impl Systemd {
         let method = if start { "StartUnit" } else { "StopUnit" };
         self.ensure_subscribed(name).await?;
         let mut removed = self
-            .job_removed()
+            .manager
+            .receive_job_removed()
             .await
             .map_err(call_err("AddMatch JobRemoved", name))?;
         let job = if start {
@@ -315,11 +295,8 @@ impl Systemd {
         tracing::debug!(unit = name, job = %job.as_str(), "{method} enqueued");
 
         let wait = async {
-            while let Some(msg) = removed.next().await {
-                let Some(args) = msg.ok().and_then(JobRemoved::from_message) else {
-                    continue;
-                };
-                let Ok(args) = args.args() else {
+            while let Some(sig) = removed.next().await {
+                let Ok(args) = sig.args() else {
                     continue;
                 };
                 if args.job().as_str() != job.as_str() {
@@ -347,22 +324,6 @@ impl Systemd {
                 secs: timeout.as_secs(),
             }),
         }
-    }
-
-    /// The stream of systemd's JobRemoved signals. Not the proxy's own signal stream: that
-    /// asks the bus for the owner of systemd's name (GetNameOwner) and keeps only signals from
-    /// it, and on the private socket there is no bus and a signal carries no sender. So the
-    /// sender is matched only on the bus.
-    async fn job_removed(&self) -> zbus::Result<zbus::MessageStream> {
-        let mut rule = zbus::MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .path("/org/freedesktop/systemd1")
-            .interface("org.freedesktop.systemd1.Manager")
-            .member("JobRemoved");
-        if self.conn.is_bus() {
-            rule = rule.sender("org.freedesktop.systemd1");
-        }
-        zbus::MessageStream::for_match_rule(rule.build()?, &self.conn, None).await
     }
 
     /// Without Subscribe() systemd does not emit JobRemoved to this client at all.

@@ -417,10 +417,18 @@ impl Driver {
         let order = format!(
             "bootstrapd started at {b_start} us, firewalld active at {fw_active}, online at {online}"
         );
-        // Every node here has its userdata on the seed ISO: the early local stage masks
+        // Every node here has its userdata on the seed ISO: the early host step masks
         // firewalld before its start job runs, on the first boot of a disk, and firewalld
         // stays masked after. (The PXE test, userdata over the network only, keeps the path
         // that stops a running firewalld.)
+        c.eq(
+            &format!("{p}: bootstrapd-local-host.service ran and succeeded"),
+            (Some("active"), Some("success")),
+            (
+                r.prop("unit-bootstrapd-local-host", "ActiveState"),
+                r.prop("unit-bootstrapd-local-host", "Result"),
+            ),
+        );
         c.check(
             &format!("{p}: firewalld never started"),
             fw_active == 0,
@@ -429,7 +437,7 @@ impl Driver {
         if on_disk == 1 {
             has(
                 c,
-                &format!("{p}: bootstrapd-local masked firewalld before it started (status)"),
+                &format!("{p}: bootstrapd-local-host masked firewalld before it started (status)"),
                 r,
                 "status",
                 "host (local stage): firewalld masked before it started",

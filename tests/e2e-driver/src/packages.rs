@@ -16,9 +16,11 @@ use crate::host::parse_env;
 use crate::tool;
 
 /// What the packages carry (as `dpkg -c` names them, without the leading ".").
-const FILES: [&str; 4] = [
+const FILES: [&str; 6] = [
     "/usr/bin/bootstrapd",
     "/usr/lib/systemd/system/bootstrapd.service",
+    "/usr/lib/systemd/system/bootstrapd-local.service",
+    "/usr/lib/systemd/system/bootstrapd-local-host.service",
     "/etc/bootstrapd/bootstrapd.toml",
     "/usr/share/bootstrapd/bootstrapd.schema.json",
 ];

@@ -7,8 +7,8 @@
 //!
 //! Checked always: GRUB booted the kernel (BOOT_IMAGE= on the kernel command line, root=UUID of
 //! the image's partition); bootstrapd is installed from the .deb (dpkg status, same bytes as the
-//! .deb's binary) and enabled; cloud-init absent; firewalld never started (the early local
-//! stage masked it first, the userdata being on the ISO);
+//! .deb's binary) and enabled; cloud-init absent; firewalld never started (the early host
+//! step masked it first, the userdata being on the ISO);
 //! bootstrapd.service ran /usr/bin/bootstrapd and finished. Level full also: bootstrapd
 //! succeeded, its status is done, firewalld masked, the Rancher test server recorded the node;
 //! the node identity (userdata `hostname: metadata` and `ssh` for a user `ops` the image lacks):
@@ -353,16 +353,16 @@ fn check_journal(t: &mut DebTest, mnt: &Path) -> Result<DiskStatus, DriverError>
     .stdout;
     let _ = std::fs::write(logs.join("journal-units.json"), &units);
     let (fw, bs) = unit_order(&units);
-    // The userdata is on the cidata ISO, so the early local stage masks firewalld before its
+    // The userdata is on the cidata ISO, so the early host step masks firewalld before its
     // start job runs (the PXE test keeps the path that stops a running one).
     t.checks.check(
-        "firewalld never started: its start job gave way to bootstrapd-local's mask (journal)",
+        "firewalld never started: its start job gave way to bootstrapd-local-host's mask (journal)",
         fw == 0 && bs > 0,
         format!("firewalld start job at {fw} us, bootstrapd starting at {bs} us"),
     );
-    let local = journalctl(&["-o", "cat", "-u", "bootstrapd-local.service"])?.stdout;
+    let local = journalctl(&["-o", "cat", "-u", "bootstrapd-local-host.service"])?.stdout;
     t.checks.check(
-        "bootstrapd-local masked firewalld before it started (its journal)",
+        "bootstrapd-local-host masked firewalld before it started (its journal)",
         local.contains("masked before it started"),
         local
             .lines()
@@ -442,8 +442,8 @@ fn check_full(c: &mut Checks, mnt: &Path, status: &DiskStatus) {
             e,
         ),
     }
-    // The userdata says firewalld: disable; bootstrapd masks it over systemd's API (its private
-    // socket, in the early local stage).
+    // The userdata says firewalld: disable; bootstrapd masks it over systemd's D-Bus API (in the
+    // early host step, bootstrapd-local-host).
     let link = std::fs::read_link(mnt.join("etc/systemd/system/firewalld.service"))
         .map(|p| p.display().to_string())
         .unwrap_or_default();
