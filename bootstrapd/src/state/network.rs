@@ -52,8 +52,8 @@ pub struct NetworkRecord {
     pub removed: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// What the stage did to the host besides the network, one line each (firewalld masked
-    /// before it started, or why that failed).
+    /// What the early host step (`bootstrapd local-host`, after this stage) did, one line
+    /// each: firewalld masked before it started, or why that could not be done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
