@@ -2,8 +2,9 @@
 //! (`actions::register`, each under its own test `HostRoot` and with its own node name) at once
 //! against one in-process Rancher test server that answers 503 for its first `--outage-secs`.
 //! Reports how long until every node registered, the server's requests per second (peak against
-//! mean during the outage: the goal is peak <= 3x mean), total requests and failures, as a table
-//! and as one JSON line.
+//! mean during the outage: the goal is peak <= 3x mean, shown with and without the second of
+//! the nodes' first contacts, which the splay no longer spreads), total requests and failures,
+//! as a table and as one JSON line.
 //!
 //! All nodes start at the same instant unless `--start-spread-secs` spreads their starts
 //! uniformly, as machines booting over a while would.
@@ -46,6 +47,9 @@ struct Args {
     #[arg(long)]
     work_dir: Option<PathBuf>,
 }
+
+/// The seconds the nodes' first contacts, sent at once, fill (see `run`).
+const FIRST_CONTACT_SECONDS: usize = 2;
 
 const TOKEN: &str = "fleetbench7q2w3e4r5t6y7u8i9o0pasdfghjklzxcvbnmqwer";
 
@@ -200,7 +204,11 @@ async fn run(args: Args) -> Result<bool, String> {
     });
     let outage = args.outage_secs as usize;
     let during = window_stats(&counts, 0, outage);
-    let during_after_first = window_stats(&counts, 1, outage);
+    // The nodes' first contacts go out at once (the splay spreads the retries, not them); a
+    // thousand TLS handshakes on two cores take about a second, so they land in seconds 0
+    // and 1. From second 2 on, the window is the retries alone.
+    let first_contacts = FIRST_CONTACT_SECONDS;
+    let during_after_first = window_stats(&counts, first_contacts, outage);
     let after = window_stats(&counts, outage, counts.len().max(outage));
     let all_registered = registered.len() == args.nodes;
     let all_after = all_registered.then(|| quantile(&registered, 1.0)).flatten();
@@ -248,19 +256,22 @@ async fn run(args: Args) -> Result<bool, String> {
     println!("{:<34} {}", "during the outage", describe(&during));
     println!(
         "{:<34} {}",
-        "  without its first second",
+        "  without the first contacts",
         describe(&during_after_first)
     );
     println!("{:<34} {}", "after the outage", describe(&after));
+    let verdict = |w: &Option<WindowStats>| match w.as_ref().and_then(WindowStats::peak_over_mean) {
+        Some(r) if r <= 3.0 => "met",
+        Some(_) => "NOT met",
+        None => "n/a",
+    };
     println!(
-        "{:<34} peak/mean {} (goal <= 3): {}",
+        "{:<34} peak/mean {} (goal <= 3): {}; the retries alone: {} ({})",
         "outage burst check",
         fmt_ratio(&during),
-        match during.as_ref().and_then(WindowStats::peak_over_mean) {
-            Some(r) if r <= 3.0 => "met",
-            Some(_) => "NOT met",
-            None => "n/a",
-        }
+        verdict(&during),
+        fmt_ratio(&during_after_first),
+        verdict(&during_after_first)
     );
     println!("{:<34} {:?}", "requests per second", counts);
     println!("{:<34} {:.1} s", "wall time", wall.as_secs_f64());
@@ -283,8 +294,9 @@ async fn run(args: Args) -> Result<bool, String> {
         "requests_by_path": by_path,
         "outage": during,
         "outage_peak_over_mean": during.as_ref().and_then(WindowStats::peak_over_mean),
-        "outage_without_first_second": during_after_first,
-        "outage_without_first_second_peak_over_mean":
+        "first_contact_seconds": first_contacts,
+        "outage_without_first_contacts": during_after_first,
+        "outage_without_first_contacts_peak_over_mean":
             during_after_first.as_ref().and_then(WindowStats::peak_over_mean),
         "after_outage": after,
         "per_second": counts,
