@@ -25,6 +25,7 @@ use crate::facts::host::{FIREWALLD_UNIT, HostFacts};
 use crate::fsutil::HostRoot;
 use crate::plan::host::{HostAction, firewalld};
 use crate::plan::{Finding, Outcome};
+use crate::secret::redact_urls;
 use crate::state::journal;
 use crate::state::network::{self, NetworkState};
 use crate::system::systemd::{Systemd, SystemdError};
@@ -45,14 +46,16 @@ pub async fn run(root: &HostRoot) -> CliResult {
         return Ok(0);
     }
     let opts = crate::config::AgentConfig::load(root)?.datasource_options();
-    let line = match datasource::local_network_config(root, &opts).await {
+    // Only the source: its network-config is bootstrapd-local's, read already.
+    let line = match datasource::first_local(root, &opts).await {
         Ok(Some(found)) => firewalld_early(root, &opts, &found.source).await,
         Ok(None) => None,
         Err(e) => Some(format!(
             "firewalld not masked early: reading the local datasource: {e}"
         )),
     };
-    let Some(line) = line else {
+    // Error chains may name a URL (a userdata signature's, a seed's): shown and kept redacted.
+    let Some(line) = line.map(|l| redact_urls(&l)) else {
         return Ok(0);
     };
     println!("bootstrapd local-host: {line}");
@@ -97,7 +100,7 @@ pub async fn firewalld_early(
         }
         Ok(f) => {
             let msg = format!("firewalld not masked early: {}", f.detail);
-            warn!("{msg}; the main run stops it");
+            warn!("{}; the main run stops it", redact_urls(&msg));
             Some(msg)
         }
         // What the stage cannot read or reach on a live host is worth a line in the record;
@@ -106,11 +109,14 @@ pub async fn firewalld_early(
         Err(NotEarly::Systemd(SystemdError::NotLive(_))) => None,
         Err(e @ (NotEarly::Datasource(_) | NotEarly::Journal(_) | NotEarly::Systemd(_))) => {
             let msg = format!("firewalld not masked early: {e}");
-            warn!("{msg}; the main run stops it");
+            warn!("{}; the main run stops it", redact_urls(&msg));
             Some(msg)
         }
         Err(e) => {
-            info!("firewalld left to the main run: {e}");
+            info!(
+                "{}",
+                redact_urls(&format!("firewalld left to the main run: {e}"))
+            );
             None
         }
     }

@@ -51,7 +51,9 @@ pub use cmdline::KernelCmdline;
 pub use cmdline_url::KernelUrl;
 pub use ec2::Imds;
 pub use local_file::BakedFile;
-pub use network_config::{LocalNetwork, SeedFile, local_network_config, seed_expected};
+pub use network_config::{
+    LocalNetwork, SeedFile, first_local, local_network_config, seed_expected,
+};
 pub use nocloud::{Seed, SeedOverrides};
 pub use openstack::Drive;
 

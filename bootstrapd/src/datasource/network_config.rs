@@ -10,7 +10,7 @@ use super::error::DatasourceError;
 use super::nocloud::Seed;
 use super::openstack::Drive;
 use super::tree::Tree;
-use super::{Options, Source, detect_off_the_workers};
+use super::{Candidate, Options, Source, detect_off_the_workers};
 use crate::fsutil::HostRoot;
 use crate::network::{MAX_NETWORK_CONFIG_BYTES, SEED_FILE};
 
@@ -20,8 +20,6 @@ pub struct LocalNetwork {
     /// Why this source was chosen (detection's evidence).
     pub evidence: String,
     pub file: Option<SeedFile>,
-    /// The source itself: the early stage reads its userdata too (cli/local_host.rs).
-    pub source: Source,
 }
 
 /// A file read from a seed.
@@ -41,38 +39,51 @@ pub async fn local_network_config(
     root: &HostRoot,
     opts: &Options,
 ) -> Result<Option<LocalNetwork>, DatasourceError> {
+    let Some(c) = first_local(root, opts).await? else {
+        return Ok(None);
+    };
+    let file = match &c.source {
+        Source::Nocloud(Seed::Dir { path, .. }) => read_dir(path.clone()).await?,
+        Source::Nocloud(Seed::Device(dev)) => {
+            let mounted = blockdev::Mounted::mount(dev, root)?;
+            // Named by the device: the mount point is gone once this returns.
+            read_dir(PathBuf::from(mounted.path()))
+                .await?
+                .map(|f| SeedFile {
+                    place: format!("{SEED_FILE} on {}", dev.device.display()),
+                    ..f
+                })
+        }
+        Source::LocalFile(f) => match f.path.parent() {
+            Some(dir) => read_dir(dir.to_path_buf()).await?,
+            None => None,
+        },
+        _ => None,
+    };
+    Ok(Some(LocalNetwork {
+        evidence: c.evidence,
+        file,
+    }))
+}
+
+/// The first datasource detection finds that needs no network (a seed directory, a `cidata`
+/// filesystem, the OpenStack config drive, the baked-in file); the early stages read only
+/// these.
+pub async fn first_local(
+    root: &HostRoot,
+    opts: &Options,
+) -> Result<Option<Candidate>, DatasourceError> {
     let candidates = detect_off_the_workers(root, opts).await?;
-    for c in candidates {
-        let file = match &c.source {
-            Source::Nocloud(Seed::Dir { path, .. }) => read_dir(path.clone()).await?,
-            Source::Nocloud(Seed::Device(dev)) => {
-                let mounted = blockdev::Mounted::mount(dev, root)?;
-                // Named by the device: the mount point is gone once this returns.
-                read_dir(PathBuf::from(mounted.path()))
-                    .await?
-                    .map(|f| SeedFile {
-                        place: format!("{SEED_FILE} on {}", dev.device.display()),
-                        ..f
-                    })
-            }
-            Source::LocalFile(f) => match f.path.parent() {
-                Some(dir) => read_dir(dir.to_path_buf()).await?,
-                None => None,
-            },
-            Source::Openstack(Drive::Device(_)) => None,
-            // Need the network: not for this stage.
-            Source::Nocloud(Seed::Url { .. })
-            | Source::Openstack(Drive::MetadataService { .. })
-            | Source::Ec2(_)
-            | Source::CmdlineUrl(_) => continue,
-        };
-        return Ok(Some(LocalNetwork {
-            evidence: c.evidence,
-            file,
-            source: c.source,
-        }));
-    }
-    Ok(None)
+    Ok(candidates.into_iter().find(|c| match &c.source {
+        Source::Nocloud(Seed::Dir { .. } | Seed::Device(_))
+        | Source::LocalFile(_)
+        | Source::Openstack(Drive::Device(_)) => true,
+        // Need the network: not for these stages.
+        Source::Nocloud(Seed::Url { .. })
+        | Source::Openstack(Drive::MetadataService { .. })
+        | Source::Ec2(_)
+        | Source::CmdlineUrl(_) => false,
+    }))
 }
 
 /// `network-config` in a directory, never through a link ([`Tree::read`]).
