@@ -5,8 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# log: a section heading with the seconds since the start, so a slow CI run shows where its time went.
-log() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - ${start:-$(date +%s)} ))" "$*"; }
+# log: a section heading with the seconds since the start and the free space on this disk, so a
+# slow CI run shows where its time went and a failed one whether the disk was full.
+log() {
+  printf '\n==> [%ss, %s free] %s\n' "$(( $(date +%s) - ${start:-$(date +%s)} ))" \
+    "$(df -h --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')" "$*"
+}
 
 # shell_scripts: sets SHELL_SCRIPTS to every tracked file that is a shell script, by its name
 # or its first line (the guest's helpers under images/ have no .sh ending).
@@ -59,7 +63,7 @@ else
   # One image build and four short boots on qcow2 overlays of it (README: the immutable image).
   log "immutable image: verified read-only /usr, a corrupt /usr refused, rke1 with a Docker sysext (e2e-driver immutable)"
   cargo run -q -p e2e-driver -- immutable
-  log "crash campaign, short form: kill -9 mid-install, reset mid-register (e2e-driver crash)"
+  log "crash campaign, short form: kill -9 mid-install, reset as the register stage starts (e2e-driver crash)"
   CRASH_WORK=${CRASH_WORK:-$PWD/build/e2e-crash} cargo run -q -p e2e-driver -- crash --points ci-r1-chain --binary "$binary"
   # ~4-7 min on 2 cores.
   log "network boot: iPXE, live squashfs, userdata from bootstrapd.url= (e2e-driver pxe)"

@@ -212,7 +212,7 @@ host_start_egress() {
   # must fetch the layers through the proxy (a config it already holds ends the pull early).
   scripts/build-agent-image.sh --out "$dir/agent-image-egress.tar" --tag rancher/rancher-agent:v2.6.14-egress \
     >"$work/logs/agent-image-egress.log" 2>&1 \
-    || { echo "scripts/build-agent-image.sh failed (see $work/logs/agent-image-egress.log)" >&2; return 1; }
+    || { host_build_failed scripts/build-agent-image.sh "$work/logs/agent-image-egress.log" $?; return 1; }
   setsid "$bin/test-registry" serve --listen "127.0.0.1:$registry_port" \
     --image "rancher/rancher-agent:v2.6.14-egress=$dir/agent-image-egress.tar" --htpasswd-file "$dir/registry-auth" \
     --tls-cert "$dir/server.pem" --tls-key "$dir/server-key.pem" --log "$work/logs/registry.jsonl" \
@@ -239,6 +239,21 @@ host_start_egress() {
     "HOST_PROXY_AUTH=$dir/proxy-auth" "HOST_PROXY_LOG=$work/logs/proxy.jsonl" \
     "HOST_REGISTRY=10.0.2.2:$registry_port" "HOST_REGISTRY_AUTH=$dir/registry-auth" \
     "HOST_REGISTRY_CA=$dir/ca.pem" "HOST_REGISTRY_LOG=$work/logs/registry.jsonl")
+}
+
+# host_build_failed SCRIPT LOG STATUS: a build step's failure, for a CI log that is all anyone
+# sees: the log's last lines, or that it is empty (a full disk leaves an empty log: nothing
+# could be written, not even the error), the exit status (over 128: killed by a signal, such
+# as the OOM killer's 9), and the free space where the work and the image cache are.
+host_build_failed() {
+  local script=$1 log=$2 status=$3
+  if [ -s "$log" ]; then
+    tail -n 20 "$log" >&2
+  else
+    echo "$log is empty" >&2
+  fi
+  echo "$script failed, exit status $status (see $log)" >&2
+  df -h "$(dirname "$log")" "${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}" 2>/dev/null | sed 's/^/    /' >&2 || true
 }
 
 # host_write_env WORK: what the set-up started, all but the token, to WORK/host.env for the Rust
@@ -273,11 +288,11 @@ host_build_images() {
   echo "==> rke1 agent image archive, node image"
   t=$(date +%s)
   scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
-    || { echo "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)" >&2; return 1; }
+    || { host_build_failed scripts/build-agent-image.sh "$work/logs/agent-image.log" $?; return 1; }
   scripts/build-image.sh --binary "$work/bootstrapd" --out "$image_dir" \
     --apt-url "http://10.0.2.2:$apt_port/" --image-archive "$work/agent-image.tar" \
     >"$work/logs/image.log" 2>&1 \
-    || { tail -n 20 "$work/logs/image.log" >&2; echo "scripts/build-image.sh failed (see $work/logs/image.log)" >&2; return 1; }
+    || { host_build_failed scripts/build-image.sh "$work/logs/image.log" $?; return 1; }
   HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
   HOST_IMAGE_ENV=$image_dir/image.env
   # shellcheck source=/dev/null
@@ -294,7 +309,7 @@ host_build_sysext() {
   echo "==> Docker system extension"
   scripts/build-sysext.sh --apt-repo "$APT_REPO" --rootfs "$rootfs" --out "$work/sysext" \
     >"$work/logs/build-sysext.log" 2>&1 \
-    || { tail -n 20 "$work/logs/build-sysext.log" >&2; echo "scripts/build-sysext.sh failed (see $work/logs/build-sysext.log)" >&2; return 1; }
+    || { host_build_failed scripts/build-sysext.sh "$work/logs/build-sysext.log" $?; return 1; }
   host_sysext_served "$work"
 }
 
@@ -355,7 +370,7 @@ host_setup_deb_image() {
     echo "==> packages"
     t=$(date +%s)
     scripts/build-packages.sh --out "$work/pkg" >"$work/logs/build-packages.log" 2>&1 \
-      || { tail -n 20 "$work/logs/build-packages.log" >&2; echo "scripts/build-packages.sh failed (see $work/logs/build-packages.log)" >&2; return 1; }
+      || { host_build_failed scripts/build-packages.sh "$work/logs/build-packages.log" $?; return 1; }
     HOST_BUILD_SECONDS=$(( $(date +%s) - t ))
     echo "==> $kind image"
     t=$(date +%s)
@@ -363,7 +378,7 @@ host_setup_deb_image() {
     deb=$(. "$work/pkg/packages.env" && echo "$DEB")
     "scripts/build-$kind.sh" --deb "$deb" --out "$work/$kind" --apt-url "http://10.0.2.2:$apt_port/" \
       "${HOST_IMAGE_BUILD_ARGS[@]}" >"$work/logs/build-$kind.log" 2>&1 \
-      || { tail -n 20 "$work/logs/build-$kind.log" >&2; echo "scripts/build-$kind.sh failed (see $work/logs/build-$kind.log)" >&2; return 1; }
+      || { host_build_failed "scripts/build-$kind.sh" "$work/logs/build-$kind.log" $?; return 1; }
     HOST_IMAGE_SECONDS=$(( $(date +%s) - t ))
   fi
   HOST_IMAGE_ENV=$env
@@ -396,7 +411,7 @@ host_setup_immutable() {
   if [ "${E2E_REUSE_IMAGE:-0}" != 1 ] || [ ! -f "$work/agent-image.tar" ]; then
     echo "==> rke1 agent image archive"
     scripts/build-agent-image.sh --out "$work/agent-image.tar" >"$work/logs/agent-image.log" 2>&1 \
-      || { tail -n 20 "$work/logs/agent-image.log" >&2; echo "scripts/build-agent-image.sh failed (see $work/logs/agent-image.log)" >&2; return 1; }
+      || { host_build_failed scripts/build-agent-image.sh "$work/logs/agent-image.log" $?; return 1; }
   fi
   HOST_IMAGE_BUILD_ARGS=(--image-archive "$work/agent-image.tar")
   HOST_WANT_SYSEXT=1
