@@ -415,7 +415,8 @@ async fn secret_headers_do_not_follow_cross_origin_redirects() {
 }
 
 /// A body streamed into a file: a transfer cut off halfway is retried from the start, and the
-/// file holds the second transfer alone, not the first one's bytes before it.
+/// file (and the sink's sha256) holds the second transfer alone, not the first one's bytes
+/// before it.
 #[tokio::test]
 async fn a_download_into_a_file_starts_over_at_each_attempt() {
     let hits: Hits = Arc::new(AtomicUsize::new(0));
@@ -457,4 +458,8 @@ async fn a_download_into_a_file_starts_over_at_each_attempt() {
     assert!(resp.body.is_empty());
     assert_eq!(hits.load(Ordering::SeqCst), 2);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), full);
+    // The hash covers the second transfer alone too: the caller checks it without reading
+    // the file back.
+    use sha2::Digest;
+    assert_eq!(sink.sha256_hex(), hex::encode(sha2::Sha256::digest(&full)));
 }

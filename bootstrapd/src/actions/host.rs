@@ -171,14 +171,21 @@ async fn load_modules(root: &HostRoot, modules: &[String]) -> StepResult {
             "run without --root on the node itself".into(),
         ));
     }
+    // modprobe, not finit_module(2): it resolves aliases and dependencies (br_netfilter needs
+    // bridge) from modules.dep, which a raw syscall would have to reimplement. All modules in
+    // one `modprobe -a` (a process costs 0.1-0.2 s under TCG); only when that fails, one call
+    // per module, so that the error names each module that failed.
+    let mut all = vec!["-a", "--"];
+    all.extend(modules.iter().map(String::as_str));
+    let together = crate::facts::run_tool("modprobe", &all, TOOL_TIMEOUT).await;
     let mut errors = Vec::new();
-    for m in modules {
-        // modprobe, not finit_module(2): it resolves aliases and dependencies (br_netfilter
-        // needs bridge) from modules.dep, which a raw syscall would have to reimplement.
-        match crate::facts::run_tool("modprobe", &["--", m], TOOL_TIMEOUT).await {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => errors.push(format!("{m}: {}", crate::facts::last_line(&o.stderr))),
-            Err(e) => errors.push(format!("{m}: {e}")),
+    if !together.is_ok_and(|o| o.status.success()) {
+        for m in modules {
+            match crate::facts::run_tool("modprobe", &["--", m], TOOL_TIMEOUT).await {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => errors.push(format!("{m}: {}", crate::facts::last_line(&o.stderr))),
+                Err(e) => errors.push(format!("{m}: {e}")),
+            }
         }
     }
     let loaded = kernel::loaded_modules(root)

@@ -38,7 +38,7 @@ pub(crate) async fn apply(target: Target<'_>, action: &RuntimeAction) -> StepRes
     let (root, systemd) = (target.root, target.systemd);
     match action {
         RuntimeAction::PlaceSysext { image, host } => place(target, image, host).await,
-        RuntimeAction::MergeSysext { name } => merge(root, systemd, name).await,
+        RuntimeAction::MergeSysext { name } => merge(root, name).await,
         RuntimeAction::SysextOnBoot {
             path,
             content,
@@ -165,7 +165,7 @@ async fn fill_and_check(
     ))
 }
 
-/// The URL's body streamed into a new `tmp`, then hashed from the file: trusted through the
+/// The URL's body streamed into a new `tmp` and hashed as it is written: trusted through the
 /// checksum, over the system roots and the userdata's `trusted_ca`, through the userdata's
 /// proxy; no token is ever sent there.
 async fn download(
@@ -197,9 +197,7 @@ async fn download(
         return Err(fail(format!("status {}", resp.status)));
     }
     sync(tmp)?;
-    crate::facts::sysext::sha256_of(tmp)
-        .map_err(|e| io_fail("hashing", tmp, e))?
-        .ok_or_else(|| io_fail("hashing", tmp, "the downloaded file is gone"))
+    Ok(sink.sha256_hex())
 }
 
 fn sync(tmp: &Path) -> Result<(), StepFailure> {
@@ -270,10 +268,10 @@ fn need_systemd(systemd: Option<&Systemd>) -> Result<&Systemd, StepFailure> {
     })
 }
 
-/// `systemd-sysext refresh`, then the merged /usr must show the extension; a daemon-reload
-/// (systemd 252 does none after a merge) and systemd-sysusers for the groups it declares.
-async fn merge(root: &HostRoot, systemd: Option<&Systemd>, name: &str) -> StepResult {
-    let sd = need_systemd(systemd)?;
+/// `systemd-sysext refresh`, then the merged /usr must show the extension; systemd-sysusers
+/// for the groups it declares. The daemon-reload systemd 252 needs after a merge is the boot
+/// step's, which the plan puts after every merge (`plan::sysext`).
+async fn merge(root: &HostRoot, name: &str) -> StepResult {
     let said = tool(SYSEXT_TOOL, &["refresh"]).await?;
     let release = root.path(merged_release_path(name));
     if !release.is_file() {
@@ -286,18 +284,10 @@ async fn merge(root: &HostRoot, systemd: Option<&Systemd>, name: &str) -> StepRe
             format!("run `systemd-sysext status` and check {EXTENSIONS_DIR}/{name}.raw"),
         ));
     }
-    sd.reload().await.map_err(|e| {
-        StepFailure::new(
-            format!("reloading systemd: {e}"),
-            "run systemctl daemon-reload".into(),
-        )
-    })?;
     tool("systemd-sysusers", &[]).await?;
     Ok((
         Outcome::Changed,
-        format!(
-            "merged {name} into /usr (systemd-sysext refresh), reloaded systemd, ran systemd-sysusers"
-        ),
+        format!("merged {name} into /usr (systemd-sysext refresh), ran systemd-sysusers"),
     ))
 }
 
@@ -320,13 +310,16 @@ async fn on_boot(
     };
     let names: Vec<&str> = units.iter().map(String::as_str).collect();
     sd.enable(&names).await.map_err(|e| fail("enabling", e))?;
-    // One reload, as `systemctl enable` makes: systemd learns the new unit file, and the
-    // units' UnitFileState (cached until a reload) says enabled.
+    // One reload for the merge before and the enablement: systemd learns the merged units and
+    // the new unit file, and the units' UnitFileState (cached until a reload) says enabled.
     sd.reload()
         .await
         .map_err(|e| fail("reloading systemd", e))?;
     Ok((
         Outcome::Changed,
-        format!("wrote {path}; enabled {}", names.join(" and ")),
+        format!(
+            "wrote {path}; enabled {}; reloaded systemd",
+            names.join(", ")
+        ),
     ))
 }

@@ -73,13 +73,14 @@ pub enum RuntimeAction {
         image: SysextImage,
         host: HostRelease,
     },
-    /// `systemd-sysext refresh`, a daemon-reload and `systemd-sysusers`; then the merged /usr
-    /// must hold the extension's release file.
+    /// `systemd-sysext refresh` and `systemd-sysusers`; then the merged /usr must hold the
+    /// extension's release file. No daemon-reload: [`RuntimeAction::SysextOnBoot`] follows
+    /// every merge and makes the one reload.
     MergeSysext {
         name: String,
     },
     /// The unit that starts the extension's units after the early merge at boot, written to
-    /// `path`, and `units` enabled (not started: they belong to the next boot).
+    /// `path`, `units` enabled (not started here), then a daemon-reload.
     SysextOnBoot {
         path: String,
         content: String,
