@@ -20,9 +20,9 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BOOTSTRAPD_CACHE:-/var/cache/bootstrapd}
-# shellcheck disable=SC2034 # used by images/qcow2/rootfs.sh
 # shellcheck source=scripts/host-tools.sh
 . "$(dirname "${BASH_SOURCE[0]}")/host-tools.sh"
+# shellcheck disable=SC2034 # used by images/qcow2/rootfs.sh
 mirror=$(host_debian_mirror) || exit 1
 out=$repo_root/build/pxe
 deb=

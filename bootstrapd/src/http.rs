@@ -616,17 +616,18 @@ pub struct Sink {
     file: std::fs::File,
     /// For messages.
     path: String,
-    hasher: std::sync::Mutex<Hasher>,
+    /// The running attempt's hash; none before the first attempt.
+    hasher: std::sync::Mutex<Option<Hasher>>,
 }
 
 /// The sha256 computed on a thread of its own as the chunks arrive: the hash (user time) runs
 /// beside the receive and the write (system time) instead of after them, and the file is never
 /// read back. For an 83 MiB extension under TCG each was over a second. The channel is bounded,
 /// so a hash slower than the network holds back the download, not the memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Hasher {
-    tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
-    worker: Option<std::thread::JoinHandle<sha2::Sha256>>,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    worker: std::thread::JoinHandle<sha2::Sha256>,
 }
 
 /// Chunks in flight to the hashing thread (hyper's are at most a few tens of KiB).
@@ -643,10 +644,15 @@ impl Hasher {
             }
             h
         });
-        Hasher {
-            tx: Some(tx),
-            worker: Some(worker),
-        }
+        Hasher { tx, worker }
+    }
+
+    /// Closing the channel ends the thread's loop; its hash is what it was sent.
+    fn finish(self) -> sha2::Sha256 {
+        drop(self.tx);
+        self.worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 
@@ -655,25 +661,20 @@ impl Sink {
         Sink {
             file,
             path: path.into(),
-            hasher: std::sync::Mutex::new(Hasher::default()),
+            hasher: std::sync::Mutex::new(None),
         }
     }
 
     /// The lowercase hex sha256 of the bytes the last (the successful) attempt wrote.
     pub fn sha256_hex(self) -> String {
         use sha2::Digest;
-        let mut h = self.hasher.into_inner().unwrap_or_else(|p| p.into_inner());
-        // Closing the channel ends the thread's loop; no attempt, no bytes.
-        h.tx = None;
-        let digest = match h.worker.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(sha)) => sha,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-            None => sha2::Sha256::new(),
-        };
+        let hasher = self.hasher.into_inner().unwrap_or_else(|p| p.into_inner());
+        // No attempt, no bytes.
+        let digest = hasher.map_or_else(sha2::Sha256::new, Hasher::finish);
         hex::encode(digest.finalize())
     }
 
-    fn hasher(&self) -> std::sync::MutexGuard<'_, Hasher> {
+    fn hasher(&self) -> std::sync::MutexGuard<'_, Option<Hasher>> {
         // Poisoned only by a panic while replacing it, which leaves nothing worth refusing.
         self.hasher.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -681,7 +682,7 @@ impl Sink {
     fn restart(&self) -> std::io::Result<()> {
         use std::io::Seek;
         // The earlier attempt's thread ends when its sender is dropped here.
-        *self.hasher() = Hasher::start();
+        *self.hasher() = Some(Hasher::start());
         self.file.set_len(0)?;
         (&self.file).seek(std::io::SeekFrom::Start(0)).map(|_| ())
     }
@@ -689,7 +690,7 @@ impl Sink {
     async fn write(&self, chunk: bytes::Bytes) -> std::io::Result<()> {
         use std::io::Write;
         (&self.file).write_all(&chunk)?;
-        let tx = self.hasher().tx.clone();
+        let tx = self.hasher().as_ref().map(|h| h.tx.clone());
         match tx {
             Some(tx) => tx
                 .send(chunk)
